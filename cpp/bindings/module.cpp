@@ -1,0 +1,31 @@
+// crispmoss._core: the thin native layer. C++ exceptions become crispmoss.errors classes.
+#include "bindings/bind.h"
+#include "errors.h"
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "crispmoss native core (ggml)";
+    py::register_exception_translator([](std::exception_ptr p) {
+        if (!p) return;
+        auto raise = [](const char* cls, const char* msg) {
+            py::object errors = py::module_::import("crispmoss.errors");
+            PyErr_SetString(errors.attr(cls).ptr(), msg);
+        };
+        try {
+            std::rethrow_exception(p);
+        } catch (const cm::ModelError& e) {
+            raise("ModelError", e.what());
+        } catch (const cm::AudioError& e) {
+            raise("AudioError", e.what());
+        } catch (const cm::InputError& e) {
+            raise("InputError", e.what());
+        } catch (const cm::Interrupted& e) {
+            raise("GenerationInterrupted", e.what());
+        }
+    });
+    cm::bind::bind_mel(m);
+    cm::bind::bind_tokenizer(m);
+    cm::bind::bind_model(m);
+    cm::bind::bind_quantize(m);
+}

@@ -1,0 +1,8 @@
+"""crispmoss: OpenMOSS speech-language models (MOSS-Transcribe, MOSS-Audio) from GGUF files on ggml."""
+from __future__ import annotations
+
+from .errors import AudioError, CrispMossError, GenerationInterrupted, InputError, ModelError
+
+__version__ = "0.1.0"
+
+__all__ = ["AudioError", "CrispMossError", "GenerationInterrupted", "InputError", "ModelError"]
