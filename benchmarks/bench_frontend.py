@@ -1,0 +1,136 @@
+"""Front-end benchmark: the C++ log-mel against transformers' WhisperFeatureExtractor numpy path, in the
+same run. Each section is a function returning rows; main() prints one table and writes
+benchmarks/results/frontend.json.
+
+    PYTHONPATH=python python benchmarks/bench_frontend.py [--sections mel] [--repeat 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "python"))
+
+RESULTS = ROOT / "benchmarks" / "results" / "frontend.json"
+JFK = Path("/work/shared/audio/jfk.wav")
+
+# A row: section, case, impl, seconds (best of repeats), baseline (impl the ratio is against),
+# speedup (baseline seconds / seconds), note.
+Row = Dict[str, object]
+
+
+def best_time(fn: Callable[[], object], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def speech(seconds: float) -> np.ndarray:
+    """Real speech (jfk.wav) tiled to the requested length, with a little noise so no two tiles match."""
+    import crispmoss
+
+    base = crispmoss.load_audio(JFK) if JFK.exists() else np.zeros(16000, np.float32)
+    n = int(seconds * 16000)
+    reps = -(-n // len(base))
+    rng = np.random.default_rng(0)
+    x = np.tile(base, reps)[:n] + 1e-3 * rng.standard_normal(n)
+    return x.astype(np.float32)
+
+
+def bench_mel(repeat: int) -> List[Row]:
+    from transformers import WhisperFeatureExtractor
+
+    from crispmoss import _core
+
+    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, n_fft=400)
+    rows: List[Row] = []
+    for label, seconds in (("30 s", 30.0), ("10 min", 600.0)):
+        wav = speech(seconds)
+        ref_out = fe._np_extract_fbank_features(wav[None], device="cpu")[0]
+        # The reference is slow; fewer repeats for the long clip keep the benchmark short.
+        ref_repeat = repeat if seconds <= 60 else max(1, repeat // 2)
+        t_ref = best_time(lambda: fe._np_extract_fbank_features(wav[None], device="cpu"), ref_repeat)
+        rows.append({"section": "mel", "case": label, "impl": "transformers numpy", "seconds": t_ref,
+                     "baseline": "transformers numpy", "speedup": 1.0,
+                     "note": f"{ref_out.shape[1]} frames"})
+        for threads in (1, 2):
+            out = _core.log_mel(wav, threads)
+            err = float(np.abs(out - ref_out).max())
+            t = best_time(lambda: _core.log_mel(wav, threads), repeat)
+            rows.append({"section": "mel", "case": label, "impl": f"crispmoss {threads} thread(s)", "seconds": t,
+                         "baseline": "transformers numpy", "speedup": t_ref / t,
+                         "note": f"max |diff| {err:.1e}"})
+    return rows
+
+
+# Further sections (e.g. the tokenizer) append a function here: name -> fn(repeat) -> rows.
+SECTIONS: Dict[str, Callable[[int], List[Row]]] = {
+    "mel": bench_mel,
+}
+
+
+def print_table(rows: List[Row]) -> None:
+    header = f"{'section':<10} {'case':<10} {'impl':<24} {'time':>10} {'speedup':>8}  note"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        secs = float(r["seconds"])
+        shown = f"{secs * 1e3:.2f} ms" if secs < 1 else f"{secs:.3f} s"
+        print(f"{r['section']:<10} {r['case']:<10} {r['impl']:<24} {shown:>10} {float(r['speedup']):>7.1f}x  "
+              f"{r.get('note', '')}")
+
+
+def machine() -> Dict[str, object]:
+    import numpy
+
+    info: Dict[str, object] = {"platform": platform.platform(), "python": platform.python_version(),
+                               "cpu_count": os.cpu_count(), "numpy": numpy.__version__}
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def main(argv: List[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sections", nargs="+", choices=sorted(SECTIONS), default=list(SECTIONS))
+    ap.add_argument("--repeat", type=int, default=3, help="best of this many runs (default 3)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+
+    rows: List[Row] = []
+    for name in args.sections:
+        rows.extend(SECTIONS[name](max(1, args.repeat)))
+    print_table(rows)
+
+    # Keep rows of sections not run this time, so sections can be refreshed one at a time.
+    previous: List[Row] = []
+    if args.out.exists():
+        try:
+            previous = [r for r in json.loads(args.out.read_text()).get("rows", [])
+                        if r.get("section") not in args.sections]
+        except (ValueError, AttributeError):
+            previous = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine(), "rows": previous + rows}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

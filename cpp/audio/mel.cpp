@@ -1,0 +1,243 @@
+#include "audio/mel.h"
+
+#include <algorithm>
+#include <cmath>
+#include <exception>
+#include <limits>
+#include <string>
+#include <system_error>
+#include <thread>
+
+#include "audio/fft.h"
+#include "errors.h"
+
+namespace cm {
+
+namespace {
+
+// librosa / transformers "slaney" mel scale: linear below 1 kHz, logarithmic above.
+constexpr double kMinLogHz = 1000.0;
+constexpr double kMinLogMel = 15.0;
+
+double hz_to_mel_slaney(double hz) {
+    if (hz >= kMinLogHz) return kMinLogMel + std::log(hz / kMinLogHz) * (27.0 / std::log(6.4));
+    return 3.0 * hz / 200.0;
+}
+
+double mel_to_hz_slaney(double mel) {
+    if (mel >= kMinLogMel) return kMinLogHz * std::exp((std::log(6.4) / 27.0) * (mel - kMinLogMel));
+    return 200.0 * mel / 3.0;
+}
+
+// numpy.linspace(start, stop, num) element i: start + i*step, with the end point exact.
+double linspace_at(double start, double stop, int num, int i) {
+    if (i == num - 1) return stop;
+    const double step = (stop - start) / static_cast<double>(num - 1);
+    return start + static_cast<double>(i) * step;
+}
+
+void find_spans(MelFilterbank& fb) {
+    fb.first.assign(fb.n_mel, 0);
+    fb.last.assign(fb.n_mel, 0);
+    for (int m = 0; m < fb.n_mel; ++m) {
+        const double* w = fb.weights.data() + static_cast<size_t>(m) * fb.n_freq;
+        int lo = 0, hi = fb.n_freq;
+        while (lo < hi && w[lo] == 0.0) ++lo;
+        while (hi > lo && w[hi - 1] == 0.0) --hi;
+        fb.first[m] = lo;
+        fb.last[m] = hi;
+    }
+}
+
+// Index into a signal of length n extended by repeated reflection (edge sample not repeated),
+// which is what numpy.pad(mode="reflect") produces for any pad width.
+inline size_t reflect_index(long long i, long long n) {
+    if (n == 1) return 0;
+    const long long period = 2 * (n - 1);
+    long long j = i % period;
+    if (j < 0) j += period;
+    if (j >= n) j = period - j;
+    return static_cast<size_t>(j);
+}
+
+struct Frontend {
+    RealFFT fft{kMelNFFT};
+    std::vector<double> window;
+    Frontend() : window(kMelNFFT) {
+        // periodic Hann = numpy.hanning(401)[:-1]
+        for (int i = 0; i < kMelNFFT; ++i)
+            window[i] = 0.5 - 0.5 * std::cos(2.0 * M_PI * static_cast<double>(i) / kMelNFFT);
+    }
+};
+
+const Frontend& frontend() {
+    static const Frontend f;
+    return f;
+}
+
+// Frames [t0, t1): raw log10 mel into out (column t of [n_mel][T]); returns the largest value.
+float log_mel_frames(const float* pcm, size_t n, const MelFilterbank& fb, int t0, int t1, int n_frames,
+                     float* out) {
+    const Frontend& fe = frontend();
+    std::vector<double> frame(kMelNFFT), power(kMelNFreq);
+    std::vector<cplx> work(fe.fft.work_size());
+    const long long half = kMelNFFT / 2;
+    const long long nn = static_cast<long long>(n);
+    float local_max = -std::numeric_limits<float>::infinity();
+    for (int t = t0; t < t1; ++t) {
+        const long long start = static_cast<long long>(t) * kMelHop - half;
+        if (start >= 0 && start + kMelNFFT <= nn) {
+            const float* src = pcm + start;
+            for (int i = 0; i < kMelNFFT; ++i) frame[i] = static_cast<double>(src[i]) * fe.window[i];
+        } else {
+            for (int i = 0; i < kMelNFFT; ++i)
+                frame[i] = static_cast<double>(pcm[reflect_index(start + i, nn)]) * fe.window[i];
+        }
+        fe.fft.power(frame.data(), power.data(), work.data());
+        for (int m = 0; m < fb.n_mel; ++m) {
+            const double* w = fb.weights.data() + static_cast<size_t>(m) * fb.n_freq;
+            double acc = 0.0;
+            for (int f = fb.first[m]; f < fb.last[m]; ++f) acc += w[f] * power[f];
+            const float v = static_cast<float>(std::log10(std::max(acc, 1e-10)));
+            out[static_cast<size_t>(m) * n_frames + t] = v;
+            local_max = std::max(local_max, v);
+        }
+    }
+    return local_max;
+}
+
+// Runs fn(i) for i in [0, n_tasks) on up to n_tasks threads; the caller's thread takes task 0 and
+// any task whose thread could not be started. An exception in a task is rethrown here after all
+// threads have joined, never left to terminate the process.
+template <class Fn>
+void run_tasks(int n_tasks, Fn fn) {
+    std::vector<std::exception_ptr> errors(n_tasks);
+    auto guarded = [&](int i) {
+        try {
+            fn(i);
+        } catch (...) {
+            errors[i] = std::current_exception();
+        }
+    };
+    std::vector<std::thread> threads;
+    std::vector<int> inline_tasks{0};
+    threads.reserve(n_tasks);
+    for (int i = 1; i < n_tasks; ++i) {
+        try {
+            threads.emplace_back(guarded, i);
+        } catch (const std::system_error&) {
+            inline_tasks.push_back(i);
+        }
+    }
+    for (int i : inline_tasks) guarded(i);
+    for (auto& th : threads) th.join();
+    for (auto& e : errors)
+        if (e) std::rethrow_exception(e);
+}
+
+}  // namespace
+
+MelFilterbank slaney_mel_filterbank(int n_freq, int n_mel, double f_min, double f_max, double sample_rate) {
+    if (n_freq < 2 || n_mel < 1 || !(f_min >= 0.0) || !(f_max > f_min) || !(sample_rate > 0.0))
+        throw InputError("invalid mel filterbank parameters");
+    MelFilterbank fb;
+    fb.n_mel = n_mel;
+    fb.n_freq = n_freq;
+    const double mel_lo = hz_to_mel_slaney(f_min), mel_hi = hz_to_mel_slaney(f_max);
+    std::vector<double> edges(n_mel + 2);
+    for (int i = 0; i < n_mel + 2; ++i) edges[i] = mel_to_hz_slaney(linspace_at(mel_lo, mel_hi, n_mel + 2, i));
+    // transformers uses linspace(0, sample_rate // 2, n_freq) for the bin frequencies.
+    const double nyquist = std::floor(sample_rate / 2.0);
+    fb.weights.assign(static_cast<size_t>(n_mel) * n_freq, 0.0);
+    for (int m = 0; m < n_mel; ++m) {
+        const double lower = edges[m], centre = edges[m + 1], upper = edges[m + 2];
+        const double enorm = 2.0 / (upper - lower);
+        for (int f = 0; f < n_freq; ++f) {
+            const double hz = linspace_at(0.0, nyquist, n_freq, f);
+            const double down = -(lower - hz) / (centre - lower);
+            const double up = (upper - hz) / (upper - centre);
+            fb.weights[static_cast<size_t>(m) * n_freq + f] = std::max(0.0, std::min(down, up)) * enorm;
+        }
+    }
+    find_spans(fb);
+    return fb;
+}
+
+const MelFilterbank& whisper_mel_filterbank() {
+    static const MelFilterbank fb = slaney_mel_filterbank(kMelNFreq, kMelBins, 0.0, 8000.0, kMelSampleRate);
+    return fb;
+}
+
+MelFilterbank mel_filterbank_from_freq_major(const float* data, int n_freq, int n_mel) {
+    if (data == nullptr || n_freq != kMelNFreq || n_mel < 1 || n_mel > 4096)
+        throw ModelError("mel filterbank must have shape [" + std::to_string(kMelNFreq) +
+                         ", n_mel]; got [" + std::to_string(n_freq) + ", " + std::to_string(n_mel) + "]");
+    MelFilterbank fb;
+    fb.n_mel = n_mel;
+    fb.n_freq = n_freq;
+    fb.weights.resize(static_cast<size_t>(n_mel) * n_freq);
+    for (int f = 0; f < n_freq; ++f) {
+        for (int m = 0; m < n_mel; ++m) {
+            const float v = data[static_cast<size_t>(f) * n_mel + m];
+            if (!std::isfinite(v) || v < 0.0f)
+                throw ModelError("mel filterbank has a negative or non-finite weight at [" + std::to_string(f) +
+                                 ", " + std::to_string(m) + "]");
+            fb.weights[static_cast<size_t>(m) * n_freq + f] = v;
+        }
+    }
+    find_spans(fb);
+    return fb;
+}
+
+MelSpectrogram log_mel(const float* pcm, size_t n, int n_threads) {
+    return log_mel(pcm, n, whisper_mel_filterbank(), n_threads);
+}
+
+MelSpectrogram log_mel(const float* pcm, size_t n, const MelFilterbank& fb, int n_threads) {
+    if (fb.n_freq != kMelNFreq || fb.n_mel < 1 || fb.weights.size() != static_cast<size_t>(fb.n_mel) * fb.n_freq ||
+        fb.first.size() != static_cast<size_t>(fb.n_mel) || fb.last.size() != static_cast<size_t>(fb.n_mel))
+        throw ModelError("mel filterbank does not have " + std::to_string(kMelNFreq) + " frequency bins");
+    if (n_threads < 0) throw InputError("n_threads must be >= 0 (0 = all cores), got " + std::to_string(n_threads));
+    if (n == 0 || pcm == nullptr) throw AudioError("audio is empty");
+    for (size_t i = 0; i < n; ++i) {
+        if (!std::isfinite(pcm[i]))
+            throw AudioError("audio contains a non-finite sample (NaN or inf) at index " + std::to_string(i));
+    }
+    if (n < kMelMinSamples)
+        throw AudioError("audio too short for a mel frame: " + std::to_string(n) + " samples, need at least " +
+                         std::to_string(kMelMinSamples) + " (10 ms at 16 kHz)");
+    const size_t frames = n / kMelHop;
+    const size_t max_frames = static_cast<size_t>(std::numeric_limits<int>::max()) / static_cast<size_t>(fb.n_mel);
+    if (frames > max_frames) throw AudioError("audio too long: " + std::to_string(n) + " samples");
+
+    MelSpectrogram mel;
+    mel.n_mel = fb.n_mel;
+    mel.n_frames = static_cast<int>(frames);
+    mel.data.resize(static_cast<size_t>(mel.n_mel) * frames);
+
+    // A task per contiguous range of frames; tiny inputs stay on one thread.
+    constexpr int kMinFramesPerTask = 32;
+    constexpr int kMaxThreads = 256;
+    int threads = n_threads > 0 ? n_threads : static_cast<int>(std::thread::hardware_concurrency());
+    threads = std::max(1, std::min({threads, kMaxThreads, (mel.n_frames + kMinFramesPerTask - 1) / kMinFramesPerTask}));
+    const int T = mel.n_frames;
+    auto range = [&](int i) { return std::make_pair(static_cast<int>(static_cast<long long>(T) * i / threads),
+                                                    static_cast<int>(static_cast<long long>(T) * (i + 1) / threads)); };
+
+    std::vector<float> task_max(threads, -std::numeric_limits<float>::infinity());
+    run_tasks(threads, [&](int i) {
+        const auto [t0, t1] = range(i);
+        task_max[i] = log_mel_frames(pcm, n, fb, t0, t1, T, mel.data.data());
+    });
+    const float floor = *std::max_element(task_max.begin(), task_max.end()) - 8.0f;
+    run_tasks(threads, [&](int i) {
+        const auto [t0, t1] = range(i);
+        for (int m = 0; m < mel.n_mel; ++m) {
+            float* row = mel.data.data() + static_cast<size_t>(m) * T;
+            for (int t = t0; t < t1; ++t) row[t] = (std::max(row[t], floor) + 4.0f) / 4.0f;
+        }
+    });
+    return mel;
+}
+
+}  // namespace cm
