@@ -1,5 +1,240 @@
+// Model and Session: the compute-heavy calls release the GIL; callbacks take it back only to run Python.
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
 #include "bindings/bind.h"
+#include "errors.h"
+#include "ggml-cpu.h"
+#include "models/audio_lm.h"
+#include "session.h"
+#include "text/tokenizer.h"
+
+namespace py = pybind11;
 
 namespace cm::bind {
-void bind_model(pybind11::module_& m) {}
+namespace {
+
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+py::array_t<float> to_numpy(const HostTensor& t) {
+    std::vector<py::ssize_t> shape(t.ne.rbegin(), t.ne.rend());  // ggml ne0 is the fastest axis
+    py::array_t<float> a(shape);
+    std::copy(t.data.begin(), t.data.end(), a.mutable_data());
+    return a;
+}
+
+py::object kv_value(gguf_context* g, int64_t k) {
+    switch (gguf_get_kv_type(g, k)) {
+        case GGUF_TYPE_UINT8: return py::int_(gguf_get_val_u8(g, k));
+        case GGUF_TYPE_INT8: return py::int_(gguf_get_val_i8(g, k));
+        case GGUF_TYPE_UINT16: return py::int_(gguf_get_val_u16(g, k));
+        case GGUF_TYPE_INT16: return py::int_(gguf_get_val_i16(g, k));
+        case GGUF_TYPE_UINT32: return py::int_(gguf_get_val_u32(g, k));
+        case GGUF_TYPE_INT32: return py::int_(gguf_get_val_i32(g, k));
+        case GGUF_TYPE_UINT64: return py::int_(gguf_get_val_u64(g, k));
+        case GGUF_TYPE_INT64: return py::int_(gguf_get_val_i64(g, k));
+        case GGUF_TYPE_FLOAT32: return py::float_(gguf_get_val_f32(g, k));
+        case GGUF_TYPE_FLOAT64: return py::float_(gguf_get_val_f64(g, k));
+        case GGUF_TYPE_BOOL: return py::bool_(gguf_get_val_bool(g, k));
+        case GGUF_TYPE_STRING: return py::str(gguf_get_val_str(g, k));
+        case GGUF_TYPE_ARRAY: {
+            py::dict d;
+            d["array_of"] = py::str(gguf_type_name(gguf_get_arr_type(g, k)));
+            d["length"] = py::int_(gguf_get_arr_n(g, k));
+            return std::move(d);
+        }
+        default: return py::none();
+    }
+}
+
+// Everything `crispmoss info` shows, read through the validating loader.
+py::dict describe(const ModelFile& f) {
+    py::dict info;
+    info["path"] = f.path();
+    info["architecture"] = f.arch();
+    info["file_size"] = f.file_size();
+    py::dict kv;
+    gguf_context* g = f.gguf();
+    for (int64_t k = 0; k < gguf_get_n_kv(g); ++k) kv[py::str(gguf_get_key(g, k))] = kv_value(g, k);
+    info["metadata"] = kv;
+    py::list tensors;
+    for (ggml_tensor* t : f.tensors()) {
+        std::vector<int64_t> ne;
+        for (int i = 0; i < ggml_n_dims(t); ++i) ne.push_back(t->ne[i]);
+        tensors.append(py::make_tuple(ggml_get_name(t), ggml_type_name(t->type), ne, ggml_nbytes(t)));
+    }
+    info["tensors"] = tensors;
+    return info;
+}
+
+// A weight dequantized to float32, numpy shape = reversed ggml ne (PyTorch order).
+py::array_t<float> tensor_data(const ModelFile& f, const std::string& name) {
+    ggml_tensor* t = f.find(name);
+    if (!t) f.fail("missing tensor '" + name + "'");
+    std::vector<py::ssize_t> shape;
+    for (int i = ggml_n_dims(t) - 1; i >= 0; --i) shape.push_back(t->ne[i]);
+    py::array_t<float> a(shape);
+    const auto* traits = ggml_get_type_traits(t->type);
+    const int64_t n = ggml_nelements(t);
+    if (t->type == GGML_TYPE_F32) {
+        std::memcpy(a.mutable_data(), t->data, n * sizeof(float));
+    } else if (traits && traits->to_float) {
+        traits->to_float(t->data, a.mutable_data(), n);
+    } else {
+        f.fail(std::string("cannot dequantize type ") + ggml_type_name(t->type));
+    }
+    return a;
+}
+
+ggml_type kv_type_from(const std::string& s) {
+    if (s == "f16") return GGML_TYPE_F16;
+    if (s == "f32") return GGML_TYPE_F32;
+    throw InputError("kv_type must be 'f16' or 'f32', not '" + s + "'");
+}
+
+py::dict timings_dict(const Timings& t) {
+    py::dict d;
+    d["mel_ms"] = t.mel_ms;
+    d["encode_ms"] = t.encode_ms;
+    d["prefill_ms"] = t.prefill_ms;
+    d["decode_ms"] = t.decode_ms;
+    d["n_prompt"] = t.n_prompt;
+    d["n_prefilled"] = t.n_prefilled;
+    d["n_generated"] = t.n_generated;
+    return d;
+}
+
+PromptRequest request(const std::string& instruction, bool timestamps, bool time_markers) {
+    PromptRequest r;
+    r.instruction = instruction;
+    r.timestamps = timestamps;
+    r.time_markers = time_markers;
+    return r;
+}
+
+struct PyModel {
+    std::shared_ptr<const AudioLM> lm;
+};
+
+}  // namespace
+
+void bind_model(py::module_& m) {
+    m.def("inspect", [](const std::string& path) { return describe(ModelFile(path)); }, py::arg("path"),
+          "Validate a GGUF file's header and tensor table and describe it (no model-specific checks).");
+    m.def("system_info", [] {
+        py::dict d;
+        d["ggml_cpu"] = std::string(ggml_cpu_has_avx512() ? "avx512" : ggml_cpu_has_avx2() ? "avx2" : "generic");
+        d["backends"] = std::vector<std::string>{"cpu"};
+        return d;
+    });
+
+    py::class_<PyModel>(m, "Model")
+        .def(py::init([](const std::string& path) {
+                 py::gil_scoped_release nogil;
+                 return PyModel{std::shared_ptr<const AudioLM>(AudioLM::load(path))};
+             }),
+             py::arg("path"))
+        .def_property_readonly("arch", [](const PyModel& s) { return s.lm->arch(); })
+        .def_property_readonly("path", [](const PyModel& s) { return s.lm->file().path(); })
+        .def_property_readonly("n_vocab", [](const PyModel& s) { return s.lm->lm().cfg.n_vocab; })
+        .def_property_readonly("n_ctx_train", [](const PyModel& s) { return s.lm->lm().cfg.n_ctx_train; })
+        .def_property_readonly("accepts_instructions", [](const PyModel& s) { return s.lm->accepts_instructions(); })
+        .def("n_audio_tokens", [](const PyModel& s, int n_frames) { return s.lm->n_audio_tokens(n_frames); })
+        .def("describe", [](const PyModel& s) { return describe(s.lm->file()); })
+        .def("tensor_data", [](const PyModel& s, const std::string& name) { return tensor_data(s.lm->file(), name); })
+        .def("tokenize",
+             [](const PyModel& s, const py::object& text, bool special) {
+                 const std::string bytes = py::isinstance<py::str>(text) ? text.cast<std::string>()
+                                                                        : std::string(text.cast<py::bytes>());
+                 py::gil_scoped_release nogil;
+                 return s.lm->tokenizer().encode(bytes, special);
+             },
+             py::arg("text"), py::arg("special") = true)
+        .def("detokenize_bytes",
+             [](const PyModel& s, const std::vector<int32_t>& ids) { return py::bytes(s.lm->tokenizer().decode(ids)); },
+             py::arg("ids"))
+        .def("detokenize",
+             [](const PyModel& s, const std::vector<int32_t>& ids) {
+                 const std::string b = s.lm->tokenizer().decode(ids);
+                 return py::reinterpret_steal<py::str>(PyUnicode_DecodeUTF8(b.data(), b.size(), "replace"));
+             },
+             py::arg("ids"))
+        .def("is_special", [](const PyModel& s, int32_t id) { return s.lm->tokenizer().is_special(id); });
+
+    py::class_<Session>(m, "Session")
+        .def(py::init([](const PyModel& model, int n_threads, const std::string& kv_type, bool mel_bf16) {
+                 auto s = std::make_unique<Session>(model.lm, n_threads, kv_type_from(kv_type));
+                 s->set_mel_bf16(mel_bf16);
+                 return s;
+             }),
+             py::arg("model"), py::arg("n_threads") = 0, py::arg("kv_type") = "f16", py::arg("mel_bf16") = true)
+        .def("set_audio",
+             [](Session& s, FloatArray audio) {
+                 if (audio.ndim() != 1) throw AudioError("audio must be a 1-D float32 array of 16 kHz samples");
+                 const float* p = audio.data();
+                 const size_t n = static_cast<size_t>(audio.shape(0));
+                 py::gil_scoped_release nogil;
+                 s.set_audio(p, n);
+             },
+             py::arg("audio"))
+        .def_property_readonly("n_audio", &Session::n_audio)
+        .def_property_readonly("duration", &Session::duration)
+        .def_property_readonly("has_audio", &Session::has_audio)
+        .def_property_readonly("n_threads", [](Session& s) { return s.compute().n_threads(); })
+        .def("audio_timings", [](Session& s) { return timings_dict(s.audio_timings()); })
+        .def("prompt_ids",
+             [](Session& s, const std::string& instruction, bool timestamps, bool time_markers) {
+                 return s.prompt(request(instruction, timestamps, time_markers)).ids;
+             },
+             py::arg("instruction") = "", py::arg("timestamps") = false, py::arg("time_markers") = true)
+        .def("generate",
+             [](Session& s, const std::string& instruction, bool timestamps, bool time_markers, int max_new_tokens,
+                float temperature, int top_k, float top_p, float min_p, float repetition_penalty, uint64_t seed,
+                double timeout, py::object on_piece) {
+                 GenerateParams gp;
+                 gp.max_new_tokens = max_new_tokens;
+                 gp.sampling = SamplingParams{temperature, top_k, top_p, min_p, repetition_penalty, seed};
+                 gp.timeout_s = timeout;
+                 // Python errors raised in the callback (KeyboardInterrupt included) stop generation and
+                 // propagate once the GIL is back; the session stays usable.
+                 std::unique_ptr<py::error_already_set> pending;
+                 PieceCallback cb = [&](const std::string& piece) {
+                     py::gil_scoped_acquire gil;
+                     try {
+                         if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+                         if (on_piece.is_none()) return true;
+                         py::object r = on_piece(py::reinterpret_steal<py::str>(
+                             PyUnicode_DecodeUTF8(piece.data(), piece.size(), "replace")));
+                         return r.is_none() || r.cast<bool>();
+                     } catch (py::error_already_set& e) {
+                         pending = std::make_unique<py::error_already_set>(std::move(e));
+                         return false;
+                     }
+                 };
+                 GenerateResult r;
+                 {
+                     py::gil_scoped_release nogil;
+                     r = s.generate(request(instruction, timestamps, time_markers), gp, cb);
+                 }
+                 if (pending) throw std::move(*pending);
+                 py::dict d;
+                 d["tokens"] = r.tokens;
+                 d["text"] = py::bytes(r.text);
+                 d["stop_reason"] = r.stop_reason;
+                 d["timings"] = timings_dict(r.timings);
+                 return d;
+             },
+             py::arg("instruction") = "", py::arg("timestamps") = false, py::arg("time_markers") = true,
+             py::arg("max_new_tokens") = 512, py::arg("temperature") = 0.0f, py::arg("top_k") = 0,
+             py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f, py::arg("repetition_penalty") = 1.0f,
+             py::arg("seed") = 0, py::arg("timeout") = 0.0, py::arg("on_piece") = py::none())
+        .def("enable_dumps", [](Session& s, bool on) { s.compute().enable_dumps(on); })
+        .def("dumps", [](Session& s) {
+            py::dict d;
+            for (const auto& [name, t] : s.compute().dumps()) d[py::str(name)] = to_numpy(t);
+            return d;
+        });
+}
+
 }  // namespace cm::bind

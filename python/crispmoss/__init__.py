@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 from .errors import AudioError, CrispMossError, GenerationInterrupted, InputError, ModelError
+from .quantize import quantize
 from .audio import SAMPLE_RATE, load_audio, log_mel
+from .model import Model, Session
+from .results import Segment, Transcript
 
 __version__ = "0.1.0"
 
-__all__ = ["AudioError", "CrispMossError", "GenerationInterrupted", "InputError", "ModelError", "SAMPLE_RATE", "load_audio", "log_mel"]
+__all__ = ["Model", "Session", "Segment", "Transcript", "AudioError", "CrispMossError", "GenerationInterrupted", "InputError", "ModelError", "SAMPLE_RATE", "load_audio", "log_mel", "quantize"]

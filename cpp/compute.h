@@ -1,0 +1,66 @@
+// Where graphs run: a ggml backend scheduler (CPU today; GPU backends slot in ahead of it), its compute
+// buffers reused from graph to graph, and named stage outputs for tests ("dumps").
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ggml-backend.h"
+#include "ggml.h"
+
+namespace cm {
+
+// A host copy of a tensor: data in ggml order, ne[0] fastest.
+struct HostTensor {
+    std::vector<int64_t> ne;
+    std::vector<float> data;
+};
+
+class Compute {
+public:
+    explicit Compute(int n_threads);
+    ~Compute();
+    Compute(const Compute&) = delete;
+    Compute& operator=(const Compute&) = delete;
+
+    int n_threads() const { return n_threads_; }
+    ggml_backend_t cpu() const { return cpu_; }
+
+    // Dumps: while enabled, tensors passed to dump() while building a graph are copied out after it runs.
+    void enable_dumps(bool on) { dumps_on_ = on; }
+    bool dumps_enabled() const { return dumps_on_; }
+    std::map<std::string, HostTensor>& dumps() { return dumps_; }
+
+    // One graph: a metadata context to build it in, inputs to fill once memory is assigned.
+    class Graph {
+    public:
+        explicit Graph(Compute& c, size_t max_nodes = 16384);
+        ~Graph();
+        ggml_context* ctx() const { return ctx_; }
+        ggml_cgraph* gf() const { return gf_; }
+        // Declares an input tensor whose host data is copied in before the graph runs.
+        ggml_tensor* input(ggml_type type, std::vector<int64_t> ne, const void* data, const char* name);
+        void dump(const std::string& name, ggml_tensor* t);
+        // Marks `t` an output, expands the graph to it, allocates, uploads inputs, runs.
+        void run(std::vector<ggml_tensor*> outputs);
+
+    private:
+        Compute& c_;
+        ggml_context* ctx_ = nullptr;
+        ggml_cgraph* gf_ = nullptr;
+        std::vector<std::pair<ggml_tensor*, const void*>> inputs_;
+        std::vector<std::pair<std::string, ggml_tensor*>> dumps_;
+    };
+
+    static std::vector<float> read(ggml_tensor* t);
+
+private:
+    int n_threads_;
+    ggml_backend_t cpu_ = nullptr;
+    ggml_backend_sched_t sched_ = nullptr;
+    bool dumps_on_ = false;
+    std::map<std::string, HostTensor> dumps_;
+};
+
+}  // namespace cm

@@ -1,0 +1,80 @@
+// A GGUF model file: validated header, typed hyper-parameter access, tensors mmapped in place.
+//
+// Opening never trusts the file: the header is parsed by ggml's gguf reader, every tensor's data range is
+// checked against the file size before anything is mapped, and each model checks the tensors it needs
+// (name, shape, type) through `require()`. Any problem throws cm::ModelError naming the file and the
+// tensor or key at fault.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ggml-backend.h"
+#include "ggml.h"
+#include "gguf.h"
+
+namespace cm {
+
+// What kind of data a tensor slot may hold.
+enum class TensorKind {
+    Vector,  // 1-D: biases and norm weights, F32 (F16 tolerated)
+    Matrix,  // 2-D weight of a matmul or embedding: F32, F16, BF16 or any ggml quant type we can compute with
+    Conv,    // 4-D convolution kernel: F32 or F16
+};
+
+class ModelFile {
+public:
+    // Opens, parses and maps `path`; throws ModelError on any problem.
+    explicit ModelFile(const std::string& path);
+    ~ModelFile();
+    ModelFile(const ModelFile&) = delete;
+    ModelFile& operator=(const ModelFile&) = delete;
+
+    const std::string& path() const { return path_; }
+    const std::string& arch() const { return arch_; }
+    size_t file_size() const { return file_size_; }
+
+    // Hyper-parameters: `key` is looked up as given; a missing key yields `fallback`, a key of the wrong
+    // type throws. `require_u32` throws when the key is missing.
+    bool has_key(const std::string& key) const;
+    uint32_t u32(const std::string& key, uint32_t fallback) const;
+    uint32_t require_u32(const std::string& key) const;
+    float f32(const std::string& key, float fallback) const;
+    std::string str(const std::string& key, const std::string& fallback) const;
+    std::vector<std::string> str_array(const std::string& key) const;
+
+    // The tensor `name`, checked against kind and expected shape (ne order; -1 = any). Throws if missing.
+    ggml_tensor* require(const std::string& name, TensorKind kind, std::vector<int64_t> ne) const;
+    // As require(), but returns nullptr when the tensor is absent.
+    ggml_tensor* optional(const std::string& name, TensorKind kind, std::vector<int64_t> ne) const;
+    ggml_tensor* find(const std::string& name) const;
+
+    int64_t n_tensors() const;
+    std::vector<ggml_tensor*> tensors() const;
+    gguf_context* gguf() const { return gguf_; }
+
+    // Buffer that wraps the mapping (weights live here; nothing is copied).
+    ggml_backend_buffer_t weights_buffer() const { return buffer_; }
+
+    [[noreturn]] void fail(const std::string& what) const;
+
+private:
+    void map_file();
+    void check_tensor(const ggml_tensor* t, TensorKind kind, const std::vector<int64_t>& ne) const;
+
+    std::string path_;
+    std::string arch_;
+    size_t file_size_ = 0;
+    gguf_context* gguf_ = nullptr;
+    ggml_context* meta_ = nullptr;
+    void* map_ = nullptr;
+    size_t map_size_ = 0;
+    ggml_backend_buffer_t buffer_ = nullptr;
+};
+
+// True when ggml's CPU backend can multiply with weights of this type.
+bool supported_weight_type(ggml_type type);
+
+}  // namespace cm

@@ -1,0 +1,166 @@
+// MOSS-Audio-4B-Instruct: Whisper-style encoder over the whole clip (global attention) with DeepStack taps,
+// GatedMLP adapter and mergers, Qwen3 decoder with untied head; ChatML prompt with time markers.
+#include <algorithm>
+#include <map>
+
+#include "errors.h"
+#include "models/audio_lm.h"
+#include "nn/layers.h"
+#include "text/tokenizer.h"
+
+namespace cm {
+namespace {
+
+constexpr int kFirstDigitId = 15;  // "0".."9" are ids 15..24
+
+struct Hparams {
+    int n_mel, n_layer, d, n_head, d_ff, conv_ch, adapter_hidden, n_inject;
+    float eps;
+    std::vector<int> taps;
+    int32_t bos, eos, start, audio_id, audio_start, audio_end;
+};
+
+class MossAudio final : public AudioLM {
+public:
+    explicit MossAudio(std::unique_ptr<ModelFile> f) : AudioLM(std::move(f)) {
+        const ModelFile& m = *file_;
+        const std::string a = "moss_audio.";
+        hp_.n_mel = m.u32(a + "enc.num_mel_bins", 128);
+        hp_.n_layer = m.u32(a + "enc.encoder_layers", 32);
+        hp_.d = m.u32(a + "enc.d_model", 1280);
+        hp_.n_head = m.u32(a + "enc.encoder_attention_heads", 20);
+        hp_.d_ff = m.u32(a + "enc.encoder_ffn_dim", 5120);
+        hp_.conv_ch = m.u32(a + "enc.downsample_hidden_size", 480);
+        hp_.eps = m.f32(a + "enc.layer_norm_eps", 1e-5f);
+        hp_.adapter_hidden = m.u32(a + "adapter.hidden_size", 8192);
+        const int n_taps = m.u32(a + "deepstack.num_taps", 3);
+        const int defaults[] = {8, 16, 24};
+        for (int i = 0; i < n_taps; ++i) {
+            hp_.taps.push_back(m.u32(a + "deepstack.tap." + std::to_string(i), i < 3 ? defaults[i] : 0));
+        }
+        hp_.n_inject = std::min<int>(n_taps, m.u32(a + "deepstack.num_inject_layers", n_taps));
+        hp_.bos = m.u32(a + "bos_token_id", 151643);
+        hp_.eos = m.u32(a + "eos_token_id", 151645);
+        hp_.start = 151644;
+        hp_.audio_id = m.u32(a + "audio_token_id", 151654);
+        hp_.audio_start = m.u32(a + "audio_start_id", 151669);
+        hp_.audio_end = m.u32(a + "audio_end_id", 151670);
+        if (hp_.n_mel != 128) m.fail("moss_audio.enc.num_mel_bins must be 128");
+        if (hp_.n_head <= 0 || hp_.d % hp_.n_head != 0) m.fail("encoder width is not a multiple of its heads");
+        if (hp_.n_layer <= 0 || hp_.n_layer > 1024) m.fail("moss_audio.enc.encoder_layers out of range");
+        for (int t : hp_.taps) {
+            if (t < 0 || t >= hp_.n_layer) m.fail("DeepStack tap layer " + std::to_string(t) + " is outside the encoder");
+        }
+        lm_ = Qwen3Weights::load(m, Qwen3Config::read(m, "moss_audio"));
+        if (hp_.n_inject > lm_.cfg.n_layer) m.fail("more DeepStack injections than LM layers");
+        const int64_t d = hp_.d, flat = int64_t(hp_.conv_ch) * (hp_.n_mel / 8), d_lm = lm_.cfg.n_embd;
+        stem_ = nn::ConvStem::load(m, "enc.", hp_.n_mel, hp_.conv_ch);
+        stem_w_ = m.require("enc.stem_proj.weight", TensorKind::Matrix, {flat, d});
+        stem_b_ = m.require("enc.stem_proj.bias", TensorKind::Vector, {d});
+        for (int il = 0; il < hp_.n_layer; ++il) {
+            layers_.push_back(nn::EncoderLayer::load(m, "enc.blk." + std::to_string(il), d, hp_.d_ff));
+        }
+        norm_w_ = m.require("enc.norm.weight", TensorKind::Vector, {d});
+        norm_b_ = m.require("enc.norm.bias", TensorKind::Vector, {d});
+        adapter_ = nn::GatedMLP::load(m, "adapter", d, hp_.adapter_hidden, d_lm);
+        for (int i = 0; i < hp_.n_inject; ++i) {
+            mergers_.push_back(nn::GatedMLP::load(m, "deepstack." + std::to_string(i), d, hp_.adapter_hidden, d_lm));
+        }
+        load_tokenizer({{hp_.bos, "<|endoftext|>"}, {hp_.start, "<|im_start|>"}, {hp_.eos, "<|im_end|>"},
+                        {hp_.audio_id, "<|AUDIO|>"}, {hp_.audio_start, "<|audio_bos|>"}, {hp_.audio_end, "<|audio_eos|>"}});
+    }
+
+    std::string arch() const override { return "moss_audio"; }
+    bool accepts_instructions() const override { return true; }
+    std::vector<int32_t> stop_ids() const override { return {hp_.eos, hp_.bos}; }
+
+    int n_audio_tokens(int n_frames) const override {
+        return static_cast<int>(nn::conv_out_len(nn::conv_out_len(nn::conv_out_len(n_frames))));
+    }
+
+    EncodedAudio encode(Compute& c, const float* mel, int T) const override {
+        if (T <= 0) throw AudioError("audio too short: no mel frames");
+        const int64_t n = n_audio_tokens(T);
+        const std::vector<float> pos = nn::sinusoids(n, hp_.d);
+        Compute::Graph g(c);
+        ggml_context* ctx = g.ctx();
+        ggml_tensor* h = stem_(ctx, g.input(GGML_TYPE_F32, {T, hp_.n_mel, 1, 1}, mel, "mel"));
+        h = nn::linear(ctx, ggml_reshape_2d(ctx, h, h->ne[0], n), stem_w_, stem_b_);
+        h = ggml_add(ctx, h, g.input(GGML_TYPE_F32, {hp_.d, n}, pos.data(), "pos"));
+        std::vector<ggml_tensor*> outs;
+        std::map<int, int> tap_of_layer;
+        for (int i = 0; i < hp_.n_inject; ++i) tap_of_layer[hp_.taps[i]] = i;
+        std::vector<ggml_tensor*> ds(hp_.n_inject, nullptr);
+        for (int il = 0; il < hp_.n_layer; ++il) {
+            h = nn::encoder_layer(ctx, layers_[il], h, hp_.n_head, n, 1, nullptr, hp_.eps);
+            if (il == 0) g.dump("enc.layer0", h);
+            auto it = tap_of_layer.find(il);
+            if (it != tap_of_layer.end()) {
+                g.dump("enc.tap." + std::to_string(it->second), h);
+                ds[it->second] = mergers_[it->second](ctx, h);
+                g.dump("deepstack." + std::to_string(it->second), ds[it->second]);
+            }
+        }
+        h = nn::layer_norm(ctx, h, norm_w_, norm_b_, hp_.eps);
+        g.dump("enc.out", h);
+        ggml_tensor* a = adapter_(ctx, h);
+        g.dump("adapter", a);
+        outs.push_back(a);
+        outs.insert(outs.end(), ds.begin(), ds.end());
+        g.run(outs);
+        EncodedAudio out;
+        out.n_embd = lm_.cfg.n_embd;
+        out.n_audio = static_cast<int>(n);
+        out.embd = Compute::read(a);
+        for (ggml_tensor* t : ds) out.deepstack.push_back(Compute::read(t));
+        return out;
+    }
+
+    Prompt build_prompt(int n_audio, const PromptRequest& req) const override {
+        Prompt p;
+        auto text = [&](const std::string& s) {
+            for (int32_t id : tokenizer().encode(s, true)) {
+                p.ids.push_back(id);
+                p.audio_row.push_back(-1);
+            }
+        };
+        auto token = [&](int32_t id, int32_t row) {
+            p.ids.push_back(id);
+            p.audio_row.push_back(row);
+        };
+        text("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n");
+        token(hp_.audio_start, -1);
+        int emitted = 0;
+        if (req.time_markers) {
+            // A marker "s" follows the audio token that ends second s (12.5 tokens per second), every 2 s.
+            const int whole_seconds = n_audio * 2 / 25;
+            for (int s = 2; s <= whole_seconds; s += 2) {
+                for (; emitted < 25 * (s / 2); ++emitted) token(hp_.audio_id, emitted);
+                for (char ch : std::to_string(s)) token(kFirstDigitId + (ch - '0'), -1);
+            }
+        }
+        for (; emitted < n_audio; ++emitted) token(hp_.audio_id, emitted);
+        token(hp_.audio_end, -1);
+        std::string instruction = req.instruction;
+        if (instruction.empty()) instruction = req.timestamps ? kTimestampInstruction : kTranscribeInstruction;
+        text("\n" + instruction + "<|im_end|>\n<|im_start|>assistant\n");
+        return p;
+    }
+
+    static constexpr const char* kTranscribeInstruction = "Please transcribe this audio.";
+    static constexpr const char* kTimestampInstruction = "Please transcribe this audio with timestamps.";
+
+private:
+    Hparams hp_{};
+    nn::ConvStem stem_{};
+    ggml_tensor *stem_w_ = nullptr, *stem_b_ = nullptr, *norm_w_ = nullptr, *norm_b_ = nullptr;
+    std::vector<nn::EncoderLayer> layers_;
+    nn::GatedMLP adapter_;
+    std::vector<nn::GatedMLP> mergers_;
+};
+
+}  // namespace
+
+std::unique_ptr<AudioLM> load_moss_audio(std::unique_ptr<ModelFile> f) { return std::make_unique<MossAudio>(std::move(f)); }
+
+}  // namespace cm

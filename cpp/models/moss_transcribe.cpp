@@ -1,0 +1,176 @@
+// MOSS-Transcribe-preview-2B: Qwen3-Omni-MoE audio tower (chunked conv stem, windowed attention,
+// conv_out/proj1/proj2 head) → SwiGLU adapter → Qwen3 decoder with tied head, ChatML prompt without text.
+#include <algorithm>
+
+#include "errors.h"
+#include "models/audio_lm.h"
+#include "nn/layers.h"
+
+namespace cm {
+namespace {
+
+constexpr int kUserId = 872, kNewlineId = 198, kAssistantId = 77091, kPlaceholderId = 0;
+
+struct Hparams {
+    int n_mel, n_layer, d, n_head, d_ff, conv_ch, n_window, n_window_infer, out_dim, adapter_hidden;
+    float eps;
+    int32_t bos, eos, start, audio_start, audio_end;
+};
+
+class MossTranscribe final : public AudioLM {
+public:
+    explicit MossTranscribe(std::unique_ptr<ModelFile> f) : AudioLM(std::move(f)) {
+        const ModelFile& m = *file_;
+        const std::string a = "moss_transcribe.";
+        hp_.n_mel = m.u32(a + "enc.num_mel_bins", 128);
+        hp_.n_layer = m.u32(a + "enc.encoder_layers", 32);
+        hp_.d = m.u32(a + "enc.d_model", 1280);
+        hp_.n_head = m.u32(a + "enc.encoder_attention_heads", 20);
+        hp_.d_ff = m.u32(a + "enc.encoder_ffn_dim", 5120);
+        hp_.conv_ch = m.u32(a + "enc.downsample_hidden_size", 480);
+        hp_.n_window = m.u32(a + "enc.n_window", 50);
+        hp_.n_window_infer = m.u32(a + "enc.n_window_infer", 800);
+        hp_.out_dim = m.u32(a + "enc.output_dim", 2048);
+        hp_.eps = m.f32(a + "enc.layer_norm_eps", 1e-5f);
+        hp_.adapter_hidden = m.u32(a + "adapter.hidden_size", 8192);
+        hp_.bos = m.u32(a + "bos_token_id", 151643);
+        hp_.eos = m.u32(a + "eos_token_id", 151645);
+        hp_.start = m.u32(a + "start_token_id", 151644);
+        hp_.audio_start = m.u32(a + "audio_start_id", 151669);
+        hp_.audio_end = m.u32(a + "audio_end_id", 151670);
+        if (hp_.n_mel != 128) m.fail("moss_transcribe.enc.num_mel_bins must be 128");
+        if (hp_.n_head <= 0 || hp_.d % hp_.n_head != 0) m.fail("encoder width is not a multiple of its heads");
+        if (hp_.n_layer <= 0 || hp_.n_window <= 0 || hp_.n_window_infer < 2 * hp_.n_window) {
+            m.fail("encoder windowing hyper-parameters out of range");
+        }
+        lm_ = Qwen3Weights::load(m, Qwen3Config::read(m, "moss_transcribe"));
+        const int64_t d = hp_.d, flat = int64_t(hp_.conv_ch) * (hp_.n_mel / 8);
+        stem_ = nn::ConvStem::load(m, "enc.", hp_.n_mel, hp_.conv_ch);
+        conv_out_ = m.require("enc.conv_out.weight", TensorKind::Matrix, {flat, d});
+        for (int il = 0; il < hp_.n_layer; ++il) {
+            layers_.push_back(nn::EncoderLayer::load(m, "enc.blk." + std::to_string(il), d, hp_.d_ff));
+        }
+        ln_post_w_ = m.require("enc.ln_post.weight", TensorKind::Vector, {d});
+        ln_post_b_ = m.require("enc.ln_post.bias", TensorKind::Vector, {d});
+        proj1_w_ = m.require("enc.proj1.weight", TensorKind::Matrix, {d, d});
+        proj1_b_ = m.require("enc.proj1.bias", TensorKind::Vector, {d});
+        proj2_w_ = m.require("enc.proj2.weight", TensorKind::Matrix, {d, hp_.out_dim});
+        proj2_b_ = m.require("enc.proj2.bias", TensorKind::Vector, {hp_.out_dim});
+        adapter_ = nn::GatedMLP::load(m, "adapter", hp_.out_dim, hp_.adapter_hidden, lm_.cfg.n_embd);
+        pos_ = nn::sinusoids(tokens_per_chunk(chunk_frames()), d);
+        load_tokenizer({{hp_.bos, "<|endoftext|>"}, {hp_.start, "<|im_start|>"}, {hp_.eos, "<|im_end|>"},
+                        {hp_.audio_start, "<|audio_bos|>"}, {hp_.audio_end, "<|audio_eos|>"}});
+    }
+
+    std::string arch() const override { return "moss_transcribe"; }
+    bool accepts_instructions() const override { return false; }
+    std::vector<int32_t> stop_ids() const override { return {hp_.eos, hp_.bos}; }
+
+    int n_audio_tokens(int n_frames) const override {
+        int n = 0;
+        for (int t0 = 0; t0 < n_frames; t0 += chunk_frames()) n += tokens_per_chunk(std::min(chunk_frames(), n_frames - t0));
+        return n;
+    }
+
+    EncodedAudio encode(Compute& c, const float* mel, int T) const override {
+        if (T <= 0) throw AudioError("audio too short: no mel frames");
+        const int cf = chunk_frames();
+        const int n_chunks = (T + cf - 1) / cf;
+        // The reference pads every chunk to the longest one in the clip: 100 frames unless there is only one.
+        const int chunk_len = n_chunks > 1 ? cf : T;
+        const int chunks_per_window = hp_.n_window_infer / cf;
+        EncodedAudio out;
+        out.n_embd = lm_.cfg.n_embd;
+        std::map<std::string, std::vector<float>> dumps;
+        // Windows attend only within themselves and restart nothing else, so each runs as its own graph.
+        for (int c0 = 0; c0 < n_chunks; c0 += chunks_per_window) {
+            const int nc = std::min(chunks_per_window, n_chunks - c0);
+            std::vector<float> x(size_t(chunk_len) * hp_.n_mel * nc, 0.0f);
+            std::vector<int32_t> rows;
+            const int tpc = tokens_per_chunk(chunk_len);
+            for (int ci = 0; ci < nc; ++ci) {
+                const int t0 = (c0 + ci) * cf, len = std::min(cf, T - t0);
+                for (int f = 0; f < hp_.n_mel; ++f) {
+                    std::copy(mel + size_t(f) * T + t0, mel + size_t(f) * T + t0 + len,
+                              x.begin() + (size_t(ci) * hp_.n_mel + f) * chunk_len);
+                }
+                for (int t = 0; t < tokens_per_chunk(len); ++t) rows.push_back(ci * tpc + t);
+            }
+            const int64_t L = static_cast<int64_t>(rows.size());
+            Compute::Graph g(c);
+            ggml_context* ctx = g.ctx();
+            ggml_tensor* h = stem_(ctx, g.input(GGML_TYPE_F32, {chunk_len, hp_.n_mel, 1, nc}, x.data(), "mel"));
+            h = ggml_mul_mat(ctx, conv_out_, h);  // [d, tpc, nc]
+            h = ggml_add(ctx, h, g.input(GGML_TYPE_F32, {hp_.d, tpc}, pos_.data(), "pos"));
+            h = ggml_get_rows(ctx, ggml_reshape_2d(ctx, h, hp_.d, int64_t(tpc) * nc),
+                              g.input(GGML_TYPE_I32, {L}, rows.data(), "valid"));
+            for (int il = 0; il < hp_.n_layer; ++il) {
+                h = nn::encoder_layer(ctx, layers_[il], h, hp_.n_head, L, 1, nullptr, hp_.eps);
+                if (il == 0) g.dump("enc.layer0", h);
+            }
+            h = nn::layer_norm(ctx, h, ln_post_w_, ln_post_b_, hp_.eps);
+            h = ggml_gelu_erf(ctx, nn::linear(ctx, h, proj1_w_, proj1_b_));
+            h = nn::linear(ctx, h, proj2_w_, proj2_b_);
+            g.dump("enc.out", h);
+            ggml_tensor* a = adapter_(ctx, h);
+            g.dump("adapter", a);
+            g.run({a});
+            const std::vector<float> rows_out = Compute::read(a);
+            out.embd.insert(out.embd.end(), rows_out.begin(), rows_out.end());
+            if (c.dumps_enabled()) {
+                for (const char* name : {"enc.layer0", "enc.out", "adapter"}) {
+                    auto& acc = dumps[name];
+                    const auto& d = c.dumps().at(name).data;
+                    acc.insert(acc.end(), d.begin(), d.end());
+                }
+            }
+        }
+        out.n_audio = static_cast<int>(out.embd.size() / out.n_embd);
+        for (auto& [name, data] : dumps) {
+            HostTensor& h = c.dumps()[name];
+            const int64_t width = name == std::string("enc.layer0") ? hp_.d : name == std::string("enc.out") ? hp_.out_dim : out.n_embd;
+            h.ne = {width, static_cast<int64_t>(data.size()) / width};
+            h.data = std::move(data);
+        }
+        return out;
+    }
+
+    Prompt build_prompt(int n_audio, const PromptRequest& req) const override {
+        if (!req.instruction.empty()) throw InputError("MOSS-Transcribe takes no instruction: it only transcribes");
+        Prompt p;
+        p.ids = {hp_.start, kUserId, kNewlineId, hp_.audio_start};
+        p.audio_row.assign(p.ids.size(), -1);
+        for (int i = 0; i < n_audio; ++i) {
+            p.ids.push_back(kPlaceholderId);
+            p.audio_row.push_back(i);
+        }
+        for (int32_t id : {hp_.audio_end, hp_.eos, kNewlineId, hp_.start, kAssistantId, kNewlineId}) {
+            p.ids.push_back(id);
+            p.audio_row.push_back(-1);
+        }
+        return p;
+    }
+
+private:
+    int chunk_frames() const { return 2 * hp_.n_window; }
+    static int tokens_per_chunk(int frames) {
+        return static_cast<int>(nn::conv_out_len(nn::conv_out_len(nn::conv_out_len(frames))));
+    }
+
+    Hparams hp_{};
+    nn::ConvStem stem_{};
+    ggml_tensor* conv_out_ = nullptr;
+    std::vector<nn::EncoderLayer> layers_;
+    ggml_tensor *ln_post_w_ = nullptr, *ln_post_b_ = nullptr, *proj1_w_ = nullptr, *proj1_b_ = nullptr;
+    ggml_tensor *proj2_w_ = nullptr, *proj2_b_ = nullptr;
+    nn::GatedMLP adapter_;
+    std::vector<float> pos_;
+};
+
+}  // namespace
+
+std::unique_ptr<AudioLM> load_moss_transcribe(std::unique_ptr<ModelFile> f) {
+    return std::make_unique<MossTranscribe>(std::move(f));
+}
+
+}  // namespace cm

@@ -1,0 +1,121 @@
+#include "nn/layers.h"
+
+#include <cmath>
+
+namespace cm::nn {
+
+ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b) {
+    ggml_tensor* y = ggml_mul_mat(ctx, w, x);
+    return b ? ggml_add(ctx, y, b) : y;
+}
+
+ggml_tensor* layer_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, float eps) {
+    return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, eps), w), b);
+}
+
+ggml_tensor* rms_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, float eps) {
+    return ggml_mul(ctx, ggml_rms_norm(ctx, x, eps), w);
+}
+
+GatedMLP GatedMLP::load(const ModelFile& f, const std::string& p, int64_t n_in, int64_t n_hidden, int64_t n_out) {
+    GatedMLP m;
+    m.gate = f.require(p + ".gate.weight", TensorKind::Matrix, {n_in, n_hidden});
+    m.up = f.require(p + ".up.weight", TensorKind::Matrix, {n_in, n_hidden});
+    m.down = f.require(p + ".down.weight", TensorKind::Matrix, {n_hidden, n_out});
+    return m;
+}
+
+ggml_tensor* GatedMLP::operator()(ggml_context* ctx, ggml_tensor* x) const {
+    ggml_tensor* h = ggml_swiglu_split(ctx, ggml_mul_mat(ctx, gate, x), ggml_mul_mat(ctx, up, x));
+    return ggml_mul_mat(ctx, down, h);
+}
+
+EncoderLayer EncoderLayer::load(const ModelFile& f, const std::string& p, int64_t d, int64_t d_ff) {
+    using K = TensorKind;
+    EncoderLayer l{};
+    l.attn_norm_w = f.require(p + ".attn_norm.weight", K::Vector, {d});
+    l.attn_norm_b = f.require(p + ".attn_norm.bias", K::Vector, {d});
+    l.q_w = f.require(p + ".attn.q.weight", K::Matrix, {d, d});
+    l.q_b = f.optional(p + ".attn.q.bias", K::Vector, {d});
+    l.k_w = f.require(p + ".attn.k.weight", K::Matrix, {d, d});
+    l.k_b = f.optional(p + ".attn.k.bias", K::Vector, {d});
+    l.v_w = f.require(p + ".attn.v.weight", K::Matrix, {d, d});
+    l.v_b = f.optional(p + ".attn.v.bias", K::Vector, {d});
+    l.o_w = f.require(p + ".attn.o.weight", K::Matrix, {d, d});
+    l.o_b = f.optional(p + ".attn.o.bias", K::Vector, {d});
+    l.ffn_norm_w = f.require(p + ".ffn_norm.weight", K::Vector, {d});
+    l.ffn_norm_b = f.require(p + ".ffn_norm.bias", K::Vector, {d});
+    l.fc1_w = f.require(p + ".ffn.fc1.weight", K::Matrix, {d, d_ff});
+    l.fc1_b = f.require(p + ".ffn.fc1.bias", K::Vector, {d_ff});
+    l.fc2_w = f.require(p + ".ffn.fc2.weight", K::Matrix, {d_ff, d});
+    l.fc2_b = f.require(p + ".ffn.fc2.bias", K::Vector, {d});
+    return l;
+}
+
+ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor* x, int n_head, int64_t L,
+                           int64_t B, ggml_tensor* key_mask, float eps) {
+    const int64_t d = x->ne[0];
+    const int64_t hd = d / n_head;
+    ggml_tensor* h = layer_norm(ctx, x, l.attn_norm_w, l.attn_norm_b, eps);
+    // [d, L*B] → [hd, L, H, B]: one flash-attention batch entry per window.
+    auto heads = [&](ggml_tensor* t) {
+        return ggml_permute(ctx, ggml_reshape_4d(ctx, t, hd, n_head, L, B), 0, 2, 1, 3);
+    };
+    ggml_tensor* q = heads(linear(ctx, h, l.q_w, l.q_b));
+    ggml_tensor* k = heads(linear(ctx, h, l.k_w, l.k_b));
+    ggml_tensor* v = heads(linear(ctx, h, l.v_w, l.v_b));
+    ggml_tensor* a = ggml_flash_attn_ext(ctx, q, k, v, key_mask, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, 0.0f);
+    ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
+    a = ggml_reshape_2d(ctx, a, d, L * B);
+    x = ggml_add(ctx, x, linear(ctx, a, l.o_w, l.o_b));
+    h = layer_norm(ctx, x, l.ffn_norm_w, l.ffn_norm_b, eps);
+    h = ggml_gelu_erf(ctx, linear(ctx, h, l.fc1_w, l.fc1_b));
+    return ggml_add(ctx, x, linear(ctx, h, l.fc2_w, l.fc2_b));
+}
+
+ConvStem ConvStem::load(const ModelFile& f, const std::string& p, int64_t n_mel, int64_t ch) {
+    using K = TensorKind;
+    (void)n_mel;
+    ConvStem s{};
+    s.w1 = f.require(p + "conv1.weight", K::Conv, {3, 3, 1, ch});
+    s.b1 = f.require(p + "conv1.bias", K::Vector, {ch});
+    s.w2 = f.require(p + "conv2.weight", K::Conv, {3, 3, ch, ch});
+    s.b2 = f.require(p + "conv2.bias", K::Vector, {ch});
+    s.w3 = f.require(p + "conv3.weight", K::Conv, {3, 3, ch, ch});
+    s.b3 = f.require(p + "conv3.bias", K::Vector, {ch});
+    return s;
+}
+
+ggml_tensor* ConvStem::operator()(ggml_context* ctx, ggml_tensor* x) const {
+    auto conv = [&](ggml_tensor* in, ggml_tensor* w, ggml_tensor* b) {
+        ggml_tensor* y = ggml_conv_2d(ctx, w, in, 2, 2, 1, 1, 1, 1);
+        y = ggml_add(ctx, y, ggml_reshape_4d(ctx, b, 1, 1, b->ne[0], 1));
+        return ggml_gelu_erf(ctx, y);
+    };
+    x = conv(x, w1, b1);
+    x = conv(x, w2, b2);
+    x = conv(x, w3, b3);
+    // [T', F, C, N] → [F, C, T', N] → [C*F, T', N]: the reference flattens channel-major, frequency fastest.
+    const int64_t T = x->ne[0], F = x->ne[1], C = x->ne[2], N = x->ne[3];
+    x = ggml_cont(ctx, ggml_permute(ctx, x, 2, 0, 1, 3));
+    return ggml_reshape_3d(ctx, x, F * C, T, N);
+}
+
+std::vector<float> sinusoids(int64_t n_pos, int64_t d) {
+    // Single-precision arithmetic in the order the reference uses, so long tables agree to the last bit.
+    const int64_t half = d / 2;
+    const float inc = static_cast<float>(std::log(10000.0) / static_cast<double>(half - 1));
+    std::vector<float> inv(static_cast<size_t>(half));
+    for (int64_t i = 0; i < half; ++i) inv[i] = std::exp(-inc * static_cast<float>(i));
+    std::vector<float> t(static_cast<size_t>(n_pos * d));
+    for (int64_t p = 0; p < n_pos; ++p) {
+        for (int64_t i = 0; i < half; ++i) {
+            const float a = static_cast<float>(p) * inv[i];
+            t[p * d + i] = std::sin(a);
+            t[p * d + half + i] = std::cos(a);
+        }
+    }
+    return t;
+}
+
+}  // namespace cm::nn

@@ -1,0 +1,53 @@
+// Graph pieces written once and shared by both models' encoders, adapters and the decoder.
+#pragma once
+
+#include <vector>
+
+#include "ggml.h"
+#include "model_file.h"
+
+namespace cm::nn {
+
+// y = W x (+ b). W is [in, out] in ggml order, x is [in, n].
+ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b = nullptr);
+ggml_tensor* layer_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, float eps);
+ggml_tensor* rms_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, float eps);
+
+// down( SiLU(gate x) * up x ), no biases: MOSS's adapters, DeepStack mergers and the Qwen3 FFN.
+struct GatedMLP {
+    ggml_tensor* gate = nullptr;
+    ggml_tensor* up = nullptr;
+    ggml_tensor* down = nullptr;
+    static GatedMLP load(const ModelFile& f, const std::string& prefix, int64_t n_in, int64_t n_hidden, int64_t n_out);
+    ggml_tensor* operator()(ggml_context* ctx, ggml_tensor* x) const;
+};
+
+// A pre-LN Whisper-style encoder layer (LayerNorm with bias, biased projections except possibly k, GELU FFN).
+struct EncoderLayer {
+    ggml_tensor *attn_norm_w, *attn_norm_b;
+    ggml_tensor *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b;
+    ggml_tensor *ffn_norm_w, *ffn_norm_b;
+    ggml_tensor *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    static EncoderLayer load(const ModelFile& f, const std::string& prefix, int64_t d, int64_t d_ff);
+};
+
+// Runs an encoder layer over `x` = [d, L * B]: B independent sequences of L tokens that attend only within
+// themselves (windowed attention); `key_mask` (F16 [L, L, 1, B] or null) hides padded keys.
+ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor* x, int n_head, int64_t L,
+                           int64_t B, ggml_tensor* key_mask, float eps);
+
+// 3 x (Conv2d 3x3 stride 2 pad 1 + GELU) on x = [W=time, H=freq(128), 1, N] → [d_conv*16, T', N] with the
+// feature index c*16 + f that the reference's flatten produces.
+struct ConvStem {
+    ggml_tensor *w1, *b1, *w2, *b2, *w3, *b3;
+    static ConvStem load(const ModelFile& f, const std::string& prefix, int64_t n_mel, int64_t channels);
+    ggml_tensor* operator()(ggml_context* ctx, ggml_tensor* x) const;
+};
+
+// Whisper's sinusoid table, rows [sin(p * inv) | cos(p * inv)], inv_i = exp(-i ln(10000) / (d/2 - 1)).
+std::vector<float> sinusoids(int64_t n_pos, int64_t d);
+
+// Output length of one stride-2, pad-1, kernel-3 convolution.
+inline int64_t conv_out_len(int64_t n) { return (n - 1) / 2 + 1; }
+
+}  // namespace cm::nn

@@ -1,0 +1,206 @@
+#include "nn/qwen3.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "errors.h"
+#include "ggml-cpu.h"
+#include "nn/layers.h"
+
+namespace cm {
+
+Qwen3Config Qwen3Config::read(const ModelFile& f, const std::string& arch) {
+    const std::string p = arch + ".llm.";
+    Qwen3Config c;
+    c.n_embd = f.require_u32(p + "hidden_size");
+    c.n_layer = f.require_u32(p + "num_layers");
+    c.n_head = f.require_u32(p + "num_heads");
+    c.n_head_kv = f.u32(p + "num_kv_heads", c.n_head);
+    c.head_dim = f.u32(p + "head_dim", c.n_head ? c.n_embd / c.n_head : 0);
+    c.n_ff = f.require_u32(p + "intermediate_size");
+    c.n_vocab = f.u32(p + "vocab_size", 151936);
+    c.n_ctx_train = f.u32(p + "max_position_embeddings", 40960);
+    c.rope_theta = f.f32(p + "rope_theta", 1e6f);
+    c.rms_eps = f.f32(p + "rms_norm_eps", 1e-6f);
+    if (c.n_layer <= 0 || c.n_embd <= 0 || c.n_head <= 0 || c.n_head_kv <= 0 || c.head_dim <= 0 || c.n_ff <= 0 ||
+        c.n_vocab <= 0) {
+        f.fail("LM hyper-parameters must be positive");
+    }
+    if (c.n_head % c.n_head_kv != 0) f.fail(p + "num_heads must be a multiple of num_kv_heads");
+    if (c.head_dim % 2 != 0) f.fail(p + "head_dim must be even (RoPE)");
+    if (c.n_layer > 1024 || c.n_embd > (1 << 16) || c.n_vocab > (1 << 22)) f.fail("LM hyper-parameters out of range");
+    return c;
+}
+
+Qwen3Weights Qwen3Weights::load(const ModelFile& f, const Qwen3Config& c) {
+    using K = TensorKind;
+    Qwen3Weights w;
+    w.cfg = c;
+    const int64_t d = c.n_embd, dq = int64_t(c.n_head) * c.head_dim, dkv = int64_t(c.n_head_kv) * c.head_dim;
+    w.embed = f.require("llm.embed.weight", K::Matrix, {d, c.n_vocab});
+    w.final_norm = f.require("llm.final_norm.weight", K::Vector, {d});
+    w.head = f.optional("llm.lm_head.weight", K::Matrix, {d, c.n_vocab});
+    if (!w.head) w.head = w.embed;
+    for (int il = 0; il < c.n_layer; ++il) {
+        const std::string p = "llm.blk." + std::to_string(il) + ".";
+        Qwen3Layer l{};
+        l.attn_norm = f.require(p + "attn_norm.weight", K::Vector, {d});
+        l.wq = f.require(p + "attn.q.weight", K::Matrix, {d, dq});
+        l.wk = f.require(p + "attn.k.weight", K::Matrix, {d, dkv});
+        l.wv = f.require(p + "attn.v.weight", K::Matrix, {d, dkv});
+        l.wo = f.require(p + "attn.o.weight", K::Matrix, {dq, d});
+        l.q_norm = f.require(p + "attn.q_norm.weight", K::Vector, {c.head_dim});
+        l.k_norm = f.require(p + "attn.k_norm.weight", K::Vector, {c.head_dim});
+        l.ffn_norm = f.require(p + "ffn_norm.weight", K::Vector, {d});
+        l.gate = f.require(p + "ffn.gate.weight", K::Matrix, {d, c.n_ff});
+        l.up = f.require(p + "ffn.up.weight", K::Matrix, {d, c.n_ff});
+        l.down = f.require(p + "ffn.down.weight", K::Matrix, {c.n_ff, d});
+        w.layers.push_back(l);
+    }
+    return w;
+}
+
+KvCache::KvCache(const Qwen3Config& cfg, int n_ctx, ggml_type type, ggml_backend_t backend)
+    : n_ctx_(n_ctx), type_(type) {
+    const int n = cfg.n_layer;
+    ggml_init_params p{ggml_tensor_overhead() * size_t(2 * n + 2), nullptr, true};
+    ctx_ = ggml_init(p);
+    const int64_t dkv = int64_t(cfg.n_head_kv) * cfg.head_dim;
+    for (int il = 0; il < n; ++il) {
+        k_.push_back(ggml_new_tensor_2d(ctx_, type, dkv, n_ctx));
+        v_.push_back(ggml_new_tensor_2d(ctx_, type, dkv, n_ctx));
+    }
+    buf_ = ggml_backend_alloc_ctx_tensors(ctx_, backend);
+    if (!buf_) {
+        ggml_free(ctx_);
+        throw InputError("cannot allocate a KV cache of " + std::to_string(n_ctx) + " positions");
+    }
+    ggml_backend_buffer_clear(buf_, 0);
+}
+
+KvCache::~KvCache() {
+    if (buf_) ggml_backend_buffer_free(buf_);
+    if (ctx_) ggml_free(ctx_);
+}
+
+namespace {
+
+// Replaces the columns of x [d, n] at the positions listed in `sel` (see DecoderInput) by `rows` [d, n_a].
+ggml_tensor* splice_rows(ggml_context* ctx, ggml_tensor* x, ggml_tensor* rows, ggml_tensor* sel) {
+    return ggml_get_rows(ctx, ggml_concat(ctx, x, rows, 1), sel);
+}
+
+}  // namespace
+
+std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& cache, const DecoderInput& in,
+                                   int n_batch) {
+    const Qwen3Config& cfg = w.cfg;
+    const int n_total = static_cast<int>(in.ids.size());
+    if (n_total == 0) throw InputError("empty decoder input");
+    if (cache.n_past + n_total > cache.n_ctx()) {
+        throw InputError("the prompt needs " + std::to_string(cache.n_past + n_total) +
+                         " positions but the context holds " + std::to_string(cache.n_ctx()));
+    }
+    const bool has_audio = !in.audio_row.empty();
+    const int64_t d = cfg.n_embd, hd = cfg.head_dim, dkv = int64_t(cfg.n_head_kv) * hd;
+    const size_t kv_row = ggml_row_size(cache.type(), dkv);
+    std::vector<float> logits;
+
+    for (int p0 = 0; p0 < n_total; p0 += n_batch) {
+        const int n = std::min(n_batch, n_total - p0);
+        const int n_past = cache.n_past;
+        const int n_kv = n_past + n;
+        Compute::Graph g(c);
+        ggml_context* ctx = g.ctx();
+
+        std::vector<int32_t> ids(in.ids.begin() + p0, in.ids.begin() + p0 + n);
+        std::vector<int32_t> pos(n);
+        for (int i = 0; i < n; ++i) pos[i] = n_past + i;
+        // Audio rows of this chunk, and the selection that puts them at their positions.
+        std::vector<int32_t> sel(n), audio_pos;
+        std::vector<float> audio_rows;
+        std::vector<std::vector<float>> ds_rows(in.deepstack.size());
+        if (has_audio) {
+            for (int i = 0; i < n; ++i) {
+                const int32_t r = in.audio_row[p0 + i];
+                if (r < 0) {
+                    sel[i] = i;
+                    continue;
+                }
+                sel[i] = n + static_cast<int32_t>(audio_pos.size());
+                audio_pos.push_back(i);
+                audio_rows.insert(audio_rows.end(), in.audio + r * d, in.audio + (r + 1) * d);
+                for (size_t k = 0; k < in.deepstack.size(); ++k) {
+                    ds_rows[k].insert(ds_rows[k].end(), in.deepstack[k] + r * d, in.deepstack[k] + (r + 1) * d);
+                }
+            }
+        }
+        const int64_t n_a = static_cast<int64_t>(audio_pos.size());
+
+        ggml_tensor* t_ids = g.input(GGML_TYPE_I32, {n}, ids.data(), "ids");
+        ggml_tensor* t_pos = g.input(GGML_TYPE_I32, {n}, pos.data(), "pos");
+        ggml_tensor* x = ggml_get_rows(ctx, w.embed, t_ids);
+        ggml_tensor *t_sel = nullptr, *t_apos = nullptr;
+        if (n_a > 0) {
+            t_sel = g.input(GGML_TYPE_I32, {n}, sel.data(), "sel");
+            if (!in.deepstack.empty()) t_apos = g.input(GGML_TYPE_I32, {n_a}, audio_pos.data(), "audio_pos");
+            x = splice_rows(ctx, x, g.input(GGML_TYPE_F32, {d, n_a}, audio_rows.data(), "audio"), t_sel);
+        }
+        // Causal mask over the cache; a single new token sees every cached position and needs none.
+        std::vector<ggml_fp16_t> mask;
+        ggml_tensor* t_mask = nullptr;
+        if (n > 1) {
+            mask.resize(size_t(n_kv) * n);
+            const ggml_fp16_t zero = ggml_fp32_to_fp16(0.0f), ninf = ggml_fp32_to_fp16(-INFINITY);
+            for (int i = 0; i < n; ++i)
+                for (int j = 0; j < n_kv; ++j) mask[size_t(i) * n_kv + j] = j <= n_past + i ? zero : ninf;
+            t_mask = g.input(GGML_TYPE_F16, {n_kv, n}, mask.data(), "kq_mask");
+        }
+        const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        for (int il = 0; il < cfg.n_layer; ++il) {
+            const Qwen3Layer& l = w.layers[il];
+            ggml_tensor* h = nn::rms_norm(ctx, x, l.attn_norm, cfg.rms_eps);
+            ggml_tensor* q = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, l.wq, h), hd, cfg.n_head, n);
+            ggml_tensor* k = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, l.wk, h), hd, cfg.n_head_kv, n);
+            ggml_tensor* v = ggml_mul_mat(ctx, l.wv, h);
+            q = nn::rms_norm(ctx, q, l.q_norm, cfg.rms_eps);
+            k = nn::rms_norm(ctx, k, l.k_norm, cfg.rms_eps);
+            q = ggml_rope_ext(ctx, q, t_pos, nullptr, hd, GGML_ROPE_TYPE_NEOX, 0, cfg.rope_theta, 1.0f, 0.0f, 1.0f,
+                              0.0f, 0.0f);
+            k = ggml_rope_ext(ctx, k, t_pos, nullptr, hd, GGML_ROPE_TYPE_NEOX, 0, cfg.rope_theta, 1.0f, 0.0f, 1.0f,
+                              0.0f, 0.0f);
+            // Write this chunk's keys and values into the cache before attention reads it (graph order).
+            ggml_tensor* kc = cache.k(il);
+            ggml_tensor* vc = cache.v(il);
+            ggml_build_forward_expand(g.gf(), ggml_cpy(ctx, ggml_reshape_2d(ctx, k, dkv, n),
+                                                        ggml_view_2d(ctx, kc, dkv, n, kv_row, kv_row * n_past)));
+            ggml_build_forward_expand(g.gf(), ggml_cpy(ctx, v, ggml_view_2d(ctx, vc, dkv, n, kv_row, kv_row * n_past)));
+            ggml_tensor* K = ggml_view_3d(ctx, kc, hd, cfg.n_head_kv, n_kv, ggml_row_size(kc->type, hd), kv_row, 0);
+            ggml_tensor* V = ggml_view_3d(ctx, vc, hd, cfg.n_head_kv, n_kv, ggml_row_size(vc->type, hd), kv_row, 0);
+            ggml_tensor* a = ggml_flash_attn_ext(ctx, ggml_permute(ctx, q, 0, 2, 1, 3), ggml_permute(ctx, K, 0, 2, 1, 3),
+                                                 ggml_permute(ctx, V, 0, 2, 1, 3), t_mask, scale, 0.0f, 0.0f);
+            ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
+            a = ggml_reshape_2d(ctx, a, hd * cfg.n_head, n);
+            x = ggml_add(ctx, x, ggml_mul_mat(ctx, l.wo, a));
+            h = nn::rms_norm(ctx, x, l.ffn_norm, cfg.rms_eps);
+            h = ggml_swiglu_split(ctx, ggml_mul_mat(ctx, l.gate, h), ggml_mul_mat(ctx, l.up, h));
+            x = ggml_add(ctx, x, ggml_mul_mat(ctx, l.down, h));
+            // DeepStack: layer il's output gains the merger features at the audio positions.
+            if (n_a > 0 && il < static_cast<int>(in.deepstack.size())) {
+                ggml_tensor* ds = g.input(GGML_TYPE_F32, {d, n_a}, ds_rows[il].data(), "deepstack");
+                ggml_tensor* xa = ggml_add(ctx, ggml_get_rows(ctx, x, t_apos), ds);
+                x = splice_rows(ctx, x, xa, t_sel);
+            }
+            if (il < 3) g.dump("llm.layer" + std::to_string(il), x);
+        }
+        ggml_tensor* last = ggml_view_2d(ctx, x, d, 1, x->nb[1], x->nb[1] * (n - 1));
+        last = nn::rms_norm(ctx, last, w.final_norm, cfg.rms_eps);
+        ggml_tensor* out = ggml_mul_mat(ctx, w.head, last);
+        g.run({out});
+        cache.n_past += n;
+        if (p0 + n == n_total) logits = Compute::read(out);
+    }
+    return logits;
+}
+
+}  // namespace cm

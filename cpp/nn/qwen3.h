@@ -1,0 +1,68 @@
+// The Qwen3 decoder both models share: weights, a persistent KV cache, and one forward pass that serves
+// prefill (audio embeddings spliced in, DeepStack residuals added) and single-token decode alike.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "compute.h"
+#include "model_file.h"
+
+namespace cm {
+
+struct Qwen3Config {
+    int n_layer = 0, n_embd = 0, n_head = 0, n_head_kv = 0, head_dim = 0, n_ff = 0, n_vocab = 0, n_ctx_train = 0;
+    float rope_theta = 1e6f, rms_eps = 1e-6f;
+    // Reads `<prefix>llm.*` keys (the published files' schema).
+    static Qwen3Config read(const ModelFile& f, const std::string& arch);
+};
+
+struct Qwen3Layer {
+    ggml_tensor *attn_norm, *wq, *wk, *wv, *wo, *q_norm, *k_norm, *ffn_norm, *gate, *up, *down;
+};
+
+struct Qwen3Weights {
+    Qwen3Config cfg;
+    ggml_tensor* embed = nullptr;
+    ggml_tensor* final_norm = nullptr;
+    ggml_tensor* head = nullptr;  // llm.lm_head.weight, or the tied embedding
+    std::vector<Qwen3Layer> layers;
+    static Qwen3Weights load(const ModelFile& f, const Qwen3Config& cfg);
+};
+
+class KvCache {
+public:
+    KvCache(const Qwen3Config& cfg, int n_ctx, ggml_type type, ggml_backend_t backend);
+    ~KvCache();
+    KvCache(const KvCache&) = delete;
+    KvCache& operator=(const KvCache&) = delete;
+    int n_ctx() const { return n_ctx_; }
+    ggml_type type() const { return type_; }
+    ggml_tensor* k(int il) const { return k_[il]; }
+    ggml_tensor* v(int il) const { return v_[il]; }
+    int n_past = 0;  // positions 0..n_past-1 hold valid entries
+
+private:
+    int n_ctx_;
+    ggml_type type_;
+    ggml_context* ctx_ = nullptr;
+    ggml_backend_buffer_t buf_ = nullptr;
+    std::vector<ggml_tensor*> k_, v_;
+};
+
+// One pass over positions [cache.n_past, cache.n_past + n_tokens).
+struct DecoderInput {
+    std::vector<int32_t> ids;              // token ids; entries at audio positions are ignored
+    std::vector<int32_t> audio_row;        // per position: row of `audio` to splice in, or -1
+    const float* audio = nullptr;          // [n_audio][n_embd]
+    std::vector<const float*> deepstack;   // per injected layer k: [n_audio][n_embd] added to layer k's output
+};
+
+// Runs the pass in chunks of at most `n_batch` positions, appends to the cache and returns the logits
+// of the last position. Stage dumps: "llm.layer<k>" (k < 3) and "logits".
+std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& cache, const DecoderInput& in,
+                                   int n_batch = 512);
+
+}  // namespace cm

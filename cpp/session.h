@@ -1,0 +1,74 @@
+// A session holds one clip's encoder output and a KV cache. Requests on the same audio reuse the encoder
+// output and every cached position their prompt shares with what the cache already holds, so a second
+// question costs only its own tokens.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "compute.h"
+#include "models/audio_lm.h"
+#include "text/sampler.h"
+
+namespace cm {
+
+struct GenerateParams {
+    int max_new_tokens = 512;
+    SamplingParams sampling;
+    double timeout_s = 0.0;  // 0: none
+};
+
+struct Timings {
+    double mel_ms = 0, encode_ms = 0, prefill_ms = 0, decode_ms = 0;
+    int n_prompt = 0, n_prefilled = 0, n_generated = 0;
+};
+
+struct GenerateResult {
+    std::vector<int32_t> tokens;  // generated ids, stop token excluded
+    std::string text;             // UTF-8 bytes of the generated ids, special tokens skipped
+    std::string stop_reason;      // "stop", "length", "interrupted", "timeout"
+    Timings timings;
+};
+
+// Called with each new piece of text (whole UTF-8 characters only); returning false stops generation.
+using PieceCallback = std::function<bool(const std::string&)>;
+
+class Session {
+public:
+    Session(std::shared_ptr<const AudioLM> model, int n_threads, ggml_type kv_type = GGML_TYPE_F16);
+
+    // Round the log-mel to bfloat16 before the encoder, as the official processors do (default on).
+    void set_mel_bf16(bool on) { mel_bf16_ = on; }
+    // Computes the mel and runs the encoder once; drops any cached prompt.
+    void set_audio(const float* pcm, size_t n_samples);
+    bool has_audio() const { return has_audio_; }
+    int n_audio() const { return enc_.n_audio; }
+    double duration() const { return duration_; }
+
+    Prompt prompt(const PromptRequest& req) const;
+    GenerateResult generate(const PromptRequest& req, const GenerateParams& params, const PieceCallback& on_piece);
+
+    Compute& compute() { return compute_; }
+    const std::vector<float>& mel() const { return mel_; }
+    int n_frames() const { return n_frames_; }
+    const Timings& audio_timings() const { return audio_t_; }
+
+private:
+    std::shared_ptr<const AudioLM> model_;
+    Compute compute_;
+    ggml_type kv_type_;
+    std::unique_ptr<KvCache> cache_;
+    std::vector<int32_t> cached_ids_;  // what the cache holds, position by position (audio rows marked -2 - row)
+    bool has_audio_ = false;
+    bool mel_bf16_ = true;
+    EncodedAudio enc_;
+    std::vector<float> mel_;
+    int n_frames_ = 0;
+    double duration_ = 0;
+    Timings audio_t_;
+};
+
+}  // namespace cm
