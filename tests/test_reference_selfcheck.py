@@ -318,7 +318,8 @@ def test_transcribe_stages(tref):
     for k, v in r.items():
         if isinstance(v, np.ndarray):
             assert np.isfinite(v).all(), k
-    assert elapsed < 2.0, f"run on 3 s took {elapsed:.2f} s"
+    # ~0.2 s on an idle core; the bound leaves room for a loaded 2-core machine
+    assert elapsed < 5.0, f"run on 3 s took {elapsed:.2f} s"
 
 
 @pytest.mark.parametrize("seconds", [1.0, 2.0, 7.3, 10.0, 29.9])
@@ -404,7 +405,8 @@ def test_audio_stages(aref):
     for k, v in r.items():
         if isinstance(v, np.ndarray):
             assert np.isfinite(v).all(), k
-    assert elapsed < 2.0, f"run on 3 s took {elapsed:.2f} s"
+    # ~0.2 s on an idle core; the bound leaves room for a loaded 2-core machine
+    assert elapsed < 5.0, f"run on 3 s took {elapsed:.2f} s"
 
 
 @pytest.mark.parametrize("seconds", [1.0, 2.0, 7.3, 11.0, 29.9])
