@@ -11,4 +11,8 @@ if [ ! -f build/dev/build.ninja ]; then
         -Dpybind11_DIR="$(python -c 'import pybind11; print(pybind11.get_cmake_dir())')" >/dev/null
 fi
 cmake --build build/dev --target _core -j "${JOBS:-2}"
-cp -f build/dev/_core*.so python/crispmoss/
+# Replace the module by rename, never in place: processes that have it loaded keep their (old) inode.
+for so in build/dev/_core*.so; do
+  cp -f "$so" "python/crispmoss/.$(basename "$so").tmp"
+  mv -f "python/crispmoss/.$(basename "$so").tmp" "python/crispmoss/$(basename "$so")"
+done
