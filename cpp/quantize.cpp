@@ -1,0 +1,543 @@
+// GGUF re-quantization for crispmoss models (see quantize.h).
+#include "quantize.h"
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <system_error>
+#include <thread>
+
+#include "errors.h"
+#include "gguf.h"
+
+#ifdef _WIN32
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+#else
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
+
+namespace cm {
+namespace {
+
+namespace fs = std::filesystem;
+
+// ---- per-model rules, as data ------------------------------------------------------------------------
+// A tensor is a candidate when it is 2-D, its name ends in "weight" and contains no "norm", and neither
+// of the lists below of its architecture matches it. Everything else is copied byte for byte, in its
+// source type (CrispASR's crispasr-quantize does the same: excluded tensors keep their converter type).
+struct ArchRule {
+    const char* arch;
+    std::vector<std::string> keep_prefixes;  // whole sub-networks kept at source precision
+    std::vector<std::string> keep_names;     // single tensors kept at source precision
+};
+
+const std::vector<ArchRule>& arch_rules() {
+    static const std::vector<ArchRule> rules = {
+        // The tied head: llm.embed.weight is both the input table and the output projection, so
+        // quantizing it degrades both ends (spec moss-transcribe.md §2.4).
+        {"moss_transcribe", {"enc.", "adapter."}, {"llm.embed.weight"}},
+        // The published MOSS-Audio quantizations do quantize the embedding and the untied lm_head.
+        {"moss_audio", {"enc.", "adapter.", "deepstack."}, {}},
+    };
+    return rules;
+}
+
+struct TargetName {
+    const char* name;
+    ggml_type type;
+    uint32_t ftype;  // ggml_ftype value
+};
+
+const TargetName kTargets[] = {
+    {"f32", GGML_TYPE_F32, GGML_FTYPE_ALL_F32},        {"f16", GGML_TYPE_F16, GGML_FTYPE_MOSTLY_F16},
+    {"q8_0", GGML_TYPE_Q8_0, GGML_FTYPE_MOSTLY_Q8_0}, {"q4_k", GGML_TYPE_Q4_K, GGML_FTYPE_MOSTLY_Q4_K},
+    {"q5_k", GGML_TYPE_Q5_K, GGML_FTYPE_MOSTLY_Q5_K}, {"q6_k", GGML_TYPE_Q6_K, GGML_FTYPE_MOSTLY_Q6_K},
+};
+
+bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+bool ends_with(const std::string& s, const std::string& p) {
+    return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
+}
+
+const ArchRule* find_rule(const std::string& arch) {
+    for (const auto& r : arch_rules())
+        if (arch == r.arch) return &r;
+    return nullptr;
+}
+
+bool is_candidate(const ArchRule& rule, const std::string& name, int n_dims) {
+    if (n_dims != 2 || !ends_with(name, "weight") || name.find("norm") != std::string::npos) return false;
+    for (const auto& p : rule.keep_prefixes)
+        if (starts_with(name, p)) return false;
+    for (const auto& n : rule.keep_names)
+        if (name == n) return false;
+    return true;
+}
+
+// Sources we can turn into F32 rows: the float types and every quant type ggml can dequantize.
+bool convertible_source(ggml_type t) {
+    if (t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16) return true;
+    const ggml_type_traits* tr = ggml_get_type_traits(t);
+    return tr && tr->is_quantized && tr->to_float && tr->blck_size > 0;
+}
+
+std::string type_name(ggml_type t) {
+    const char* n = ggml_type_name(t);
+    return n ? n : ("type " + std::to_string(int(t)));
+}
+
+// ---- input mapping -----------------------------------------------------------------------------------
+class MappedFile {
+public:
+    explicit MappedFile(const std::string& path) {
+#ifdef _WIN32
+        file_ = CreateFileW(fs::u8path(path).wstring().c_str(), GENERIC_READ, FILE_SHARE_READ, nullptr,
+                            OPEN_EXISTING, FILE_FLAG_SEQUENTIAL_SCAN, nullptr);
+        if (file_ == INVALID_HANDLE_VALUE) throw ModelError("cannot open '" + path + "'");
+        LARGE_INTEGER sz;
+        if (!GetFileSizeEx(file_, &sz)) {
+            CloseHandle(file_);
+            throw ModelError("cannot stat '" + path + "'");
+        }
+        size_ = size_t(sz.QuadPart);
+        if (size_ > 0) {
+            mapping_ = CreateFileMappingW(file_, nullptr, PAGE_READONLY, 0, 0, nullptr);
+            if (mapping_) data_ = static_cast<const uint8_t*>(MapViewOfFile(mapping_, FILE_MAP_READ, 0, 0, 0));
+            if (!data_) {
+                if (mapping_) CloseHandle(mapping_);
+                CloseHandle(file_);
+                throw ModelError("cannot map '" + path + "'");
+            }
+        }
+#else
+        fd_ = ::open(path.c_str(), O_RDONLY);
+        if (fd_ < 0) throw ModelError("cannot open '" + path + "': " + std::strerror(errno));
+        struct stat st {};
+        if (fstat(fd_, &st) != 0) {
+            ::close(fd_);
+            throw ModelError("cannot stat '" + path + "': " + std::strerror(errno));
+        }
+        size_ = size_t(st.st_size);
+        if (size_ > 0) {
+            void* p = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
+            if (p == MAP_FAILED) {
+                ::close(fd_);
+                throw ModelError("cannot map '" + path + "': " + std::strerror(errno));
+            }
+            data_ = static_cast<const uint8_t*>(p);
+            posix_madvise(p, size_, POSIX_MADV_SEQUENTIAL);
+        }
+#endif
+    }
+    ~MappedFile() {
+#ifdef _WIN32
+        if (data_) UnmapViewOfFile(data_);
+        if (mapping_) CloseHandle(mapping_);
+        if (file_ != INVALID_HANDLE_VALUE) CloseHandle(file_);
+#else
+        if (data_) munmap(const_cast<uint8_t*>(data_), size_);
+        if (fd_ >= 0) ::close(fd_);
+#endif
+    }
+    MappedFile(const MappedFile&) = delete;
+    MappedFile& operator=(const MappedFile&) = delete;
+
+    const uint8_t* data() const { return data_; }
+    size_t size() const { return size_; }
+
+    // Consumed pages are dropped so resident memory stays bounded on models larger than RAM.
+    void release(size_t begin, size_t end) const {
+#ifndef _WIN32
+        const size_t page = size_t(sysconf(_SC_PAGESIZE));
+        const size_t b = (begin + page - 1) / page * page;
+        const size_t e = end / page * page;
+        // madvise, not posix_madvise: glibc makes POSIX_MADV_DONTNEED a no-op. On this read-only private
+        // mapping MADV_DONTNEED only drops clean pages, which are re-read from the file if touched again.
+        if (data_ && e > b) madvise(const_cast<uint8_t*>(data_) + b, e - b, MADV_DONTNEED);
+#else
+        (void)begin;
+        (void)end;
+#endif
+    }
+
+private:
+    const uint8_t* data_ = nullptr;
+    size_t size_ = 0;
+#ifdef _WIN32
+    HANDLE file_ = INVALID_HANDLE_VALUE;
+    HANDLE mapping_ = nullptr;
+#else
+    int fd_ = -1;
+#endif
+};
+
+// ---- parsed input --------------------------------------------------------------------------------------
+struct GgufHandle {
+    gguf_context* gguf = nullptr;
+    ggml_context* meta = nullptr;
+    ~GgufHandle() {
+        if (gguf) gguf_free(gguf);
+        if (meta) ggml_free(meta);
+    }
+};
+
+void check_input_path(const std::string& path) {
+    std::error_code ec;
+    const auto st = fs::status(fs::u8path(path), ec);
+    if (ec || !fs::exists(st)) throw ModelError("model file not found: '" + path + "'");
+    if (fs::is_directory(st)) throw ModelError("'" + path + "' is a directory, not a GGUF file");
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) throw ModelError("cannot open '" + path + "': " + std::strerror(errno));
+    char magic[4] = {0, 0, 0, 0};
+    const size_t n = std::fread(magic, 1, 4, f);
+    std::fclose(f);
+    if (n != 4 || std::memcmp(magic, "GGUF", 4) != 0)
+        throw ModelError("'" + path + "' is not a GGUF file (bad magic)");
+}
+
+// Opens the header; with `shapes` a no_alloc ggml context holding each tensor's shape is created too.
+void open_gguf(const std::string& path, GgufHandle& h, bool shapes) {
+    gguf_init_params params{};
+    params.no_alloc = true;
+    params.ctx = shapes ? &h.meta : nullptr;
+    h.gguf = gguf_init_from_file(path.c_str(), params);
+    if (!h.gguf) throw ModelError("'" + path + "' is a malformed GGUF file (ggml's reader rejected its header)");
+}
+
+std::string read_arch(const std::string& path, const gguf_context* g) {
+    const int64_t k = gguf_find_key(g, "general.architecture");
+    if (k < 0) throw ModelError("'" + path + "' has no general.architecture key");
+    if (gguf_get_kv_type(g, k) != GGUF_TYPE_STRING)
+        throw ModelError("'" + path + "': general.architecture is not a string");
+    return gguf_get_val_str(g, k);
+}
+
+struct Input {
+    std::string path;
+    GgufHandle h;
+    std::string arch;
+    size_t data_offset = 0;
+};
+
+QuantizeReport plan_from(Input& in, ggml_type target, uint64_t file_size) {
+    const ArchRule* rule = find_rule(in.arch);
+    if (!rule) {
+        std::string known;
+        for (const auto& r : arch_rules()) known += std::string(known.empty() ? "" : ", ") + r.arch;
+        throw ModelError("'" + in.path + "' has architecture '" + in.arch + "', which crispmoss cannot quantize (known: " +
+                         known + ")");
+    }
+    QuantizeReport rep;
+    rep.arch = in.arch;
+    rep.target = target;
+    rep.in_bytes = file_size;
+    const int64_t n = gguf_get_n_tensors(in.h.gguf);
+    rep.tensors.reserve(size_t(n));
+    for (int64_t i = 0; i < n; ++i) {
+        TensorPlan p;
+        p.name = gguf_get_tensor_name(in.h.gguf, i);
+        const ggml_tensor* t = ggml_get_tensor(in.h.meta, p.name.c_str());
+        if (!t) throw ModelError("'" + in.path + "': tensor '" + p.name + "' missing from the metadata context");
+        p.src_type = t->type;
+        p.n_dims = ggml_n_dims(t);
+        for (int d = 0; d < 4; ++d) p.ne[d] = t->ne[d];
+
+        const size_t off = in.data_offset + gguf_get_tensor_offset(in.h.gguf, i);
+        const size_t nbytes = ggml_nbytes(t);
+        if (off > file_size || nbytes > file_size - off)
+            throw ModelError("'" + in.path + "' is truncated: tensor '" + p.name + "' extends past the end of the file");
+
+        p.dst_type = p.src_type;
+        p.candidate = is_candidate(*rule, p.name, p.n_dims);
+        if (p.candidate) {
+            if (!convertible_source(p.src_type))
+                throw ModelError("'" + in.path + "': tensor '" + p.name + "' has type " + type_name(p.src_type) +
+                                 ", which cannot be converted (F32, F16, BF16 or a ggml quant type expected)");
+            ggml_type want = target;
+            const int64_t ne0 = p.ne[0];
+            if (ne0 % ggml_blck_size(want) != 0) {
+                // K-quants need 256-wide rows, Q8_0 32-wide; fall back to the nearest type that fits.
+                ggml_type fb = (want != GGML_TYPE_Q8_0 && ne0 % ggml_blck_size(GGML_TYPE_Q8_0) == 0) ? GGML_TYPE_Q8_0
+                                                                                                    : GGML_TYPE_F16;
+                p.note = "row length " + std::to_string(ne0) + " is not a multiple of " +
+                         std::to_string(ggml_blck_size(want)) + " (" + type_name(want) + "): " + type_name(fb) +
+                         " instead";
+                want = fb;
+            }
+            p.dst_type = want;
+        }
+        rep.tensors.push_back(std::move(p));
+    }
+    return rep;
+}
+
+void load_input(const std::string& path, Input& in) {
+    check_input_path(path);
+    in.path = path;
+    open_gguf(path, in.h, true);
+    if (!in.h.meta) throw ModelError("'" + path + "': ggml's reader returned no tensor metadata");
+    in.arch = read_arch(path, in.h.gguf);
+    in.data_offset = gguf_get_data_offset(in.h.gguf);
+}
+
+// ---- output ----------------------------------------------------------------------------------------------
+class PartFile {
+public:
+    PartFile(std::string final_path) : final_(std::move(final_path)), part_(final_ + ".part") {
+        f_ = std::fopen(part_.c_str(), "wb");
+        if (!f_) throw InputError("cannot create output file '" + part_ + "': " + std::strerror(errno));
+        buf_.resize(size_t(1) << 20);
+        std::setvbuf(f_, buf_.data(), _IOFBF, buf_.size());
+    }
+    ~PartFile() {
+        if (f_) std::fclose(f_);
+        if (!committed_) std::remove(part_.c_str());
+    }
+    PartFile(const PartFile&) = delete;
+    PartFile& operator=(const PartFile&) = delete;
+
+    void write(const void* p, size_t n) {
+        const uint8_t* b = static_cast<const uint8_t*>(p);
+        while (n > 0) {
+            const size_t step = std::min<size_t>(n, size_t(1) << 30);
+            if (std::fwrite(b, 1, step, f_) != step)
+                throw ModelError("cannot write '" + part_ + "': " + std::strerror(errno));
+            b += step;
+            n -= step;
+            pos_ += step;
+        }
+    }
+    void zeros(size_t n) {
+        static const uint8_t z[256] = {};
+        while (n > 0) {
+            const size_t step = std::min(n, sizeof(z));
+            write(z, step);
+            n -= step;
+        }
+    }
+    void pad_to(uint64_t pos) {
+        if (pos < pos_) throw ModelError("internal error: output offset went backwards in '" + part_ + "'");
+        zeros(size_t(pos - pos_));
+    }
+    uint64_t pos() const { return pos_; }
+
+    void commit() {
+        const bool bad = std::fflush(f_) != 0 || std::ferror(f_);
+        const int rc = std::fclose(f_);
+        f_ = nullptr;
+        if (bad || rc != 0) throw ModelError("cannot finish writing '" + part_ + "': " + std::strerror(errno));
+        std::error_code ec;
+        fs::rename(fs::u8path(part_), fs::u8path(final_), ec);
+        if (ec) throw ModelError("cannot rename '" + part_ + "' to '" + final_ + "': " + ec.message());
+        committed_ = true;
+    }
+
+private:
+    std::string final_, part_;
+    std::FILE* f_ = nullptr;
+    std::vector<char> buf_;
+    uint64_t pos_ = 0;
+    bool committed_ = false;
+};
+
+// Runs fn(t) for t in [0, n) on n threads (the calling thread takes t = 0).
+template <typename Fn>
+void run_parallel(int n, const Fn& fn) {
+    std::vector<std::thread> workers;
+    workers.reserve(size_t(std::max(0, n - 1)));
+    try {
+        for (int t = 1; t < n; ++t) workers.emplace_back(fn, t);
+    } catch (...) {
+        for (auto& w : workers) w.join();
+        throw;
+    }
+    fn(0);
+    for (auto& w : workers) w.join();
+}
+
+// Largest number of F32 values converted at once: bounds the scratch memory to ~64 MiB + output block.
+// CRISPMOSS_QUANTIZE_BLOCK_ELEMS overrides it so tests can drive the multi-block path with tiny tensors.
+int64_t block_elems() {
+    int64_t v = int64_t(16) << 20;
+    if (const char* e = std::getenv("CRISPMOSS_QUANTIZE_BLOCK_ELEMS")) {
+        char* end = nullptr;
+        const long long x = std::strtoll(e, &end, 10);
+        if (end != e && x > 0) v = x;
+    }
+    return v;
+}
+
+// Copies `n` bytes of the mapping from `off`, dropping consumed pages as it goes.
+void copy_range(const MappedFile& map, size_t off, size_t n, PartFile& out) {
+    const size_t step = size_t(64) << 20;
+    for (size_t done = 0; done < n; done += step) {
+        const size_t len = std::min(step, n - done);
+        out.write(map.data() + off + done, len);
+        map.release(off + done, off + done + len);
+    }
+}
+
+void convert_tensor(const MappedFile& map, size_t src_off, const TensorPlan& p, int n_threads, PartFile& out,
+                    std::vector<float>& f32, std::vector<uint8_t>& q) {
+    const uint8_t* src = map.data() + src_off;
+    const int64_t ne0 = p.ne[0];
+    const int64_t nrows = p.ne[1] * p.ne[2] * p.ne[3];
+    const size_t src_row = ggml_row_size(p.src_type, ne0);
+    const size_t dst_row = ggml_row_size(p.dst_type, ne0);
+    const int64_t block_rows = std::max<int64_t>(1, block_elems() / ne0);
+    const ggml_type_traits* tr = ggml_get_type_traits(p.src_type);
+    const bool direct_f32 = p.src_type == GGML_TYPE_F32 && reinterpret_cast<uintptr_t>(src) % alignof(float) == 0;
+
+    for (int64_t r0 = 0; r0 < nrows; r0 += block_rows) {
+        const int64_t rows = std::min(block_rows, nrows - r0);
+        const uint8_t* sblock = src + size_t(r0) * src_row;
+        const float* fbase;
+        if (direct_f32) {
+            fbase = reinterpret_cast<const float*>(sblock);
+        } else {
+            f32.resize(size_t(rows * ne0));
+            fbase = f32.data();
+        }
+        q.resize(size_t(rows) * dst_row);
+
+        // Rows are independent in every ggml quantizer, so any split gives the same bytes.
+        const int64_t min_rows_per_thread = std::max<int64_t>(1, (int64_t(1) << 16) / ne0);
+        const int nt = int(std::max<int64_t>(1, std::min<int64_t>(n_threads, rows / min_rows_per_thread)));
+        run_parallel(nt, [&](int t) {
+            const int64_t a = rows * t / nt, b = rows * (t + 1) / nt;
+            if (a >= b) return;
+            if (!direct_f32) {
+                float* dst = f32.data() + a * ne0;
+                const uint8_t* s = sblock + size_t(a) * src_row;
+                if (p.src_type == GGML_TYPE_F32)
+                    std::memcpy(dst, s, size_t(b - a) * src_row);
+                else
+                    tr->to_float(s, dst, (b - a) * ne0);
+            }
+            ggml_quantize_chunk(p.dst_type, fbase, q.data(), a * ne0, b - a, ne0, nullptr);
+        });
+        out.write(q.data(), q.size());
+        map.release(src_off + size_t(r0) * src_row, src_off + size_t(r0 + rows) * src_row);
+    }
+}
+
+int resolve_threads(int n_threads) {
+    if (n_threads > 0) return std::min(n_threads, 256);
+    const unsigned hc = std::thread::hardware_concurrency();
+    return hc ? int(std::min(hc, 256u)) : 1;
+}
+
+}  // namespace
+
+ggml_type parse_quant_type(const std::string& name) {
+    std::string s = name;
+    for (auto& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+    for (const auto& t : kTargets)
+        if (s == t.name) return t.type;
+    std::string all;
+    for (const auto& t : kTargets) all += std::string(all.empty() ? "" : ", ") + t.name;
+    throw InputError("unsupported quantization type '" + name + "' (supported: " + all + ")");
+}
+
+std::vector<std::string> quant_type_names() {
+    std::vector<std::string> v;
+    for (const auto& t : kTargets) v.emplace_back(t.name);
+    return v;
+}
+
+uint32_t file_type_for(ggml_type target) {
+    for (const auto& t : kTargets)
+        if (t.type == target) return t.ftype;
+    throw InputError("unsupported quantization target " + type_name(target));
+}
+
+QuantizeReport plan_quantization(const std::string& in_path, ggml_type target) {
+    file_type_for(target);  // validates the target
+    Input in;
+    load_input(in_path, in);
+    std::error_code ec;
+    const uint64_t size = fs::file_size(fs::u8path(in_path), ec);
+    if (ec) throw ModelError("cannot stat '" + in_path + "': " + ec.message());
+    return plan_from(in, target, size);
+}
+
+QuantizeReport quantize_file(const std::string& in_path, const std::string& out_path, ggml_type target,
+                             int n_threads, const QuantizeProgress& progress) {
+    const auto t_start = std::chrono::steady_clock::now();
+    const uint32_t ftype = file_type_for(target);
+    if (out_path.empty()) throw InputError("output path is empty");
+
+    Input in;
+    load_input(in_path, in);
+    {
+        std::error_code ec;
+        if (fs::exists(fs::u8path(out_path), ec) && fs::equivalent(fs::u8path(in_path), fs::u8path(out_path), ec))
+            throw InputError("output path '" + out_path + "' is the input file; choose another name");
+    }
+    MappedFile map(in_path);
+    QuantizeReport rep = plan_from(in, target, map.size());
+    rep.n_threads = resolve_threads(n_threads);
+
+    // The output header is the input's own, re-read: it keeps the KV order and general.alignment, which a
+    // fresh gguf_init_empty context would not honour for the data layout.
+    GgufHandle out_meta;
+    open_gguf(in_path, out_meta, false);
+    gguf_context* og = out_meta.gguf;
+    gguf_set_val_u32(og, "general.quantization_version", GGML_QNT_VERSION);
+    gguf_set_val_u32(og, "general.file_type", ftype);
+    for (const auto& p : rep.tensors)
+        if (p.dst_type != p.src_type) gguf_set_tensor_type(og, p.name.c_str(), p.dst_type);
+
+    const size_t meta_size = gguf_get_meta_size(og);
+    std::vector<uint8_t> meta(meta_size);
+    gguf_get_meta_data(og, meta.data());
+    const size_t alignment = gguf_get_alignment(og);
+
+    ggml_quantize_init(target);
+
+    const int total = int(rep.tensors.size());
+    if (progress) progress(0, total, "");
+
+    PartFile out(out_path);
+    out.write(meta.data(), meta.size());
+    std::vector<float> f32;
+    std::vector<uint8_t> q;
+    for (int i = 0; i < total; ++i) {
+        const TensorPlan& p = rep.tensors[size_t(i)];
+        out.pad_to(uint64_t(meta_size) + gguf_get_tensor_offset(og, i));
+        const size_t src_off = in.data_offset + gguf_get_tensor_offset(in.h.gguf, i);
+        const ggml_tensor* t = ggml_get_tensor(in.h.meta, p.name.c_str());
+        const size_t src_bytes = ggml_nbytes(t);
+        const uint64_t start = out.pos();
+        if (p.dst_type == p.src_type)
+            copy_range(map, src_off, src_bytes, out);
+        else
+            convert_tensor(map, src_off, p, rep.n_threads, out, f32, q);
+        if (out.pos() - start != gguf_get_tensor_size(og, i))
+            throw ModelError("internal error: tensor '" + p.name + "' wrote " + std::to_string(out.pos() - start) +
+                             " bytes, header says " + std::to_string(gguf_get_tensor_size(og, i)));
+        if (progress) progress(i + 1, total, p.name);
+    }
+    // ggml's reader expects the last tensor padded too.
+    out.pad_to((out.pos() + alignment - 1) / alignment * alignment);
+    rep.out_bytes = out.pos();
+    out.commit();
+    f32 = {};
+    q = {};
+    rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    return rep;
+}
+
+}  // namespace cm
