@@ -26,19 +26,20 @@ public:
         const ModelFile& m = *file_;
         const std::string a = "moss_audio.";
         hp_.n_mel = m.u32(a + "enc.num_mel_bins", 128);
-        hp_.n_layer = m.u32(a + "enc.encoder_layers", 32);
-        hp_.d = m.u32(a + "enc.d_model", 1280);
-        hp_.n_head = m.u32(a + "enc.encoder_attention_heads", 20);
-        hp_.d_ff = m.u32(a + "enc.encoder_ffn_dim", 5120);
-        hp_.conv_ch = m.u32(a + "enc.downsample_hidden_size", 480);
-        hp_.eps = m.f32(a + "enc.layer_norm_eps", 1e-5f);
-        hp_.adapter_hidden = m.u32(a + "adapter.hidden_size", 8192);
-        const int n_taps = m.u32(a + "deepstack.num_taps", 3);
+        // Bounds keep sizes, products and graph node counts in range (see Qwen3Config::read).
+        hp_.n_layer = m.u32_in(a + "enc.encoder_layers", 32, 1, 256);
+        hp_.d = m.u32_in(a + "enc.d_model", 1280, 2, 1 << 16);
+        hp_.n_head = m.u32_in(a + "enc.encoder_attention_heads", 20, 1, 1024);
+        hp_.d_ff = m.u32_in(a + "enc.encoder_ffn_dim", 5120, 1, 1 << 20);
+        hp_.conv_ch = m.u32_in(a + "enc.downsample_hidden_size", 480, 1, 1 << 14);
+        hp_.eps = m.f32_in(a + "enc.layer_norm_eps", 1e-5f, 0.0f, 1.0f);
+        hp_.adapter_hidden = m.u32_in(a + "adapter.hidden_size", 8192, 1, 1 << 20);
+        const int n_taps = m.u32_in(a + "deepstack.num_taps", 3, 0, 64);
         const int defaults[] = {8, 16, 24};
         for (int i = 0; i < n_taps; ++i) {
             hp_.taps.push_back(m.u32(a + "deepstack.tap." + std::to_string(i), i < 3 ? defaults[i] : 0));
         }
-        hp_.n_inject = std::min<int>(n_taps, m.u32(a + "deepstack.num_inject_layers", n_taps));
+        hp_.n_inject = m.u32_in(a + "deepstack.num_inject_layers", n_taps, 0, n_taps);
         hp_.bos = m.u32(a + "bos_token_id", 151643);
         hp_.eos = m.u32(a + "eos_token_id", 151645);
         hp_.start = 151644;
@@ -46,10 +47,16 @@ public:
         hp_.audio_start = m.u32(a + "audio_start_id", 151669);
         hp_.audio_end = m.u32(a + "audio_end_id", 151670);
         if (hp_.n_mel != 128) m.fail("moss_audio.enc.num_mel_bins must be 128");
-        if (hp_.n_head <= 0 || hp_.d % hp_.n_head != 0) m.fail("encoder width is not a multiple of its heads");
-        if (hp_.n_layer <= 0 || hp_.n_layer > 1024) m.fail("moss_audio.enc.encoder_layers out of range");
+        if (hp_.d % hp_.n_head != 0) m.fail("encoder width is not a multiple of its heads");
+        if (hp_.d % 2 != 0) m.fail("moss_audio.enc.d_model must be even (sinusoidal positions)");
         for (int t : hp_.taps) {
             if (t < 0 || t >= hp_.n_layer) m.fail("DeepStack tap layer " + std::to_string(t) + " is outside the encoder");
+        }
+        // Each injected merger reads its own tap layer; two on one layer would leave one without input.
+        for (int i = 0; i < hp_.n_inject; ++i) {
+            for (int j = 0; j < i; ++j) {
+                if (hp_.taps[i] == hp_.taps[j]) m.fail("DeepStack taps " + std::to_string(j) + " and " + std::to_string(i) + " both read encoder layer " + std::to_string(hp_.taps[i]));
+            }
         }
         lm_ = Qwen3Weights::load(m, Qwen3Config::read(m, "moss_audio"));
         if (hp_.n_inject > lm_.cfg.n_layer) m.fail("more DeepStack injections than LM layers");
@@ -68,6 +75,10 @@ public:
         }
         load_tokenizer({{hp_.bos, "<|endoftext|>"}, {hp_.start, "<|im_start|>"}, {hp_.eos, "<|im_end|>"},
                         {hp_.audio_id, "<|AUDIO|>"}, {hp_.audio_start, "<|audio_bos|>"}, {hp_.audio_end, "<|audio_eos|>"}});
+        // Time markers are the digit tokens; they index the embedding like any prompt id.
+        if (kFirstDigitId + 9 >= lm_.cfg.n_vocab) {
+            m.fail("the time-marker digit ids (15..24) are outside the vocabulary of " + std::to_string(lm_.cfg.n_vocab));
+        }
     }
 
     std::string arch() const override { return "moss_audio"; }
@@ -148,7 +159,12 @@ public:
     }
 
     static constexpr const char* kTranscribeInstruction = "Please transcribe this audio.";
-    static constexpr const char* kTimestampInstruction = "Please transcribe this audio with timestamps.";
+    // The official repo has no timestamped-ASR instruction; this follows the wording and line format of its
+    // "Time-Aware QA" prompt (demo/assets/metadata.jsonl) with transcription as the task.
+    static constexpr const char* kTimestampInstruction =
+        "Transcribe the speech in this audio in chronological order. Output one segment per line using this "
+        "format:\nstart_sec - end_sec: transcript\nUse plain decimal seconds for start_sec and end_sec. Cover "
+        "the full timeline from beginning to end when possible.";
 
 private:
     Hparams hp_{};
