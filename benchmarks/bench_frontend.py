@@ -75,9 +75,91 @@ def bench_mel(repeat: int) -> List[Row]:
     return rows
 
 
-# Further sections (e.g. the tokenizer) append a function here: name -> fn(repeat) -> rows.
+def _tokenizer_tests():
+    """tests/test_tokenizer.py as a module: its GGUF-layout vocabulary and deterministic corpus generator."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_tokenizer_tests", ROOT / "tests" / "test_tokenizer.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _stdlib_source(limit_bytes: int = 4_000_000) -> str:
+    """Real code and English comments: the Python standard library's top-level modules, about 4 MB."""
+    import sysconfig
+
+    out, total = [], 0
+    for p in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        out.append(p.read_text(encoding="utf-8", errors="replace"))
+        total += len(out[-1].encode())
+        if total >= limit_bytes:
+            break
+    return "".join(out)
+
+
+def bench_tokenizer(repeat: int) -> List[Row]:
+    """Qwen BPE: crispmoss._core.Tokenizer vs tiktoken (same ranks, pattern and added tokens), one thread,
+    one call per 16 KB document from Python. 'cold' is the first pass over a corpus with a fresh tokenizer
+    (empty pre-token cache); the other encode rows are the best of `repeat` passes."""
+    import tiktoken
+
+    from crispmoss import _core, testing
+
+    tests = _tokenizer_tests()
+    tokens, merges, specials = tests.gguf_vocab()
+    ranks = testing.qwen_ranks()
+    special_map = {t: i for i, t in specials.items()}
+    rows: List[Row] = []
+    t_ref = best_time(lambda: tiktoken.Encoding(name="qwen", pat_str=tests.PAT, mergeable_ranks=ranks,
+                                                special_tokens=special_map), repeat)
+    t_ours = best_time(lambda: _core.Tokenizer(tokens, merges), repeat)
+    rows.append({"section": "tokenizer", "case": "load vocab", "impl": "tiktoken", "seconds": t_ref,
+                 "baseline": "tiktoken", "speedup": 1.0, "note": "Encoding(ranks dict)"})
+    rows.append({"section": "tokenizer", "case": "load vocab", "impl": "crispmoss", "seconds": t_ours,
+                 "baseline": "tiktoken", "speedup": t_ref / t_ours,
+                 "note": f"{len(tokens)} tokens + {len(merges)} merges from lists"})
+    ref = tiktoken.Encoding(name="qwen", pat_str=tests.PAT, mergeable_ranks=ranks, special_tokens=special_map)
+    corpora = {
+        "multiling": "\n".join(tests.make_corpus(n_lines=20_000, seed=99)),
+        "py source": _stdlib_source(),
+    }
+    for case, text in corpora.items():
+        docs = [text[i:i + 16_384] for i in range(0, len(text), 16_384)]
+        mb = len(text.encode()) / 1e6
+
+        def row(impl, seconds, base_seconds, what):
+            return {"section": "tokenizer", "case": case, "impl": impl, "seconds": seconds,
+                    "baseline": f"tiktoken {what}", "speedup": base_seconds / seconds,
+                    "note": f"{what} {mb / seconds:.1f} MB/s ({mb:.1f} MB)"}
+
+        ours = _core.Tokenizer(tokens, merges)
+        t0 = time.perf_counter()
+        ids = [ours.tokenize(d) for d in docs]
+        ours_cold = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ids_ref = [ref.encode(d, allowed_special="all") for d in docs]
+        ref_cold = time.perf_counter() - t0
+        if ids != ids_ref:
+            raise SystemExit(f"tokenizer benchmark: ids differ from tiktoken on {case}")
+        ref_enc = best_time(lambda: [ref.encode(d, allowed_special="all") for d in docs], repeat)
+        ours_enc = best_time(lambda: [ours.tokenize(d) for d in docs], repeat)
+        ref_dec = best_time(lambda: [ref.decode_bytes(i) for i in ids], repeat)
+        ours_dec = best_time(lambda: [ours.detokenize_bytes(i) for i in ids], repeat)
+        rows += [
+            row("tiktoken", ref_enc, ref_enc, "encode"),
+            row("crispmoss", ours_enc, ref_enc, "encode"),
+            row("crispmoss cold", ours_cold, ref_cold, "encode"),
+            row("tiktoken", ref_dec, ref_dec, "decode"),
+            row("crispmoss", ours_dec, ref_dec, "decode"),
+        ]
+    return rows
+
+
+# Further sections append a function here: name -> fn(repeat) -> rows.
 SECTIONS: Dict[str, Callable[[int], List[Row]]] = {
     "mel": bench_mel,
+    "tokenizer": bench_tokenizer,
 }
 
 
