@@ -15,6 +15,7 @@
 
 #include "errors.h"
 #include "gguf.h"
+#include "log.h"
 
 #ifdef _WIN32
 #ifndef NOMINMAX
@@ -212,8 +213,13 @@ void open_gguf(const std::string& path, GgufHandle& h, bool shapes) {
     gguf_init_params params{};
     params.no_alloc = true;
     params.ctx = shapes ? &h.meta : nullptr;
+    LogCapture log;  // ggml explains its refusal only through its log
     h.gguf = gguf_init_from_file(path.c_str(), params);
-    if (!h.gguf) throw ModelError("'" + path + "' is a malformed GGUF file (ggml's reader rejected its header)");
+    if (!h.gguf) {
+        std::string why = log.text();
+        std::replace(why.begin(), why.end(), '\n', ';');
+        throw ModelError("'" + path + "' is a malformed GGUF file" + (why.empty() ? std::string() : ": " + why));
+    }
 }
 
 std::string read_arch(const std::string& path, const gguf_context* g) {

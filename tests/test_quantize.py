@@ -378,6 +378,43 @@ def test_text_progress_bar(sources, tmp_path, capsys):
     assert "note: llm.blk.0.ffn.extra.weight: row length 100" in err
 
 
+# ---- converter output (tests/conftest.py fixtures) and the runtime ----------------------------------------
+
+LM_MATRICES = ("attn.q", "attn.k", "attn.v", "attn.o", "ffn.gate", "ffn.up", "ffn.down")
+
+
+@pytest.mark.parametrize("arch", ["moss_transcribe", "moss_audio"])
+def test_converter_output_rules_and_runtime(request, tmp_path, arch):
+    """The real tensor names from crispmoss.convert: exactly the LM matrices (plus, for MOSS-Audio, the
+    embedding and lm_head) are candidates, and the quantized file runs in the runtime with logits that stay
+    close to the F16 model's."""
+    from stagecheck import row_cosines, run_ours, speech
+
+    src = request.getfixturevalue("tiny_transcribe_gguf_f16" if arch == "moss_transcribe" else "tiny_audio_gguf_f16")
+    plan = quantize_plan(src, "q4_k")
+    cand = {t["name"] for t in plan["tensors"] if t["candidate"]}
+    n_layers = len({t["name"].split(".")[2] for t in plan["tensors"] if t["name"].startswith("llm.blk.")})
+    want = {f"llm.blk.{i}.{m}.weight" for i in range(n_layers) for m in LM_MATRICES}
+    if arch == "moss_audio":
+        want |= {"llm.embed.weight", "llm.lm_head.weight"}
+    assert cand == want
+    for t in plan["tensors"]:
+        if t["name"].startswith(("enc.", "adapter.", "deepstack.")) or t["name"] == "llm.embed.weight" and arch == "moss_transcribe":
+            assert t["dst_type"] == t["src_type"], t["name"]
+
+    audio = speech(1.0)
+    base = run_ours(str(src), audio, 4)
+    for target in ("q8_0", "q4_k"):
+        out = tmp_path / f"{arch}-{target}.gguf"
+        rep = quantize(src, out, target, progress=False)
+        assert any(t["dst_type"] != t["src_type"] for t in rep["tensors"])
+        ours = run_ours(str(out), audio, 4)
+        np.testing.assert_array_equal(ours["enc.out"], base["enc.out"])  # the encoder is untouched
+        cos = float(row_cosines(np.asarray(ours["logits"]), np.asarray(base["logits"])).min())
+        print(f"{arch} {target}: min logits row cosine vs F16 {cos:.6f}")
+        assert cos > 0.999, (target, cos)
+
+
 # ---- errors -------------------------------------------------------------------------------------------
 
 
