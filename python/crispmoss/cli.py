@@ -1,4 +1,8 @@
-"""The ``crispmoss`` command line: transcribe, ask, info, convert, quantize."""
+"""The ``crispmoss`` command line: transcribe, ask, info, download, convert, quantize.
+
+Exit codes: 0 success, 1 a failure while running (bad model, unreadable audio, out-of-range value), 2 a usage
+error caught while parsing the command line, 130 interrupted. Errors are one line on stderr.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,142 +11,259 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, List, Optional
+from typing import Any, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
-from .errors import CrispMossError
+from .errors import AudioError, CrispMossError, InputError
 from .formats import FORMATS, render
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".m4a", ".w64", ".caf"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif", ".au", ".m4a", ".w64", ".caf"}
 
 
-def _expand_inputs(items: Iterable[str]) -> List[Path]:
-    files: List[Path] = []
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``crispmoss transcribe: error: ...``) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _expand_inputs(items: Sequence[str]) -> List[Tuple[Path, Path]]:
+    """(file, name relative to its argument) for every file and every audio file under a folder."""
+    files: List[Tuple[Path, Path]] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            files += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_SUFFIXES)
+            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_SUFFIXES)
+            files += [(q, q.relative_to(p)) for q in found]
         else:
-            files.append(p)
+            files.append((p, Path(p.name)))
     return files
 
 
-def _add_generation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-m", "--model", required=True, help="GGUF model file")
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--model", required=True,
+                   help="GGUF file or published name: moss-transcribe, moss-audio, with :f16/:q8_0/:q4_k "
+                        "(default q4_k), fetched into the Hugging Face cache")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="generation limit (default: 512 / 1024)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verbose", "-v", action="store_true", help="print a timing report to stderr")
+
+
+def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="generation limit per pass (default: 512 MOSS-Transcribe, 1024 MOSS-Audio)")
+    p.add_argument("--sampling", choices=["greedy", "official"], default=None,
+                   help="preset: greedy (default) or official (temperature 1.0, top-k 50, top-p 1.0 as in the "
+                        "MOSS-Audio scripts); the options below override it")
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--min-p", type=float, default=None)
+    p.add_argument("--repetition-penalty", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None, help="sampler seed (default: random when sampling)")
+    p.add_argument("--verbose", "-v", action="store_true", help="timing report (mel/encoder/prefill/decode) on stderr")
 
 
 def _gen_kwargs(args: argparse.Namespace) -> dict:
-    return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                top_p=args.top_p, seed=args.seed)
+    return dict(max_new_tokens=args.max_new_tokens, sampling=args.sampling, temperature=args.temperature,
+                top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
+                seed=args.seed)
 
 
-def _timing_report(name: str, t, wall: float) -> str:
+def _load_model(args: argparse.Namespace) -> Any:
+    from .model import Model
+
+    return Model(args.model, args.threads, progress=not getattr(args, "quiet", False))
+
+
+def timing_report(name: str, t: Any, wall: float) -> str:
+    """One line: audio length, wall time, real-time factor, per-stage milliseconds and decode speed."""
     tm = t.timings
     dec = tm.get("decode_ms", 0.0)
-    n = tm.get("n_generated", 0)
+    n = int(tm.get("n_generated", 0))
     tps = n / (dec / 1000.0) if dec > 0 else 0.0
-    return (f"{name}: {t.duration:.2f} s audio in {wall:.2f} s (x{t.duration / wall if wall else 0:.2f} real time) | "
-            f"mel {tm.get('mel_ms', 0):.0f} ms, encoder {tm.get('encode_ms', 0):.0f} ms, "
-            f"prefill {tm.get('prefill_ms', 0):.0f} ms ({tm.get('n_prompt', 0)} tok), "
-            f"decode {dec:.0f} ms ({n} tok, {tps:.1f} tok/s)")
+    passes = int(tm.get("n_passes", 1))
+    return (f"{name}: {t.duration:.2f} s audio in {wall:.2f} s ({t.duration / wall if wall else 0:.2f}x real time"
+            f"{f', {passes} passes' if passes > 1 else ''}) | mel {tm.get('mel_ms', 0):.0f} ms, "
+            f"encoder {tm.get('encode_ms', 0):.0f} ms, prefill {tm.get('prefill_ms', 0):.0f} ms "
+            f"({int(tm.get('n_prefilled', tm.get('n_prompt', 0)))} tok), decode {dec:.0f} ms ({n} tok, {tps:.1f} tok/s)")
+
+
+class _Progress:
+    """Per-file and overall progress on stderr: a line updated in place on a terminal, plain lines otherwise."""
+
+    def __init__(self, n_files: int, stream: TextIO, quiet: bool, verbose: bool) -> None:
+        self.n = n_files
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.quiet = quiet
+        self.verbose = verbose
+        self.t0 = time.perf_counter()
+        self.audio_done = 0.0
+
+    def _speed(self, extra: float = 0.0) -> float:
+        wall = time.perf_counter() - self.t0
+        return (self.audio_done + extra) / wall if wall > 0 else 0.0
+
+    def pass_done(self, i: int, name: str, done_s: float, total_s: float) -> None:
+        if self.quiet or not (self.tty or self.verbose):
+            return
+        of = f"/{total_s:.1f}" if total_s > 0 else ""
+        line = f"[{i}/{self.n}] {name}: {done_s:.1f}{of} s, overall {self._speed(done_s):.2f} audio-s/s"
+        self.stream.write(("\r\033[K" + line) if self.tty else line + "\n")
+        self.stream.flush()
+
+    def file_done(self, i: int, name: str, duration: float, wall: float) -> None:
+        self.audio_done += duration
+        if self.quiet or (self.n == 1 and not self.verbose and not self.tty):
+            return
+        line = (f"[{i}/{self.n}] {name}: {duration:.1f} s audio in {wall:.1f} s, "
+                f"overall {self._speed():.2f} audio-s/s")
+        self.stream.write(("\r\033[K" if self.tty else "") + line + "\n")
+        self.stream.flush()
+
+
+def _output_path(out_dir: Path, rel: Path, fmt: str, used: set) -> Path:
+    base = out_dir / rel.with_suffix("." + fmt)
+    path, k = base, 1
+    while path in used:
+        path = base.with_name(f"{base.stem}-{k}{base.suffix}")
+        k += 1
+    used.add(path)
+    return path
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from .model import Model
+    from .longform import merge, transcribe_passes
 
     files = _expand_inputs(args.audio)
     if not files:
-        raise CrispMossError("no audio files found")
-    model = Model(args.model, args.threads)
+        raise InputError("no audio files found in " + ", ".join(args.audio))
     out_dir = Path(args.output_dir) if args.output_dir else None
+    if out_dir is None and len(files) > 1 and args.format in ("srt", "vtt"):
+        raise InputError(f"{len(files)} inputs in {args.format} format need --output-dir (one file per input)")
+    model = _load_model(args)
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
-    to_stdout = out_dir is None
-    total_audio, t_all = 0.0, time.perf_counter()
-    for i, f in enumerate(files, 1):
+    kw = _gen_kwargs(args)
+    progress = _Progress(len(files), sys.stderr, args.quiet, args.verbose)
+    failed, used = 0, set()  # type: ignore[var-annotated]
+    for i, (f, rel) in enumerate(files, 1):
         t0 = time.perf_counter()
-        kw = _gen_kwargs(args)
-        if args.timestamps:
-            kw["timestamps"] = True
-        result = model.transcribe(str(f), **kw)
+        try:
+            passes = []
+            for p in transcribe_passes(model, str(f), timestamps=args.timestamps, language=args.language,
+                                       max_pass_seconds=args.max_pass_seconds, **kw):
+                passes.append(p)
+                if not (p.index == 0 and p.end >= p.total_duration):
+                    progress.pass_done(i, f.name, p.end, p.total_duration)
+            result = merge(passes)
+        except AudioError as e:
+            # One unreadable file does not stop a batch.
+            failed += 1
+            sys.stderr.write(("\r\033[K" if progress.tty else "") + f"crispmoss transcribe: error: {e}\n")
+            continue
         wall = time.perf_counter() - t0
-        total_audio += result.duration
         text = render(result, args.format)
-        if to_stdout:
-            if len(files) > 1 and args.format == "txt":
-                sys.stdout.write(f"{f}: ")
+        if out_dir is not None:
+            path = _output_path(out_dir, rel, args.format, used)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        elif len(files) == 1:
             sys.stdout.write(text)
-            sys.stdout.flush()
+        elif args.format == "json":
+            d = result.to_dict()
+            d["file"] = str(f)
+            sys.stdout.write(json.dumps(d, ensure_ascii=False) + "\n")
         else:
-            (out_dir / (f.stem + "." + args.format)).write_text(text, encoding="utf-8")
-        if len(files) > 1 or args.verbose:
-            speed = total_audio / (time.perf_counter() - t_all)
-            sys.stderr.write(f"[{i}/{len(files)}] {f.name}: {wall:.1f} s, overall {speed:.2f} audio-s/s\n")
+            sys.stdout.write(f"{f}: {text}")
+        sys.stdout.flush()
+        progress.file_done(i, f.name, result.duration, wall)
         if args.verbose:
-            sys.stderr.write(_timing_report(f.name, result, wall) + "\n")
-    return 0
+            sys.stderr.write(timing_report(f.name, result, wall) + "\n")
+    return 1 if failed else 0
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from .model import Model
-
-    model = Model(args.model, args.threads)
+    model = _load_model(args)
     t0 = time.perf_counter()
     session = model.session(args.audio)
-    pieces = session.generate(args.prompt, stream=True, **_gen_kwargs(args))
-    started = False
-    for piece in pieces:
-        if not started:
+    started = [False]
+
+    def write(piece: str) -> bool:
+        if not started[0]:
             piece = piece.lstrip()
-            started = bool(piece)
+            started[0] = bool(piece)
         sys.stdout.write(piece)
         sys.stdout.flush()
+        return True
+
+    result = session.ask(args.prompt, callback=write, **_gen_kwargs(args))
     sys.stdout.write("\n")
     if args.verbose:
-        sys.stderr.write(f"{args.audio}: {time.perf_counter() - t0:.2f} s\n")
+        sys.stderr.write(timing_report(str(args.audio), result, time.perf_counter() - t0) + "\n")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from .hub import resolve
     from .info import describe, format_info
 
-    info = describe(args.model)
+    info = describe(resolve(args.model))
     sys.stdout.write(json.dumps(info, indent=2) + "\n" if args.json else format_info(info))
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .hub import available, download
+
+    if args.list or not args.names:
+        sys.stdout.write("\n".join(available()) + "\n")
+        return 0
+    for name in args.names:
+        sys.stdout.write(download(name, progress=not args.quiet) + "\n")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    ap = argparse.ArgumentParser(prog="crispmoss", description="OpenMOSS speech-language models on ggml")
+    ap = _Parser(prog="crispmoss", description="OpenMOSS speech-language models (MOSS-Transcribe, MOSS-Audio) "
+                                               "on ggml")
     ap.add_argument("--version", action="version", version=f"crispmoss {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("transcribe", help="transcribe audio files")
+    p = sub.add_parser("transcribe", help="transcribe audio files (any length)",
+                       description="Transcribe audio files or folders; one output per input.")
     p.add_argument("audio", nargs="+", help="audio files or folders")
+    _add_model_args(p)
+    p.add_argument("--format", "-f", choices=sorted(FORMATS), default="txt", help="output format (default txt)")
+    p.add_argument("--output-dir", "-o", default=None,
+                   help="write one file per input here (default: stdout; several inputs: txt lines or JSON lines)")
+    p.add_argument("--language", "-l", default=None,
+                   help="language hint for MOSS-Audio (code or name: de, German); MOSS-Transcribe is English-only")
+    p.add_argument("--timestamps", action="store_true", help="timed segments written by the model (MOSS-Audio)")
+    p.add_argument("--max-pass-seconds", type=float, default=None,
+                   help="longest audio transcribed in one pass (default 30 MOSS-Transcribe, 120 MOSS-Audio)")
     _add_generation_args(p)
-    p.add_argument("--format", "-f", choices=sorted(FORMATS), default="txt")
-    p.add_argument("--output-dir", "-o", default=None, help="write one file per input here (default: stdout)")
-    p.add_argument("--timestamps", action="store_true", help="timed segments (MOSS-Audio)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("ask", help="ask a question about an audio file (MOSS-Audio)")
     p.add_argument("audio")
     p.add_argument("prompt")
+    _add_model_args(p)
     _add_generation_args(p)
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("info", help="describe a GGUF model file")
-    p.add_argument("model")
+    p.add_argument("model", help="GGUF file or published name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("download", help="fetch published GGUF files into the Hugging Face cache")
+    p.add_argument("names", nargs="*", help="e.g. moss-transcribe, moss-audio:f16")
+    p.add_argument("--list", action="store_true", help="list the published names")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_download)
 
     from .convert.cli import add_cli as add_convert
     from .quantize import add_cli as add_quantize
@@ -153,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``crispmoss`` and ``python -m crispmoss``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -160,12 +282,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     except CrispMossError as e:
         sys.stderr.write(f"crispmoss {args.command}: error: {e}\n")
         return 1
+    except OSError as e:
+        if isinstance(e, BrokenPipeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+        sys.stderr.write(f"crispmoss {args.command}: error: {e}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write("\ncrispmoss: interrupted\n")
         return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":

@@ -1,13 +1,24 @@
-"""Model and Session: the Python face of the C++ core."""
+"""Model and Session: the Python face of the C++ core.
+
+``Model`` is one GGUF file, loaded once and shared by any number of sessions (also from several threads).
+``Session`` is one clip: its encoder output and a KV cache that later requests reuse, so a second question
+on the same audio costs only the tokens of that question.
+"""
 from __future__ import annotations
 
+import math
+import numbers
 import os
-from typing import Callable, Iterator, List, Optional, Union
+import queue
+import secrets
+import threading
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 
 from . import _core
-from .audio import AudioInput, load_audio
+from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .errors import InputError, ModelError
 from .results import Segment, Transcript, parse_timed_lines
 
@@ -16,46 +27,194 @@ PieceCallback = Callable[[str], Optional[bool]]
 # Default generation lengths of the official inference code.
 DEFAULT_MAX_NEW_TOKENS = {"moss_transcribe": 512, "moss_audio": 1024}
 
-# Sampling settings of the official MOSS-Audio inference scripts (hf_inference.py, infer.py, app.py).
-OFFICIAL_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 50}
+# Sampling presets. "official" is what the MOSS-Audio scripts (hf_inference.py, infer.py, app.py) use;
+# their serving guide uses greedy decoding for transcription, which is our default.
+SAMPLING_PRESETS: Dict[str, Dict[str, float]] = {
+    "greedy": {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0},
+    "official": {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0},
+}
+OFFICIAL_SAMPLING = {k: SAMPLING_PRESETS["official"][k] for k in ("temperature", "top_p", "top_k")}
+
+_GEN_KEYS = ("max_new_tokens", "sampling", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed",
+             "timeout", "callback")
 
 
-def _check_sampling(temperature: float, top_k: int, top_p: float, min_p: float, repetition_penalty: float,
-                    max_new_tokens: int) -> None:
-    if not temperature >= 0:
-        raise InputError(f"temperature must be >= 0, got {temperature}")
-    if top_k < 0:
-        raise InputError(f"top_k must be >= 0, got {top_k}")
-    if not 0 < top_p <= 1:
-        raise InputError(f"top_p must be in (0, 1], got {top_p}")
-    if not 0 <= min_p < 1:
-        raise InputError(f"min_p must be in [0, 1), got {min_p}")
-    if not repetition_penalty > 0:
-        raise InputError(f"repetition_penalty must be > 0, got {repetition_penalty}")
-    if max_new_tokens < 0:
-        raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+# --------------------------------------------------------------------------------------------------------------
+# Generation options
+# --------------------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Sampling:
+    """A resolved sampler configuration (see :func:`resolve_sampling`)."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: Optional[int] = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def _number(name: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise InputError(f"{name} must be a number, got {v!r}")
+    f = float(v)
+    if math.isnan(f):
+        raise InputError(f"{name} must be a number, got NaN")
+    return f
+
+
+def _integer(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise InputError(f"{name} must be an integer, got {v!r}")
+    return int(v)
+
+
+def resolve_sampling(sampling: Optional[str] = None, *, temperature: Optional[float] = None,
+                     top_k: Optional[int] = None, top_p: Optional[float] = None, min_p: Optional[float] = None,
+                     repetition_penalty: Optional[float] = None, seed: Optional[int] = None) -> Sampling:
+    """Sampler settings from a preset (``"greedy"``, the default, or ``"official"``: temperature 1.0, top-k 50,
+    top-p 1.0 as in the MOSS-Audio scripts) with explicit values overriding it.
+
+    With temperature > 0 and no ``seed`` a random seed is drawn; it is reported in ``Transcript.seed`` so the
+    output can be reproduced. Raises InputError for an unknown preset or an out-of-range value.
+    """
+    name = "greedy" if sampling is None else str(sampling).lower()
+    if name not in SAMPLING_PRESETS:
+        raise InputError(f"unknown sampling preset {sampling!r} (choose from {', '.join(SAMPLING_PRESETS)})")
+    p = dict(SAMPLING_PRESETS[name])
+    for k, v in (("temperature", temperature), ("top_p", top_p), ("min_p", min_p),
+                 ("repetition_penalty", repetition_penalty)):
+        if v is not None:
+            p[k] = _number(k, v)
+    if top_k is not None:
+        p["top_k"] = _integer("top_k", top_k)
+    t, tp, mp, rp, k = p["temperature"], p["top_p"], p["min_p"], p["repetition_penalty"], int(p["top_k"])
+    if not (t >= 0 and math.isfinite(t)):
+        raise InputError(f"temperature must be >= 0, got {t}")
+    if k < 0:
+        raise InputError(f"top_k must be >= 0 (0 = off), got {k}")
+    if not 0 < tp <= 1:
+        raise InputError(f"top_p must be in (0, 1], got {tp}")
+    if not 0 <= mp < 1:
+        raise InputError(f"min_p must be in [0, 1), got {mp}")
+    if not (rp > 0 and math.isfinite(rp)):
+        raise InputError(f"repetition_penalty must be > 0, got {rp}")
+    if seed is not None:
+        seed = _integer("seed", seed)
+        if not 0 <= seed < 2 ** 64:
+            raise InputError(f"seed must be in [0, 2**64), got {seed}")
+    elif t > 0:
+        seed = secrets.randbits(63)
+    return Sampling(t, k, tp, mp, rp, seed if t > 0 else None)
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """Everything a request needs besides the prompt; built by :meth:`Model.options`."""
+
+    max_new_tokens: int
+    sampling: Sampling
+    timeout: Optional[float] = None
+    callback: Optional[PieceCallback] = None
+
+
+def _check_gen_kwargs(kwargs: Dict[str, Any]) -> None:
+    unknown = sorted(set(kwargs) - set(_GEN_KEYS))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)} (generation options are "
+                        f"{', '.join(_GEN_KEYS)})")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Transcription instructions
+# --------------------------------------------------------------------------------------------------------------
+
+LANGUAGES = {
+    "en": "English", "zh": "Chinese", "yue": "Cantonese", "de": "German", "fr": "French", "es": "Spanish",
+    "it": "Italian", "pt": "Portuguese", "nl": "Dutch", "ru": "Russian", "uk": "Ukrainian", "pl": "Polish",
+    "ja": "Japanese", "ko": "Korean", "ar": "Arabic", "hi": "Hindi", "tr": "Turkish", "vi": "Vietnamese",
+    "th": "Thai", "id": "Indonesian", "sv": "Swedish", "cs": "Czech", "el": "Greek", "he": "Hebrew",
+}
+_CHINESE = {"zh", "chinese", "mandarin", "cmn", "zh-cn", "zh-hans"}
+# The official Chinese transcription instruction (moss_audio_usage_guide.md).
+_ZH_INSTRUCTION = "请转录这段音频。"
+
+
+def language_name(language: str) -> str:
+    """The English name of ``language`` (an ISO 639 code such as "de" or a name such as "german")."""
+    if not isinstance(language, str) or not language.strip():
+        raise InputError(f"language must be a language code or name, got {language!r}")
+    s = language.strip()
+    if len(s) > 40 or not all(c.isalpha() or c in " -_" for c in s):
+        raise InputError(f"language must be a language code or name, got {language!r}")
+    low = s.lower().replace("_", "-")
+    if low in _CHINESE:
+        return "Chinese"
+    return LANGUAGES.get(low, s[:1].upper() + s[1:].lower())
+
+
+def transcription_instruction(arch: str, language: Optional[str], timestamps: bool) -> str:
+    """The instruction a transcription request sends ("" = the model's official default).
+
+    MOSS-Audio: no hint or English → the official "Please transcribe this audio." (or the timestamp
+    instruction); Chinese → the official "请转录这段音频。"; any other language → "Please transcribe this audio
+    in <Language>." (a hint in the style of the official prompt, not an official prompt). MOSS-Transcribe is an
+    English-only model that takes no instruction: English is accepted as a no-op, other languages raise.
+    """
+    if language is None:
+        return ""
+    name = language_name(language)
+    if arch != "moss_audio":
+        if name == "English":
+            return ""
+        raise InputError(f"MOSS-Transcribe is an English-only model and takes no language hint; "
+                         f"use a MOSS-Audio model for {name}")
+    if name == "English":
+        return ""
+    if name == "Chinese" and not timestamps:
+        return _ZH_INSTRUCTION
+    return f"Please transcribe this audio in {name}" + (" with timestamps." if timestamps else ".")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------------------------
 
 class Model:
-    """A MOSS-Transcribe or MOSS-Audio GGUF file, mmapped once and shared by all its sessions.
+    """A MOSS-Transcribe or MOSS-Audio GGUF model, mmapped once and shared by all its sessions.
 
-    ``path`` is a GGUF file. ``n_threads`` defaults to the number of cores. ``kv_type`` ("f16" or "f32") is
-    the KV-cache precision; ``mel_bf16`` rounds the log-mel to bfloat16 as the official processors do.
+    ``model`` is a path to a .gguf file or a published name: ``"moss-transcribe"``, ``"moss-audio"``, with an
+    optional type (``"moss-transcribe:q8_0"``, ``"moss-audio:f16"``; default q4_k), fetched once into the
+    Hugging Face cache. ``n_threads`` defaults to all cores. ``kv_type`` ("f16" or "f32") is the KV-cache
+    precision; ``mel_bf16`` rounds the log-mel to bfloat16 as the official processors do.
+
+    Raises ModelError for a missing, unreadable or unsupported model file.
     """
 
-    def __init__(self, path: Union[str, "os.PathLike[str]"], n_threads: Optional[int] = None, *,
-                 kv_type: str = "f16", mel_bf16: bool = True) -> None:
-        path = os.fspath(path)
-        if not os.path.exists(path):
-            raise ModelError(f"{path}: no such file")
-        self._core = _core.Model(path)
-        self.path = path
-        self.n_threads = int(n_threads) if n_threads else 0
-        if self.n_threads < 0:
-            raise InputError(f"n_threads must be positive, got {n_threads}")
-        self.kv_type = kv_type
-        self.mel_bf16 = mel_bf16
+    def __init__(self, model: Union[str, "os.PathLike[str]"], n_threads: Optional[int] = None, *,
+                 kv_type: str = "f16", mel_bf16: bool = True, cache_dir: Optional[str] = None,
+                 progress: bool = True) -> None:
+        from .hub import resolve
 
+        if n_threads is not None:
+            n_threads = _integer("n_threads", n_threads)
+            if n_threads < 0:
+                raise InputError(f"n_threads must be >= 0 (0 = all cores), got {n_threads}")
+        if kv_type not in ("f16", "f32"):
+            raise InputError(f"kv_type must be 'f16' or 'f32', got {kv_type!r}")
+        self.name = os.fspath(model)
+        self.path = resolve(model, cache_dir=cache_dir, progress=progress)
+        self._core = _core.Model(self.path)
+        self.n_threads = int(n_threads or 0)
+        self.kv_type = kv_type
+        self.mel_bf16 = bool(mel_bf16)
+
+    # --- properties -----------------------------------------------------------------------------------------
     @property
     def arch(self) -> str:
         """"moss_transcribe" or "moss_audio"."""
@@ -63,12 +222,58 @@ class Model:
 
     @property
     def accepts_instructions(self) -> bool:
+        """Whether the model answers free-form prompts (MOSS-Audio) or only transcribes (MOSS-Transcribe)."""
         return self._core.accepts_instructions
 
-    def __repr__(self) -> str:
-        return f"crispmoss.Model({self.path!r}, arch={self.arch!r})"
+    @property
+    def n_ctx(self) -> int:
+        """The decoder's context length in tokens (prompt + answer)."""
+        return self._core.n_ctx_train
 
-    # --- tokenizer ----------------------------------------------------------------------------------
+    @property
+    def default_max_new_tokens(self) -> int:
+        """512 for MOSS-Transcribe, 1024 for MOSS-Audio, as in the official inference code."""
+        return DEFAULT_MAX_NEW_TOKENS.get(self.arch, 512)
+
+    @property
+    def max_pass_seconds(self) -> float:
+        """Audio longer than this is transcribed in several passes (see crispmoss.longform)."""
+        from .longform import default_pass_seconds
+
+        return default_pass_seconds(self.arch)
+
+    def __repr__(self) -> str:
+        return f"crispmoss.Model({self.name!r}, arch={self.arch!r})"
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    # --- options --------------------------------------------------------------------------------------------
+    def options(self, *, max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
+                temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                min_p: Optional[float] = None, repetition_penalty: Optional[float] = None,
+                seed: Optional[int] = None, timeout: Optional[float] = None,
+                callback: Optional[PieceCallback] = None) -> GenerateOptions:
+        """Validated generation options; every request method takes these as keyword arguments."""
+        if max_new_tokens is None:
+            max_new_tokens = self.default_max_new_tokens
+        max_new_tokens = _integer("max_new_tokens", max_new_tokens)
+        if max_new_tokens < 0:
+            raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if timeout is not None:
+            timeout = _number("timeout", timeout)
+            if timeout <= 0:
+                raise InputError(f"timeout must be > 0 seconds, got {timeout}")
+        if callback is not None and not callable(callback):
+            raise InputError(f"callback must be callable, got {type(callback).__name__}")
+        s = resolve_sampling(sampling, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                             repetition_penalty=repetition_penalty, seed=seed)
+        return GenerateOptions(max_new_tokens, s, timeout, callback)
+
+    # --- tokenizer ------------------------------------------------------------------------------------------
     def tokenize(self, text: Union[str, bytes], special: bool = True) -> List[int]:
         """Token ids of ``text``; with ``special`` the added tokens (e.g. ``<|im_start|>``) are recognised."""
         return self._core.tokenize(text, special)
@@ -81,9 +286,9 @@ class Model:
         """Exact bytes of ``ids``."""
         return self._core.detokenize_bytes(list(ids))
 
-    # --- audio --------------------------------------------------------------------------------------
+    # --- requests -------------------------------------------------------------------------------------------
     def session(self, audio: AudioInput, sample_rate: Optional[float] = None) -> "Session":
-        """Encodes ``audio`` once; the session answers any number of requests on it."""
+        """Encodes ``audio`` once; the session answers any number of requests on it (one pass, whole clip)."""
         return Session(self, audio, sample_rate=sample_rate)
 
     def prompt_ids(self, audio: AudioInput, prompt: Optional[str] = None, *, sample_rate: Optional[float] = None,
@@ -92,105 +297,194 @@ class Model:
         return self.session(audio, sample_rate).prompt_ids(prompt, timestamps=timestamps)
 
     def transcribe(self, audio: AudioInput, *, sample_rate: Optional[float] = None, timestamps: bool = False,
-                   **generate_kwargs) -> Transcript:
-        """Transcribes ``audio`` (a path or an array) with the model's official transcription prompt."""
-        return self.session(audio, sample_rate).transcribe(timestamps=timestamps, **generate_kwargs)
+                   language: Optional[str] = None, max_pass_seconds: Optional[float] = None,
+                   **generate_kwargs: Any) -> Transcript:
+        """Transcribes ``audio`` (a path or an array) of any length.
+
+        Up to :attr:`max_pass_seconds` (30 s MOSS-Transcribe, 120 s MOSS-Audio) the clip goes through the model in
+        one pass with the official prompt; longer audio is read in blocks and cut at the quietest 100 ms frame of
+        the last seconds before the limit, each pass transcribed on its own and the texts joined, so memory does
+        not grow with the length. ``segments`` has one segment per pass (or the model's timed lines with
+        ``timestamps``, MOSS-Audio only) in absolute seconds. ``language`` is a hint (MOSS-Audio; MOSS-Transcribe
+        is English-only). A ``callback`` receives the joined text piece by piece. Generation options: see
+        :meth:`options`.
+        """
+        from .longform import transcribe
+
+        return transcribe(self, audio, sample_rate=sample_rate, timestamps=timestamps, language=language,
+                          max_pass_seconds=max_pass_seconds, **generate_kwargs)
+
+    def segments(self, audio: AudioInput, *, sample_rate: Optional[float] = None, timestamps: bool = False,
+                 language: Optional[str] = None, max_pass_seconds: Optional[float] = None,
+                 **generate_kwargs: Any) -> Iterator[Segment]:
+        """Like :meth:`transcribe`, but yields the segments of each pass as soon as it is decoded."""
+        from .longform import transcribe_passes
+
+        for p in transcribe_passes(self, audio, sample_rate=sample_rate, timestamps=timestamps, language=language,
+                                   max_pass_seconds=max_pass_seconds, **generate_kwargs):
+            yield from p.transcript.segments
 
     def ask(self, audio: AudioInput, prompt: str, *, sample_rate: Optional[float] = None,
-            **generate_kwargs) -> Transcript:
-        """Answers a free-form question about ``audio`` (MOSS-Audio only)."""
+            **generate_kwargs: Any) -> Transcript:
+        """Answers a free-form question about ``audio`` (MOSS-Audio only; the whole clip in one pass)."""
+        if not self.accepts_instructions:
+            raise ModelError("MOSS-Transcribe takes no instruction: use transcribe(), or a MOSS-Audio model for ask()")
         return self.session(audio, sample_rate).ask(prompt, **generate_kwargs)
 
+
+# --------------------------------------------------------------------------------------------------------------
+# Session
+# --------------------------------------------------------------------------------------------------------------
 
 class Session:
     """One clip's encoder output and KV cache. Requests reuse both: a second question costs only its tokens.
 
-    A session is used by one thread at a time; several sessions of one Model may run in parallel threads.
+    One request runs at a time per session (a second thread waits); several sessions of one Model run in
+    parallel threads, each on its own compute buffers, with the GIL released.
     """
 
     def __init__(self, model: Model, audio: AudioInput, *, sample_rate: Optional[float] = None) -> None:
         self.model = model
-        samples = load_audio(audio, sample_rate)
         self._core = _core.Session(model._core, model.n_threads, model.kv_type, model.mel_bf16)
-        self._core.set_audio(np.ascontiguousarray(samples, dtype=np.float32))
-        self.duration = float(len(samples)) / 16000.0
+        self._lock = threading.Lock()
+        self._owner: Optional[int] = None
+        self.duration = 0.0
+        self._set_samples(load_audio(audio, sample_rate))
+
+    def _set_samples(self, samples: np.ndarray) -> None:
+        """Encodes new audio on this session's buffers (the cached prompt is dropped)."""
+        n_audio = self.model._core.n_audio_tokens(len(samples) // 160)
+        if n_audio >= self.model.n_ctx:
+            raise InputError(f"{len(samples) / SAMPLE_RATE:.1f} s of audio is {n_audio} audio tokens but the model's "
+                             f"context is {self.model.n_ctx} tokens; use Model.transcribe (it splits long audio) "
+                             f"or a shorter clip")
+        with self._busy():
+            self._core.set_audio(np.ascontiguousarray(samples, dtype=np.float32))
+        self.duration = float(len(samples)) / SAMPLE_RATE
 
     @property
     def n_audio_tokens(self) -> int:
+        """How many audio positions the clip occupies in the prompt."""
         return self._core.n_audio
 
     def prompt_ids(self, prompt: Optional[str] = None, *, timestamps: bool = False) -> List[int]:
+        """The prompt's token ids (audio rows appear as the placeholder id)."""
         self._check_prompt(prompt)
         return list(self._core.prompt_ids(prompt or "", timestamps))
 
-    def transcribe(self, *, timestamps: bool = False, **kwargs) -> Transcript:
-        """Transcription with the official instruction (time-aware one when ``timestamps``)."""
+    def transcribe(self, *, timestamps: bool = False, language: Optional[str] = None,
+                   **generate_kwargs: Any) -> Transcript:
+        """Transcription of the whole clip with the official instruction (time-aware one with ``timestamps``,
+        MOSS-Audio only). ``language``: see :func:`transcription_instruction`."""
         if timestamps and not self.model.accepts_instructions:
             raise InputError("MOSS-Transcribe writes no timestamps; use a MOSS-Audio model for timestamps=True")
-        return self._run(None, timestamps, **kwargs)
+        instruction = transcription_instruction(self.model.arch, language, timestamps)
+        _check_gen_kwargs(generate_kwargs)
+        return self._run(instruction or None, timestamps, self.model.options(**generate_kwargs))
 
-    def ask(self, prompt: str, **kwargs) -> Transcript:
-        """Answers ``prompt`` about the session's audio."""
-        if not prompt or not prompt.strip():
+    def ask(self, prompt: str, **generate_kwargs: Any) -> Transcript:
+        """Answers ``prompt`` about the session's audio (MOSS-Audio)."""
+        if not isinstance(prompt, str) or not prompt.strip():
             raise InputError("the question is empty")
-        return self._run(prompt, False, **kwargs)
+        self._check_prompt(prompt)
+        _check_gen_kwargs(generate_kwargs)
+        return self._run(prompt, False, self.model.options(**generate_kwargs))
 
-    def generate(self, prompt: Optional[str] = None, *, stream: bool = False,
-                 callback: Optional[PieceCallback] = None, **kwargs) -> Union[Transcript, Iterator[str]]:
-        """Runs ``prompt`` (None: transcription). ``stream=True`` returns an iterator of text pieces;
-        ``callback`` receives each piece as it is decoded (return False to stop)."""
+    def generate(self, prompt: Optional[str] = None, *, stream: bool = False, **generate_kwargs: Any
+                 ) -> Union[Transcript, Iterator[str]]:
+        """Runs ``prompt`` (None: transcription).
+
+        ``stream=True`` returns an iterator of text pieces (whole UTF-8 characters) as they are decoded; closing
+        it early stops generation. Otherwise returns a Transcript; a ``callback`` receives each piece (return
+        False to stop).
+        """
+        self._check_prompt(prompt)
+        _check_gen_kwargs(generate_kwargs)
+        opts = self.model.options(**generate_kwargs)
         if stream:
-            return self._stream(prompt, **kwargs)
-        return self._run(prompt, False, callback=callback, **kwargs)
+            if opts.callback is not None:
+                raise InputError("pass either stream=True or a callback, not both")
+            return self._stream(prompt, opts)
+        return self._run(prompt, False, opts)
 
-    def _stream(self, prompt: Optional[str], **kwargs) -> Iterator[str]:
-        # The decode loop runs in this thread; pieces are handed out as the callback receives them.
-        pieces: List[str] = []
-        import threading
-        import queue
-
-        q: "queue.Queue[object]" = queue.Queue()
-        done = object()
-        errors: List[BaseException] = []
-
-        def work() -> None:
-            try:
-                self._run(prompt, False, callback=lambda p: q.put(p) or True, **kwargs)
-            except BaseException as exc:  # handed to the consumer
-                errors.append(exc)
-            finally:
-                q.put(done)
-
-        t = threading.Thread(target=work, daemon=True)
-        t.start()
-        while True:
-            item = q.get()
-            if item is done:
-                break
-            pieces.append(item)  # type: ignore[arg-type]
-            yield item  # type: ignore[misc]
-        t.join()
-        if errors:
-            raise errors[0]
-
+    # --- internals ------------------------------------------------------------------------------------------
     def _check_prompt(self, prompt: Optional[str]) -> None:
+        if prompt is not None and not isinstance(prompt, str):
+            raise InputError(f"the prompt must be a string, got {type(prompt).__name__}")
         if prompt and not self.model.accepts_instructions:
             raise ModelError("MOSS-Transcribe takes no instruction: use transcribe(), or a MOSS-Audio model for ask()")
 
-    def _run(self, prompt: Optional[str], timestamps: bool, *, max_new_tokens: Optional[int] = None,
-             temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
-             repetition_penalty: float = 1.0, seed: int = 0, timeout: Optional[float] = None,
-             callback: Optional[PieceCallback] = None, time_markers: bool = True) -> Transcript:
-        self._check_prompt(prompt)
-        if max_new_tokens is None:
-            max_new_tokens = DEFAULT_MAX_NEW_TOKENS.get(self.model.arch, 512)
-        _check_sampling(temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens)
-        r = self._core.generate(prompt or "", timestamps, time_markers, int(max_new_tokens), float(temperature),
-                                int(top_k), float(top_p), float(min_p), float(repetition_penalty), int(seed),
-                                float(timeout or 0.0), callback)
+    class _Busy:
+        def __init__(self, s: "Session") -> None:
+            self.s = s
+
+        def __enter__(self) -> None:
+            me = threading.get_ident()
+            if self.s._owner == me:
+                raise InputError("this session is already running a request in this thread (a callback cannot "
+                                 "start another request on its own session)")
+            self.s._lock.acquire()
+            self.s._owner = me
+
+        def __exit__(self, *exc: Any) -> None:
+            self.s._owner = None
+            self.s._lock.release()
+
+    def _busy(self) -> "Session._Busy":
+        return Session._Busy(self)
+
+    def _run(self, prompt: Optional[str], timestamps: bool, opts: GenerateOptions) -> Transcript:
+        s = opts.sampling
+        with self._busy():
+            r = self._core.generate(prompt or "", timestamps, True, int(opts.max_new_tokens), float(s.temperature),
+                                    int(s.top_k), float(s.top_p), float(s.min_p), float(s.repetition_penalty),
+                                    int(s.seed or 0), float(opts.timeout or 0.0), opts.callback)
         text = r["text"].decode("utf-8", errors="replace").strip()
         segments = parse_timed_lines(text) if timestamps else []
         if not segments:
             segments = [Segment(0.0, self.duration, text)]
         return Transcript(text=text, tokens=list(r["tokens"]), segments=segments, duration=self.duration,
-                          timings=dict(r["timings"]), stop_reason=r["stop_reason"])
+                          timings=dict(r["timings"]), stop_reason=r["stop_reason"], seed=s.seed)
+
+    def _stream(self, prompt: Optional[str], opts: GenerateOptions) -> Iterator[str]:
+        # The decode loop runs in a worker thread; its pieces are handed out here as they arrive. Closing the
+        # iterator sets `stop`, which the next piece's callback turns into an interruption.
+        q: "queue.Queue[object]" = queue.Queue()
+        done = object()
+        stop = threading.Event()
+        errors: List[BaseException] = []
+
+        def on_piece(piece: str) -> bool:
+            if stop.is_set():
+                return False
+            q.put(piece)
+            return True
+
+        def work() -> None:
+            try:
+                self._run(prompt, False, replace(opts, callback=on_piece))
+            except BaseException as exc:  # handed to the consumer
+                errors.append(exc)
+            finally:
+                q.put(done)
+
+        def pieces() -> Iterator[str]:
+            t = threading.Thread(target=work, name="crispmoss-stream", daemon=True)
+            t.start()
+            try:
+                while True:
+                    item = q.get()
+                    if item is done:
+                        break
+                    yield item  # type: ignore[misc]
+            finally:
+                stop.set()
+                t.join()
+            if errors:
+                raise errors[0]
+
+        return pieces()
+
+
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "GenerateOptions", "LANGUAGES", "Model", "OFFICIAL_SAMPLING", "SAMPLING_PRESETS",
+           "Sampling", "Session", "language_name", "resolve_sampling", "transcription_instruction"]

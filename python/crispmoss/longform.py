@@ -1,0 +1,336 @@
+"""Audio of any length: one pass up to a per-model limit, beyond it passes cut at quiet moments.
+
+Rule (documented in the README, "Long audio"):
+
+* Up to the model's single-pass limit (30 s MOSS-Transcribe, 120 s MOSS-Audio; ``max_pass_seconds`` overrides)
+  the whole clip goes through the model in one pass, exactly as the official code does.
+* Longer audio is read from the file in blocks (never whole) and cut into passes of at most the limit. Each cut
+  lies in the last ``SEARCH_SECONDS`` before the limit, at the centre of the 100 ms frame with the lowest RMS
+  there (the latest of equally quiet frames), and leaves at least ``MIN_TAIL_SECONDS`` for the final pass.
+  Passes do not overlap: every sample belongs to exactly one pass, so there is nothing to de-duplicate.
+* Merge: pass texts are joined with one space (none between two CJK characters); the transcript has one segment
+  per pass in absolute seconds (or, with timestamps, the model's timed lines shifted by the pass start). Passes
+  that are digital silence (peak below -80 dBFS) are not sent to the model and give an empty segment.
+
+Only one pass's audio, mel, encoder output and KV cache exist at a time, and the passes reuse one session's
+buffers, so memory is bounded by the limit, not by the length of the recording.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioInput, _check_rate, load_audio
+from .errors import AudioError, InputError
+from .results import Segment, Transcript
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import GenerateOptions, Model, Session
+
+# Single-pass limits in seconds; the README's "Long audio" section gives the reasons.
+DEFAULT_PASS_SECONDS = {"moss_transcribe": 30.0, "moss_audio": 120.0}
+SEARCH_SECONDS = 6.0      # where a cut may go: this many seconds before the limit
+FRAME_SECONDS = 0.1       # RMS frame for choosing the cut
+MIN_TAIL_SECONDS = 1.0    # the last pass is at least this long when the audio allows
+MIN_PASS_SECONDS = 1.0    # smallest accepted limit
+BLOCK_SECONDS = 10.0      # file read granularity
+SILENCE_PEAK = 1e-4       # -80 dBFS
+
+
+def default_pass_seconds(arch: str) -> float:
+    """The single-pass limit for a model architecture."""
+    return DEFAULT_PASS_SECONDS.get(arch, 30.0)
+
+
+@dataclass
+class Piece:
+    """A run of samples of the input: ``start`` is its first sample's index at 16 kHz."""
+
+    start: int
+    samples: np.ndarray
+    index: int
+    last: bool
+
+    @property
+    def start_s(self) -> float:
+        return self.start / SAMPLE_RATE
+
+    @property
+    def end_s(self) -> float:
+        return (self.start + len(self.samples)) / SAMPLE_RATE
+
+
+def quietest_cut(x: np.ndarray, lo: int, hi: int, frame: int) -> int:
+    """The centre of the lowest-RMS ``frame``-sample frame laid from ``lo`` inside [lo, hi) of ``x``."""
+    n = (hi - lo) // frame
+    if n <= 0:
+        return hi
+    seg = np.asarray(x[lo:lo + n * frame], dtype=np.float64).reshape(n, frame)
+    rms = np.sqrt(np.mean(seg * seg, axis=1))
+    k = n - 1 - int(np.argmin(rms[::-1]))  # the latest of equally quiet frames keeps passes long
+    return lo + k * frame + frame // 2
+
+
+def split(blocks: Iterable[np.ndarray], limit_s: float, *, search_s: float = SEARCH_SECONDS,
+          frame_s: float = FRAME_SECONDS, min_tail_s: float = MIN_TAIL_SECONDS) -> Iterator[Piece]:
+    """Cuts a stream of 16 kHz blocks into pieces of at most ``limit_s`` seconds (see the module rule).
+
+    Holds at most one piece plus one block in memory.
+    """
+    limit = int(round(limit_s * SAMPLE_RATE)) if math.isfinite(limit_s) else 2 ** 62
+    search = int(round(min(search_s, limit_s / 2) * SAMPLE_RATE))
+    tail = int(round(min(min_tail_s, search_s / 2, limit_s / 4) * SAMPLE_RATE))
+    frame = max(1, int(round(frame_s * SAMPLE_RATE)))
+    it = iter(blocks)
+    buf = np.zeros(0, dtype=np.float32)
+    pos, index, eof = 0, 0, False
+    while True:
+        parts = [buf]
+        have = len(buf)
+        while not eof and have < limit + tail:
+            b = next(it, None)
+            if b is None:
+                eof = True
+            elif len(b):
+                parts.append(np.asarray(b, dtype=np.float32))
+                have += len(b)
+        if len(parts) > 1:
+            buf = np.concatenate(parts)
+        if len(buf) == 0:
+            return
+        if eof and len(buf) <= limit:
+            yield Piece(pos, buf, index, True)
+            return
+        hi = min(limit, len(buf) - tail)
+        lo = max(0, limit - search)
+        cut = quietest_cut(buf, lo, max(hi, lo + frame), frame)
+        yield Piece(pos, buf[:cut], index, False)
+        buf = buf[cut:]
+        pos += cut
+        index += 1
+
+
+def file_blocks(path: "os.PathLike[str] | str | bytes", sample_rate: Optional[float] = None,
+                block_s: float = BLOCK_SECONDS) -> Tuple[float, Iterator[np.ndarray]]:
+    """Opens an audio file for block-wise reading as float32 mono 16 kHz (the same samples
+    :func:`crispmoss.load_audio` returns, without holding the whole file). Returns the duration from the header
+    (seconds, 0 if unknown) and the block iterator."""
+    import soundfile as sf
+
+    name = os.fsdecode(os.fspath(path))
+    if not os.path.exists(name):
+        raise AudioError(f"audio file not found: {name}")
+    if os.path.isdir(name):
+        raise AudioError(f"audio path is a directory, not a file: {name}")
+    try:
+        f = sf.SoundFile(name)
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as exc:
+        raise AudioError(f"cannot read audio file {name}: {exc}") from exc
+    rate = float(f.samplerate)
+    if sample_rate is not None and _check_rate(sample_rate) != rate:
+        f.close()
+        raise AudioError(f"sample_rate={sample_rate!r} does not match {name}, which is {rate:g} Hz "
+                         f"(leave sample_rate out for files)")
+    duration = f.frames / rate if f.frames and f.frames > 0 else 0.0
+    block = max(1, int(block_s * rate))
+
+    def blocks() -> Iterator[np.ndarray]:
+        import soxr
+
+        stream = None if rate == SAMPLE_RATE else soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32",
+                                                                         quality="HQ")
+        seen = 0
+        with f:
+            while True:
+                try:
+                    data = f.read(block, dtype="float32", always_2d=True)
+                except (sf.SoundFileError, RuntimeError, OSError, ValueError) as exc:
+                    raise AudioError(f"cannot read audio file {name}: {exc}") from exc
+                last = len(data) < block
+                if len(data):
+                    # Same downmix as load_audio: average in float64, then float32.
+                    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float64)
+                    mono = np.ascontiguousarray(mono, dtype=np.float32)
+                    bad = ~np.isfinite(mono)
+                    if bad.any():
+                        raise AudioError(f"audio contains NaN or infinite samples in {name} "
+                                         f"(first at sample {seen + int(np.flatnonzero(bad)[0])})")
+                    seen += len(mono)
+                    out = mono if stream is None else stream.resample_chunk(mono, last=last)
+                    if len(out):
+                        yield out
+                elif stream is not None:
+                    out = stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+                    if len(out):
+                        yield out
+                if last:
+                    break
+            if seen == 0:
+                raise AudioError(f"audio file has no samples: {name}")
+
+    return duration, blocks()
+
+
+def open_audio(audio: AudioInput, sample_rate: Optional[float] = None) -> Tuple[float, Iterator[np.ndarray]]:
+    """Duration (seconds, 0 if unknown) and 16 kHz mono blocks of a path (streamed) or an array (in memory)."""
+    if isinstance(audio, (str, bytes, os.PathLike)):
+        return file_blocks(audio, sample_rate)
+    x = load_audio(audio, sample_rate)
+    return len(x) / SAMPLE_RATE, iter([x])
+
+
+def _check_limit(model: "Model", max_pass_seconds: Optional[float]) -> float:
+    if max_pass_seconds is None:
+        return default_pass_seconds(model.arch)
+    if isinstance(max_pass_seconds, bool) or not isinstance(max_pass_seconds, (int, float)):
+        raise InputError(f"max_pass_seconds must be a number of seconds, got {max_pass_seconds!r}")
+    v = float(max_pass_seconds)
+    if not v >= MIN_PASS_SECONDS:
+        raise InputError(f"max_pass_seconds must be >= {MIN_PASS_SECONDS:g} (math.inf: never split), got {v}")
+    return v
+
+
+def _cjk(ch: str) -> bool:
+    o = ord(ch)
+    return (0x2E80 <= o <= 0x9FFF) or (0xAC00 <= o <= 0xD7AF) or (0xF900 <= o <= 0xFAFF) or (0xFF00 <= o <= 0xFFEF)
+
+
+def join_texts(texts: Iterable[str]) -> str:
+    """Joins pass texts: one space between passes, none between two CJK characters; empty texts skipped."""
+    out = ""
+    for t in texts:
+        t = t.strip()
+        if not t:
+            continue
+        if out:
+            out += "" if (_cjk(out[-1]) and _cjk(t[0])) else " "
+        out += t
+    return out
+
+
+class _Joiner:
+    """Feeds the user's callback pieces whose concatenation equals :func:`join_texts` of the pass texts."""
+
+    def __init__(self, callback: Any) -> None:
+        self.callback = callback
+        self.last_char = ""
+        self.pending = ""
+        self.in_pass = False
+
+    def begin_pass(self) -> None:
+        self.pending = ""
+        self.in_pass = False
+
+    def __call__(self, piece: str) -> Optional[bool]:
+        if not self.in_pass:
+            piece = piece.lstrip()
+            if not piece:
+                return True
+            self.in_pass = True
+            if self.last_char:
+                piece = ("" if (_cjk(self.last_char) and _cjk(piece[0])) else " ") + piece
+        text = self.pending + piece
+        body = text.rstrip()
+        self.pending = text[len(body):]  # trailing whitespace waits for more text of the same pass
+        if not body:
+            return True
+        self.last_char = body[-1]
+        return self.callback(body)
+
+
+@dataclass
+class PassResult:
+    """One pass: where it lies in the input (seconds) and its transcript (segments in absolute seconds)."""
+
+    index: int
+    start: float
+    end: float
+    transcript: Transcript
+    skipped: bool = False
+    total_duration: float = 0.0  # the input's duration from its header (0 if unknown)
+
+
+def _shift(t: Transcript, piece: Piece) -> Transcript:
+    segs = [Segment(round(s.start + piece.start_s, 3), round(s.end + piece.start_s, 3), s.text) for s in t.segments]
+    return replace(t, segments=segs)
+
+
+def transcribe_passes(model: "Model", audio: AudioInput, *, sample_rate: Optional[float] = None,
+                      timestamps: bool = False, language: Optional[str] = None,
+                      max_pass_seconds: Optional[float] = None, **generate_kwargs: Any) -> Iterator[PassResult]:
+    """Transcribes ``audio`` pass by pass (see the module rule), yielding each pass as it is decoded."""
+    from .model import Session, _check_gen_kwargs, transcription_instruction
+
+    _check_gen_kwargs(generate_kwargs)
+    limit = _check_limit(model, max_pass_seconds)
+    if timestamps and not model.accepts_instructions:
+        raise InputError("MOSS-Transcribe writes no timestamps; use a MOSS-Audio model for timestamps=True")
+    transcription_instruction(model.arch, language, timestamps)  # validates before any audio is read
+    opts = model.options(**generate_kwargs)  # one seed for every pass
+    joiner = _Joiner(opts.callback) if opts.callback is not None else None
+    deadline = time.monotonic() + opts.timeout if opts.timeout else None
+    total, blocks = open_audio(audio, sample_rate)
+    session: Optional[Session] = None
+    for piece in split(blocks, limit):
+        single = piece.index == 0 and piece.last
+        if not single and float(np.max(np.abs(piece.samples))) < SILENCE_PEAK:
+            t = Transcript(text="", segments=[Segment(0.0, len(piece.samples) / SAMPLE_RATE, "")],
+                           duration=len(piece.samples) / SAMPLE_RATE, timings={}, seed=opts.sampling.seed)
+            yield PassResult(piece.index, piece.start_s, piece.end_s, _shift(t, piece), True, total)
+            continue
+        popts = opts
+        if joiner is not None:
+            joiner.begin_pass()
+            popts = replace(popts, callback=joiner)
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                t = Transcript(text="", segments=[], duration=len(piece.samples) / SAMPLE_RATE,
+                               stop_reason="timeout", seed=opts.sampling.seed)
+                yield PassResult(piece.index, piece.start_s, piece.end_s, t, False, total)
+                return
+            popts = replace(popts, timeout=left)
+        if session is None:
+            session = Session(model, piece.samples)
+        else:
+            session._set_samples(piece.samples)
+        instruction = transcription_instruction(model.arch, language, timestamps)
+        t = session._run(instruction or None, timestamps, popts)
+        yield PassResult(piece.index, piece.start_s, piece.end_s, _shift(t, piece), False, total)
+        if t.stop_reason in ("interrupted", "timeout"):
+            return
+
+
+def merge(passes: List[PassResult]) -> Transcript:
+    """One Transcript from the passes of one input (see the module rule)."""
+    timings = {"mel_ms": 0.0, "encode_ms": 0.0, "prefill_ms": 0.0, "decode_ms": 0.0, "n_prompt": 0, "n_prefilled": 0,
+               "n_generated": 0}
+    tokens: List[int] = []
+    segments: List[Segment] = []
+    reasons = set()
+    for p in passes:
+        for k in timings:
+            timings[k] += p.transcript.timings.get(k, 0)
+        tokens += p.transcript.tokens
+        segments += p.transcript.segments
+        reasons.add(p.transcript.stop_reason)
+    timings["n_passes"] = len(passes)
+    reason = next((r for r in ("interrupted", "timeout", "length") if r in reasons), "stop")
+    duration = passes[-1].end if passes else 0.0
+    seed = passes[0].transcript.seed if passes else None
+    return Transcript(text=join_texts(p.transcript.text for p in passes), tokens=tokens, segments=segments,
+                      duration=duration, timings=timings, stop_reason=reason, seed=seed)
+
+
+def transcribe(model: "Model", audio: AudioInput, **kwargs: Any) -> Transcript:
+    """All passes of :func:`transcribe_passes` merged into one Transcript."""
+    return merge(list(transcribe_passes(model, audio, **kwargs)))
+
+
+__all__ = ["DEFAULT_PASS_SECONDS", "PassResult", "Piece", "default_pass_seconds", "file_blocks", "join_texts", "merge",
+           "open_audio", "quietest_cut", "split", "transcribe", "transcribe_passes"]
