@@ -396,7 +396,7 @@ void copy_range(const MappedFile& map, size_t off, size_t n, PartFile& out) {
 }
 
 void convert_tensor(const MappedFile& map, size_t src_off, const TensorPlan& p, int n_threads, PartFile& out,
-                    std::vector<float>& f32, std::vector<uint8_t>& q) {
+                    std::vector<float>& f32, std::vector<uint8_t>& q, const QuantizePoll& poll) {
     const uint8_t* src = map.data() + src_off;
     const int64_t ne0 = p.ne[0];
     const int64_t nrows = p.ne[1] * p.ne[2] * p.ne[3];
@@ -407,6 +407,7 @@ void convert_tensor(const MappedFile& map, size_t src_off, const TensorPlan& p, 
     const bool direct_f32 = p.src_type == GGML_TYPE_F32 && reinterpret_cast<uintptr_t>(src) % alignof(float) == 0;
 
     for (int64_t r0 = 0; r0 < nrows; r0 += block_rows) {
+        if (poll && r0 > 0) poll();
         const int64_t rows = std::min(block_rows, nrows - r0);
         const uint8_t* sblock = src + size_t(r0) * src_row;
         const float* fbase;
@@ -480,7 +481,7 @@ QuantizeReport plan_quantization(const std::string& in_path, ggml_type target) {
 }
 
 QuantizeReport quantize_file(const std::string& in_path, const std::string& out_path, ggml_type target,
-                             int n_threads, const QuantizeProgress& progress) {
+                             int n_threads, const QuantizeProgress& progress, const QuantizePoll& poll) {
     const auto t_start = std::chrono::steady_clock::now();
     const uint32_t ftype = file_type_for(target);
     if (out_path.empty()) throw InputError("output path is empty");
@@ -530,7 +531,7 @@ QuantizeReport quantize_file(const std::string& in_path, const std::string& out_
         if (p.dst_type == p.src_type)
             copy_range(map, src_off, src_bytes, out);
         else
-            convert_tensor(map, src_off, p, rep.n_threads, out, f32, q);
+            convert_tensor(map, src_off, p, rep.n_threads, out, f32, q, poll);
         if (out.pos() - start != gguf_get_tensor_size(og, i))
             throw ModelError("internal error: tensor '" + p.name + "' wrote " + std::to_string(out.pos() - start) +
                              " bytes, header says " + std::to_string(gguf_get_tensor_size(og, i)));

@@ -50,6 +50,9 @@ struct QuantizeReport {
 // Called on the calling thread: once with (0, total, "") before the first tensor, then after each tensor
 // with (done, total, name). May throw to abort the run (the partial output is removed).
 using QuantizeProgress = std::function<void(int done, int total, const std::string& name)>;
+// Called on the calling thread between row blocks of large tensors (every ~16 M values), so a caller can
+// cancel within seconds even inside a 400 M-value embedding; cancel by throwing.
+using QuantizePoll = std::function<void()>;
 
 // Plans without writing: which type each tensor of `in_path` would get for `target`.
 QuantizeReport plan_quantization(const std::string& in_path, ggml_type target);
@@ -58,6 +61,7 @@ QuantizeReport plan_quantization(const std::string& in_path, ggml_type target);
 // Throws ModelError (missing / malformed input, unknown architecture, unsupported source tensor type,
 // write failure) or InputError (bad target type, output path equal to the input, uncreatable output).
 QuantizeReport quantize_file(const std::string& in_path, const std::string& out_path, ggml_type target,
-                             int n_threads = 0, const QuantizeProgress& progress = nullptr);
+                             int n_threads = 0, const QuantizeProgress& progress = nullptr,
+                             const QuantizePoll& poll = nullptr);
 
 }  // namespace cm

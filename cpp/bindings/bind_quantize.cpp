@@ -68,10 +68,14 @@ void bind_quantize(py::module_& m) {
                 if (PyErr_CheckSignals() != 0) throw py::error_already_set();
                 if (has_cb) progress(done, total, name);
             };
+            QuantizePoll poll = [] {
+                py::gil_scoped_acquire gil;
+                if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+            };
             QuantizeReport rep;
             {
                 py::gil_scoped_release nogil;
-                rep = quantize_file(in_path, out_path, target, n_threads, cb);
+                rep = quantize_file(in_path, out_path, target, n_threads, cb, poll);
             }
             return report_to_dict(rep);
         },
