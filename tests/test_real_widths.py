@@ -1,0 +1,76 @@
+"""Both models at their REAL widths and head counts (few layers): windowing, GQA and head sizes at the real
+dimensions, stage by stage against the reference; and peak memory of quantized files stays near file size."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import crispmoss
+from crispmoss.convert import convert
+from crispmoss.testing import make_checkpoint
+from stagecheck import assert_cosines, compare, run_ours, speech
+
+ARCHS = ["moss_transcribe", "moss_audio"]
+# Memory we may add on top of the (mmapped) file while transcribing: issue targets.
+RSS_BUDGET_MB = {"moss_transcribe": 300, "moss_audio": 400}
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def real(request, tmp_path_factory):
+    arch = request.param
+    d = tmp_path_factory.mktemp(f"real_{arch}")
+    hf = make_checkpoint(arch, d / "hf", seed=3, sizes="real_layer")
+    f16 = convert(hf, d / "model-f16.gguf", outtype="f16", progress=False)
+    return arch, hf, str(f16), d
+
+
+def test_stages_at_real_widths(real):
+    arch, hf, f16, _ = real
+    if arch == "moss_transcribe":
+        from reference.moss_transcribe_ref import TranscribeReference as Ref
+        stages = ["mel", "enc.layer0", "enc.out", "adapter", "llm.layer0", "llm.layer1", "logits"]
+        seconds = 9.0  # > one 8 s attention window
+    else:
+        from reference.moss_audio_ref import AudioReference as Ref
+        stages = ["mel", "enc.layer0", "enc.tap.0", "enc.tap.1", "enc.tap.2", "enc.out", "adapter", "deepstack.0",
+                  "deepstack.1", "deepstack.2", "llm.layer0", "llm.layer1", "llm.layer2", "logits"]
+        seconds = 3.0
+    audio = speech(seconds)
+    ref = Ref(str(hf))
+    r = ref.run(audio, max_new_tokens=12)
+    del ref
+    rep = compare(run_ours(f16, audio, 12), r, stages)
+    print(rep.summary())
+    assert_cosines(rep)
+
+
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (large) parent across fork and exec.
+_PEAK = "int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
+_RSS_SCRIPT = r"""
+import json, sys, crispmoss
+m = crispmoss.Model(sys.argv[1])
+t = m.transcribe(sys.argv[2], max_new_tokens=8)
+print(json.dumps({"rss_kb": %s, "n": len(t.tokens)}))
+""" % _PEAK
+
+
+@pytest.mark.parametrize("qtype", ["q4_k"])
+def test_peak_rss_of_quantized_file(real, qtype, tmp_path):
+    arch, _, f16, d = real
+    q = d / f"model-{qtype}.gguf"
+    if not q.exists():
+        crispmoss.quantize(f16, str(q), qtype, progress=False)
+    # A baseline interpreter with the same imports tells what Python itself costs.
+    base = subprocess.run([sys.executable, "-c", f"import crispmoss; print({_PEAK})"],
+                          capture_output=True, text=True, check=True)
+    jfk = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "audio", "jfk.wav")
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(q), jfk], capture_output=True, text=True, check=True)
+    rss_mb = json.loads(out.stdout.strip().splitlines()[-1])["rss_kb"] / 1024
+    python_mb = int(base.stdout.strip()) / 1024
+    file_mb = q.stat().st_size / 2**20
+    print(f"{arch} {qtype}: file {file_mb:.0f} MB, peak RSS {rss_mb:.0f} MB (python alone {python_mb:.0f} MB)")
+    assert rss_mb - python_mb <= file_mb + RSS_BUDGET_MB[arch]
