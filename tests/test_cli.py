@@ -100,7 +100,7 @@ def test_ask_and_sampling_flags(audio_gguf, capsys):
     (["transcribe", str(JFK), "-m", "{t}", "--temperature", "-1"], 1, ["temperature"]),
     (["transcribe", str(JFK), "-m", "{t}", "--temperature", "warm"], 2, ["temperature"]),
     (["transcribe", str(JFK), "-m", "/nope/model.gguf"], 1, ["no such file"]),
-    (["transcribe", str(JFK), "-m", "{t}", "--language", "fr"], 1, ["English-only"]),
+    (["transcribe", str(JFK), "-m", "{t}", "--language", "fr"], 1, ["only English and Chinese"]),
     (["transcribe", str(JFK), "-m", "{t}", "--max-pass-seconds", "0.1"], 1, ["max_pass_seconds"]),
     (["transcribe", str(JFK), str(JFK), "-m", "{t}", "-f", "srt"], 1, ["--output-dir"]),
     (["transcribe", "/nope/missing-dir/", "-m", "{t}"], 1, ["not found"]),

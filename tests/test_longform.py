@@ -13,10 +13,10 @@ import pytest
 import soundfile as sf
 
 import crispmoss
-from crispmoss import InputError, longform
+from crispmoss import InputError
 from crispmoss.longform import file_blocks, join_texts, quietest_cut, split
 from crispmoss.results import parse_timed_lines
-from surface_util import (JFK, JFK_FLAC, SR, THREADS, audio_gguf, audio_model, jfk, speechlike,  # noqa: F401
+from surface_util import (JFK, JFK_FLAC, SR, audio_gguf, audio_model, jfk, speechlike,  # noqa: F401
                           transcribe_gguf, transcribe_model)
 
 N = 4

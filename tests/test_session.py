@@ -100,9 +100,10 @@ def test_transcribe_model_refuses_instructions(transcribe_model, jfk):
 
 
 def test_language_hints(transcribe_model, audio_model, jfk):
-    # MOSS-Transcribe is English-only: English is a no-op, anything else is a clear error.
+    # MOSS-Transcribe takes no hint: its languages (en, zh) are a no-op, anything else is a clear error.
     assert transcription_instruction("moss_transcribe", "en", False) == ""
-    with pytest.raises(InputError, match="English-only"):
+    assert transcription_instruction("moss_transcribe", "Mandarin", False) == ""
+    with pytest.raises(InputError, match="only English and Chinese"):
         transcribe_model.session(jfk).transcribe(language="de")
     # MOSS-Audio: official instructions for English and Chinese, a hint in their style otherwise.
     assert transcription_instruction("moss_audio", "English", False) == ""

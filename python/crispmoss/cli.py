@@ -152,7 +152,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             for p in transcribe_passes(model, str(f), timestamps=args.timestamps, language=args.language,
                                        max_pass_seconds=args.max_pass_seconds, **kw):
                 passes.append(p)
-                if not (p.index == 0 and p.end >= p.total_duration):
+                if not (p.index == 0 and p.last):
                     progress.pass_done(i, f.name, p.end, p.total_duration)
             result = merge(passes)
         except AudioError as e:
@@ -239,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", "-o", default=None,
                    help="write one file per input here (default: stdout; several inputs: txt lines or JSON lines)")
     p.add_argument("--language", "-l", default=None,
-                   help="language hint for MOSS-Audio (code or name: de, German); MOSS-Transcribe is English-only")
+                   help="language hint for MOSS-Audio (code or name: de, German); MOSS-Transcribe takes none "
+                        "(en/zh accepted as a no-op)")
     p.add_argument("--timestamps", action="store_true", help="timed segments written by the model (MOSS-Audio)")
     p.add_argument("--max-pass-seconds", type=float, default=None,
                    help="longest audio transcribed in one pass (default 30 MOSS-Transcribe, 120 MOSS-Audio)")

@@ -30,7 +30,7 @@ from .errors import AudioError, InputError
 from .results import Segment, Transcript
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .model import GenerateOptions, Model, Session
+    from .model import Model
 
 # Single-pass limits in seconds; the README's "Long audio" section gives the reasons.
 DEFAULT_PASS_SECONDS = {"moss_transcribe": 30.0, "moss_audio": 120.0}
@@ -253,6 +253,7 @@ class PassResult:
     transcript: Transcript
     skipped: bool = False
     total_duration: float = 0.0  # the input's duration from its header (0 if unknown)
+    last: bool = False  # no pass follows
 
 
 def _shift(t: Transcript, piece: Piece) -> Transcript:
@@ -275,13 +276,13 @@ def transcribe_passes(model: "Model", audio: AudioInput, *, sample_rate: Optiona
     joiner = _Joiner(opts.callback) if opts.callback is not None else None
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
     total, blocks = open_audio(audio, sample_rate)
-    session: Optional[Session] = None
+    session: Optional["Session"] = None
     for piece in split(blocks, limit):
         single = piece.index == 0 and piece.last
         if not single and float(np.max(np.abs(piece.samples))) < SILENCE_PEAK:
             t = Transcript(text="", segments=[Segment(0.0, len(piece.samples) / SAMPLE_RATE, "")],
                            duration=len(piece.samples) / SAMPLE_RATE, timings={}, seed=opts.sampling.seed)
-            yield PassResult(piece.index, piece.start_s, piece.end_s, _shift(t, piece), True, total)
+            yield PassResult(piece.index, piece.start_s, piece.end_s, _shift(t, piece), True, total, piece.last)
             continue
         popts = opts
         if joiner is not None:
@@ -292,7 +293,7 @@ def transcribe_passes(model: "Model", audio: AudioInput, *, sample_rate: Optiona
             if left <= 0:
                 t = Transcript(text="", segments=[], duration=len(piece.samples) / SAMPLE_RATE,
                                stop_reason="timeout", seed=opts.sampling.seed)
-                yield PassResult(piece.index, piece.start_s, piece.end_s, t, False, total)
+                yield PassResult(piece.index, piece.start_s, piece.end_s, t, False, total, piece.last)
                 return
             popts = replace(popts, timeout=left)
         if session is None:
@@ -301,7 +302,7 @@ def transcribe_passes(model: "Model", audio: AudioInput, *, sample_rate: Optiona
             session._set_samples(piece.samples)
         instruction = transcription_instruction(model.arch, language, timestamps)
         t = session._run(instruction or None, timestamps, popts)
-        yield PassResult(piece.index, piece.start_s, piece.end_s, _shift(t, piece), False, total)
+        yield PassResult(piece.index, piece.start_s, piece.end_s, _shift(t, piece), False, total, piece.last)
         if t.stop_reason in ("interrupted", "timeout"):
             return
 

@@ -87,13 +87,12 @@ def resolve_sampling(sampling: Optional[str] = None, *, temperature: Optional[fl
     if name not in SAMPLING_PRESETS:
         raise InputError(f"unknown sampling preset {sampling!r} (choose from {', '.join(SAMPLING_PRESETS)})")
     p = dict(SAMPLING_PRESETS[name])
-    for k, v in (("temperature", temperature), ("top_p", top_p), ("min_p", min_p),
-                 ("repetition_penalty", repetition_penalty)):
+    for key, v in (("temperature", temperature), ("top_p", top_p), ("min_p", min_p),
+                   ("repetition_penalty", repetition_penalty)):
         if v is not None:
-            p[k] = _number(k, v)
-    if top_k is not None:
-        p["top_k"] = _integer("top_k", top_k)
-    t, tp, mp, rp, k = p["temperature"], p["top_p"], p["min_p"], p["repetition_penalty"], int(p["top_k"])
+            p[key] = _number(key, v)
+    k = int(p["top_k"]) if top_k is None else _integer("top_k", top_k)
+    t, tp, mp, rp = p["temperature"], p["top_p"], p["min_p"], p["repetition_penalty"]
     if not (t >= 0 and math.isfinite(t)):
         raise InputError(f"temperature must be >= 0, got {t}")
     if k < 0:
@@ -163,16 +162,17 @@ def transcription_instruction(arch: str, language: Optional[str], timestamps: bo
 
     MOSS-Audio: no hint or English → the official "Please transcribe this audio." (or the timestamp
     instruction); Chinese → the official "请转录这段音频。"; any other language → "Please transcribe this audio
-    in <Language>." (a hint in the style of the official prompt, not an official prompt). MOSS-Transcribe is an
-    English-only model that takes no instruction: English is accepted as a no-op, other languages raise.
+    in <Language>." (a hint in the style of the official prompt, not an official prompt). MOSS-Transcribe takes
+    no instruction and recognises the language itself: English and Chinese, the languages it covers, are accepted
+    as a no-op, other languages raise InputError.
     """
     if language is None:
         return ""
     name = language_name(language)
     if arch != "moss_audio":
-        if name == "English":
+        if name in ("English", "Chinese"):
             return ""
-        raise InputError(f"MOSS-Transcribe is an English-only model and takes no language hint; "
+        raise InputError(f"MOSS-Transcribe takes no language hint and covers only English and Chinese; "
                          f"use a MOSS-Audio model for {name}")
     if name == "English":
         return ""
@@ -305,8 +305,8 @@ class Model:
         one pass with the official prompt; longer audio is read in blocks and cut at the quietest 100 ms frame of
         the last seconds before the limit, each pass transcribed on its own and the texts joined, so memory does
         not grow with the length. ``segments`` has one segment per pass (or the model's timed lines with
-        ``timestamps``, MOSS-Audio only) in absolute seconds. ``language`` is a hint (MOSS-Audio; MOSS-Transcribe
-        is English-only). A ``callback`` receives the joined text piece by piece. Generation options: see
+        ``timestamps``, MOSS-Audio only) in absolute seconds. ``language`` is a hint (MOSS-Audio; see
+        :func:`transcription_instruction`). A ``callback`` receives the joined text piece by piece. Generation options: see
         :meth:`options`.
         """
         from .longform import transcribe
