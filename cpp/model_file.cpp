@@ -5,8 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <string_view>
+#include <unordered_set>
 
 #include "errors.h"
 #include "ggml-cpu.h"
@@ -35,9 +39,240 @@ static std::string shape_str(const std::vector<int64_t>& ne) {
     return s + "]";
 }
 
+namespace {
+
+// Printable form of a key or tensor name taken from the file, for error messages.
+std::string printable(const uint8_t* p, size_t n) {
+    std::string s;
+    for (size_t i = 0; i < n && i < 96; ++i) s += (p[i] >= 0x20 && p[i] < 0x7f) ? static_cast<char>(p[i]) : '?';
+    if (n > 96) s += "...";
+    return s;
+}
+
+size_t gguf_scalar_size(uint32_t type) {
+    switch (type) {
+        case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
+        case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
+        case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_FLOAT32: return 4;
+        case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: case GGUF_TYPE_FLOAT64: return 8;
+        default: return 0;
+    }
+}
+
+// Sequential reader over the mapped header; every read is bounded by the file size.
+class HeaderReader {
+public:
+    HeaderReader(const ModelFile& f, const uint8_t* p, size_t n) : f_(f), p_(p), n_(n) {}
+    size_t pos() const { return pos_; }
+    size_t left() const { return n_ - pos_; }
+
+    template <typename T>
+    T get(const std::string& what) {
+        if (left() < sizeof(T)) f_.fail("truncated GGUF header: the file ends inside " + what);
+        T v;
+        std::memcpy(&v, p_ + pos_, sizeof(T));
+        pos_ += sizeof(T);
+        return v;
+    }
+    // A length-prefixed string; returns its bytes in place.
+    const uint8_t* str(const std::string& what, uint64_t* len) {
+        *len = get<uint64_t>("the length of " + what);
+        if (*len > left()) {
+            f_.fail(what + " has length " + std::to_string(*len) + " but only " + std::to_string(left()) +
+                    " bytes of the file remain");
+        }
+        const uint8_t* s = p_ + pos_;
+        pos_ += static_cast<size_t>(*len);
+        return s;
+    }
+    void skip(uint64_t bytes, const std::string& what) {
+        if (bytes > left()) f_.fail("truncated GGUF header: " + what + " runs past the end of the file");
+        pos_ += static_cast<size_t>(bytes);
+    }
+
+private:
+    const ModelFile& f_;
+    const uint8_t* p_;
+    size_t n_;
+    size_t pos_ = 0;
+};
+
+// Walks the whole GGUF header (magic, version, key/value pairs, tensor table, data layout) before ggml's
+// reader does. Counts are bounded by the bytes left, sizes computed without overflow, names and keys unique
+// and NUL-free, tensor types known, offsets aligned, packed in table order and inside the file.
+void check_header(const ModelFile& f, const uint8_t* p, size_t size) {
+    HeaderReader r(f, p, size);
+    r.skip(4, "the magic");
+    const uint32_t version = r.get<uint32_t>("the version");
+    if (version != 2 && version != 3) {
+        std::string why = "unsupported GGUF version " + std::to_string(version) + " (this reader handles 2 and 3)";
+        if (version != 0 && (version & 0xFFFF) == 0) why += "; the file looks byte-swapped (big-endian?)";
+        f.fail(why);
+    }
+    const int64_t n_tensors = r.get<int64_t>("the tensor count");
+    const int64_t n_kv = r.get<int64_t>("the metadata count");
+    // Smallest possible entries: a key/value pair takes 8+1+4+1 bytes, a tensor-table row 8+1+4+4+8.
+    if (n_kv < 0 || static_cast<uint64_t>(n_kv) > r.left() / 14) {
+        f.fail("the header declares " + std::to_string(n_kv) + " metadata entries but the file (" +
+               std::to_string(size) + " bytes) cannot hold that many");
+    }
+    if (n_tensors < 0 || static_cast<uint64_t>(n_tensors) > r.left() / 25) {
+        f.fail("the header declares " + std::to_string(n_tensors) + " tensors but the file (" +
+               std::to_string(size) + " bytes) cannot hold that many");
+    }
+
+    std::unordered_set<std::string_view> keys;
+    uint64_t alignment = GGUF_DEFAULT_ALIGNMENT;
+    for (int64_t i = 0; i < n_kv; ++i) {
+        const std::string what = "metadata key #" + std::to_string(i);
+        uint64_t klen = 0;
+        const uint8_t* kp = r.str(what, &klen);
+        const std::string key = printable(kp, klen);
+        if (klen == 0) f.fail(what + " is empty");
+        if (std::memchr(kp, 0, klen)) f.fail("metadata key '" + key + "' contains a NUL byte");
+        if (!keys.insert(std::string_view(reinterpret_cast<const char*>(kp), klen)).second) {
+            f.fail("duplicate metadata key '" + key + "'");
+        }
+        uint32_t type = r.get<uint32_t>("the type of key '" + key + "'");
+        uint64_t count = 1;
+        const bool is_array = type == GGUF_TYPE_ARRAY;
+        if (is_array) {
+            type = r.get<uint32_t>("the element type of key '" + key + "'");
+            count = r.get<uint64_t>("the length of key '" + key + "'");
+            if (type == GGUF_TYPE_ARRAY) f.fail("key '" + key + "' is an array of arrays, which GGUF does not support");
+        }
+        if (type >= GGUF_TYPE_COUNT) {
+            f.fail("key '" + key + "' has unknown value type " + std::to_string(type));
+        }
+        if (type == GGUF_TYPE_STRING) {
+            if (count > r.left() / 8) {
+                f.fail("key '" + key + "' declares " + std::to_string(count) + " strings, more than the file holds");
+            }
+            for (uint64_t j = 0; j < count; ++j) {
+                uint64_t len = 0;
+                r.str(is_array ? "element " + std::to_string(j) + " of key '" + key + "'" : "the value of key '" + key + "'",
+                      &len);
+            }
+        } else {
+            const size_t es = gguf_scalar_size(type);
+            if (count > r.left() / es) {
+                f.fail("key '" + key + "' declares " + std::to_string(count) + " elements, more than the file holds");
+            }
+            if (key == GGUF_KEY_GENERAL_ALIGNMENT) {
+                if (is_array || type != GGUF_TYPE_UINT32) f.fail("key general.alignment must be a u32");
+                uint32_t a = 0;
+                std::memcpy(&a, p + r.pos(), 4);
+                if (a < 8 || (a & (a - 1)) != 0) {
+                    f.fail("general.alignment is " + std::to_string(a) + "; it must be a power of two >= 8");
+                }
+                alignment = a;
+            }
+            r.skip(count * es, "the value of key '" + key + "'");
+        }
+    }
+
+    struct Row {
+        std::string name;
+        uint64_t offset, nbytes;
+    };
+    std::vector<Row> rows;
+    rows.reserve(static_cast<size_t>(n_tensors));
+    std::unordered_set<std::string> names;
+    for (int64_t i = 0; i < n_tensors; ++i) {
+        const std::string what = "the name of tensor #" + std::to_string(i);
+        uint64_t nlen = 0;
+        const uint8_t* np = r.str(what, &nlen);
+        const std::string name = printable(np, nlen);
+        if (nlen == 0) f.fail("tensor #" + std::to_string(i) + " has an empty name");
+        if (nlen >= GGML_MAX_NAME) {
+            f.fail("tensor #" + std::to_string(i) + " has a name of " + std::to_string(nlen) + " bytes ('" + name +
+                   "'); ggml allows at most " + std::to_string(GGML_MAX_NAME - 1));
+        }
+        if (std::memchr(np, 0, nlen)) f.fail("tensor name '" + name + "' contains a NUL byte");
+        if (!names.insert(std::string(reinterpret_cast<const char*>(np), nlen)).second) {
+            f.fail("duplicate tensor '" + name + "'");
+        }
+        const std::string t = "tensor '" + name + "'";
+        const uint32_t n_dims = r.get<uint32_t>("the dimension count of " + t);
+        if (n_dims > GGML_MAX_DIMS) {
+            f.fail(t + " has " + std::to_string(n_dims) + " dimensions; ggml supports at most " +
+                   std::to_string(GGML_MAX_DIMS));
+        }
+        int64_t ne[GGML_MAX_DIMS] = {1, 1, 1, 1};
+        int64_t n_elements = 1;
+        for (uint32_t j = 0; j < n_dims; ++j) {
+            ne[j] = r.get<int64_t>("the shape of " + t);
+            if (ne[j] < 0) f.fail(t + " has negative dimension " + std::to_string(ne[j]));
+        }
+        for (int j = 0; j < GGML_MAX_DIMS; ++j) {
+            if (__builtin_mul_overflow(n_elements, ne[j], &n_elements)) {
+                f.fail(t + " has dimensions whose product overflows 64 bits");
+            }
+        }
+        const int32_t type = r.get<int32_t>("the type of " + t);
+        if (type < 0 || type >= GGML_TYPE_COUNT || ggml_blck_size(static_cast<ggml_type>(type)) <= 0 ||
+            ggml_type_size(static_cast<ggml_type>(type)) == 0) {
+            f.fail(t + " has unknown ggml type " + std::to_string(type));
+        }
+        const ggml_type gt = static_cast<ggml_type>(type);
+        const int64_t blck = ggml_blck_size(gt);
+        if (ne[0] % blck != 0) {
+            f.fail(t + " of type " + ggml_type_name(gt) + " has rows of " + std::to_string(ne[0]) +
+                   " elements, not a multiple of its block size " + std::to_string(blck));
+        }
+        uint64_t nbytes = 0;
+        if (__builtin_mul_overflow(static_cast<uint64_t>(n_elements / blck), ggml_type_size(gt), &nbytes) ||
+            nbytes > size) {
+            f.fail(t + " needs more bytes than the whole file holds");
+        }
+        const uint64_t offset = r.get<uint64_t>("the data offset of " + t);
+        rows.push_back({name, offset, nbytes});
+    }
+
+    if (n_tensors == 0) return;
+    const uint64_t data_start = (r.pos() + alignment - 1) / alignment * alignment;
+    if (data_start > size) f.fail("truncated: the tensor data section starts past the end of the file");
+    const uint64_t data_size = size - data_start;
+    uint64_t expected = 0;
+    for (const Row& row : rows) {
+        if (row.offset > data_size || row.nbytes > data_size - row.offset) {
+            f.fail("truncated: data of tensor '" + row.name + "' lies past the end of the file (offset " +
+                   std::to_string(row.offset) + " + " + std::to_string(row.nbytes) + " bytes, data section " +
+                   std::to_string(data_size) + " bytes)");
+        }
+        if (row.offset % alignment != 0) {
+            f.fail("tensor '" + row.name + "' has data offset " + std::to_string(row.offset) +
+                   ", not aligned to " + std::to_string(alignment) + " bytes");
+        }
+        if (row.offset != expected) {
+            f.fail("tensor '" + row.name + "' has data offset " + std::to_string(row.offset) + ", expected " +
+                   std::to_string(expected) + " (tensor data must follow the table order without gaps or overlap)");
+        }
+        expected += (row.nbytes + alignment - 1) / alignment * alignment;
+    }
+}
+
+}  // namespace
+
 void ModelFile::fail(const std::string& what) const { throw ModelError(path_ + ": " + what); }
 
 ModelFile::ModelFile(const std::string& path) : path_(path) {
+    // A throwing constructor runs no destructor: this guard releases whatever was acquired before the throw.
+    struct Release {
+        ModelFile& f;
+        bool keep = false;
+        ~Release() {
+            if (keep) return;
+            if (f.buffer_) ggml_backend_buffer_free(f.buffer_);
+            if (f.map_) ::munmap(f.map_, f.map_size_);
+            if (f.meta_) ggml_free(f.meta_);
+            if (f.gguf_) gguf_free(f.gguf_);
+            f.buffer_ = nullptr;
+            f.map_ = nullptr;
+            f.meta_ = nullptr;
+            f.gguf_ = nullptr;
+        }
+    } release{*this};
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) fail("no such file");
     if (!S_ISREG(st.st_mode)) fail("not a regular file");
@@ -49,10 +284,14 @@ ModelFile::ModelFile(const std::string& path) : path_(path) {
         f.read(magic, 4);
         if (f.gcount() != 4 || std::memcmp(magic, "GGUF", 4) != 0) fail("not a GGUF file (bad magic)");
     }
+    map_file();
+    // Our own walk first: it bounds every count, length and offset by the file size and names the key or
+    // tensor at fault, so ggml's reader only ever sees a well-formed header.
+    check_header(*this, static_cast<const uint8_t*>(map_), file_size_);
     {
         LogCapture log;
         gguf_init_params params{/*no_alloc=*/true, /*ctx=*/&meta_};
-        gguf_ = gguf_init_from_file(path.c_str(), params);
+        gguf_ = gguf_init_from_buffer(map_, map_size_, params);
         if (!gguf_) {
             std::string why = log.text();
             fail("invalid or truncated GGUF" + (why.empty() ? std::string() : " (" + why + ")"));
@@ -72,7 +311,17 @@ ModelFile::ModelFile(const std::string& path) : path_(path) {
     if (k < 0) fail("missing key general.architecture");
     if (gguf_get_kv_type(gguf_, k) != GGUF_TYPE_STRING) fail("general.architecture is not a string");
     arch_ = gguf_get_val_str(gguf_, k);
-    map_file();
+    if (n == 0) fail("contains no tensors");
+    buffer_ = ggml_backend_cpu_buffer_from_ptr(map_, map_size_);
+    if (!buffer_) fail("cannot wrap the mapping in a ggml buffer");
+    ggml_backend_buffer_set_usage(buffer_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    char* base = static_cast<char*>(map_) + data_off;
+    for (ggml_tensor* t = ggml_get_first_tensor(meta_); t; t = ggml_get_next_tensor(meta_, t)) {
+        const int64_t id = gguf_find_tensor(gguf_, ggml_get_name(t));
+        if (id < 0) fail(std::string("tensor '") + ggml_get_name(t) + "' is not in the tensor table");
+        ggml_backend_tensor_alloc(buffer_, t, base + gguf_get_tensor_offset(gguf_, id));
+    }
+    release.keep = true;
 }
 
 ModelFile::~ModelFile() {
@@ -83,7 +332,6 @@ ModelFile::~ModelFile() {
 }
 
 void ModelFile::map_file() {
-    if (gguf_get_n_tensors(gguf_) == 0) fail("contains no tensors");
     int fd = ::open(path_.c_str(), O_RDONLY);
     if (fd < 0) fail("cannot open for reading");
     map_size_ = file_size_;
@@ -92,14 +340,6 @@ void ModelFile::map_file() {
     if (map_ == MAP_FAILED) {
         map_ = nullptr;
         fail("mmap failed");
-    }
-    buffer_ = ggml_backend_cpu_buffer_from_ptr(map_, map_size_);
-    if (!buffer_) fail("cannot wrap the mapping in a ggml buffer");
-    ggml_backend_buffer_set_usage(buffer_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-    char* base = static_cast<char*>(map_) + gguf_get_data_offset(gguf_);
-    for (ggml_tensor* t = ggml_get_first_tensor(meta_); t; t = ggml_get_next_tensor(meta_, t)) {
-        const int64_t id = gguf_find_tensor(gguf_, ggml_get_name(t));
-        ggml_backend_tensor_alloc(buffer_, t, base + gguf_get_tensor_offset(gguf_, id));
     }
 }
 
@@ -136,6 +376,28 @@ float ModelFile::f32(const std::string& key, float fallback) const {
     }
 }
 
+int ModelFile::u32_in(const std::string& key, uint32_t fallback, uint32_t lo, uint32_t hi) const {
+    const uint32_t v = u32(key, fallback);
+    if (v < lo || v > hi) {
+        fail("key " + key + " is " + std::to_string(v) + (has_key(key) ? "" : " (default)") + ", outside [" +
+             std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    }
+    return static_cast<int>(v);
+}
+
+float ModelFile::f32_in(const std::string& key, float fallback, float lo, float hi) const {
+    const float v = f32(key, fallback);
+    if (!(std::isfinite(v) && v >= lo && v <= hi)) {
+        auto g = [](float x) {
+            char b[32];
+            std::snprintf(b, sizeof b, "%g", static_cast<double>(x));
+            return std::string(b);
+        };
+        fail("key " + key + " is " + g(v) + ", outside [" + g(lo) + ", " + g(hi) + "]");
+    }
+    return v;
+}
+
 std::string ModelFile::str(const std::string& key, const std::string& fallback) const {
     const int64_t k = gguf_find_key(gguf_, key.c_str());
     if (k < 0) return fallback;
@@ -169,7 +431,8 @@ void ModelFile::check_tensor(const ggml_tensor* t, TensorKind kind, const std::v
     const ggml_type type = t->type;
     bool type_ok = false;
     switch (kind) {
-        case TensorKind::Vector: type_ok = type == GGML_TYPE_F32 || type == GGML_TYPE_F16; break;
+        // ggml's CPU add/mul take an f32 activation with an f32 operand only: an f16 bias would abort there.
+        case TensorKind::Vector: type_ok = type == GGML_TYPE_F32; break;
         case TensorKind::Conv: type_ok = type == GGML_TYPE_F32 || type == GGML_TYPE_F16; break;
         case TensorKind::Matrix: type_ok = supported_weight_type(type); break;
     }

@@ -19,7 +19,7 @@ namespace cm {
 
 // What kind of data a tensor slot may hold.
 enum class TensorKind {
-    Vector,  // 1-D: biases and norm weights, F32 (F16 tolerated)
+    Vector,  // 1-D: biases and norm weights, F32
     Matrix,  // 2-D weight of a matmul or embedding: F32, F16, BF16 or any ggml quant type we can compute with
     Conv,    // 4-D convolution kernel: F32 or F16
 };
@@ -44,6 +44,10 @@ public:
     float f32(const std::string& key, float fallback) const;
     std::string str(const std::string& key, const std::string& fallback) const;
     std::vector<std::string> str_array(const std::string& key) const;
+    // As u32() / f32(), and the value (given or fallback) must lie in [lo, hi] (floats: and be finite);
+    // the error names the key, its value and the range. hi must fit an int.
+    int u32_in(const std::string& key, uint32_t fallback, uint32_t lo, uint32_t hi) const;
+    float f32_in(const std::string& key, float fallback, float lo, float hi) const;
 
     // The tensor `name`, checked against kind and expected shape (ne order; -1 = any). Throws if missing.
     ggml_tensor* require(const std::string& name, TensorKind kind, std::vector<int64_t> ne) const;

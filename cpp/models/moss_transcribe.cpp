@@ -1,6 +1,7 @@
 // MOSS-Transcribe-preview-2B: Qwen3-Omni-MoE audio tower (chunked conv stem, windowed attention,
 // conv_out/proj1/proj2 head) → SwiGLU adapter → Qwen3 decoder with tied head, ChatML prompt without text.
 #include <algorithm>
+#include <map>
 
 #include "errors.h"
 #include "models/audio_lm.h"
@@ -23,26 +24,26 @@ public:
         const ModelFile& m = *file_;
         const std::string a = "moss_transcribe.";
         hp_.n_mel = m.u32(a + "enc.num_mel_bins", 128);
-        hp_.n_layer = m.u32(a + "enc.encoder_layers", 32);
-        hp_.d = m.u32(a + "enc.d_model", 1280);
-        hp_.n_head = m.u32(a + "enc.encoder_attention_heads", 20);
-        hp_.d_ff = m.u32(a + "enc.encoder_ffn_dim", 5120);
-        hp_.conv_ch = m.u32(a + "enc.downsample_hidden_size", 480);
-        hp_.n_window = m.u32(a + "enc.n_window", 50);
-        hp_.n_window_infer = m.u32(a + "enc.n_window_infer", 800);
-        hp_.out_dim = m.u32(a + "enc.output_dim", 2048);
-        hp_.eps = m.f32(a + "enc.layer_norm_eps", 1e-5f);
-        hp_.adapter_hidden = m.u32(a + "adapter.hidden_size", 8192);
+        // Bounds keep sizes, products and graph node counts in range (see Qwen3Config::read).
+        hp_.n_layer = m.u32_in(a + "enc.encoder_layers", 32, 1, 256);
+        hp_.d = m.u32_in(a + "enc.d_model", 1280, 2, 1 << 16);
+        hp_.n_head = m.u32_in(a + "enc.encoder_attention_heads", 20, 1, 1024);
+        hp_.d_ff = m.u32_in(a + "enc.encoder_ffn_dim", 5120, 1, 1 << 20);
+        hp_.conv_ch = m.u32_in(a + "enc.downsample_hidden_size", 480, 1, 1 << 14);
+        hp_.n_window = m.u32_in(a + "enc.n_window", 50, 1, 4096);
+        hp_.n_window_infer = m.u32_in(a + "enc.n_window_infer", 800, 1, 1 << 16);
+        hp_.out_dim = m.u32_in(a + "enc.output_dim", 2048, 1, 1 << 16);
+        hp_.eps = m.f32_in(a + "enc.layer_norm_eps", 1e-5f, 0.0f, 1.0f);
+        hp_.adapter_hidden = m.u32_in(a + "adapter.hidden_size", 8192, 1, 1 << 20);
         hp_.bos = m.u32(a + "bos_token_id", 151643);
         hp_.eos = m.u32(a + "eos_token_id", 151645);
         hp_.start = m.u32(a + "start_token_id", 151644);
         hp_.audio_start = m.u32(a + "audio_start_id", 151669);
         hp_.audio_end = m.u32(a + "audio_end_id", 151670);
         if (hp_.n_mel != 128) m.fail("moss_transcribe.enc.num_mel_bins must be 128");
-        if (hp_.n_head <= 0 || hp_.d % hp_.n_head != 0) m.fail("encoder width is not a multiple of its heads");
-        if (hp_.n_layer <= 0 || hp_.n_window <= 0 || hp_.n_window_infer < 2 * hp_.n_window) {
-            m.fail("encoder windowing hyper-parameters out of range");
-        }
+        if (hp_.d % hp_.n_head != 0) m.fail("encoder width is not a multiple of its heads");
+        if (hp_.d % 2 != 0) m.fail("moss_transcribe.enc.d_model must be even (sinusoidal positions)");
+        if (hp_.n_window_infer < 2 * hp_.n_window) m.fail("encoder windowing hyper-parameters out of range");
         lm_ = Qwen3Weights::load(m, Qwen3Config::read(m, "moss_transcribe"));
         const int64_t d = hp_.d, flat = int64_t(hp_.conv_ch) * (hp_.n_mel / 8);
         stem_ = nn::ConvStem::load(m, "enc.", hp_.n_mel, hp_.conv_ch);
@@ -60,6 +61,13 @@ public:
         pos_ = nn::sinusoids(tokens_per_chunk(chunk_frames()), d);
         load_tokenizer({{hp_.bos, "<|endoftext|>"}, {hp_.start, "<|im_start|>"}, {hp_.eos, "<|im_end|>"},
                         {hp_.audio_start, "<|audio_bos|>"}, {hp_.audio_end, "<|audio_eos|>"}});
+        // The prompt's fixed ids index the embedding: a smaller vocabulary would read past it.
+        for (int32_t id : {kUserId, kNewlineId, kAssistantId, kPlaceholderId}) {
+            if (id >= lm_.cfg.n_vocab) {
+                m.fail("the prompt token id " + std::to_string(id) + " is outside the vocabulary of " +
+                       std::to_string(lm_.cfg.n_vocab));
+            }
+        }
     }
 
     std::string arch() const override { return "moss_transcribe"; }

@@ -11,24 +11,24 @@ namespace cm {
 
 Qwen3Config Qwen3Config::read(const ModelFile& f, const std::string& arch) {
     const std::string p = arch + ".llm.";
-    Qwen3Config c;
-    c.n_embd = f.require_u32(p + "hidden_size");
-    c.n_layer = f.require_u32(p + "num_layers");
-    c.n_head = f.require_u32(p + "num_heads");
-    c.n_head_kv = f.u32(p + "num_kv_heads", c.n_head);
-    c.head_dim = f.u32(p + "head_dim", c.n_head ? c.n_embd / c.n_head : 0);
-    c.n_ff = f.require_u32(p + "intermediate_size");
-    c.n_vocab = f.u32(p + "vocab_size", 151936);
-    c.n_ctx_train = f.u32(p + "max_position_embeddings", 40960);
-    c.rope_theta = f.f32(p + "rope_theta", 1e6f);
-    c.rms_eps = f.f32(p + "rms_norm_eps", 1e-6f);
-    if (c.n_layer <= 0 || c.n_embd <= 0 || c.n_head <= 0 || c.n_head_kv <= 0 || c.head_dim <= 0 || c.n_ff <= 0 ||
-        c.n_vocab <= 0) {
-        f.fail("LM hyper-parameters must be positive");
+    for (const char* k : {"hidden_size", "num_layers", "num_heads", "intermediate_size"}) {
+        if (!f.has_key(p + k)) f.fail("missing key " + p + k);
     }
+    // Upper bounds keep every size product in range and every graph under Compute::Graph's node budget
+    // (about 40 nodes per layer).
+    Qwen3Config c;
+    c.n_embd = f.u32_in(p + "hidden_size", 0, 1, 1 << 16);
+    c.n_layer = f.u32_in(p + "num_layers", 0, 1, 256);
+    c.n_head = f.u32_in(p + "num_heads", 0, 1, 1024);
+    c.n_head_kv = f.u32_in(p + "num_kv_heads", c.n_head, 1, c.n_head);
+    c.head_dim = f.u32_in(p + "head_dim", c.n_embd / c.n_head, 2, 1024);
+    c.n_ff = f.u32_in(p + "intermediate_size", 0, 1, 1 << 20);
+    c.n_vocab = f.u32_in(p + "vocab_size", 151936, 1, 1 << 22);
+    c.n_ctx_train = f.u32_in(p + "max_position_embeddings", 40960, 1, 1 << 24);
+    c.rope_theta = f.f32_in(p + "rope_theta", 1e6f, 1e-3f, 1e12f);
+    c.rms_eps = f.f32_in(p + "rms_norm_eps", 1e-6f, 0.0f, 1.0f);
     if (c.n_head % c.n_head_kv != 0) f.fail(p + "num_heads must be a multiple of num_kv_heads");
     if (c.head_dim % 2 != 0) f.fail(p + "head_dim must be even (RoPE)");
-    if (c.n_layer > 1024 || c.n_embd > (1 << 16) || c.n_vocab > (1 << 22)) f.fail("LM hyper-parameters out of range");
     return c;
 }
 
