@@ -67,3 +67,13 @@ def test_deepstack_touches_only_audio_positions(checkpoint):
     diff = np.abs(ours["llm.layer0"] - r["llm.layer0"]).max(axis=1)
     assert diff[:first_audio].max() < 1e-4
     assert diff[ids == 151654].min() > 1e-3
+
+
+def test_long_clip_stem_in_pieces(checkpoint):
+    """A 50 s clip (629 encoder frames) runs the conv stem in overlapping pieces; the result must equal the
+    reference's single pass over the whole clip."""
+    hf, ggufs, ref = checkpoint
+    audio = speech(50.3)
+    rep = compare(run_ours(ggufs["f32"], audio, 4), ref.run(audio, max_new_tokens=4),
+                  ["mel", "enc.layer0", "enc.out", "adapter", "logits"])
+    assert_cosines(rep)

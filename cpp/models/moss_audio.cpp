@@ -93,10 +93,10 @@ public:
         if (T <= 0) throw AudioError("audio too short: no mel frames");
         const int64_t n = n_audio_tokens(T);
         const std::vector<float> pos = nn::sinusoids(n, hp_.d);
+        const std::vector<float> stem = run_stem(c, mel, T, n);
         Compute::Graph g(c);
         ggml_context* ctx = g.ctx();
-        ggml_tensor* h = stem_(ctx, g.input(GGML_TYPE_F32, {T, hp_.n_mel, 1, 1}, mel, "mel"));
-        h = nn::linear(ctx, ggml_reshape_2d(ctx, h, h->ne[0], n), stem_w_, stem_b_);
+        ggml_tensor* h = g.input(GGML_TYPE_F32, {hp_.d, n}, stem.data(), "stem");
         h = ggml_add(ctx, h, g.input(GGML_TYPE_F32, {hp_.d, n}, pos.data(), "pos"));
         std::vector<ggml_tensor*> outs;
         std::map<int, int> tap_of_layer;
@@ -167,6 +167,33 @@ public:
         "the full timeline from beginning to end when possible.";
 
 private:
+    // The conv stem + stem_proj over the whole clip, in pieces of kStemPiece output frames so its memory does
+    // not grow with the clip. Pieces overlap by one output frame on each side: with pieces aligned to 8 mel
+    // frames only a piece's first and last outputs see the zero padding at its inner edges, and those are
+    // taken from the neighbouring piece instead, so the result equals one pass over the whole clip.
+    std::vector<float> run_stem(Compute& c, const float* mel, int T, int64_t n) const {
+        constexpr int64_t kStemPiece = 256;  // 2048 mel frames, about 20 s
+        std::vector<float> out(static_cast<size_t>(n * hp_.d));
+        for (int64_t k0 = 0; k0 < n; k0 += kStemPiece) {
+            const int64_t k1 = std::min(n, k0 + kStemPiece);
+            const int64_t lo = std::max<int64_t>(0, k0 - 1), hi = std::min(n, k1 + 1);
+            const int64_t f0 = 8 * lo, f1 = std::min<int64_t>(T, 8 * hi), len = f1 - f0;
+            std::vector<float> piece(static_cast<size_t>(len * hp_.n_mel));
+            for (int f = 0; f < hp_.n_mel; ++f) {
+                std::copy(mel + size_t(f) * T + f0, mel + size_t(f) * T + f1, piece.begin() + size_t(f) * len);
+            }
+            Compute::Graph g(c);
+            ggml_context* ctx = g.ctx();
+            ggml_tensor* h = stem_(ctx, g.input(GGML_TYPE_F32, {len, hp_.n_mel, 1, 1}, piece.data(), "mel"));
+            if (h->ne[1] != hi - lo) throw Error("internal: stem piece length mismatch");
+            h = nn::linear(ctx, ggml_reshape_2d(ctx, h, h->ne[0], hi - lo), stem_w_, stem_b_);
+            g.run({h});
+            const std::vector<float> rows = Compute::read(h);
+            std::copy(rows.begin() + (k0 - lo) * hp_.d, rows.begin() + (k1 - lo) * hp_.d, out.begin() + k0 * hp_.d);
+        }
+        return out;
+    }
+
     Hparams hp_{};
     nn::ConvStem stem_{};
     ggml_tensor *stem_w_ = nullptr, *stem_b_ = nullptr, *norm_w_ = nullptr, *norm_b_ = nullptr;
