@@ -103,11 +103,11 @@ BPE tokens, literal text for added tokens, "[PAD<id>]" fillers), merges as "left
 Invalid UTF-8 in bytes input is accepted (each stray byte is its own "other" unit), so every byte string
 round-trips through tokenize / detokenize_bytes.
 )doc")
-        .def(py::init([](std::vector<std::string> tokens, std::vector<std::string> merges) {
+        .def(py::init([](std::vector<std::string> tokens, std::vector<std::string> merges, size_t n_bpe) {
                  py::gil_scoped_release nogil;
-                 return std::make_unique<Tokenizer>(std::move(tokens), std::move(merges));
+                 return std::make_unique<Tokenizer>(std::move(tokens), std::move(merges), n_bpe);
              }),
-             py::arg("tokens"), py::arg("merges"))
+             py::arg("tokens"), py::arg("merges"), py::arg("n_bpe") = 0)
         .def(
             "tokenize",
             [](const Tokenizer& t, py::handle text, bool special, bool nfc) {

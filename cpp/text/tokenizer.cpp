@@ -331,7 +331,7 @@ struct Tokenizer::Impl {
     }
 };
 
-Tokenizer::Tokenizer(std::vector<std::string> tokens, std::vector<std::string> merges)
+Tokenizer::Tokenizer(std::vector<std::string> tokens, std::vector<std::string> merges, size_t n_bpe)
     : impl_(std::make_unique<Impl>()) {
     Impl& m = *impl_;
     const size_t n = tokens.size();
@@ -339,7 +339,7 @@ Tokenizer::Tokenizer(std::vector<std::string> tokens, std::vector<std::string> m
     if (n >= static_cast<size_t>(INT32_MAX)) throw ModelError("tokenizer: vocabulary too large");
     m.pieces = std::move(tokens);
     m.n_merges = merges.size();
-    const size_t bpe_end = std::min(n, 256 + merges.size());
+    const size_t bpe_end = std::min(n, n_bpe ? n_bpe : 256 + merges.size());
     m.kinds.assign(n, Kind::kUnreachable);
     m.spans.resize(n);
     m.byte_id.fill(-1);
@@ -389,6 +389,19 @@ Tokenizer::Tokenizer(std::vector<std::string> tokens, std::vector<std::string> m
         if (e->rank == kRankUnreachable) {
             e->rank = static_cast<int32_t>(r);
             m.kinds[e->id] = Kind::kMerged;
+        }
+    }
+
+    if (n_bpe) {
+        // Rank by id (merges are listed in id order, so nothing changes when none is missing), and let
+        // tokens whose merge is absent still be produced.
+        for (size_t id = 256; id < bpe_end; ++id) {
+            if (!decodable[id] || m.spans[id].second < 2) continue;
+            Entry* e = m.table.find(m.pool, reinterpret_cast<const uint8_t*>(m.pool.data() + m.spans[id].first),
+                                    m.spans[id].second);
+            if (!e || e->id != static_cast<int32_t>(id)) continue;
+            e->rank = static_cast<int32_t>(id);
+            m.kinds[id] = Kind::kMerged;
         }
     }
 

@@ -28,7 +28,11 @@ class Tokenizer {
 public:
     // tokens[id] as stored in tokenizer.ggml.tokens; merges as "left right" in rank order. Throws ModelError
     // on a malformed merge (no separator, or a result that is not in the vocabulary).
-    Tokenizer(std::vector<std::string> tokens, std::vector<std::string> merges);
+    // n_bpe (0: 256 + merges.size()) is the id of the first added token when the caller knows it. Some
+    // converters drop merges whose text starts with '#' (they read them as comments); with n_bpe given, every
+    // byte-level token below it stays an ordinary token and merges by its id, as tiktoken ranks them, so such
+    // files still tokenize exactly and never mistake those tokens for added ones.
+    Tokenizer(std::vector<std::string> tokens, std::vector<std::string> merges, size_t n_bpe = 0);
     ~Tokenizer();
     Tokenizer(Tokenizer&&) noexcept;
     Tokenizer& operator=(Tokenizer&&) noexcept;
