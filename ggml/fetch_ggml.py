@@ -35,11 +35,15 @@ def sha256(path: Path) -> str:
 
 
 def download(pin: dict, dest: Path) -> Path:
-    # --no-build-isolation: pip prepares the sdist's metadata with the scikit-build-core already
-    # installed (our own build backend) instead of building a fresh toolchain from source.
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
-           "--no-binary", pin["package"], f"{pin['package']}=={pin['version']}", "-d", str(dest)]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    # Inside a PEP 517 build (scikit-build-core, isolated) the interpreter's PYTHONPATH points at the build
+    # environment, which has no pip: run pip with the interpreter's own environment instead. pip prepares the
+    # sdist's metadata in an isolated environment of its own (binary wheels of its build backend only).
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONNOUSERSITE", "PYTHONHOME", "PIP_NO_INDEX")}
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", pin["package"],
+           f"{pin['package']}=={pin['version']}", "-d", str(dest)]
+    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"fetch_ggml: pip could not download {pin['package']}=={pin['version']}:\n{done.stderr[-2000:]}")
     path = dest / pin["file"]
     if not path.exists():
         raise SystemExit(f"fetch_ggml: pip did not produce {pin['file']}")
