@@ -77,3 +77,12 @@ def test_long_clip_stem_in_pieces(checkpoint):
     rep = compare(run_ours(ggufs["f32"], audio, 4), ref.run(audio, max_new_tokens=4),
                   ["mel", "enc.layer0", "enc.out", "adapter", "logits"])
     assert_cosines(rep)
+
+
+def test_prompt_text_is_nfc_normalised(tiny_audio_gguf_f16):
+    """The official tokenizer NFC-normalises text: a decomposed 'é' gives the same prompt as the composed one."""
+    import crispmoss
+
+    m = crispmoss.Model(tiny_audio_gguf_f16)
+    s = m.session(speech(1.0))
+    assert s.prompt_ids("Caf\u0065\u0301 ?") == s.prompt_ids("Caf\u00e9 ?")

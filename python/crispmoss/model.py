@@ -12,6 +12,7 @@ import os
 import queue
 import secrets
 import threading
+import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
@@ -42,6 +43,12 @@ _GEN_KEYS = ("max_new_tokens", "sampling", "temperature", "top_k", "top_p", "min
 # --------------------------------------------------------------------------------------------------------------
 # Generation options
 # --------------------------------------------------------------------------------------------------------------
+
+
+def _normalize(prompt: Optional[str]) -> str:
+    """Prompt text as the official (Hugging Face) Qwen tokenizer sees it: NFC-normalised."""
+    return unicodedata.normalize("NFC", prompt) if prompt else ""
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -370,7 +377,7 @@ class Session:
     def prompt_ids(self, prompt: Optional[str] = None, *, timestamps: bool = False) -> List[int]:
         """The prompt's token ids (audio rows appear as the placeholder id)."""
         self._check_prompt(prompt)
-        return list(self._core.prompt_ids(prompt or "", timestamps))
+        return list(self._core.prompt_ids(_normalize(prompt), timestamps))
 
     def transcribe(self, *, timestamps: bool = False, language: Optional[str] = None,
                    **generate_kwargs: Any) -> Transcript:
@@ -436,7 +443,7 @@ class Session:
     def _run(self, prompt: Optional[str], timestamps: bool, opts: GenerateOptions) -> Transcript:
         s = opts.sampling
         with self._busy():
-            r = self._core.generate(prompt or "", timestamps, True, int(opts.max_new_tokens), float(s.temperature),
+            r = self._core.generate(_normalize(prompt), timestamps, True, int(opts.max_new_tokens), float(s.temperature),
                                     int(s.top_k), float(s.top_p), float(s.min_p), float(s.repetition_penalty),
                                     int(s.seed or 0), float(opts.timeout or 0.0), opts.callback)
         text = r["text"].decode("utf-8", errors="replace").strip()
