@@ -20,6 +20,7 @@ import numpy as np
 
 from . import _core
 from .audio import SAMPLE_RATE, AudioInput, load_audio
+from .loopfix import collapse_loops
 from .errors import InputError, ModelError
 from .results import Segment, Transcript, parse_timed_lines
 
@@ -37,7 +38,7 @@ SAMPLING_PRESETS: Dict[str, Dict[str, float]] = {
 OFFICIAL_SAMPLING = {k: SAMPLING_PRESETS["official"][k] for k in ("temperature", "top_p", "top_k")}
 
 _GEN_KEYS = ("max_new_tokens", "sampling", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed",
-             "timeout", "callback")
+             "timeout", "callback", "collapse_loops")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -127,6 +128,7 @@ class GenerateOptions:
     sampling: Sampling
     timeout: Optional[float] = None
     callback: Optional[PieceCallback] = None
+    collapse_loops: bool = False  # CrispASR-style repetition clean-up of the text (tokens stay raw)
 
 
 def _check_gen_kwargs(kwargs: Dict[str, Any]) -> None:
@@ -263,8 +265,11 @@ class Model:
                 temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
                 min_p: Optional[float] = None, repetition_penalty: Optional[float] = None,
                 seed: Optional[int] = None, timeout: Optional[float] = None,
-                callback: Optional[PieceCallback] = None) -> GenerateOptions:
-        """Validated generation options; every request method takes these as keyword arguments."""
+                callback: Optional[PieceCallback] = None, collapse_loops: bool = False) -> GenerateOptions:
+        """Validated generation options; every request method takes these as keyword arguments.
+
+        ``collapse_loops`` cuts back-to-back repeats of a word n-gram beyond three copies out of the text
+        (off by default: the official code returns the raw greedy output; see :mod:`crispmoss.loopfix`)."""
         if max_new_tokens is None:
             max_new_tokens = self.default_max_new_tokens
         max_new_tokens = _integer("max_new_tokens", max_new_tokens)
@@ -278,7 +283,7 @@ class Model:
             raise InputError(f"callback must be callable, got {type(callback).__name__}")
         s = resolve_sampling(sampling, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                              repetition_penalty=repetition_penalty, seed=seed)
-        return GenerateOptions(max_new_tokens, s, timeout, callback)
+        return GenerateOptions(max_new_tokens, s, timeout, callback, bool(collapse_loops))
 
     # --- tokenizer ------------------------------------------------------------------------------------------
     def tokenize(self, text: Union[str, bytes], special: bool = True) -> List[int]:
@@ -447,6 +452,8 @@ class Session:
                                     int(s.top_k), float(s.top_p), float(s.min_p), float(s.repetition_penalty),
                                     int(s.seed or 0), float(opts.timeout or 0.0), opts.callback)
         text = r["text"].decode("utf-8", errors="replace").strip()
+        if opts.collapse_loops:
+            text = collapse_loops(text)
         segments = parse_timed_lines(text) if timestamps else []
         if not segments:
             segments = [Segment(0.0, self.duration, text)]
