@@ -144,6 +144,8 @@ void check_header(const ModelFile& f, const uint8_t* p, size_t size) {
         if (type >= GGUF_TYPE_COUNT) {
             f.fail("key '" + key + "' has unknown value type " + std::to_string(type));
         }
+        const bool is_alignment = key == GGUF_KEY_GENERAL_ALIGNMENT;
+        if (is_alignment && (is_array || type != GGUF_TYPE_UINT32)) f.fail("key general.alignment must be a u32");
         if (type == GGUF_TYPE_STRING) {
             if (count > r.left() / 8) {
                 f.fail("key '" + key + "' declares " + std::to_string(count) + " strings, more than the file holds");
@@ -158,8 +160,7 @@ void check_header(const ModelFile& f, const uint8_t* p, size_t size) {
             if (count > r.left() / es) {
                 f.fail("key '" + key + "' declares " + std::to_string(count) + " elements, more than the file holds");
             }
-            if (key == GGUF_KEY_GENERAL_ALIGNMENT) {
-                if (is_array || type != GGUF_TYPE_UINT32) f.fail("key general.alignment must be a u32");
+            if (is_alignment) {
                 uint32_t a = 0;
                 std::memcpy(&a, p + r.pos(), 4);
                 if (a < 8 || (a & (a - 1)) != 0) {
@@ -223,7 +224,8 @@ void check_header(const ModelFile& f, const uint8_t* p, size_t size) {
         uint64_t nbytes = 0;
         if (__builtin_mul_overflow(static_cast<uint64_t>(n_elements / blck), ggml_type_size(gt), &nbytes) ||
             nbytes > size) {
-            f.fail(t + " needs more bytes than the whole file holds");
+            f.fail("truncated or corrupt: " + t + " needs more bytes than the whole file (" + std::to_string(size) +
+                   " bytes) holds");
         }
         const uint64_t offset = r.get<uint64_t>("the data offset of " + t);
         rows.push_back({name, offset, nbytes});

@@ -22,6 +22,8 @@ PYBIND11_MODULE(_core, m) {
             raise("InputError", e.what());
         } catch (const cm::Interrupted& e) {
             raise("GenerationInterrupted", e.what());
+        } catch (const cm::Error& e) {
+            raise("CrispMossError", e.what());  // e.g. a model whose weights give no finite logit
         }
     });
     cm::bind::bind_mel(m);

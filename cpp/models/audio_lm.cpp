@@ -20,8 +20,11 @@ void AudioLM::load_tokenizer(const std::vector<std::pair<int32_t, std::string>>&
             if (id < 0 || id >= lm_.cfg.n_vocab) file_->fail("special token id " + std::to_string(id) + " is outside the vocabulary");
             tokenizer_->set_special(id, text);
         }
-    } catch (const ModelError&) {
-        throw;
+    } catch (const ModelError& e) {
+        // The tokenizer's own errors do not know the file; name it like every other load error.
+        const std::string what = e.what();
+        if (what.compare(0, file_->path().size() + 2, file_->path() + ": ") == 0) throw;
+        file_->fail(what);
     } catch (const std::exception& e) {
         file_->fail(std::string("bad tokenizer data: ") + e.what());
     }
