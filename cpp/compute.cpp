@@ -2,26 +2,39 @@
 
 #include <thread>
 
+#include "backend.h"
 #include "errors.h"
-#include "ggml-cpu.h"
 #include "log.h"
 
 namespace cm {
 
-Compute::Compute(int n_threads) {
+Compute::Compute(int n_threads, ggml_backend_dev_t gpu) {
     install_ggml_log();
     if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     n_threads_ = n_threads;
-    cpu_ = ggml_backend_cpu_init();
-    if (!cpu_) throw Error("cannot initialise ggml's CPU backend");
-    ggml_backend_cpu_set_n_threads(cpu_, n_threads_);
-    ggml_backend_t backends[] = {cpu_};
-    sched_ = ggml_backend_sched_new(backends, nullptr, 1, 16384, false, false);
-    if (!sched_) throw Error("cannot create the ggml scheduler");
+    cpu_ = init_cpu_backend(n_threads_);
+    if (gpu) {
+        gpu_ = ggml_backend_dev_init(gpu, nullptr);
+        if (!gpu_) {
+            ggml_backend_free(cpu_);
+            throw ModelError(std::string("cannot initialise the device ") + ggml_backend_dev_name(gpu));
+        }
+    }
+    // The scheduler wants the CPU last. With a GPU, op_offload lets large batches (prefill) run on the GPU
+    // even where the weights stayed in host memory.
+    ggml_backend_t backends[] = {gpu_ ? gpu_ : cpu_, cpu_};
+    const int n = gpu_ ? 2 : 1;
+    sched_ = ggml_backend_sched_new(gpu_ ? backends : backends + 1, nullptr, n, 16384, false, gpu_ != nullptr);
+    if (!sched_) {
+        if (gpu_) ggml_backend_free(gpu_);
+        ggml_backend_free(cpu_);
+        throw Error("cannot create the ggml scheduler");
+    }
 }
 
 Compute::~Compute() {
     if (sched_) ggml_backend_sched_free(sched_);
+    if (gpu_) ggml_backend_free(gpu_);
     if (cpu_) ggml_backend_free(cpu_);
 }
 

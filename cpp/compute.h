@@ -19,13 +19,16 @@ struct HostTensor {
 
 class Compute {
 public:
-    explicit Compute(int n_threads);
+    // `gpu`: an accelerator to run graphs on ahead of the CPU (weights in its memory run there, the rest on the
+    // CPU, the scheduler splits); nullptr = CPU only.
+    explicit Compute(int n_threads, ggml_backend_dev_t gpu = nullptr);
     ~Compute();
     Compute(const Compute&) = delete;
     Compute& operator=(const Compute&) = delete;
 
     int n_threads() const { return n_threads_; }
     ggml_backend_t cpu() const { return cpu_; }
+    ggml_backend_t gpu() const { return gpu_; }
 
     // Dumps: while enabled, tensors passed to dump() while building a graph are copied out after it runs.
     void enable_dumps(bool on) { dumps_on_ = on; }
@@ -58,6 +61,7 @@ public:
 private:
     int n_threads_;
     ggml_backend_t cpu_ = nullptr;
+    ggml_backend_t gpu_ = nullptr;
     ggml_backend_sched_t sched_ = nullptr;
     bool dumps_on_ = false;
     std::map<std::string, HostTensor> dumps_;

@@ -13,7 +13,9 @@
 #include <unordered_set>
 
 #include "errors.h"
+#ifndef GGML_BACKEND_DL
 #include "ggml-cpu.h"
+#endif
 #include "log.h"
 
 namespace cm {
@@ -21,10 +23,17 @@ namespace cm {
 bool supported_weight_type(ggml_type type) {
     if (type == GGML_TYPE_F32 || type == GGML_TYPE_F16 || type == GGML_TYPE_BF16) return true;
     if (type < 0 || type >= GGML_TYPE_COUNT) return false;
-    const auto* cpu = ggml_get_type_traits_cpu(type);
     const auto* traits = ggml_get_type_traits(type);
+#ifdef GGML_BACKEND_DL
+    // Portable builds cannot reach the CPU backend's traits (it is a library loaded later): every live
+    // quantized type but the two that only ever hold matmul activations has a CPU dot product.
+    return traits && traits->is_quantized && traits->blck_size > 0 && traits->to_float &&
+           type != GGML_TYPE_Q8_1 && type != GGML_TYPE_Q8_K;
+#else
+    const auto* cpu = ggml_get_type_traits_cpu(type);
     // Quantized types the CPU backend can multiply with (ggml drops removed types' kernels).
     return traits && traits->is_quantized && traits->blck_size > 0 && traits->to_float && cpu && cpu->vec_dot;
+#endif
 }
 
 static std::string shape_str(const ggml_tensor* t) {
@@ -327,6 +336,8 @@ ModelFile::ModelFile(const std::string& path) : path_(path) {
 }
 
 ModelFile::~ModelFile() {
+    if (dev_buffer_) ggml_backend_buffer_free(dev_buffer_);
+    if (dev_meta_) ggml_free(dev_meta_);
     if (buffer_) ggml_backend_buffer_free(buffer_);
     if (map_) ::munmap(map_, map_size_);
     if (meta_) ggml_free(meta_);
@@ -420,7 +431,47 @@ std::vector<std::string> ModelFile::str_array(const std::string& key) const {
     return out;
 }
 
-ggml_tensor* ModelFile::find(const std::string& name) const { return ggml_get_tensor(meta_, name.c_str()); }
+ggml_tensor* ModelFile::find(const std::string& name) const {
+    if (!on_device_.empty()) {
+        auto it = on_device_.find(name);
+        if (it != on_device_.end()) return it->second;
+    }
+    return ggml_get_tensor(meta_, name.c_str());
+}
+
+size_t ModelFile::offload(ggml_backend_buffer_type_t buft, const std::function<bool(const std::string&)>& on_device) {
+    if (dev_buffer_) fail("internal: weights were already offloaded");
+    std::vector<ggml_tensor*> picked;
+    for (ggml_tensor* t = ggml_get_first_tensor(meta_); t; t = ggml_get_next_tensor(meta_, t)) {
+        if (on_device(ggml_get_name(t))) picked.push_back(t);
+    }
+    if (picked.empty()) return 0;
+    ggml_init_params p{ggml_tensor_overhead() * picked.size(), nullptr, true};
+    dev_meta_ = ggml_init(p);
+    if (!dev_meta_) fail("ggml_init failed");
+    std::vector<std::pair<ggml_tensor*, ggml_tensor*>> copies;
+    size_t bytes = 0;
+    for (ggml_tensor* t : picked) {
+        ggml_tensor* d = ggml_dup_tensor(dev_meta_, t);
+        ggml_set_name(d, ggml_get_name(t));
+        copies.emplace_back(t, d);
+        bytes += ggml_backend_buft_get_alloc_size(buft, d);
+    }
+    dev_buffer_ = ggml_backend_alloc_ctx_tensors_from_buft(dev_meta_, buft);
+    if (!dev_buffer_) {
+        ggml_free(dev_meta_);
+        dev_meta_ = nullptr;
+        fail("cannot allocate " + std::to_string(bytes >> 20) + " MiB of " + ggml_backend_buft_name(buft) +
+             " memory for the offloaded weights; offload fewer layers (n_gpu_layers) or use the CPU");
+    }
+    ggml_backend_buffer_set_usage(dev_buffer_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    for (auto& [host, dev] : copies) {
+        ggml_backend_tensor_set(dev, host->data, 0, ggml_nbytes(host));
+        on_device_[ggml_get_name(dev)] = dev;
+    }
+    offloaded_bytes_ = ggml_backend_buffer_get_size(dev_buffer_);
+    return offloaded_bytes_;
+}
 
 void ModelFile::check_tensor(const ggml_tensor* t, TensorKind kind, const std::vector<int64_t>& ne) const {
     const std::string name = ggml_get_name(t);

@@ -7,8 +7,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "ggml-backend.h"
@@ -62,6 +64,12 @@ public:
     // Buffer that wraps the mapping (weights live here; nothing is copied).
     ggml_backend_buffer_t weights_buffer() const { return buffer_; }
 
+    // Copies the tensors `on_device` selects from the mapping into one buffer of `buft` (an accelerator's
+    // memory), once; from then on find(), require() and optional() hand out the copies. Call before a model
+    // takes its tensors. Returns the bytes copied; throws ModelError when the device memory runs out.
+    size_t offload(ggml_backend_buffer_type_t buft, const std::function<bool(const std::string&)>& on_device);
+    size_t offloaded_bytes() const { return offloaded_bytes_; }
+
     [[noreturn]] void fail(const std::string& what) const;
 
 private:
@@ -76,6 +84,10 @@ private:
     void* map_ = nullptr;
     size_t map_size_ = 0;
     ggml_backend_buffer_t buffer_ = nullptr;
+    ggml_context* dev_meta_ = nullptr;
+    ggml_backend_buffer_t dev_buffer_ = nullptr;
+    std::unordered_map<std::string, ggml_tensor*> on_device_;
+    size_t offloaded_bytes_ = 0;
 };
 
 // True when ggml's CPU backend can multiply with weights of this type.

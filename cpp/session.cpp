@@ -25,7 +25,7 @@ std::vector<int32_t> position_keys(const Prompt& p) {
 }  // namespace
 
 Session::Session(std::shared_ptr<const AudioLM> model, int n_threads, ggml_type kv_type)
-    : model_(std::move(model)), compute_(n_threads), kv_type_(kv_type) {}
+    : model_(std::move(model)), compute_(n_threads, model_->placement().device), kv_type_(kv_type) {}
 
 void Session::set_audio(const float* pcm, size_t n_samples) {
     auto t0 = Clock::now();
@@ -68,7 +68,10 @@ GenerateResult Session::generate(const PromptRequest& req, const GenerateParams&
     if (!cache_ || cache_->n_ctx() < n_ctx) {
         // Grow in steps so a few more tokens next time do not reallocate again.
         const int alloc = std::min(cfg.n_ctx_train, ((n_ctx + 255) / 256) * 256);
-        cache_ = std::make_unique<KvCache>(cfg, alloc, kv_type_, compute_.cpu());
+        std::vector<ggml_backend_buffer_type_t> where(cfg.n_layer);
+        for (int il = 0; il < cfg.n_layer; ++il) where[il] = model_->placement().kv_buft(il);
+        cache_.reset();  // free the old cache first: device memory may not hold both
+        cache_ = std::make_unique<KvCache>(cfg, alloc, kv_type_, where);
         cached_ids_.clear();
     }
     // Reuse the longest cached prefix; always recompute at least the last prompt position for its logits.

@@ -7,4 +7,5 @@ void bind_mel(pybind11::module_& m);
 void bind_tokenizer(pybind11::module_& m);
 void bind_model(pybind11::module_& m);
 void bind_quantize(pybind11::module_& m);
+void bind_backend(pybind11::module_& m);
 }  // namespace cm::bind

@@ -5,7 +5,6 @@
 
 #include "bindings/bind.h"
 #include "errors.h"
-#include "ggml-cpu.h"
 #include "models/audio_lm.h"
 #include "session.h"
 #include "text/tokenizer.h"
@@ -77,10 +76,18 @@ py::array_t<float> tensor_data(const ModelFile& f, const std::string& name) {
     py::array_t<float> a(shape);
     const auto* traits = ggml_get_type_traits(t->type);
     const int64_t n = ggml_nelements(t);
+    // Offloaded weights live in device memory: fetch a host copy first.
+    std::vector<uint8_t> staged;
+    const void* src = t->data;
+    if (t->buffer && !ggml_backend_buffer_is_host(t->buffer)) {
+        staged.resize(ggml_nbytes(t));
+        ggml_backend_tensor_get(t, staged.data(), 0, staged.size());
+        src = staged.data();
+    }
     if (t->type == GGML_TYPE_F32) {
-        std::memcpy(a.mutable_data(), t->data, n * sizeof(float));
+        std::memcpy(a.mutable_data(), src, n * sizeof(float));
     } else if (traits && traits->to_float) {
-        traits->to_float(t->data, a.mutable_data(), n);
+        traits->to_float(src, a.mutable_data(), n);
     } else {
         f.fail(std::string("cannot dequantize type ") + ggml_type_name(t->type));
     }
@@ -122,19 +129,34 @@ struct PyModel {
 void bind_model(py::module_& m) {
     m.def("inspect", [](const std::string& path) { return describe(ModelFile(path)); }, py::arg("path"),
           "Validate a GGUF file's header and tensor table and describe it (no model-specific checks).");
-    m.def("system_info", [] {
-        py::dict d;
-        d["ggml_cpu"] = std::string(ggml_cpu_has_avx512() ? "avx512" : ggml_cpu_has_avx2() ? "avx2" : "generic");
-        d["backends"] = std::vector<std::string>{"cpu"};
-        return d;
-    });
 
     py::class_<PyModel>(m, "Model")
-        .def(py::init([](const std::string& path) {
+        .def(py::init([](const std::string& path, const std::string& backend, int device, int n_gpu_layers,
+                         bool test_host_copy) {
                  py::gil_scoped_release nogil;
-                 return PyModel{std::shared_ptr<const AudioLM>(AudioLM::load(path))};
+                 LoadOptions o;
+                 o.backend = backend;
+                 o.device = device;
+                 o.n_gpu_layers = n_gpu_layers;
+                 if (test_host_copy) o.test_offload_buft = ggml_backend_cpu_buffer_type();
+                 return PyModel{std::shared_ptr<const AudioLM>(AudioLM::load(path, o))};
              }),
-             py::arg("path"))
+             py::arg("path"), py::arg("backend") = "auto", py::arg("device") = 0, py::arg("n_gpu_layers") = -1,
+             py::arg("_test_host_copy") = false)
+        .def_property_readonly("placement",
+                               [](const PyModel& s) {
+                                   const Placement& p = s.lm->placement();
+                                   py::dict d;
+                                   d["backend"] = p.backend;
+                                   d["device"] = p.device ? std::string(ggml_backend_dev_name(p.device)) : std::string("CPU");
+                                   d["description"] = p.device ? std::string(ggml_backend_dev_description(p.device)) : std::string();
+                                   d["n_layer"] = p.n_layer;
+                                   d["n_gpu_layers"] = p.n_gpu_layers;
+                                   d["full_offload"] = p.full;
+                                   d["device_bytes"] = p.device_bytes;
+                                   d["notice"] = p.notice;
+                                   return d;
+                               })
         .def_property_readonly("arch", [](const PyModel& s) { return s.lm->arch(); })
         .def_property_readonly("path", [](const PyModel& s) { return s.lm->file().path(); })
         .def_property_readonly("n_vocab", [](const PyModel& s) { return s.lm->lm().cfg.n_vocab; })

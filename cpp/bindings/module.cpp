@@ -30,4 +30,5 @@ PYBIND11_MODULE(_core, m) {
     cm::bind::bind_tokenizer(m);
     cm::bind::bind_model(m);
     cm::bind::bind_quantize(m);
+    cm::bind::bind_backend(m);
 }

@@ -34,12 +34,36 @@ struct Prompt {
     std::vector<int32_t> audio_row;  // per position: encoder row, or -1
 };
 
+// Where a model runs (see Model(backend=, device=, n_gpu_layers=) in Python).
+struct LoadOptions {
+    std::string backend = "auto";  // "auto", "cpu", "cuda", "metal"
+    int device = 0;                // index among the backend's devices
+    int n_gpu_layers = -1;         // LM layers on the device; -1 (or >= the layer count): everything
+    // Tests without a GPU: with no device chosen, copy the weights a device would get into this (host)
+    // memory instead, so the placement and copy path runs on any machine.
+    ggml_backend_buffer_type_t test_offload_buft = nullptr;
+};
+
+// What went where. Offloading the last n LM layers keeps the rest mmapped on the host; only a full offload
+// also moves the encoder, adapter, final norm and output head (and a tied embedding) to the device.
+struct Placement {
+    std::string backend = "cpu";          // "cpu" when nothing runs on an accelerator
+    ggml_backend_dev_t device = nullptr;  // the accelerator graphs are scheduled on, or nullptr
+    int n_layer = 0;                      // LM layers in the model
+    int n_gpu_layers = 0;                 // LM layers whose weights and KV cache live on the device
+    bool full = false;                    // every weight on the device
+    size_t device_bytes = 0;              // weight bytes copied to the device
+    std::string notice;                   // "auto" fell back to the CPU (see BackendChoice)
+    // Memory for layer il's KV cache.
+    ggml_backend_buffer_type_t kv_buft(int il) const;
+};
+
 class AudioLM {
 public:
     virtual ~AudioLM() = default;
 
     // Opens a GGUF of either architecture; throws ModelError for anything else.
-    static std::unique_ptr<AudioLM> load(const std::string& path);
+    static std::unique_ptr<AudioLM> load(const std::string& path, const LoadOptions& opts = LoadOptions());
 
     virtual std::string arch() const = 0;
     // Number of audio rows the encoder yields for `n_frames` mel frames.
@@ -52,6 +76,7 @@ public:
     const ModelFile& file() const { return *file_; }
     const Qwen3Weights& lm() const { return lm_; }
     const Tokenizer& tokenizer() const { return *tokenizer_; }
+    const Placement& placement() const { return placement_; }
 
 protected:
     explicit AudioLM(std::unique_ptr<ModelFile> f);
@@ -60,6 +85,7 @@ protected:
     std::unique_ptr<ModelFile> file_;
     Qwen3Weights lm_;
     std::shared_ptr<Tokenizer> tokenizer_;
+    Placement placement_;
 };
 
 std::unique_ptr<AudioLM> load_moss_transcribe(std::unique_ptr<ModelFile> f);

@@ -4,7 +4,6 @@
 #include <cmath>
 
 #include "errors.h"
-#include "ggml-cpu.h"
 #include "nn/layers.h"
 
 namespace cm {
@@ -61,26 +60,46 @@ Qwen3Weights Qwen3Weights::load(const ModelFile& f, const Qwen3Config& c) {
 }
 
 KvCache::KvCache(const Qwen3Config& cfg, int n_ctx, ggml_type type, ggml_backend_t backend)
+    : KvCache(cfg, n_ctx, type,
+              std::vector<ggml_backend_buffer_type_t>(cfg.n_layer, ggml_backend_get_default_buffer_type(backend))) {}
+
+KvCache::KvCache(const Qwen3Config& cfg, int n_ctx, ggml_type type,
+                 const std::vector<ggml_backend_buffer_type_t>& layer_buft)
     : n_ctx_(n_ctx), type_(type) {
     const int n = cfg.n_layer;
-    ggml_init_params p{ggml_tensor_overhead() * size_t(2 * n + 2), nullptr, true};
-    ctx_ = ggml_init(p);
+    if (static_cast<int>(layer_buft.size()) != n) throw Error("internal: KV cache placement does not cover every layer");
     const int64_t dkv = int64_t(cfg.n_head_kv) * cfg.head_dim;
-    for (int il = 0; il < n; ++il) {
-        k_.push_back(ggml_new_tensor_2d(ctx_, type, dkv, n_ctx));
-        v_.push_back(ggml_new_tensor_2d(ctx_, type, dkv, n_ctx));
+    k_.resize(n);
+    v_.resize(n);
+    // One context and one buffer per distinct memory (host, device).
+    std::vector<ggml_backend_buffer_type_t> kinds;
+    for (auto b : layer_buft)
+        if (std::find(kinds.begin(), kinds.end(), b) == kinds.end()) kinds.push_back(b);
+    for (ggml_backend_buffer_type_t buft : kinds) {
+        ggml_init_params p{ggml_tensor_overhead() * size_t(2 * n + 2), nullptr, true};
+        ggml_context* ctx = ggml_init(p);
+        if (!ctx) throw Error("ggml_init failed");
+        ctxs_.push_back(ctx);
+        for (int il = 0; il < n; ++il) {
+            if (layer_buft[il] != buft) continue;
+            k_[il] = ggml_new_tensor_2d(ctx, type, dkv, n_ctx);
+            v_[il] = ggml_new_tensor_2d(ctx, type, dkv, n_ctx);
+        }
+        ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors_from_buft(ctx, buft);
+        if (!buf) {
+            for (auto b : bufs_) ggml_backend_buffer_free(b);
+            for (auto c : ctxs_) ggml_free(c);
+            throw InputError("cannot allocate a KV cache of " + std::to_string(n_ctx) + " positions in " +
+                             ggml_backend_buft_name(buft) + " memory");
+        }
+        ggml_backend_buffer_clear(buf, 0);
+        bufs_.push_back(buf);
     }
-    buf_ = ggml_backend_alloc_ctx_tensors(ctx_, backend);
-    if (!buf_) {
-        ggml_free(ctx_);
-        throw InputError("cannot allocate a KV cache of " + std::to_string(n_ctx) + " positions");
-    }
-    ggml_backend_buffer_clear(buf_, 0);
 }
 
 KvCache::~KvCache() {
-    if (buf_) ggml_backend_buffer_free(buf_);
-    if (ctx_) ggml_free(ctx_);
+    for (auto b : bufs_) ggml_backend_buffer_free(b);
+    for (auto c : ctxs_) ggml_free(c);
 }
 
 namespace {

@@ -35,6 +35,8 @@ struct Qwen3Weights {
 class KvCache {
 public:
     KvCache(const Qwen3Config& cfg, int n_ctx, ggml_type type, ggml_backend_t backend);
+    // Layer il's keys and values in memory of layer_buft[il] (offloaded layers keep theirs on the device).
+    KvCache(const Qwen3Config& cfg, int n_ctx, ggml_type type, const std::vector<ggml_backend_buffer_type_t>& layer_buft);
     ~KvCache();
     KvCache(const KvCache&) = delete;
     KvCache& operator=(const KvCache&) = delete;
@@ -47,8 +49,8 @@ public:
 private:
     int n_ctx_;
     ggml_type type_;
-    ggml_context* ctx_ = nullptr;
-    ggml_backend_buffer_t buf_ = nullptr;
+    std::vector<ggml_context*> ctxs_;
+    std::vector<ggml_backend_buffer_t> bufs_;
     std::vector<ggml_tensor*> k_, v_;
 };
 

@@ -44,6 +44,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="GGUF file or published name: moss-transcribe, moss-audio, with :f16/:q8_0/:q4_k "
                         "(default q4_k), fetched into the Hugging Face cache")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--backend", choices=["auto", "cpu", "cuda", "metal"], default="auto",
+                   help="where to run (default auto: a GPU if this build has a GPU backend that finds one)")
+    p.add_argument("--device", type=int, default=0, help="GPU index within the backend (default 0)")
+    p.add_argument("--gpu-layers", type=int, default=-1, metavar="N",
+                   help="LM layers to keep on the GPU (default -1: the whole model)")
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
@@ -70,7 +75,8 @@ def _gen_kwargs(args: argparse.Namespace) -> dict:
 def _load_model(args: argparse.Namespace) -> Any:
     from .model import Model
 
-    return Model(args.model, args.threads, progress=not getattr(args, "quiet", False))
+    return Model(args.model, args.threads, progress=not getattr(args, "quiet", False), backend=args.backend,
+                 device=args.device, n_gpu_layers=args.gpu_layers)
 
 
 def timing_report(name: str, t: Any, wall: float) -> str:
@@ -206,6 +212,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .hub import resolve
     from .info import describe, format_info
 
+    if args.backends:
+        from .backends import format_system_info, system_info
+
+        si = system_info()
+        sys.stdout.write(json.dumps(si, indent=2) + "\n" if args.json else format_system_info(si))
+        if args.model is None:
+            return 0
+    elif args.model is None:
+        raise InputError("give a GGUF file or published name, or --backends")
     info = describe(resolve(args.model))
     sys.stdout.write(json.dumps(info, indent=2) + "\n" if args.json else format_info(info))
     return 0
@@ -255,8 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_args(p)
     p.set_defaults(func=cmd_ask)
 
-    p = sub.add_parser("info", help="describe a GGUF model file")
-    p.add_argument("model", help="GGUF file or published name")
+    p = sub.add_parser("info", help="describe a GGUF model file, or the compute backends (--backends)")
+    p.add_argument("model", nargs="?", default=None, help="GGUF file or published name")
+    p.add_argument("--backends", action="store_true",
+                   help="list the compiled backends, their devices and memory, and the CPU features")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 

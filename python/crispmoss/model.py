@@ -202,13 +202,28 @@ class Model:
     Hugging Face cache. ``n_threads`` defaults to all cores. ``kv_type`` ("f16" or "f32") is the KV-cache
     precision; ``mel_bf16`` rounds the log-mel to bfloat16 as the official processors do.
 
+    ``backend`` is "auto" (the first GPU a compiled-in GPU backend finds, else the CPU with a one-time
+    notice), "cpu", "cuda" or "metal"; ``device`` picks among that backend's GPUs. ``n_gpu_layers`` LM layers
+    (the last ones) keep their weights and KV cache on the GPU, copied there once at load; -1 (default)
+    offloads everything, encoder included. The rest stays mmapped on the host and runs on the CPU.
+    A backend this build lacks raises ModelError naming it (see ``crispmoss.system_info()``).
+
     Raises ModelError for a missing, unreadable or unsupported model file.
     """
 
     def __init__(self, model: Union[str, "os.PathLike[str]"], n_threads: Optional[int] = None, *,
                  kv_type: str = "f16", mel_bf16: bool = True, cache_dir: Optional[str] = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, backend: str = "auto", device: int = 0, n_gpu_layers: int = -1) -> None:
+        from .backends import check_backend, notice_once
         from .hub import resolve
+
+        backend = check_backend(backend)
+        device = _integer("device", device)
+        n_gpu_layers = _integer("n_gpu_layers", n_gpu_layers)
+        if device < 0:
+            raise InputError(f"device must be >= 0, got {device}")
+        if n_gpu_layers < -1:
+            raise InputError(f"n_gpu_layers must be >= -1 (-1 = all), got {n_gpu_layers}")
 
         if n_threads is not None:
             n_threads = _integer("n_threads", n_threads)
@@ -218,12 +233,19 @@ class Model:
             raise InputError(f"kv_type must be 'f16' or 'f32', got {kv_type!r}")
         self.name = os.fspath(model)
         self.path = resolve(model, cache_dir=cache_dir, progress=progress)
-        self._core = _core.Model(self.path)
+        self._core = _core.Model(self.path, backend, device, n_gpu_layers)
+        self.placement: Dict[str, Any] = dict(self._core.placement)
+        notice_once(self.placement.pop("notice"))
         self.n_threads = int(n_threads or 0)
         self.kv_type = kv_type
         self.mel_bf16 = bool(mel_bf16)
 
     # --- properties -----------------------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        """Where the model runs: "cpu", or the GPU backend holding (part of) it, e.g. "cuda"."""
+        return self.placement["backend"]
+
     @property
     def arch(self) -> str:
         """"moss_transcribe" or "moss_audio"."""

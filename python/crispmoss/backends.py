@@ -1,0 +1,67 @@
+"""Compute backends: what this build of crispmoss can run on, and the choice made for a model.
+
+Portable wheels carry ggml's CPU backend for several instruction-set levels, and GPU wheels their GPU
+backend, as shared libraries next to the extension; importing crispmoss loads them from there (ggml picks
+the best CPU variant for the machine). Local builds link them statically and load nothing.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from typing import Any, Dict, List
+
+from . import _core
+
+BACKENDS = ("auto", "cpu", "cuda", "metal")
+
+_core.load_backends(os.path.dirname(os.path.abspath(_core.__file__)))
+
+_noticed = False
+
+
+def system_info() -> Dict[str, Any]:
+    """Compiled (or loaded) backends, their devices with memory, and the CPU features ggml found.
+
+    Keys: ``ggml_version``, ``backends`` (e.g. ``["cuda", "cpu"]``), ``dynamic_backends`` (portable build),
+    ``devices`` (list of dicts: backend, name, description, type, memory_free, memory_total in bytes),
+    ``cpu_features`` (name -> value, e.g. ``{"AVX2": "1", ...}``).
+    """
+    return _core.system_info()
+
+
+def check_backend(backend: str) -> str:
+    from .errors import InputError
+
+    if not isinstance(backend, str) or backend.lower() not in BACKENDS:
+        raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return backend.lower()
+
+
+def notice_once(message: str) -> None:
+    """The CPU-fallback notice of backend="auto", shown once per process."""
+    global _noticed
+    if message and not _noticed:
+        _noticed = True
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= (1 << 30) else f"{n / (1 << 20):.0f} MiB"
+
+
+def format_system_info(info: Dict[str, Any]) -> str:
+    lines: List[str] = [f"ggml:        {info['ggml_version']}"
+                        + ("  (backends loaded from shared libraries)" if info["dynamic_backends"] else "")]
+    lines.append(f"backends:    {', '.join(info['backends']) or 'none'}")
+    lines.append("devices:")
+    for d in info["devices"]:
+        mem = f"{_size(d['memory_free'])} free of {_size(d['memory_total'])}" if d["memory_total"] else ""
+        lines.append(f"  {d['backend']:<6} {d['name']:<8} {d['type']:<5} {d['description']}  {mem}".rstrip())
+    feats = [k for k, v in info["cpu_features"].items() if v not in ("0", "")]
+    lines.append(f"cpu features: {' '.join(feats) or 'none'}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.stdout.write(format_system_info(system_info()))
