@@ -28,14 +28,20 @@ def _check_rate(sample_rate: Any) -> float:
     return rate
 
 
-def _read_file(path: Union[str, bytes, "os.PathLike[str]"]) -> "tuple[np.ndarray, float, str]":
-    import soundfile as sf
-
+def audio_file_name(path: Union[str, bytes, "os.PathLike[str]"]) -> str:
+    """The path as a str, checked to name an existing file (AudioError otherwise)."""
     name = os.fsdecode(os.fspath(path))
     if not os.path.exists(name):
         raise AudioError(f"audio file not found: {name}")
     if os.path.isdir(name):
         raise AudioError(f"audio path is a directory, not a file: {name}")
+    return name
+
+
+def _read_file(path: Union[str, bytes, "os.PathLike[str]"]) -> "tuple[np.ndarray, float, str]":
+    import soundfile as sf
+
+    name = audio_file_name(path)
     try:
         data, rate = sf.read(name, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as exc:

@@ -30,7 +30,8 @@ def describe(path: "os.PathLike[str] | str") -> Dict[str, Any]:
     }
 
 
-def _size(n: float) -> str:
+def format_size(n: float) -> str:
+    """Bytes in binary units, e.g. "2.63 GiB"."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
@@ -47,6 +48,6 @@ def format_info(info: Dict[str, Any]) -> str:
         lines.append(f"  {k:<40} {v}")
     lines.append(f"tensors:       {info['n_tensors']}")
     for t, v in info["bytes_per_type"].items():
-        lines.append(f"  {t:<6} {v['tensors']:>5} tensors  {_size(v['bytes']):>12}")
-    lines.append(f"total size:    {_size(info['file_size'])} ({info['file_size']} bytes)")
+        lines.append(f"  {t:<6} {v['tensors']:>5} tensors  {format_size(v['bytes']):>12}")
+    lines.append(f"total size:    {format_size(info['file_size'])} ({info['file_size']} bytes)")
     return "\n".join(lines) + "\n"

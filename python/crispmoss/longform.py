@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioInput, _check_rate, load_audio
+from .audio import SAMPLE_RATE, AudioInput, _check_rate, audio_file_name, load_audio
 from .errors import AudioError, InputError
 from .results import Segment, Transcript
 
@@ -122,11 +122,7 @@ def file_blocks(path: "os.PathLike[str] | str | bytes", sample_rate: Optional[fl
     (seconds, 0 if unknown) and the block iterator."""
     import soundfile as sf
 
-    name = os.fsdecode(os.fspath(path))
-    if not os.path.exists(name):
-        raise AudioError(f"audio file not found: {name}")
-    if os.path.isdir(name):
-        raise AudioError(f"audio path is a directory, not a file: {name}")
+    name = audio_file_name(path)
     try:
         f = sf.SoundFile(name)
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as exc:

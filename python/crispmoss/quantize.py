@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, Optional, TextIO, Union
 
+from .info import format_size
 from .errors import CrispMossError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -109,14 +110,6 @@ def quantize(
     return report
 
 
-def _fmt_size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def add_cli(subparsers: Any) -> Any:
     """Register ``quantize`` on an argparse subparsers object; the parser's ``func`` default is
     :func:`run_cli`."""
@@ -149,7 +142,7 @@ def run_cli(args: Any) -> int:
     if not args.quiet:
         sys.stderr.write(
             f"{args.output}: {rep['arch']} {rep['type']}, {n_q}/{len(rep['tensors'])} tensors converted, "
-            f"{_fmt_size(rep['in_bytes'])} -> {_fmt_size(rep['out_bytes'])} in {rep['seconds']:.1f} s "
+            f"{format_size(rep['in_bytes'])} -> {format_size(rep['out_bytes'])} in {rep['seconds']:.1f} s "
             f"({rep['n_threads']} threads)\n"
         )
     return 0
