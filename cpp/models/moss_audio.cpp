@@ -13,9 +13,8 @@ namespace {
 
 constexpr int kFirstDigitId = 15;  // "0".."9" are ids 15..24
 
-struct Hparams {
-    int n_mel, n_layer, d, n_head, d_ff, conv_ch, adapter_hidden, n_inject;
-    float eps;
+struct Hparams : nn::EncoderConfig {
+    int n_inject;
     std::vector<int> taps;
     int32_t bos, eos, start, audio_id, audio_start, audio_end;
 };
@@ -25,15 +24,7 @@ public:
     explicit MossAudio(std::unique_ptr<ModelFile> f) : AudioLM(std::move(f)) {
         const ModelFile& m = *file_;
         const std::string a = "moss_audio.";
-        hp_.n_mel = m.u32(a + "enc.num_mel_bins", 128);
-        // Bounds keep sizes, products and graph node counts in range (see Qwen3Config::read).
-        hp_.n_layer = m.u32_in(a + "enc.encoder_layers", 32, 1, 256);
-        hp_.d = m.u32_in(a + "enc.d_model", 1280, 2, 1 << 16);
-        hp_.n_head = m.u32_in(a + "enc.encoder_attention_heads", 20, 1, 1024);
-        hp_.d_ff = m.u32_in(a + "enc.encoder_ffn_dim", 5120, 1, 1 << 20);
-        hp_.conv_ch = m.u32_in(a + "enc.downsample_hidden_size", 480, 1, 1 << 14);
-        hp_.eps = m.f32_in(a + "enc.layer_norm_eps", 1e-5f, 0.0f, 1.0f);
-        hp_.adapter_hidden = m.u32_in(a + "adapter.hidden_size", 8192, 1, 1 << 20);
+        static_cast<nn::EncoderConfig&>(hp_) = nn::EncoderConfig::read(m, "moss_audio");
         const int n_taps = m.u32_in(a + "deepstack.num_taps", 3, 0, 64);
         const int defaults[] = {8, 16, 24};
         for (int i = 0; i < n_taps; ++i) {
@@ -46,9 +37,6 @@ public:
         hp_.audio_id = m.u32(a + "audio_token_id", 151654);
         hp_.audio_start = m.u32(a + "audio_start_id", 151669);
         hp_.audio_end = m.u32(a + "audio_end_id", 151670);
-        if (hp_.n_mel != 128) m.fail("moss_audio.enc.num_mel_bins must be 128");
-        if (hp_.d % hp_.n_head != 0) m.fail("encoder width is not a multiple of its heads");
-        if (hp_.d % 2 != 0) m.fail("moss_audio.enc.d_model must be even (sinusoidal positions)");
         for (int t : hp_.taps) {
             if (t < 0 || t >= hp_.n_layer) m.fail("DeepStack tap layer " + std::to_string(t) + " is outside the encoder");
         }

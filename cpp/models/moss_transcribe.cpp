@@ -12,9 +12,8 @@ namespace {
 
 constexpr int kUserId = 872, kNewlineId = 198, kAssistantId = 77091, kPlaceholderId = 0;
 
-struct Hparams {
-    int n_mel, n_layer, d, n_head, d_ff, conv_ch, n_window, n_window_infer, out_dim, adapter_hidden;
-    float eps;
+struct Hparams : nn::EncoderConfig {
+    int n_window, n_window_infer, out_dim;
     int32_t bos, eos, start, audio_start, audio_end;
 };
 
@@ -23,26 +22,15 @@ public:
     explicit MossTranscribe(std::unique_ptr<ModelFile> f) : AudioLM(std::move(f)) {
         const ModelFile& m = *file_;
         const std::string a = "moss_transcribe.";
-        hp_.n_mel = m.u32(a + "enc.num_mel_bins", 128);
-        // Bounds keep sizes, products and graph node counts in range (see Qwen3Config::read).
-        hp_.n_layer = m.u32_in(a + "enc.encoder_layers", 32, 1, 256);
-        hp_.d = m.u32_in(a + "enc.d_model", 1280, 2, 1 << 16);
-        hp_.n_head = m.u32_in(a + "enc.encoder_attention_heads", 20, 1, 1024);
-        hp_.d_ff = m.u32_in(a + "enc.encoder_ffn_dim", 5120, 1, 1 << 20);
-        hp_.conv_ch = m.u32_in(a + "enc.downsample_hidden_size", 480, 1, 1 << 14);
+        static_cast<nn::EncoderConfig&>(hp_) = nn::EncoderConfig::read(m, "moss_transcribe");
         hp_.n_window = m.u32_in(a + "enc.n_window", 50, 1, 4096);
         hp_.n_window_infer = m.u32_in(a + "enc.n_window_infer", 800, 1, 1 << 16);
         hp_.out_dim = m.u32_in(a + "enc.output_dim", 2048, 1, 1 << 16);
-        hp_.eps = m.f32_in(a + "enc.layer_norm_eps", 1e-5f, 0.0f, 1.0f);
-        hp_.adapter_hidden = m.u32_in(a + "adapter.hidden_size", 8192, 1, 1 << 20);
         hp_.bos = m.u32(a + "bos_token_id", 151643);
         hp_.eos = m.u32(a + "eos_token_id", 151645);
         hp_.start = m.u32(a + "start_token_id", 151644);
         hp_.audio_start = m.u32(a + "audio_start_id", 151669);
         hp_.audio_end = m.u32(a + "audio_end_id", 151670);
-        if (hp_.n_mel != 128) m.fail("moss_transcribe.enc.num_mel_bins must be 128");
-        if (hp_.d % hp_.n_head != 0) m.fail("encoder width is not a multiple of its heads");
-        if (hp_.d % 2 != 0) m.fail("moss_transcribe.enc.d_model must be even (sinusoidal positions)");
         if (hp_.n_window_infer < 2 * hp_.n_window) m.fail("encoder windowing hyper-parameters out of range");
         lm_ = Qwen3Weights::load(m, Qwen3Config::read(m, "moss_transcribe"));
         const int64_t d = hp_.d, flat = int64_t(hp_.conv_ch) * (hp_.n_mel / 8);

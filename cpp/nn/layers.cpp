@@ -101,6 +101,24 @@ ggml_tensor* ConvStem::operator()(ggml_context* ctx, ggml_tensor* x) const {
     return ggml_reshape_3d(ctx, x, F * C, T, N);
 }
 
+EncoderConfig EncoderConfig::read(const ModelFile& m, const std::string& arch) {
+    const std::string a = arch + ".";
+    EncoderConfig c{};
+    c.n_mel = m.u32(a + "enc.num_mel_bins", 128);
+    c.n_layer = m.u32_in(a + "enc.encoder_layers", 32, 1, 256);
+    c.d = m.u32_in(a + "enc.d_model", 1280, 2, 1 << 16);
+    c.n_head = m.u32_in(a + "enc.encoder_attention_heads", 20, 1, 1024);
+    c.d_ff = m.u32_in(a + "enc.encoder_ffn_dim", 5120, 1, 1 << 20);
+    c.conv_ch = m.u32_in(a + "enc.downsample_hidden_size", 480, 1, 1 << 14);
+    c.eps = m.f32_in(a + "enc.layer_norm_eps", 1e-5f, 0.0f, 1.0f);
+    c.adapter_hidden = m.u32_in(a + "adapter.hidden_size", 8192, 1, 1 << 20);
+    // 128 bins: the stem's three halvings must leave the 16 frequency rows its projection was trained on.
+    if (c.n_mel != 128) m.fail(a + "enc.num_mel_bins must be 128");
+    if (c.d % c.n_head != 0) m.fail("encoder width is not a multiple of its heads");
+    if (c.d % 2 != 0) m.fail(a + "enc.d_model must be even (sinusoidal positions)");
+    return c;
+}
+
 std::vector<float> sinusoids(int64_t n_pos, int64_t d) {
     // Single-precision arithmetic in the order the reference uses, so long tables agree to the last bit.
     const int64_t half = d / 2;

@@ -44,6 +44,14 @@ struct ConvStem {
     ggml_tensor* operator()(ggml_context* ctx, ggml_tensor* x) const;
 };
 
+// Hyper-parameters both audio encoders share, read from `<arch>.enc.*` / `<arch>.adapter.*` with the published
+// values as defaults and bounds that keep sizes, products and graph node counts in range.
+struct EncoderConfig {
+    int n_mel, n_layer, d, n_head, d_ff, conv_ch, adapter_hidden;
+    float eps;
+    static EncoderConfig read(const ModelFile& f, const std::string& arch);
+};
+
 // Whisper's sinusoid table, rows [sin(p * inv) | cos(p * inv)], inv_i = exp(-i ln(10000) / (d/2 - 1)).
 std::vector<float> sinusoids(int64_t n_pos, int64_t d);
 
