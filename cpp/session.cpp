@@ -45,6 +45,8 @@ void Session::set_audio(const float* pcm, size_t n_samples) {
     if (compute_.dumps_enabled()) compute_.dumps()["mel"] = HostTensor{{n_frames_, mel.n_mel}, mel_};
     has_audio_ = true;
     cached_ids_.clear();
+    prompt_keys_.clear();
+    prompt_logits_.clear();
     if (cache_) cache_->n_past = 0;
 }
 
@@ -73,12 +75,17 @@ GenerateResult Session::generate(const PromptRequest& req, const GenerateParams&
         cache_.reset();  // free the old cache first: device memory may not hold both
         cache_ = std::make_unique<KvCache>(cfg, alloc, kv_type_, where);
         cached_ids_.clear();
+        prompt_keys_.clear();
+        prompt_logits_.clear();
     }
-    // Reuse the longest cached prefix; always recompute at least the last prompt position for its logits.
+    // Reuse the longest cached prefix. The same prompt again reuses the logits its prefill produced (a lone
+    // recomputation of the last position would round differently and could flip a greedy near-tie); any other
+    // prompt recomputes at least its last position.
     const std::vector<int32_t> keys = position_keys(p);
     size_t lcp = 0;
     while (lcp < cached_ids_.size() && lcp < keys.size() && cached_ids_[lcp] == keys[lcp]) ++lcp;
-    lcp = std::min(lcp, keys.size() - 1);
+    const bool same_prompt = lcp == keys.size() && keys == prompt_keys_ && !prompt_logits_.empty();
+    if (!same_prompt) lcp = std::min(lcp, keys.size() - 1);
     cache_->n_past = static_cast<int>(lcp);
     cached_ids_.resize(lcp);
 
@@ -88,13 +95,20 @@ GenerateResult Session::generate(const PromptRequest& req, const GenerateParams&
     res.timings.n_prefilled = n_prompt - static_cast<int>(lcp);
     const auto t_start = Clock::now();
     auto t0 = t_start;
-    DecoderInput in;
-    in.ids.assign(p.ids.begin() + lcp, p.ids.end());
-    in.audio_row.assign(p.audio_row.begin() + lcp, p.audio_row.end());
-    in.audio = enc_.embd.data();
-    for (const auto& d : enc_.deepstack) in.deepstack.push_back(d.data());
-    std::vector<float> logits = decoder_forward(compute_, model_->lm(), *cache_, in);
-    cached_ids_.insert(cached_ids_.end(), keys.begin() + lcp, keys.end());
+    std::vector<float> logits;
+    if (same_prompt) {
+        logits = prompt_logits_;
+    } else {
+        DecoderInput in;
+        in.ids.assign(p.ids.begin() + lcp, p.ids.end());
+        in.audio_row.assign(p.audio_row.begin() + lcp, p.audio_row.end());
+        in.audio = enc_.embd.data();
+        for (const auto& d : enc_.deepstack) in.deepstack.push_back(d.data());
+        logits = decoder_forward(compute_, model_->lm(), *cache_, in);
+        cached_ids_.insert(cached_ids_.end(), keys.begin() + lcp, keys.end());
+        prompt_keys_ = keys;
+        prompt_logits_ = logits;
+    }
     res.timings.prefill_ms = ms_since(t0);
     if (compute_.dumps_enabled()) compute_.dumps()["logits"] = HostTensor{{static_cast<int64_t>(logits.size())}, logits};
 

@@ -61,7 +61,9 @@ private:
     Compute compute_;
     ggml_type kv_type_;
     std::unique_ptr<KvCache> cache_;
-    std::vector<int32_t> cached_ids_;  // what the cache holds, position by position (audio rows marked -2 - row)
+    std::vector<int32_t> cached_ids_;
+    std::vector<int32_t> prompt_keys_;   // the last prefilled prompt and the logits of its last position
+    std::vector<float> prompt_logits_;  // what the cache holds, position by position (audio rows marked -2 - row)
     bool has_audio_ = false;
     bool mel_bf16_ = true;
     EncodedAudio enc_;

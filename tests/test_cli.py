@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import crispmoss
+
 from crispmoss.cli import main
 from surface_util import JFK, JFK_FLAC, LIBRI_0880, audio_gguf, transcribe_gguf  # noqa: F401
 
@@ -29,7 +31,7 @@ def _one_line_error(err: str, *needles: str) -> None:
 
 
 def test_python_dash_m_one_file_to_stdout(transcribe_gguf):
-    env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(crispmoss.__file__)))
     out = subprocess.run([sys.executable, "-m", "crispmoss", "transcribe", str(JFK), "-m", transcribe_gguf, *FAST,
                           "--format", "json"], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -1,6 +1,8 @@
 """Long audio: one pass up to the limit, quiet-point cuts beyond it, absolute segment times, bounded memory."""
 from __future__ import annotations
 
+import os
+
 import json
 import math
 import subprocess
@@ -186,7 +188,7 @@ _RSS_SCRIPT = textwrap.dedent("""
 
 def _peak(gguf: str, wav: Path) -> dict:
     out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, gguf, str(wav)], capture_output=True, text=True,
-                         timeout=300, env={"PYTHONPATH": str(REPO / "python"), "PATH": "/usr/bin:/bin"})
+                         timeout=300, env={"PYTHONPATH": os.path.dirname(os.path.dirname(crispmoss.__file__)), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

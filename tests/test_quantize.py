@@ -513,7 +513,7 @@ def test_cli(sources, tmp_path, capsys):
 def test_module_entry_point(sources, tmp_path):
     src_path, _ = sources["moss_transcribe"]
     out = tmp_path / "m.gguf"
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(crispmoss.__file__)))
     cmd = [sys.executable, "-m", "crispmoss.quantize", "quantize", str(src_path), str(out), "q8_0", "-q"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr

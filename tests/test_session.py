@@ -40,7 +40,7 @@ def test_repeat_transcription_reuses_everything(transcribe_model, jfk):
     a = s.transcribe(max_new_tokens=N)
     b = s.transcribe(max_new_tokens=N)
     assert a.timings["n_prefilled"] == a.timings["n_prompt"]
-    assert b.timings["n_prefilled"] == 1  # the last prompt position is recomputed for its logits
+    assert b.timings["n_prefilled"] == 0  # the same prompt reuses its cached positions and last logits
     assert a.tokens == b.tokens
     assert a.duration == pytest.approx(11.0)
     assert a.segments == [crispmoss.Segment(0.0, a.duration, a.text)]
