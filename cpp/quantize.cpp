@@ -403,38 +403,11 @@ void convert_tensor(const MappedFile& map, size_t src_off, const TensorPlan& p, 
     const size_t src_row = ggml_row_size(p.src_type, ne0);
     const size_t dst_row = ggml_row_size(p.dst_type, ne0);
     const int64_t block_rows = std::max<int64_t>(1, block_elems() / ne0);
-    const ggml_type_traits* tr = ggml_get_type_traits(p.src_type);
-    const bool direct_f32 = p.src_type == GGML_TYPE_F32 && reinterpret_cast<uintptr_t>(src) % alignof(float) == 0;
-
     for (int64_t r0 = 0; r0 < nrows; r0 += block_rows) {
         if (poll && r0 > 0) poll();
         const int64_t rows = std::min(block_rows, nrows - r0);
-        const uint8_t* sblock = src + size_t(r0) * src_row;
-        const float* fbase;
-        if (direct_f32) {
-            fbase = reinterpret_cast<const float*>(sblock);
-        } else {
-            f32.resize(size_t(rows * ne0));
-            fbase = f32.data();
-        }
         q.resize(size_t(rows) * dst_row);
-
-        // Rows are independent in every ggml quantizer, so any split gives the same bytes.
-        const int64_t min_rows_per_thread = std::max<int64_t>(1, (int64_t(1) << 16) / ne0);
-        const int nt = int(std::max<int64_t>(1, std::min<int64_t>(n_threads, rows / min_rows_per_thread)));
-        run_parallel(nt, [&](int t) {
-            const int64_t a = rows * t / nt, b = rows * (t + 1) / nt;
-            if (a >= b) return;
-            if (!direct_f32) {
-                float* dst = f32.data() + a * ne0;
-                const uint8_t* s = sblock + size_t(a) * src_row;
-                if (p.src_type == GGML_TYPE_F32)
-                    std::memcpy(dst, s, size_t(b - a) * src_row);
-                else
-                    tr->to_float(s, dst, (b - a) * ne0);
-            }
-            ggml_quantize_chunk(p.dst_type, fbase, q.data(), a * ne0, b - a, ne0, nullptr);
-        });
+        convert_rows(src + size_t(r0) * src_row, p.src_type, q.data(), p.dst_type, rows, ne0, n_threads, f32);
         out.write(q.data(), q.size());
         map.release(src_off + size_t(r0) * src_row, src_off + size_t(r0 + rows) * src_row);
     }
@@ -545,6 +518,37 @@ QuantizeReport quantize_file(const std::string& in_path, const std::string& out_
     q = {};
     rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     return rep;
+}
+
+void convert_rows(const void* src, ggml_type src_type, void* dst, ggml_type dst_type, int64_t nrows, int64_t ne0,
+                  int n_threads, std::vector<float>& scratch) {
+    const auto* sblock = static_cast<const uint8_t*>(src);
+    const size_t src_row = ggml_row_size(src_type, ne0);
+    const ggml_type_traits* tr = ggml_get_type_traits(src_type);
+    const bool direct_f32 = src_type == GGML_TYPE_F32 && reinterpret_cast<uintptr_t>(src) % alignof(float) == 0;
+    const float* fbase;
+    if (direct_f32) {
+        fbase = static_cast<const float*>(src);
+    } else {
+        scratch.resize(size_t(nrows * ne0));
+        fbase = scratch.data();
+    }
+    // Rows are independent in every ggml quantizer, so any split gives the same bytes.
+    const int64_t min_rows_per_thread = std::max<int64_t>(1, (int64_t(1) << 16) / ne0);
+    const int nt = int(std::max<int64_t>(1, std::min<int64_t>(resolve_threads(n_threads), nrows / min_rows_per_thread)));
+    run_parallel(nt, [&](int t) {
+        const int64_t a = nrows * t / nt, b = nrows * (t + 1) / nt;
+        if (a >= b) return;
+        if (!direct_f32) {
+            float* d = scratch.data() + a * ne0;
+            const uint8_t* s = sblock + size_t(a) * src_row;
+            if (src_type == GGML_TYPE_F32)
+                std::memcpy(d, s, size_t(b - a) * src_row);
+            else
+                tr->to_float(s, d, (b - a) * ne0);
+        }
+        ggml_quantize_chunk(dst_type, fbase, dst, a * ne0, b - a, ne0, nullptr);
+    });
 }
 
 }  // namespace cm

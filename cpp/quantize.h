@@ -19,6 +19,11 @@ namespace cm {
 // Target types accepted by quantize_file: f32, f16, q8_0, q4_k, q5_k, q6_k (case-insensitive).
 // Throws InputError naming the accepted set for anything else.
 ggml_type parse_quant_type(const std::string& name);
+
+// Converts `nrows` rows of `ne0` values from `src` (any type with a to_float) to `dst_type` at `dst`, rows
+// split over n_threads (0: all cores). `scratch` holds the F32 rows between the two steps.
+void convert_rows(const void* src, ggml_type src_type, void* dst, ggml_type dst_type, int64_t nrows, int64_t ne0,
+                  int n_threads, std::vector<float>& scratch);
 std::vector<std::string> quant_type_names();
 
 // general.file_type written for a target: ggml's ggml_ftype numbering, which is what CrispASR's

@@ -74,3 +74,27 @@ def test_peak_rss_of_quantized_file(real, qtype, tmp_path):
     file_mb = q.stat().st_size / 2**20
     print(f"{arch} {qtype}: file {file_mb:.0f} MB, peak RSS {rss_mb:.0f} MB (python alone {python_mb:.0f} MB)")
     assert rss_mb - python_mb <= file_mb + RSS_BUDGET_MB[arch]
+
+
+def test_quantized_head_copy(real):
+    """An optional Q8_0 copy of the output head (the tied F16 embedding for MOSS-Transcribe): the embedding
+    table is untouched, logits stay close and greedy tokens agree with the F16 head on this checkpoint."""
+    import numpy as np
+
+    from crispmoss import _core
+
+    arch, _, f16, _ = real
+    audio = speech(3.0)
+    out = {}
+    for head in ("", "q8_0"):
+        s = _core.Session(_core.Model(f16, "cpu", 0, -1, False, head), 0, "f16", True)
+        s.enable_dumps(True)
+        s.set_audio(audio)
+        r = s.generate("", False, True, 12)
+        out[head] = (list(r["tokens"]), s.dumps()["logits"])
+    (t0, l0), (t1, l1) = out[""], out["q8_0"]
+    cos = float(l0 @ l1 / np.linalg.norm(l0) / np.linalg.norm(l1))
+    print(f"{arch}: head q8_0 vs f16 logits cosine {cos:.6f}, tokens {t0 == t1}")
+    assert cos > 0.999
+    with pytest.raises(crispmoss.InputError):
+        _core.Model(f16, "cpu", 0, -1, False, "q4_0_bogus")

@@ -132,17 +132,18 @@ void bind_model(py::module_& m) {
 
     py::class_<PyModel>(m, "Model")
         .def(py::init([](const std::string& path, const std::string& backend, int device, int n_gpu_layers,
-                         bool test_host_copy) {
+                         bool test_host_copy, const std::string& head_type) {
                  py::gil_scoped_release nogil;
                  LoadOptions o;
                  o.backend = backend;
                  o.device = device;
                  o.n_gpu_layers = n_gpu_layers;
+                 o.head_type = head_type;
                  if (test_host_copy) o.test_offload_buft = ggml_backend_cpu_buffer_type();
                  return PyModel{std::shared_ptr<const AudioLM>(AudioLM::load(path, o))};
              }),
              py::arg("path"), py::arg("backend") = "auto", py::arg("device") = 0, py::arg("n_gpu_layers") = -1,
-             py::arg("_test_host_copy") = false)
+             py::arg("_test_host_copy") = false, py::arg("head_type") = "")
         .def_property_readonly("placement",
                                [](const PyModel& s) {
                                    const Placement& p = s.lm->placement();

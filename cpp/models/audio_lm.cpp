@@ -6,6 +6,7 @@
 
 #include "backend.h"
 #include "errors.h"
+#include "quantize.h"
 #include "text/tokenizer.h"
 
 namespace cm {
@@ -63,6 +64,41 @@ std::function<bool(const std::string&)> device_tensors(const ModelFile& f, const
 
 }  // namespace
 
+AudioLM::~AudioLM() {
+    if (head_buf_) ggml_backend_buffer_free(head_buf_);
+    if (head_ctx_) ggml_free(head_ctx_);
+}
+
+void AudioLM::copy_head(const std::string& type_name) {
+    const ggml_type type = parse_quant_type(type_name);
+    ggml_tensor* src = lm_.head;
+    if (src->type == type) return;
+    if (!src->buffer || !ggml_backend_buffer_is_host(src->buffer)) {
+        throw InputError("head_type needs the output head in host memory (it is offloaded to " + placement_.backend + ")");
+    }
+    if (ggml_is_quantized(src->type) && ggml_is_quantized(type)) {
+        throw InputError(std::string("the output head is already ") + ggml_type_name(src->type) + "; head_type re-quantizes F16/F32 heads only");
+    }
+    const int64_t n_in = src->ne[0], n_rows = src->ne[1];
+    if (n_in % ggml_blck_size(type) != 0) {
+        throw InputError("head_type " + type_name + " needs rows of a multiple of " + std::to_string(ggml_blck_size(type)) + " values");
+    }
+    ggml_init_params p{ggml_tensor_overhead(), nullptr, true};
+    head_ctx_ = ggml_init(p);
+    ggml_tensor* dst = ggml_new_tensor_2d(head_ctx_, type, n_in, n_rows);
+    ggml_set_name(dst, "llm.head.copy");
+    head_buf_ = ggml_backend_alloc_ctx_tensors_from_buft(head_ctx_, ggml_backend_cpu_buffer_type());
+    if (!head_buf_) throw InputError("cannot allocate the output-head copy");
+    std::vector<float> scratch;
+    const int64_t block = std::max<int64_t>(1, (int64_t(8) << 20) / n_in);  // ~32 MB of F32 at a time
+    for (int64_t r0 = 0; r0 < n_rows; r0 += block) {
+        const int64_t rows = std::min(block, n_rows - r0);
+        convert_rows(static_cast<const char*>(src->data) + r0 * src->nb[1], src->type,
+                     static_cast<char*>(dst->data) + r0 * dst->nb[1], type, rows, n_in, 0, scratch);
+    }
+    lm_.head = dst;
+}
+
 std::unique_ptr<AudioLM> AudioLM::load(const std::string& path, const LoadOptions& opts) {
     if (opts.n_gpu_layers < -1) throw InputError("n_gpu_layers must be >= -1 (-1 = all), got " + std::to_string(opts.n_gpu_layers));
     BackendChoice choice = choose_backend(opts.backend, opts.device);
@@ -86,6 +122,7 @@ std::unique_ptr<AudioLM> AudioLM::load(const std::string& path, const LoadOption
     std::unique_ptr<AudioLM> m = arch == "moss_transcribe" ? load_moss_transcribe(std::move(f)) : load_moss_audio(std::move(f));
     pl.n_layer = m->lm().cfg.n_layer;
     m->placement_ = pl;
+    if (!opts.head_type.empty()) m->copy_head(opts.head_type);
     return m;
 }
 

@@ -42,6 +42,10 @@ struct LoadOptions {
     // Tests without a GPU: with no device chosen, copy the weights a device would get into this (host)
     // memory instead, so the placement and copy path runs on any machine.
     ggml_backend_buffer_type_t test_offload_buft = nullptr;
+    // Output head computed from a copy in this type made at load ("" keeps the file's). MOSS-Transcribe ties
+    // its head to the F16 embedding: a Q8_0 copy halves the bytes the head reads per token, while the F16
+    // table keeps serving embedding lookups (quantizing the table itself would corrupt inputs and logits).
+    std::string head_type;
 };
 
 // What went where. Offloading the last n LM layers keeps the rest mmapped on the host; only a full offload
@@ -60,7 +64,7 @@ struct Placement {
 
 class AudioLM {
 public:
-    virtual ~AudioLM() = default;
+    virtual ~AudioLM();
 
     // Opens a GGUF of either architecture; throws ModelError for anything else.
     static std::unique_ptr<AudioLM> load(const std::string& path, const LoadOptions& opts = LoadOptions());
@@ -86,6 +90,11 @@ protected:
     Qwen3Weights lm_;
     std::shared_ptr<Tokenizer> tokenizer_;
     Placement placement_;
+
+private:
+    void copy_head(const std::string& type);
+    ggml_context* head_ctx_ = nullptr;
+    ggml_backend_buffer_t head_buf_ = nullptr;
 };
 
 std::unique_ptr<AudioLM> load_moss_transcribe(std::unique_ptr<ModelFile> f);

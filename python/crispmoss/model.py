@@ -208,12 +208,17 @@ class Model:
     offloads everything, encoder included. The rest stays mmapped on the host and runs on the CPU.
     A backend this build lacks raises ModelError naming it (see ``crispmoss.system_info()``).
 
+    ``head_type`` ("q8_0", ...; default: as stored) computes the output head from a copy of that type made at
+    load. For MOSS-Transcribe, whose head is the tied F16 embedding, "q8_0" reads about half the head's bytes
+    per generated token at the cost of a copy in memory (see benchmarks/RESULTS.md); off by default.
+
     Raises ModelError for a missing, unreadable or unsupported model file.
     """
 
     def __init__(self, model: Union[str, "os.PathLike[str]"], n_threads: Optional[int] = None, *,
                  kv_type: str = "f16", mel_bf16: bool = True, cache_dir: Optional[str] = None,
-                 progress: bool = True, backend: str = "auto", device: int = 0, n_gpu_layers: int = -1) -> None:
+                 progress: bool = True, backend: str = "auto", device: int = 0, n_gpu_layers: int = -1,
+                 head_type: Optional[str] = None) -> None:
         from .backends import check_backend, notice_once
         from .hub import resolve
 
@@ -233,7 +238,7 @@ class Model:
             raise InputError(f"kv_type must be 'f16' or 'f32', got {kv_type!r}")
         self.name = os.fspath(model)
         self.path = resolve(model, cache_dir=cache_dir, progress=progress)
-        self._core = _core.Model(self.path, backend, device, n_gpu_layers)
+        self._core = _core.Model(self.path, backend, device, n_gpu_layers, False, head_type or "")
         self.placement: Dict[str, Any] = dict(self._core.placement)
         notice_once(self.placement.pop("notice"))
         self.n_threads = int(n_threads or 0)
