@@ -144,3 +144,30 @@ def test_cli_rejects_an_unavailable_backend(tiny_transcribe_gguf_f16, tmp_path):
                         "--backend", "cuda", "-q", str(wav)], capture_output=True, text=True)
     assert r.returncode == 1
     assert "cuda" in r.stderr and "Traceback" not in r.stderr
+
+
+def _gpu_device() -> bool:
+    return any(d["type"] in ("gpu", "igpu") for d in crispmoss.system_info()["devices"])
+
+
+def _first_logits(core_model, audio: np.ndarray, instruction: str) -> np.ndarray:
+    s = _core.Session(core_model, 1, "f32", True)
+    s.enable_dumps(True)
+    s.set_audio(audio)
+    s.generate(instruction, max_new_tokens=1)
+    return np.asarray(s.dumps()["logits"], dtype=np.float64)
+
+
+@pytest.mark.skipif(not _gpu_device(), reason="needs a GPU device (CUDA or Metal build on a machine with one)")
+@pytest.mark.parametrize("n_gpu", [-1, 0, 1])
+@pytest.mark.parametrize("arch", ["moss_transcribe", "moss_audio"])
+def test_gpu_matches_cpu(tiny_models, clip, arch, n_gpu):
+    """Full, none and partial offload on a real GPU give the CPU's logits (f32 weights and KV: tight)."""
+    path = str(tiny_models.gguf(arch, outtype="f32"))
+    ask = "" if arch == "moss_transcribe" else "Describe the sound."
+    ref = _first_logits(_core.Model(path, "cpu"), clip, ask)
+    m = _core.Model(path, "auto", 0, n_gpu)
+    assert m.placement["backend"] != "cpu"
+    got = _first_logits(m, clip, ask)
+    assert np.abs(got - ref).max() <= 2e-3 * max(1.0, np.abs(ref).max())
+    assert int(got.argmax()) == int(ref.argmax())
