@@ -206,5 +206,7 @@ def test_ten_minutes_in_bounded_memory(transcribe_gguf, tmp_path):
           f"10 min: {b['rss_kb'] / 1024:.1f} MiB ({b['passes']} passes, {b['wall']:.1f} s)")
     assert b["duration"] == pytest.approx(600.0) and b["last_end"] == pytest.approx(600.0, abs=1e-3)
     assert b["passes"] >= 20
-    # The 10-minute signal alone is 37 MiB as float32: loading it whole would show up here.
-    assert b["rss_kb"] - a["rss_kb"] < 12 * 1024
+    # The 10-minute signal alone is 37 MiB as float32 (more while resampled): loading it whole would show up
+    # here. Below that, the allocator's peak varies by about 13 MiB from one pass to the next (measured: 40
+    # passes in one process peak between 129 and 142 MiB without growing), so the bound sits between the two.
+    assert b["rss_kb"] - a["rss_kb"] < 24 * 1024
