@@ -5,6 +5,7 @@
 #include "backend.h"
 #include "errors.h"
 #include "log.h"
+#include "profile.h"
 
 namespace cm {
 
@@ -30,6 +31,7 @@ Compute::Compute(int n_threads, ggml_backend_dev_t gpu) {
         ggml_backend_free(cpu_);
         throw Error("cannot create the ggml scheduler");
     }
+    profile::attach(sched_);  // per-op timing for benchmarks; only with CRISPMOSS_PROFILE set
 }
 
 Compute::~Compute() {

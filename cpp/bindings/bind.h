@@ -8,4 +8,5 @@ void bind_tokenizer(pybind11::module_& m);
 void bind_model(pybind11::module_& m);
 void bind_quantize(pybind11::module_& m);
 void bind_backend(pybind11::module_& m);
+void bind_bench(pybind11::module_& m);
 }  // namespace cm::bind

@@ -31,4 +31,5 @@ PYBIND11_MODULE(_core, m) {
     cm::bind::bind_model(m);
     cm::bind::bind_quantize(m);
     cm::bind::bind_backend(m);
+    cm::bind::bind_bench(m);
 }
