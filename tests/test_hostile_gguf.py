@@ -397,3 +397,63 @@ def test_not_a_file(tmp_path):
         crispmoss.Model(tmp_path / "absent.gguf")
     with pytest.raises(ModelError, match="not a regular file"):
         crispmoss._core.inspect(str(tmp_path))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Weight types: any type the loader accepts must run (or fail with a crispmoss error), never abort in ggml.
+# --------------------------------------------------------------------------------------------------------
+
+# ggml type ids (ggml.h): a spread of block sizes and kernels; random bytes give random (even NaN) scales.
+# (Every type ggml knows was swept once by hand the same way: none aborted.)
+SWEEP = {"bf16": 30, "q4_0": 2, "q8_0": 8, "q4_k": 12, "iq4_nl": 20, "mxfp4": 39}
+_BLOCK = {0: (1, 4), 30: (1, 2), 2: (32, 18), 8: (32, 34), 12: (256, 144), 14: (256, 210), 20: (32, 18),
+          35: (256, 66), 39: (32, 17)}
+
+
+@pytest.mark.parametrize("tname", sorted(SWEEP))
+def test_weight_type_sweep(tmp_path, transcribe_parts, tname):
+    type_id = SWEEP[tname]
+    blck, size = _BLOCK[type_id]
+    rng = np.random.default_rng(type_id)
+    g = transcribe_parts.copy()
+    changed = 0
+    for name in ("enc.conv_out.weight", "llm.embed.weight", "llm.blk.0.ffn.down.weight"):
+        t = g.find_tensor(name)
+        if t.ne[0] % blck:
+            continue
+        n = t.ne[0] * t.ne[1] // blck * size
+        t.type = type_id
+        if type_id in (0, 30):
+            vals = rng.standard_normal(t.ne[0] * t.ne[1]).astype(np.float32) * 0.05
+            t.data = vals.tobytes() if type_id == 0 else (vals.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+        else:
+            t.data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        changed += 1
+    assert changed >= 1
+    m = crispmoss.Model(g.write(tmp_path / f"{tname}.gguf"))
+    audio = np.sin(np.arange(8000, dtype=np.float32) * 0.03) * 0.2
+    try:
+        t = m.transcribe(audio, max_new_tokens=2)
+        assert len(t.tokens) <= 2
+    except crispmoss.CrispMossError as e:  # random scales may be NaN: no finite logit
+        assert "finite" in str(e)
+
+
+def test_layer_count_limits_run(tmp_path, transcribe_parts):
+    """The largest accepted layer counts (256 encoder and 256 LM layers) build graphs that fit the compute
+    graph's node budget and run; one more layer is refused at load."""
+    g = transcribe_parts.copy()
+    for prefix, key in (("enc.blk.", T + "enc.encoder_layers"), ("llm.blk.", T + "llm.num_layers")):
+        layer0 = [t for t in g.tensors if t.name.startswith(prefix + "0.")]
+        have = g.find_kv(key).value
+        for il in range(have, 256):
+            for t in layer0:
+                g.tensors.append(gb.Tensor(t.name.replace(prefix + "0.", f"{prefix}{il}."), list(t.ne), t.type,
+                                           t.data))
+        g.set_kv(key, gb.U32, 256)
+    m = crispmoss.Model(g.write(tmp_path / "deep.gguf"))
+    t = m.transcribe(np.zeros(3200, np.float32), max_new_tokens=2)
+    assert len(t.tokens) <= 2
+    g.set_kv(T + "llm.num_layers", gb.U32, 257)
+    with pytest.raises(ModelError, match=r"num_layers is 257, outside \[1, 256\]"):
+        crispmoss.Model(g.write(tmp_path / "deeper.gguf"))

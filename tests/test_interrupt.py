@@ -31,6 +31,8 @@ import gguf_bytes as gb  # noqa: E402
 
 JFK = Path("/work/shared/audio/jfk.wav")
 LONG = 100000  # more tokens than the context holds: only an interruption, the timeout or the context ends it
+# Under a preloaded sanitizer runtime (scripts/sanitize.sh) every decode step is 5-15x slower.
+SLOW = 5.0 if "san" in os.environ.get("LD_PRELOAD", "") else 1.0
 
 
 def _speech(seconds: float) -> np.ndarray:
@@ -98,7 +100,8 @@ def test_sigint_subprocess(tiny_transcribe_gguf_f16):
     assert p.returncode == 0, err[-3000:]
     assert lines[0].startswith("interrupted"), lines
     latency = float(lines[0].split()[1]) - sent
-    assert latency < 1.0, f"KeyboardInterrupt came {latency:.2f} s after SIGINT"
+    assert latency < SLOW, f"KeyboardInterrupt came {latency:.2f} s after SIGINT"
+    print(f"SIGINT -> KeyboardInterrupt in {latency * 1000:.0f} ms")
     assert lines[1].split()[:2] == ["usable", "3"], lines
 
 
@@ -134,7 +137,8 @@ def test_sigint_in_process_model_stays_usable(model, via_kill):
     audio = _speech(2.0)
     latency = _interrupt_after_first_piece(
         lambda cb: model.transcribe(audio, max_new_tokens=LONG, callback=cb), via_kill)
-    assert latency < 1.0
+    assert latency < SLOW
+    print(f"interrupt -> KeyboardInterrupt in {latency * 1000:.0f} ms")
     t = model.transcribe(audio, max_new_tokens=4)
     assert len(t.tokens) == 4 and t.stop_reason == "length"
 
@@ -163,7 +167,7 @@ def test_sigint_while_streaming(model):
     with pytest.raises(KeyboardInterrupt):
         for _ in stream:
             pass
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 2.0 * SLOW
     stream.close()
     assert not any(t.name == "crispmoss-stream" and t.is_alive() for t in threading.enumerate())
     assert len(s.transcribe(max_new_tokens=3).tokens) == 3
@@ -218,7 +222,7 @@ def test_timeout(model):
     elapsed = time.monotonic() - t0
     assert t.stop_reason == "timeout"
     assert 0 < len(t.tokens) < LONG
-    assert elapsed < 0.5 + 2.0, elapsed  # one decode step past the deadline at most, plus the prefill
+    assert elapsed < 0.5 + 2.0 * SLOW, elapsed  # one decode step past the deadline at most, plus the prefill
 
 
 def test_timeout_longform(model):
@@ -226,7 +230,7 @@ def test_timeout_longform(model):
     t0 = time.monotonic()
     t = model.transcribe(_speech(11.0), max_new_tokens=LONG, timeout=0.5, max_pass_seconds=5.0)
     assert t.stop_reason == "timeout"
-    assert time.monotonic() - t0 < 0.5 + 4.0
+    assert time.monotonic() - t0 < 0.5 + 4.0 * SLOW
 
 
 @pytest.fixture(scope="module")

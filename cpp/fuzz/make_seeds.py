@@ -26,7 +26,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT / "python"))
+# The source tree's package when it has a built module (dev builds); otherwise the installed crispmoss.
+if list((ROOT / "python" / "crispmoss").glob("_core*")):
+    sys.path.insert(0, str(ROOT / "python"))
 
 import gguf_bytes as gb  # noqa: E402
 
