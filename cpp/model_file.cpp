@@ -213,6 +213,9 @@ void check_header(const ModelFile& f, const uint8_t* p, size_t size) {
         for (uint32_t j = 0; j < n_dims; ++j) {
             ne[j] = r.get<int64_t>("the shape of " + t);
             if (ne[j] < 0) f.fail(t + " has negative dimension " + std::to_string(ne[j]));
+            // An empty dimension makes the element count 0 whatever the others say, which ggml_new_tensor
+            // then multiplies without it and aborts on (found by fuzz_ggml_gguf); no model has one.
+            if (ne[j] == 0) f.fail(t + " has an empty dimension (ne[" + std::to_string(j) + "] = 0)");
         }
         for (int j = 0; j < GGML_MAX_DIMS; ++j) {
             if (__builtin_mul_overflow(n_elements, ne[j], &n_elements)) {

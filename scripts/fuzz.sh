@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # libFuzzer runs of the loader, tokenizer and mel front end (cpp/fuzz), built with clang + ASan + UBSan.
 #
-#   scripts/fuzz.sh [--time SECONDS] [--runs N] [target ...]     targets: gguf tokenizer mel (default: all)
+#   scripts/fuzz.sh [--time SECONDS] [--runs N] [target ...]
+#                   targets: gguf ggml_gguf tokenizer mel (default: all; ggml_gguf is ggml's reader alone)
 #
 # Builds build/fuzz (ggml and the core instrumented too, so coverage reaches ggml's gguf reader), writes seed
 # corpora once (cpp/fuzz/make_seeds.py), keeps each target's growing corpus in build/fuzz/corpus/<target> and
@@ -20,11 +21,11 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --time) mode+=(-max_total_time="$2"); shift 2 ;;
     --runs) mode+=(-runs="$2"); shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
-[ ${#targets[@]} -eq 0 ] && targets=(gguf tokenizer mel)
+[ ${#targets[@]} -eq 0 ] && targets=(gguf ggml_gguf tokenizer mel)
 [ ${#mode[@]} -eq 0 ] && mode=(-max_total_time=60)
 
 if [ -z "${CLANG:-}" ]; then
@@ -68,6 +69,7 @@ for t in "${targets[@]}"; do
   case $t in
     # Timeouts are generous: on a loaded 2-core machine a normal load once stalled for 20 s (not reproducible).
     gguf) extra=(-dict=$SEEDS/gguf.dict -max_len=65536 -timeout=60) ;;
+    ggml_gguf) extra=(-dict=$SEEDS/gguf.dict -max_len=65536 -timeout=60) ;;
     tokenizer) extra=(-max_len=4096 -timeout=60) ;;
     mel) extra=(-max_len=65536 -timeout=60) ;;
   esac
@@ -78,8 +80,10 @@ for t in "${targets[@]}"; do
   start=$(date +%s)
   set +e
   # shellcheck disable=SC2086
+  seeds=$SEEDS/$t
+  [ "$t" = ggml_gguf ] && seeds=$SEEDS/gguf
   $B/cpp/fuzz/fuzz_$t "${mode[@]}" "${extra[@]}" -rss_limit_mb=4096 -print_final_stats=1 \
-      -artifact_prefix="$art/" ${FUZZ_FLAGS:-} "$corpus" "$SEEDS/$t" >"$log" 2>&1
+      -artifact_prefix="$art/" ${FUZZ_FLAGS:-} "$corpus" "$seeds" >"$log" 2>&1
   rc=$?
   set -e
   secs=$(( $(date +%s) - start ))

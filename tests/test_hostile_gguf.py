@@ -114,6 +114,11 @@ def _negative_dim(g):
     g.tensors[1].ne = [8, -2]
 
 
+def _zero_dim_huge_others(g):
+    """0 elements by the product, but ggml_new_tensor skips the 0 and aborts on the rest (fuzz_ggml_gguf)."""
+    g.tensors[1].ne, g.tensors[1].data = [144115188075855876, 0, 7884796894386323458, 46], b""
+
+
 def _dims_overflow(g):
     g.tensors[1].ne = [1 << 32, 1 << 32]
 
@@ -185,6 +190,7 @@ STRUCTURAL = {
     "n_dims_5": (_edit(_five_dims), r"tensor 'b' has 5 dimensions"),
     "negative_dim": (_edit(_negative_dim), r"tensor 'b' has negative dimension -2"),
     "dims_overflow": (_edit(_dims_overflow), r"tensor 'b' has dimensions whose product overflows"),
+    "zero_dim": (_edit(_zero_dim_huge_others), r"tensor 'b' has an empty dimension \(ne\[1\] = 0\)"),
     "unknown_ggml_type": (_unknown_type(1000), r"tensor 'b' has unknown ggml type 1000"),
     "removed_ggml_type": (_unknown_type(4), r"tensor 'b' has unknown ggml type 4"),  # Q4_2, dropped from ggml
     "row_not_block_multiple": (_edit(_block_mismatch), r"tensor 'b' of type q8_0 has rows of 48 elements"),

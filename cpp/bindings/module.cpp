@@ -1,11 +1,17 @@
 // crispmoss._core: the thin native layer. C++ exceptions become crispmoss.errors classes.
 #include "bindings/bind.h"
+#include <cstdio>
+
 #include "errors.h"
+#include "ggml.h"
 
 namespace py = pybind11;
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "crispmoss native core (ggml)";
+    // Should a ggml assertion ever fire, end at once with its message: ggml's default handler forks gdb for a
+    // backtrace, which hung a loaded test machine for minutes. (The loader's checks keep inputs away from them.)
+    ggml_set_abort_callback([](const char* msg) { std::fprintf(stderr, "crispmoss: fatal ggml error: %s\n", msg); });
     py::register_exception_translator([](std::exception_ptr p) {
         if (!p) return;
         auto raise = [](const char* cls, const char* msg) {
