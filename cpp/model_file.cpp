@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <string_view>
+#include <type_traits>
 #include <unordered_set>
 
 #include "errors.h"
@@ -17,6 +18,7 @@
 #include "ggml-cpu.h"
 #endif
 #include "log.h"
+#include "text/utf8.h"
 
 namespace cm {
 
@@ -58,6 +60,20 @@ std::string printable(const uint8_t* p, size_t n) {
     return s;
 }
 
+// GGUF strings are UTF-8; Python receives keys, names and values as str, so invalid bytes must stop here.
+bool valid_utf8(const uint8_t* p, size_t n) {
+    for (size_t i = 0; i < n;) {
+        if (p[i] < 0x80) {
+            ++i;
+            continue;
+        }
+        const utf8::Decoded d = utf8::decode(p + i, n - i);
+        if (d.kind != utf8::Decoded::kValid) return false;
+        i += d.len;
+    }
+    return true;
+}
+
 size_t gguf_scalar_size(uint32_t type) {
     switch (type) {
         case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
@@ -68,6 +84,16 @@ size_t gguf_scalar_size(uint32_t type) {
     }
 }
 
+// The description of what is being read, built only when an error needs it (a vocabulary has 10^5 strings).
+template <typename W>
+std::string describe(const W& what) {
+    if constexpr (std::is_invocable_v<W>) {
+        return what();
+    } else {
+        return std::string(what);
+    }
+}
+
 // Sequential reader over the mapped header; every read is bounded by the file size.
 class HeaderReader {
 public:
@@ -75,19 +101,20 @@ public:
     size_t pos() const { return pos_; }
     size_t left() const { return n_ - pos_; }
 
-    template <typename T>
-    T get(const std::string& what) {
-        if (left() < sizeof(T)) f_.fail("truncated GGUF header: the file ends inside " + what);
+    template <typename T, typename W>
+    T get(const W& what) {
+        if (left() < sizeof(T)) f_.fail("truncated GGUF header: the file ends inside " + describe(what));
         T v;
         std::memcpy(&v, p_ + pos_, sizeof(T));
         pos_ += sizeof(T);
         return v;
     }
     // A length-prefixed string; returns its bytes in place.
-    const uint8_t* str(const std::string& what, uint64_t* len) {
-        *len = get<uint64_t>("the length of " + what);
+    template <typename W>
+    const uint8_t* str(const W& what, uint64_t* len) {
+        *len = get<uint64_t>([&] { return "the length of " + describe(what); });
         if (*len > left()) {
-            f_.fail(what + " has length " + std::to_string(*len) + " but only " + std::to_string(left()) +
+            f_.fail(describe(what) + " has length " + std::to_string(*len) + " but only " + std::to_string(left()) +
                     " bytes of the file remain");
         }
         const uint8_t* s = p_ + pos_;
@@ -139,6 +166,7 @@ void check_header(const ModelFile& f, const uint8_t* p, size_t size) {
         const std::string key = printable(kp, klen);
         if (klen == 0) f.fail(what + " is empty");
         if (std::memchr(kp, 0, klen)) f.fail("metadata key '" + key + "' contains a NUL byte");
+        if (!valid_utf8(kp, klen)) f.fail("metadata key '" + key + "' is not valid UTF-8");
         if (!keys.insert(std::string_view(reinterpret_cast<const char*>(kp), klen)).second) {
             f.fail("duplicate metadata key '" + key + "'");
         }
@@ -161,8 +189,11 @@ void check_header(const ModelFile& f, const uint8_t* p, size_t size) {
             }
             for (uint64_t j = 0; j < count; ++j) {
                 uint64_t len = 0;
-                r.str(is_array ? "element " + std::to_string(j) + " of key '" + key + "'" : "the value of key '" + key + "'",
-                      &len);
+                auto what_j = [&] {
+                    return is_array ? "element " + std::to_string(j) + " of key '" + key + "'" : "the value of key '" + key + "'";
+                };
+                const uint8_t* sp = r.str(what_j, &len);
+                if (!valid_utf8(sp, len)) f.fail(what_j() + " is not valid UTF-8");
             }
         } else {
             const size_t es = gguf_scalar_size(type);
@@ -199,6 +230,7 @@ void check_header(const ModelFile& f, const uint8_t* p, size_t size) {
                    "'); ggml allows at most " + std::to_string(GGML_MAX_NAME - 1));
         }
         if (std::memchr(np, 0, nlen)) f.fail("tensor name '" + name + "' contains a NUL byte");
+        if (!valid_utf8(np, nlen)) f.fail("tensor name '" + name + "' is not valid UTF-8");
         if (!names.insert(std::string(reinterpret_cast<const char*>(np), nlen)).second) {
             f.fail("duplicate tensor '" + name + "'");
         }

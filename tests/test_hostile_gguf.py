@@ -158,6 +158,22 @@ def _no_tensors(g):
     g.tensors = []
 
 
+def _bad_utf8_value(g):
+    g.kv.append(gb.KV("general.description", gb.STRING, b"bad \xff\xfe text"))
+
+
+def _bad_utf8_key(g):
+    g.kv.append(gb.KV(b"general.k\xe9y", gb.U32, 1))
+
+
+def _bad_utf8_array(g):
+    g.kv.append(gb.KV("general.tags", gb.ARRAY, [b"ok", b"\xed\xa0\x80"], gb.STRING))  # a UTF-16 surrogate
+
+
+def _bad_utf8_name(g):
+    g.tensors[2].name = b"c\xc0\xaf"  # overlong '/'
+
+
 def _name_nul(g):
     g.tensors[1].name = b"a\0b"
 
@@ -186,6 +202,11 @@ STRUCTURAL = {
     "alignment_wrong_type": (_alignment("32", gb.STRING), r"general.alignment must be a u32"),
     "tensor_name_too_long": (_edit(_long_name), r"name of 64 bytes"),
     "tensor_name_nul": (_edit(_name_nul), r"tensor name 'a\?b' contains a NUL byte"),
+    # Python gets keys, names and values as str: invalid UTF-8 raised UnicodeDecodeError in inspect() before.
+    "utf8_value": (_edit(_bad_utf8_value), r"the value of key 'general.description' is not valid UTF-8"),
+    "utf8_key": (_edit(_bad_utf8_key), r"metadata key 'general.k\?y' is not valid UTF-8"),
+    "utf8_array_element": (_edit(_bad_utf8_array), r"element 1 of key 'general.tags' is not valid UTF-8"),
+    "utf8_tensor_name": (_edit(_bad_utf8_name), r"tensor name 'c\?\?' is not valid UTF-8"),
     "duplicate_tensor": (_edit(_dup_tensor), r"duplicate tensor 'a'"),
     "n_dims_5": (_edit(_five_dims), r"tensor 'b' has 5 dimensions"),
     "negative_dim": (_edit(_negative_dim), r"tensor 'b' has negative dimension -2"),
