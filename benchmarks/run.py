@@ -251,6 +251,19 @@ def worker_ours_decoder(a: Dict[str, Any], measure: Measurer) -> Dict[str, Any]:
         r = measure(f"ours decode@{pos}", fn)
         r["tok_per_s_cpu"] = r["steps"] / r["cpu_s"] if r["cpu_s"] > 0 else None
         res["decode"][str(pos)] = r
+    if a.get("head_q8"):
+        # What the optional Q8_0 copy of an F16 output head (Model(head_type="q8_0")) does to decode.
+        del b
+        b = _core.DecoderBench(a["path"], a["threads"], "f16", "q8_0")
+        b.decode(8, 2)
+        res["decode_head_q8_0"] = {}
+        for pos in a["decode_at"]:
+            def fn(pos=pos):
+                st = sorted(b.decode(pos, a["decode_steps"]))
+                return {"s": sum(st) / 1000, "steps": len(st), "step_ms_median": st[len(st) // 2],
+                        "tok_per_s": 1000 * len(st) / sum(st)}
+
+            res["decode_head_q8_0"][str(pos)] = measure(f"ours decode@{pos}, head_type=q8_0", fn)
     return res
 
 
@@ -541,6 +554,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "other work still runs but cannot preempt the measured threads as often; needs root)")
     ap.add_argument("--dir", default=None, help="model folder (default $CRISPMOSS_BENCH_DIR or ~/.cache/crispmoss/bench)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep-hf", action="store_true", help="keep MOSS-Audio's HF checkpoint after the PyTorch runs "
+                                                            "(9.7 GB; MOSS-Transcribe's 4.8 GB is always kept)")
+    ap.add_argument("--keep-llama-gguf", action="store_true", help="keep the llama.cpp GGUFs of types other than q4_k")
     ap.add_argument("--torch-dtype", default="auto", choices=("auto", "float32", "bfloat16"))
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/run-<time>.json)")
     a = ap.parse_args(argv)
@@ -584,6 +600,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception:
         pass
 
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = Path(a.out) if a.out else RESULTS / f"run-{started.strftime('%Y%m%d-%H%M%S')}{'-quick' if quick else ''}.json"
+
+    def save() -> None:  # after every configuration, so an interrupted run keeps what it measured
+        tmp = out.with_name(out.name + ".part")
+        tmp.write_text(json.dumps(report, indent=1, default=str) + "\n")
+        os.replace(tmp, out)
+
     for arch in models:
         clips = clip_names(arch, quick)
         for qt in types_:
@@ -602,7 +626,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 n_prompt_11 = _g(th["ours"], "result", "clips", "11s", "n_prompt") or 153
                 prefill_tokens = sorted({int(n_prompt_11)} | ({512} if not quick else set()))
                 th["ours_decoder"] = run_worker("ours_decoder", dict(base, prefill_tokens=prefill_tokens,
-                                                                      decode_at=decode_at, decode_steps=decode_steps),
+                                                                      decode_at=decode_at, decode_steps=decode_steps,
+                                                                      head_q8=entry["bytes_per_token"]["head_type"] == "F16"),
                                                 common, 1800)
                 if "crispasr" in peers:
                     log(f"== {key}, {nt} thread(s): crispasr")
@@ -630,6 +655,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 common, 1800)
                     except Exception as exc:
                         th["llama"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            lp = Path(path).with_name(Path(path).stem + "-llamacpp-qwen3.gguf")
+            if lp.exists() and not a.keep_llama_gguf and qt != "q4_k":
+                lp.unlink()  # disk: rewritten from our GGUF in a minute when needed again
+            save()
             if not a.no_profile and qt == "q4_k":
                 entry["profile"] = {}
                 for nt in threads:
@@ -650,6 +679,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                             "decode_steps": min(decode_steps, 8)}, common, 3600)
             except Exception as exc:
                 entry_t["error"] = f"{type(exc).__name__}: {exc}"
+            if arch == "moss_audio" and not a.keep_hf:
+                import shutil
+
+                shutil.rmtree(make_models.bench_dir(a.dir) / f"{make_models.STEMS[arch]}-random{a.seed}-hf",
+                              ignore_errors=True)  # 9.7 GB; remade from the seed when needed
 
     # Bandwidth again at the end; the better of the two counts (a disturbed probe reads low, which would make
     # the limit look easier to reach).
@@ -660,9 +694,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                          for t in info["bandwidth_start"]}
     report["duration_s"] = round(time.perf_counter() - t_start, 1)
     summarize(report)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = Path(a.out) if a.out else RESULTS / f"run-{started.strftime('%Y%m%d-%H%M%S')}{'-quick' if quick else ''}.json"
-    out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    save()
     print(render(report))
     log(f"wrote {out} ({report['duration_s']:.0f} s)")
     return 0
@@ -694,6 +726,7 @@ def summarize(report: Dict[str, Any]) -> None:
             s["limit_tps"] = limits
             d = {p: _g(dec, "decode", p, "tok_per_s") for p in limits}
             s["decode_tps"] = d
+            s["decode_tps_head_q8_0"] = {p: _g(dec, "decode_head_q8_0", p, "tok_per_s") for p in limits}
             s["decode_vs_limit"] = {p: (d[p] / limits[p]) if d[p] and limits[p] else None for p in limits}
             ld = {p: _g(ll, "decode", p, "tok_per_s") for p in limits}
             s["llama_decode_tps"] = ld
@@ -813,6 +846,9 @@ def render(report: Dict[str, Any]) -> str:
             enc = "/".join(_f(_g(cl, c, "encoder_s")) for c in names if c in cl)
             pre = "/".join(_f(_g(cl, c, "prefill_s")) for c in names if c in cl)
             dec = "/".join(_f(_g(d, "decode", p, "tok_per_s"), "{:.1f}") for p in ("50", "160", "1000"))
+            if d.get("decode_head_q8_0"):
+                dec += " (Q8_0 head copy: " + "/".join(
+                    _f(_g(d, "decode_head_q8_0", p, "tok_per_s"), "{:.1f}") for p in ("50", "160", "1000")) + ")"
             err = "" if _g(th, "ours", "ok") else f" (error: {_g(th, 'ours', 'error')})"
             L.append(f"| {key} / {nt}{err} | {_f(_g(o, 'load', 's'), '{:.3f}')} | {_f(_g(cl, '11s', 'mel_s') * 1000 if _g(cl, '11s', 'mel_s') is not None else None, '{:.0f}')} "
                      f"| {enc} | {pre} | {_f(_g(cl, '11s', 'ttft_s'))} | {dec} | {_f(_g(o, 'rtf', 'rtf'), '{:.3f}')} "

@@ -55,9 +55,13 @@ std::string weight_role(const ggml_tensor* w) {
 }
 
 std::string key_of(const ggml_tensor* t) {
-    std::string k = ggml_op_desc(t);
+    const bool gemv = t->op == GGML_OP_CUSTOM && t->src[0] && t->src[1];  // nn::mul_mat's own kernel
+    std::string k = gemv ? "GEMV" : ggml_op_desc(t);
     const ggml_tensor* w = t->src[0];
-    if (t->op == GGML_OP_MUL_MAT || t->op == GGML_OP_GET_ROWS) {
+    if (gemv) {
+        const std::string role = weight_role(w);
+        k += std::string(" ") + ggml_type_name(w->type) + (role.empty() ? "" : " " + role) + " [vec]";
+    } else if (t->op == GGML_OP_MUL_MAT || t->op == GGML_OP_GET_ROWS) {
         const std::string role = weight_role(w);
         k += std::string(" ") + ggml_type_name(w->type);
         if (!role.empty()) {
@@ -81,7 +85,7 @@ bool on_eval(ggml_tensor* t, bool ask, void*) {
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t_start).count();
     t_open = false;
     double flop = 0;
-    if (t->op == GGML_OP_MUL_MAT) {
+    if (t->op == GGML_OP_MUL_MAT || (t->op == GGML_OP_CUSTOM && t->src[0] && t->src[1])) {
         flop = 2.0 * double(t->src[0]->ne[0]) * double(ggml_nelements(t));  // each output sums ne0 products
     }
     const std::string k = key_of(t);

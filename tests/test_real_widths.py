@@ -98,3 +98,54 @@ def test_quantized_head_copy(real):
     assert cos > 0.999
     with pytest.raises(crispmoss.InputError):
         _core.Model(f16, "cpu", 0, -1, False, "q4_0_bogus")
+
+
+
+_GEMV_SCRIPT = r"""
+import json, sys, numpy as np
+from crispmoss import _core
+b = _core.DecoderBench(sys.argv[1], 2, "f16", sys.argv[3])
+ids = [int(t) for t in np.random.default_rng(5).integers(0, 150000, 24)]
+tokens, margins, logits = b.greedy(ids, 16)
+np.save(sys.argv[2], logits)
+print(json.dumps({"tokens": tokens, "margins": margins, "gemv": _core.gemv_available()}))
+"""
+
+
+@pytest.mark.parametrize("qtype,head", [("q4_k", ""), ("q8_0", ""), ("q4_k", "q8_0")])
+def test_decode_kernel_agrees_with_ggml(real, qtype, head, tmp_path):
+    """Decode steps (one token) of quantized files run on our AVX-512 VNNI kernel where the CPU has it; with
+    CRISPMOSS_GEMV=ggml on ggml's. Same logits up to float summation order; greedy tokens equal until ggml's
+    run meets a near-tie (random weights give many)."""
+    import numpy as np
+
+    from crispmoss import _core
+    from stagecheck import NEAR_TIE
+
+    arch, _, f16, d = real
+    if head and arch != "moss_transcribe":
+        pytest.skip("only MOSS-Transcribe ties its head to the F16 embedding; MOSS-Audio's head is quantized in the file")
+    q = d / f"model-{qtype}.gguf"
+    if not q.exists():
+        crispmoss.quantize(f16, str(q), qtype, progress=False)
+    runs = {}
+    for impl in ("ours", "ggml"):
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(crispmoss.__file__)))
+        if impl == "ggml":
+            env["CRISPMOSS_GEMV"] = "ggml"
+        out = subprocess.run([sys.executable, "-c", _GEMV_SCRIPT, str(q), str(tmp_path / f"{impl}.npy"), head],
+                             capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+        runs[impl]["logits"] = np.load(tmp_path / f"{impl}.npy")
+    ours, ref = runs["ours"], runs["ggml"]
+    assert not ref["gemv"] and ours["gemv"] == _core.gemv_available()
+    cos = float(ours["logits"] @ ref["logits"] / np.linalg.norm(ours["logits"]) / np.linalg.norm(ref["logits"]))
+    same = 0
+    for a, b, m in zip(ours["tokens"], ref["tokens"], ref["margins"]):
+        if a != b:
+            assert m < NEAR_TIE, f"token {same}: ours {a}, ggml {b}, ggml's margin {m:.3f} is no near-tie"
+            break
+        same += 1
+    print(f"{arch} {qtype} head={head or 'file'}: logits cosine {cos:.7f}, {same}/16 greedy tokens equal")
+    assert cos > 0.9999

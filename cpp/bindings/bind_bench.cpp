@@ -1,9 +1,14 @@
 // Benchmark hooks: the decoder driven directly (prefill of N text tokens, single-token decode at any context
 // position) and the per-op profile table. Used by benchmarks/run.py; not part of the public API.
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <memory>
 
+#include <pybind11/numpy.h>
 #include <pybind11/stl.h>
+
+#include "cpu/gemv.h"
 
 #include "bindings/bind.h"
 #include "compute.h"
@@ -27,8 +32,8 @@ double ms_since(Clock::time_point t0) {
 // "at position p" only needs n_past = p in a cache that large; no prefill of p tokens is required.
 class DecoderBench {
 public:
-    DecoderBench(const std::string& path, int n_threads, const std::string& kv_type)
-        : lm_(AudioLM::load(path)), compute_(n_threads) {
+    DecoderBench(const std::string& path, int n_threads, const std::string& kv_type, const std::string& head_type)
+        : lm_(AudioLM::load(path, options(head_type))), compute_(n_threads) {
         if (kv_type == "f16") {
             kv_type_ = GGML_TYPE_F16;
         } else if (kv_type == "f32") {
@@ -67,9 +72,43 @@ public:
         return ms;
     }
 
+    // Greedy continuation of `ids`: each step's token, its top-2 logit margin, and the logits after the prompt.
+    struct Greedy {
+        std::vector<int32_t> tokens;
+        std::vector<float> margins;
+        std::vector<float> first_logits;
+    };
+    Greedy greedy(const std::vector<int32_t>& ids, int n_steps) {
+        if (ids.empty() || n_steps < 1) throw InputError("need ids and n_steps >= 1");
+        reserve(static_cast<int>(ids.size()) + n_steps);
+        cache_->n_past = 0;
+        DecoderInput in;
+        in.ids = ids;
+        Greedy g;
+        for (int i = 0; i < n_steps; ++i) {
+            std::vector<float> logits = decoder_forward(compute_, lm_->lm(), *cache_, in);
+            const auto best = std::max_element(logits.begin(), logits.end());
+            const float top = *best;
+            *best = -INFINITY;
+            g.margins.push_back(top - *std::max_element(logits.begin(), logits.end()));
+            *best = top;
+            g.tokens.push_back(static_cast<int32_t>(best - logits.begin()));
+            if (i == 0) g.first_logits = std::move(logits);
+            in.ids = {g.tokens.back()};
+        }
+        return g;
+    }
+
     int n_vocab() const { return lm_->lm().cfg.n_vocab; }
 
 private:
+    static LoadOptions options(const std::string& head_type) {
+        LoadOptions o;
+        o.backend = "cpu";  // the bench computes on the CPU
+        o.head_type = head_type;
+        return o;
+    }
+
     void reserve(int n_ctx) {
         if (n_ctx > lm_->lm().cfg.n_ctx_train) throw InputError("beyond the model's context");
         if (!cache_ || cache_->n_ctx() < n_ctx) {
@@ -88,11 +127,12 @@ private:
 
 void bind_bench(py::module_& m) {
     py::class_<DecoderBench>(m, "DecoderBench")
-        .def(py::init([](const std::string& path, int n_threads, const std::string& kv_type) {
+        .def(py::init([](const std::string& path, int n_threads, const std::string& kv_type,
+                         const std::string& head_type) {
                  py::gil_scoped_release nogil;
-                 return std::make_unique<DecoderBench>(path, n_threads, kv_type);
+                 return std::make_unique<DecoderBench>(path, n_threads, kv_type, head_type);
              }),
-             py::arg("path"), py::arg("n_threads") = 0, py::arg("kv_type") = "f16")
+             py::arg("path"), py::arg("n_threads") = 0, py::arg("kv_type") = "f16", py::arg("head_type") = "")
         .def("prefill",
              [](DecoderBench& b, const std::vector<int32_t>& ids, int n_past, int n_batch) {
                  py::gil_scoped_release nogil;
@@ -105,8 +145,45 @@ void bind_bench(py::module_& m) {
                  return b.decode(n_past, n_steps, token);
              },
              py::arg("n_past"), py::arg("n_steps"), py::arg("token") = 1000)
+        .def("greedy",
+             [](DecoderBench& b, const std::vector<int32_t>& ids, int n_steps) {
+                 DecoderBench::Greedy g;
+                 {
+                     py::gil_scoped_release nogil;
+                     g = b.greedy(ids, n_steps);
+                 }
+                 return py::make_tuple(g.tokens, g.margins, py::array_t<float>(g.first_logits.size(),
+                                                                                g.first_logits.data()));
+             },
+             py::arg("ids"), py::arg("n_steps"), "(tokens, top-2 margins, logits after the prompt), greedy.")
         .def_property_readonly("n_vocab", &DecoderBench::n_vocab);
 
+    m.def("gemv_available", &cpu::gemv_available, "Whether decode matrix-vector products use our AVX-512 kernels.");
+    m.def(
+        "gemv_test",
+        [](const std::string& type_name, py::array_t<float, py::array::c_style | py::array::forcecast> w,
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth) {
+            const ggml_type type = type_name == "q4_k" ? GGML_TYPE_Q4_K : type_name == "q8_0" ? GGML_TYPE_Q8_0
+                                                                                             : GGML_TYPE_COUNT;
+            if (type == GGML_TYPE_COUNT || w.ndim() != 2 || x.ndim() != 1 || x.shape(0) != w.shape(1) || nth < 1)
+                throw InputError("gemv_test: type q4_k|q8_0, w [rows, cols], x [cols], nth >= 1");
+            if (!cpu::gemv_available()) throw InputError("gemv_test: this CPU has no AVX-512 VNNI");
+            const int64_t rows = w.shape(0), cols = w.shape(1);
+            if (cols % ggml_blck_size(type) != 0) throw InputError("gemv_test: cols must be whole blocks");
+            const size_t rb = ggml_row_size(type, cols);
+            std::vector<uint8_t> q(rb * size_t(rows));
+            ggml_quantize_chunk(type, w.data(), q.data(), 0, rows, cols, nullptr);
+            py::array_t<float> y(rows), deq({rows, cols});
+            const auto* tt = ggml_get_type_traits(type);
+            for (int64_t r = 0; r < rows; ++r) tt->to_float(q.data() + r * rb, deq.mutable_data() + r * cols, cols);
+            std::vector<uint8_t> scratch(cpu::gemv_scratch_bytes(type, cols));
+            for (int t = 0; t < nth; ++t)  // the row split of a ggml custom op with nth threads
+                cpu::gemv(type, q.data(), rb, cols, rows * t / nth, rows * (t + 1) / nth, x.data(),
+                          y.mutable_data(), scratch.data());
+            return py::make_tuple(y, deq);
+        },
+        py::arg("type"), py::arg("w"), py::arg("x"), py::arg("nth") = 1,
+        "(y, dequantized w): our kernel on w quantized to `type` (tests).");
     m.def("profile_enabled", &profile::enabled, "Whether CRISPMOSS_PROFILE was set (read when a Compute is made).");
     m.def("profile_reset", &profile::reset);
     m.def("profile_snapshot", [] {

@@ -1,11 +1,46 @@
 #include "nn/layers.h"
 
 #include <cmath>
+#include <vector>
+
+#include "cpu/gemv.h"
+#include "ggml-backend.h"
 
 namespace cm::nn {
 
+namespace {
+
+// ggml custom op: dst[r] = row r of src[0] . src[1], rows split evenly over ggml's threads.
+void gemv_op(ggml_tensor* dst, int ith, int nth, void*) {
+    const ggml_tensor* w = dst->src[0];
+    const ggml_tensor* x = dst->src[1];
+    const int64_t rows = w->ne[1], r0 = rows * ith / nth, r1 = rows * (ith + 1) / nth;
+    if (r0 >= r1) return;
+    thread_local std::vector<unsigned char> scratch;  // each thread quantizes x itself: a few µs, no barrier
+    scratch.resize(cpu::gemv_scratch_bytes(w->type, w->ne[0]));
+    cpu::gemv(w->type, w->data, w->nb[1], w->ne[0], r0, r1, static_cast<const float*>(x->data),
+              static_cast<float*>(dst->data), scratch.data());
+}
+
+bool use_gemv(const ggml_tensor* w, const ggml_tensor* x) {
+    return x->type == GGML_TYPE_F32 && x->ne[1] == 1 && x->ne[2] == 1 && x->ne[3] == 1 &&
+           x->nb[0] == sizeof(float) && w->ne[2] == 1 && w->ne[3] == 1 && cpu::gemv_supports(w->type) &&
+           w->buffer && ggml_backend_buffer_is_host(w->buffer) && cpu::gemv_available();
+}
+
+}  // namespace
+
+ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x) {
+    if (!use_gemv(w, x)) return ggml_mul_mat(ctx, w, x);
+    ggml_tensor* args[2] = {w, x};
+    ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], 1, 1, 1, args, 2, gemv_op, GGML_N_TASKS_MAX,
+                                    nullptr);
+    ggml_format_name(y, "gemv %s", w->name);
+    return y;
+}
+
 ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b) {
-    ggml_tensor* y = ggml_mul_mat(ctx, w, x);
+    ggml_tensor* y = mul_mat(ctx, w, x);
     return b ? ggml_add(ctx, y, b) : y;
 }
 
@@ -26,8 +61,8 @@ GatedMLP GatedMLP::load(const ModelFile& f, const std::string& p, int64_t n_in, 
 }
 
 ggml_tensor* GatedMLP::operator()(ggml_context* ctx, ggml_tensor* x) const {
-    ggml_tensor* h = ggml_swiglu_split(ctx, ggml_mul_mat(ctx, gate, x), ggml_mul_mat(ctx, up, x));
-    return ggml_mul_mat(ctx, down, h);
+    ggml_tensor* h = ggml_swiglu_split(ctx, mul_mat(ctx, gate, x), mul_mat(ctx, up, x));
+    return mul_mat(ctx, down, h);
 }
 
 EncoderLayer EncoderLayer::load(const ModelFile& f, const std::string& p, int64_t d, int64_t d_ff) {

@@ -8,6 +8,10 @@
 
 namespace cm::nn {
 
+// W x: ggml_mul_mat, or for one activation row against Q4_K/Q8_0 weights in host memory our AVX-512 VNNI
+// matrix-vector kernel (cpu/gemv.h) where the CPU has it.
+ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x);
+
 // y = W x (+ b). W is [in, out] in ggml order, x is [in, n].
 ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b = nullptr);
 ggml_tensor* layer_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, float eps);

@@ -179,9 +179,9 @@ std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& c
         for (int il = 0; il < cfg.n_layer; ++il) {
             const Qwen3Layer& l = w.layers[il];
             ggml_tensor* h = nn::rms_norm(ctx, x, l.attn_norm, cfg.rms_eps);
-            ggml_tensor* q = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, l.wq, h), hd, cfg.n_head, n);
-            ggml_tensor* k = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, l.wk, h), hd, cfg.n_head_kv, n);
-            ggml_tensor* v = ggml_mul_mat(ctx, l.wv, h);
+            ggml_tensor* q = ggml_reshape_3d(ctx, nn::mul_mat(ctx, l.wq, h), hd, cfg.n_head, n);
+            ggml_tensor* k = ggml_reshape_3d(ctx, nn::mul_mat(ctx, l.wk, h), hd, cfg.n_head_kv, n);
+            ggml_tensor* v = nn::mul_mat(ctx, l.wv, h);
             q = nn::rms_norm(ctx, q, l.q_norm, cfg.rms_eps);
             k = nn::rms_norm(ctx, k, l.k_norm, cfg.rms_eps);
             q = ggml_rope_ext(ctx, q, t_pos, nullptr, hd, GGML_ROPE_TYPE_NEOX, 0, cfg.rope_theta, 1.0f, 0.0f, 1.0f,
@@ -200,10 +200,10 @@ std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& c
                                                  ggml_permute(ctx, V, 0, 2, 1, 3), t_mask, scale, 0.0f, 0.0f);
             ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
             a = ggml_reshape_2d(ctx, a, hd * cfg.n_head, n);
-            x = ggml_add(ctx, x, ggml_mul_mat(ctx, l.wo, a));
+            x = ggml_add(ctx, x, nn::mul_mat(ctx, l.wo, a));
             h = nn::rms_norm(ctx, x, l.ffn_norm, cfg.rms_eps);
-            h = ggml_swiglu_split(ctx, ggml_mul_mat(ctx, l.gate, h), ggml_mul_mat(ctx, l.up, h));
-            x = ggml_add(ctx, x, ggml_mul_mat(ctx, l.down, h));
+            h = ggml_swiglu_split(ctx, nn::mul_mat(ctx, l.gate, h), nn::mul_mat(ctx, l.up, h));
+            x = ggml_add(ctx, x, nn::mul_mat(ctx, l.down, h));
             // DeepStack: layer il's output gains the merger features at the audio positions.
             if (n_a > 0 && il < static_cast<int>(in.deepstack.size())) {
                 ggml_tensor* ds = g.input(GGML_TYPE_F32, {d, n_a}, ds_rows[il].data(), "deepstack");
@@ -214,7 +214,7 @@ std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& c
         }
         ggml_tensor* last = ggml_view_2d(ctx, x, d, 1, x->nb[1], x->nb[1] * (n - 1));
         last = nn::rms_norm(ctx, last, w.final_norm, cfg.rms_eps);
-        ggml_tensor* out = ggml_mul_mat(ctx, w.head, last);
+        ggml_tensor* out = nn::mul_mat(ctx, w.head, last);
         g.run({out});
         cache.n_past += n;
         if (p0 + n == n_total) logits = Compute::read(out);

@@ -1,0 +1,32 @@
+// Matrix-vector products for one decoded token on x86 CPUs with AVX-512 VNNI.
+//
+// Why our own kernel: a decode step is one row of activations against every weight matrix, so it should run at
+// memory bandwidth. ggml 0.25.3's x86 dot products for Q4_K and Q8_0 have AVX2 code only and the profile shows
+// them compute-bound at ~5 GB/s per core (half of what one core reads), while F16 already runs at bandwidth.
+// These kernels do the same integer arithmetic with 512-bit VPDPBUSD and run at the memory limit instead.
+// Used through nn::mul_mat, only for a single activation row, weights in host memory and a CPU that has the
+// instructions (checked at run time, so one build runs everywhere); everything else stays with ggml.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "ggml.h"
+
+namespace cm::cpu {
+
+// True when this CPU (and OS) supports the kernels and CRISPMOSS_GEMV is not "ggml".
+bool gemv_available();
+
+// Whether gemv() handles weights of this type.
+bool gemv_supports(ggml_type type);
+
+// Bytes of scratch gemv() needs to quantize an activation row of n values.
+size_t gemv_scratch_bytes(ggml_type type, int64_t n);
+
+// y[r] = dot(row r of w, x) for r in [r0, r1). w: rows of `type` blocks, `row_bytes` apart, n values each
+// (n a multiple of the block size); x: n floats. `scratch` (gemv_scratch_bytes) receives x quantized to 8 bits.
+void gemv(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+          float* y, void* scratch);
+
+}  // namespace cm::cpu
