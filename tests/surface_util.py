@@ -14,8 +14,9 @@ import pytest
 import crispmoss
 from crispmoss.convert import convert
 from crispmoss.testing import make_tiny_checkpoint
+from shared_paths import AUDIO_DIR
 
-AUDIO_DIR = Path("/work/shared/audio")
+
 JFK = AUDIO_DIR / "jfk.wav"
 LIBRI_0870 = AUDIO_DIR / "librivox_ss_0870.wav"
 LIBRI_0880 = AUDIO_DIR / "librivox_ss_0880.wav"

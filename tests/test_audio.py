@@ -9,8 +9,9 @@ import soundfile as sf
 
 import crispmoss
 from crispmoss import AudioError, load_audio
+from shared_paths import AUDIO_DIR
 
-AUDIO = Path("/work/shared/audio")
+AUDIO = AUDIO_DIR
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,12 @@ import soxr
 
 import crispmoss
 from crispmoss import AudioError
+from shared_paths import JFK
 
 ROOT = Path(__file__).resolve().parents[1]
 # The package under test (the dev tree, or a staged/installed one), for child processes.
 PKG_PARENT = str(Path(crispmoss.__file__).absolute().parent.parent)
-JFK = Path("/work/shared/audio/jfk.wav")
+
 
 
 def _speech(seconds: float = 2.0) -> np.ndarray:

@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG_PARENT = str(Path(crispmoss.__file__).absolute().parent.parent)
 sys.path.insert(0, str(ROOT / "cpp" / "fuzz"))
 import gguf_bytes as gb  # noqa: E402
+from shared_paths import JFK
 
-JFK = Path("/work/shared/audio/jfk.wav")
+
 LONG = 100000  # more tokens than the context holds: only an interruption, the timeout or the context ends it
 # Under a preloaded sanitizer runtime (scripts/sanitize.sh) every decode step is 5-15x slower.
 SLOW = 5.0 if "san" in os.environ.get("LD_PRELOAD", "") else 1.0

@@ -10,8 +10,9 @@ import soundfile as sf
 
 import crispmoss
 from crispmoss import _core
+from shared_paths import AUDIO_DIR
 
-AUDIO = Path("/work/shared/audio")
+AUDIO = AUDIO_DIR
 TOL = 1e-4
 
 

@@ -12,6 +12,7 @@ import pytest
 import crispmoss
 from crispmoss.convert import convert
 from crispmoss.testing import make_checkpoint
+from shared_paths import JFK
 from stagecheck import assert_cosines, compare, run_ours, speech
 
 ARCHS = ["moss_transcribe", "moss_audio"]
@@ -67,8 +68,7 @@ def test_peak_rss_of_quantized_file(real, qtype, tmp_path):
     # A baseline interpreter with the same imports tells what Python itself costs.
     base = subprocess.run([sys.executable, "-c", f"import crispmoss; print({_PEAK})"],
                           capture_output=True, text=True, check=True)
-    jfk = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "audio", "jfk.wav")
-    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(q), jfk], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(q), str(JFK)], capture_output=True, text=True, check=True)
     rss_mb = json.loads(out.stdout.strip().splitlines()[-1])["rss_kb"] / 1024
     python_mb = int(base.stdout.strip()) / 1024
     file_mb = q.stat().st_size / 2**20

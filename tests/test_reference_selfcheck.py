@@ -16,9 +16,10 @@ torch = pytest.importorskip("torch")
 from reference import log_mel, prompts  # noqa: E402
 from reference.moss_audio_ref import AudioReference, sinusoids  # noqa: E402
 from reference.moss_transcribe_ref import TranscribeReference  # noqa: E402
+from shared_paths import JFK as JFK_PATH
 
 SR = 16000
-JFK = "/work/shared/audio/jfk.wav"
+JFK = str(JFK_PATH)
 
 
 # ---- tiny checkpoints ----------------------------------------------------------------------------
