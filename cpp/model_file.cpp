@@ -391,6 +391,16 @@ void ModelFile::map_file() {
     }
 }
 
+void ModelFile::release_pages(const void* p, size_t n) const {
+    const auto* b = static_cast<const char*>(p);
+    const auto* m = static_cast<const char*>(map_);
+    if (!m || b < m || b + n > m + map_size_ || n == 0) return;
+    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t lo = (reinterpret_cast<uintptr_t>(b) + page - 1) / page * page;
+    const uintptr_t hi = (reinterpret_cast<uintptr_t>(b) + n) / page * page;
+    if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
 bool ModelFile::has_key(const std::string& key) const { return gguf_find_key(gguf_, key.c_str()) >= 0; }
 
 uint32_t ModelFile::u32(const std::string& key, uint32_t fallback) const {

@@ -70,6 +70,11 @@ public:
     size_t offload(ggml_backend_buffer_type_t buft, const std::function<bool(const std::string&)>& on_device);
     size_t offloaded_bytes() const { return offloaded_bytes_; }
 
+    // Drops the mapping's resident pages that lie wholly inside [p, p + n) from this process (they stay in the
+    // page cache and fault back in when read). For a table read once to make a copy and afterwards only a few
+    // rows at a time. No-op for memory outside the mapping or where the OS has no such call.
+    void release_pages(const void* p, size_t n) const;
+
     [[noreturn]] void fail(const std::string& what) const;
 
 private:

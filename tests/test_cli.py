@@ -87,6 +87,16 @@ def test_long_file_passes_and_several_files_to_stdout(transcribe_gguf, tmp_path,
     assert rows[0]["segments"][-1]["end"] == pytest.approx(11.0)
 
 
+def test_head_type_copy(transcribe_gguf, capsys):
+    """--head-type reaches the loader: f16 (the stored type) runs; q8_0 needs rows of whole 32-value blocks,
+    which the tiny model's rows are not, and says so in one line (real widths: test_real_widths.py)."""
+    rc = main(["transcribe", str(JFK), "-m", transcribe_gguf, *FAST, "--head-type", "f16"])
+    assert rc == 0, capsys.readouterr().err
+    rc = main(["transcribe", str(JFK), "-m", transcribe_gguf, *FAST, "--head-type", "q8_0"])
+    assert rc == 1
+    _one_line_error(capsys.readouterr().err, "head_type q8_0", "multiple of 32")
+
+
 def test_ask_and_sampling_flags(audio_gguf, capsys):
     rc = main(["ask", str(JFK), "What is said?", "-m", audio_gguf, *FAST, "--sampling", "official", "--seed", "3",
                "-v"])
@@ -109,6 +119,7 @@ def test_ask_and_sampling_flags(audio_gguf, capsys):
     (["ask", str(JFK), "What is said?", "-m", "{t}"], 1, ["no instruction"]),
     (["transcribe", str(JFK)], 2, ["--model"]),
     (["frobnicate"], 2, ["invalid choice"]),
+    (["transcribe", str(JFK), "-m", "{t}", "--head-type", "q3_k"], 2, ["invalid choice", "q3_k"]),
 ])
 def test_errors_are_one_line(transcribe_gguf, capsys, argv, code, needles):
     argv = [a.replace("{t}", transcribe_gguf) for a in argv] + FAST

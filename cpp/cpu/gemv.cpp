@@ -6,11 +6,14 @@
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define CM_GEMV_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#if !defined(__clang__)
 // GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and warn wherever they are inlined (GCC bug
 // 105593, fixed in GCC 13): silenced for this file only.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
+#endif
 #define CM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
 #endif
 
@@ -203,11 +206,19 @@ CM_AVX512 float dot_q80(const uint8_t* row, int64_t nb, const ActQ80& a) {
     return hsum(acc) + hsum(tail);
 }
 
+// CPUID and XGETBV directly: GCC and Clang accept different __builtin_cpu_supports names.
 bool cpu_has_kernels() {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const bool fma = c & (1u << 12), osxsave = c & (1u << 27), f16c = c & (1u << 29);
+    if (!(fma && osxsave && f16c)) return false;
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    if ((xcr0_lo & 0xe6) != 0xe6) return false;  // the OS saves SSE, AVX, opmask and all ZMM state
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    const bool f = b & (1u << 16), dq = b & (1u << 17), bw = b & (1u << 30), vl = b & (1u << 31);
+    const bool vnni = c & (1u << 11);
+    return f && dq && bw && vl && vnni;
 }
 
 }  // namespace

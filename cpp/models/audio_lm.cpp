@@ -97,6 +97,9 @@ void AudioLM::copy_head(const std::string& type_name) {
                      static_cast<char*>(dst->data) + r0 * dst->nb[1], type, rows, n_in, 0, scratch);
     }
     lm_.head = dst;
+    // From now on the F16/F32 table serves at most embedding lookups (a few rows per step): its pages, all read
+    // once for the copy, need not stay resident. This makes the copy cost its own size minus the table's.
+    file_->release_pages(src->data, ggml_nbytes(src));
 }
 
 std::unique_ptr<AudioLM> AudioLM::load(const std::string& path, const LoadOptions& opts) {

@@ -95,8 +95,7 @@ public:
             const int64_t L = static_cast<int64_t>(rows.size());
             Compute::Graph g(c);
             ggml_context* ctx = g.ctx();
-            ggml_tensor* h = stem_(ctx, g.input(GGML_TYPE_F32, {chunk_len, hp_.n_mel, 1, nc}, x.data(), "mel"));
-            h = ggml_mul_mat(ctx, conv_out_, h);  // [d, tpc, nc]
+            ggml_tensor* h = stem_chunks(ctx, g.input(GGML_TYPE_F32, {chunk_len, hp_.n_mel, 1, nc}, x.data(), "mel"));
             h = ggml_add(ctx, h, g.input(GGML_TYPE_F32, {hp_.d, tpc}, pos_.data(), "pos"));
             h = ggml_get_rows(ctx, ggml_reshape_2d(ctx, h, hp_.d, int64_t(tpc) * nc),
                               g.input(GGML_TYPE_I32, {L}, rows.data(), "valid"));
@@ -148,6 +147,22 @@ public:
     }
 
 private:
+    // Conv stem and conv_out over a window's chunks, kStemChunks at a time and concatenated: each group's
+    // activations (the F32 conv outputs and F16 im2col columns, ~15 MB per chunk) are freed before the next group
+    // runs, so a window's compute buffer holds two chunks' worth instead of eight. Same arithmetic per chunk.
+    static constexpr int kStemChunks = 2;
+    ggml_tensor* stem_chunks(ggml_context* ctx, ggml_tensor* mel) const {
+        ggml_tensor* out = nullptr;
+        for (int64_t c0 = 0; c0 < mel->ne[3]; c0 += kStemChunks) {
+            const int64_t n = std::min<int64_t>(kStemChunks, mel->ne[3] - c0);
+            ggml_tensor* part = ggml_view_4d(ctx, mel, mel->ne[0], mel->ne[1], mel->ne[2], n, mel->nb[1], mel->nb[2],
+                                             mel->nb[3], size_t(c0) * mel->nb[3]);
+            ggml_tensor* h = ggml_mul_mat(ctx, conv_out_, stem_(ctx, part));  // [d, tpc, n]
+            out = out ? ggml_concat(ctx, out, h, 2) : h;
+        }
+        return out;
+    }
+
     int chunk_frames() const { return 2 * hp_.n_window; }
     static int tokens_per_chunk(int frames) {
         return static_cast<int>(nn::conv_out_len(nn::conv_out_len(nn::conv_out_len(frames))));

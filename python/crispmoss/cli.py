@@ -49,6 +49,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=int, default=0, help="GPU index within the backend (default 0)")
     p.add_argument("--gpu-layers", type=int, default=-1, metavar="N",
                    help="LM layers to keep on the GPU (default -1: the whole model)")
+    p.add_argument("--head-type", choices=["q8_0", "q4_k", "f16"], default=None,
+                   help="compute the output head from a copy of this type made at load (MOSS-Transcribe's F16 "
+                        "head: q8_0 decodes ~20%% faster on CPU for ~0.3 GB; default: as stored)")
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
@@ -76,7 +79,7 @@ def _load_model(args: argparse.Namespace) -> Any:
     from .model import Model
 
     return Model(args.model, args.threads, progress=not getattr(args, "quiet", False), backend=args.backend,
-                 device=args.device, n_gpu_layers=args.gpu_layers)
+                 device=args.device, n_gpu_layers=args.gpu_layers, head_type=args.head_type)
 
 
 def timing_report(name: str, t: Any, wall: float) -> str:

@@ -210,7 +210,9 @@ class Model:
 
     ``head_type`` ("q8_0", ...; default: as stored) computes the output head from a copy of that type made at
     load. For MOSS-Transcribe, whose head is the tied F16 embedding, "q8_0" reads about half the head's bytes
-    per generated token at the cost of a copy in memory (see benchmarks/RESULTS.md); off by default.
+    per generated token (decode ~20 % faster on CPU); the F16 table then serves only embedding lookups and its
+    pages are released, so peak memory drops rather than grows (see benchmarks/RESULTS.md). Off by default: the
+    logits move slightly (cosine ~0.99999), so near-ties can resolve differently than the official model.
 
     Raises ModelError for a missing, unreadable or unsupported model file.
     """
