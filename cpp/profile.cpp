@@ -56,7 +56,7 @@ std::string weight_role(const ggml_tensor* w) {
 
 std::string key_of(const ggml_tensor* t) {
     const bool gemv = t->op == GGML_OP_CUSTOM && t->src[0] && t->src[1];  // nn::mul_mat's own kernel
-    std::string k = gemv ? "GEMV" : ggml_op_desc(t);
+    std::string k = gemv ? "GEMV" : t->op == GGML_OP_CUSTOM ? std::string("CUSTOM ") + t->name : ggml_op_desc(t);
     const ggml_tensor* w = t->src[0];
     if (gemv) {
         const std::string role = weight_role(w);

@@ -118,7 +118,7 @@ elif [ "$mode" = asan ]; then
   # environment (no LD_PRELOAD, so the ASan module cannot load in it).
   args=(tests/test_hostile_gguf.py tests/test_bad_audio.py tests/test_interrupt.py tests/test_tokenizer.py
         tests/test_audio.py tests/test_session.py tests/test_sampling.py tests/test_longform.py tests/test_threads.py
-        tests/test_formats.py tests/test_cli.py
+        tests/test_formats.py tests/test_cli.py tests/test_gemv.py
         --deselect tests/test_tokenizer.py::test_load_time
         --deselect tests/test_longform.py::test_ten_minutes_in_bounded_memory)
 else

@@ -49,3 +49,21 @@ def test_bad_arguments():
         _core.gemv_test("q4_k", np.zeros((2, 100), np.float32), np.zeros(100, np.float32), 1)
     with pytest.raises(Exception, match="q4_k"):
         _core.gemv_test("f16", np.zeros((2, 256), np.float32), np.zeros(256, np.float32), 1)
+
+
+def test_gelu_matches_erf_form():
+    """The vectorized GELU the encoders use on such CPUs: x/2 (1 + erf(x/sqrt 2)) to float precision, over the
+    whole range, at every tail length, with ggml's behaviour at infinities and NaN."""
+    import math
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.linspace(-12, 12, 20001), rng.standard_normal(5000) * 3, [0.0, -0.0, 1e-30, -1e-30,
+                                                                                    1e30, -1e30, 88.0, -88.0]])
+    x = x.astype(np.float32)
+    ref = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)])
+    for n in (len(x), 1, 15, 17, 33):  # masked tails
+        y = _core.gelu_test(x[:n])
+        err = np.abs(y - ref[:n]) / np.maximum(1.0, np.abs(ref[:n]))
+        assert err.max() < 3e-7, (n, float(err.max()), float(x[:n][err.argmax()]))
+    y = _core.gelu_test(np.array([np.inf, -np.inf, np.nan], np.float32))
+    assert y[0] == np.inf and np.isnan(y[1]) and np.isnan(y[2])  # as 0.5 x (1 + erff(x)) gives

@@ -184,6 +184,15 @@ void bind_bench(py::module_& m) {
         },
         py::arg("type"), py::arg("w"), py::arg("x"), py::arg("nth") = 1,
         "(y, dequantized w): our kernel on w quantized to `type` (tests).");
+    m.def(
+        "gelu_test",
+        [](py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+            if (!cpu::gemv_available()) throw InputError("gelu_test: this CPU has no AVX-512 VNNI");
+            py::array_t<float> y(x.size());
+            cpu::gelu_erf(x.data(), y.mutable_data(), x.size());
+            return y;
+        },
+        py::arg("x"), "Our vectorized GELU (erf form) of a flat float array (tests).");
     m.def("profile_enabled", &profile::enabled, "Whether CRISPMOSS_PROFILE was set (read when a Compute is made).");
     m.def("profile_reset", &profile::reset);
     m.def("profile_snapshot", [] {

@@ -206,6 +206,51 @@ CM_AVX512 float dot_q80(const uint8_t* row, int64_t nb, const ActQ80& a) {
     return hsum(acc) + hsum(tail);
 }
 
+// erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7): erf(a) = 1 - t (a1 + t (a2 + ... a5)) exp(-a^2),
+// t = 1 / (1 + p a), a = |x|, sign restored; exp by Cody-Waite reduction to [-ln2/2, ln2/2], a degree-6
+// polynomial and VSCALEFPS.
+CM_AVX512 __m512 exp_neg(__m512 z) {  // exp(z) for z in [-88, 0]
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(z, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), z);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+CM_AVX512 __m512 gelu16(__m512 x) {
+    const __m512 u = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678118654752f));
+    const __m512 a = _mm512_min_ps(_mm512_abs_ps(u), _mm512_set1_ps(9.0f));
+    const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(a, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.0f)));
+    __m512 q = _mm512_set1_ps(1.061405429f);
+    q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(-1.453152027f));
+    q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(1.421413741f));
+    q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(-0.284496736f));
+    q = _mm512_fmadd_ps(q, t, _mm512_set1_ps(0.254829592f));
+    q = _mm512_mul_ps(q, t);
+    const __m512 erf_a = _mm512_fnmadd_ps(q, exp_neg(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a)),
+                                          _mm512_set1_ps(1.0f));
+    // 1 + erf(u): erf takes the sign of u
+    const __mmask16 neg = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_LT_OQ);
+    const __m512 one_plus = _mm512_mask_sub_ps(_mm512_add_ps(_mm512_set1_ps(1.0f), erf_a), neg,
+                                               _mm512_set1_ps(1.0f), erf_a);
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), one_plus);
+}
+
+CM_AVX512 void gelu_erf_avx512(const float* x, float* y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, gelu16(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, gelu16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
 // CPUID and XGETBV directly: GCC and Clang accept different __builtin_cpu_supports names.
 bool cpu_has_kernels() {
     unsigned a, b, c, d;
@@ -245,11 +290,15 @@ void gemv(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0
     }
 }
 
+void gelu_erf(const float* x, float* y, int64_t n) { gelu_erf_avx512(x, y, n); }
+
 #else  // not x86-64 with GCC/Clang: ggml's kernels serve every case
 
 bool gemv_available() { return false; }
 
 void gemv(ggml_type, const void*, size_t, int64_t, int64_t, int64_t, const float*, float*, void*) { std::abort(); }
+
+void gelu_erf(const float*, float*, int64_t) { std::abort(); }
 
 #endif
 

@@ -1,5 +1,6 @@
 #include "nn/layers.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -28,7 +29,27 @@ bool use_gemv(const ggml_tensor* w, const ggml_tensor* x) {
            w->buffer && ggml_backend_buffer_is_host(w->buffer) && cpu::gemv_available();
 }
 
+// ggml custom op: dst = GELU(src[0]) elementwise, in 16-value-aligned slices per thread.
+void gelu_op(ggml_tensor* dst, int ith, int nth, void*) {
+    const int64_t n = ggml_nelements(dst);
+    const int64_t per = ((n + nth - 1) / nth + 15) / 16 * 16;
+    const int64_t i0 = std::min(n, per * ith), i1 = std::min(n, i0 + per);
+    if (i1 > i0) cpu::gelu_erf(static_cast<const float*>(dst->src[0]->data) + i0, static_cast<float*>(dst->data) + i0, i1 - i0);
+}
+
 }  // namespace
+
+ggml_tensor* gelu_erf(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* near) {
+    if (x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x) || !near || !near->buffer ||
+        !ggml_backend_buffer_is_host(near->buffer) || !cpu::gemv_available()) {
+        return ggml_gelu_erf(ctx, x);
+    }
+    ggml_tensor* args[1] = {x};
+    ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], x->ne[2], x->ne[3], args, 1, gelu_op,
+                                    GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(y, "gelu_erf");
+    return y;
+}
 
 ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x) {
     if (!use_gemv(w, x)) return ggml_mul_mat(ctx, w, x);
@@ -104,7 +125,7 @@ ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor
     a = ggml_reshape_2d(ctx, a, d, L * B);
     x = ggml_add(ctx, x, linear(ctx, a, l.o_w, l.o_b));
     h = layer_norm(ctx, x, l.ffn_norm_w, l.ffn_norm_b, eps);
-    h = ggml_gelu_erf(ctx, linear(ctx, h, l.fc1_w, l.fc1_b));
+    h = gelu_erf(ctx, linear(ctx, h, l.fc1_w, l.fc1_b), l.fc1_w);
     return ggml_add(ctx, x, linear(ctx, h, l.fc2_w, l.fc2_b));
 }
 
@@ -125,7 +146,7 @@ ggml_tensor* ConvStem::operator()(ggml_context* ctx, ggml_tensor* x) const {
     auto conv = [&](ggml_tensor* in, ggml_tensor* w, ggml_tensor* b) {
         ggml_tensor* y = ggml_conv_2d(ctx, w, in, 2, 2, 1, 1, 1, 1);
         y = ggml_add(ctx, y, ggml_reshape_4d(ctx, b, 1, 1, b->ne[0], 1));
-        return ggml_gelu_erf(ctx, y);
+        return gelu_erf(ctx, y, w);
     };
     x = conv(x, w1, b1);
     x = conv(x, w2, b2);

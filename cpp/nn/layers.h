@@ -12,6 +12,10 @@ namespace cm::nn {
 // matrix-vector kernel (cpu/gemv.h) where the CPU has it.
 ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x);
 
+// GELU (erf form). On the CPU (judged by `near`, a weight of the same part of the graph: its buffer is host
+// memory) and with AVX-512, our vectorized kernel (cpu/gemv.h); else ggml_gelu_erf.
+ggml_tensor* gelu_erf(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* near);
+
 // y = W x (+ b). W is [in, out] in ggml order, x is [in, n].
 ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b = nullptr);
 ggml_tensor* layer_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, float eps);
