@@ -1,6 +1,6 @@
-"""Our AVX-512 VNNI matrix-vector kernel (cpp/cpu/gemv.cpp), used for one decoded token against Q4_K and Q8_0
-weights: it must compute exactly the integer arithmetic of 8-bit activations times the quantized weights, for
-every row split ggml's threads may give it. (Model-level agreement with ggml's kernels: test_real_widths.py.)"""
+"""Our AVX-512 matrix-vector kernel (cpp/cpu/gemv.cpp), used for one decoded token against Q4_K, Q8_0 and F16
+weights: it must compute exactly the integer arithmetic of 8-bit activations times the quantized weights (F16: the
+float product), for every row split ggml's threads may give it. (Model-level agreement with ggml's kernels: test_real_widths.py.)"""
 from __future__ import annotations
 
 import numpy as np
@@ -11,12 +11,14 @@ from crispmoss import _core
 pytestmark = pytest.mark.skipif(not _core.gemv_available(),
                                 reason="CPU without AVX-512 VNNI: decode uses ggml's kernels, ours are not called")
 
-BLOCK = {"q4_k": 256, "q8_0": 32}
+BLOCK = {"q4_k": 256, "q8_0": 32, "f16": 1}
 
 
 def emulate(deq: np.ndarray, x: np.ndarray, qtype: str) -> np.ndarray:
     """x quantized as the kernel does (per block: d = amax / 127, q = round-half-even(x * 127 / amax)), then an
-    exact float64 product with the dequantized weights."""
+    exact float64 product with the dequantized weights. F16 weights take x as it is."""
+    if qtype == "f16":
+        return deq.astype(np.float64) @ x.astype(np.float64)
     xb = x.astype(np.float32).reshape(-1, BLOCK[qtype])
     amax = np.abs(xb).max(axis=1)
     iscale = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
@@ -28,6 +30,7 @@ def emulate(deq: np.ndarray, x: np.ndarray, qtype: str) -> np.ndarray:
 @pytest.mark.parametrize("qtype,rows,cols,nth", [
     ("q4_k", 37, 512, 1), ("q4_k", 300, 2048, 3), ("q4_k", 2048, 6144, 2),
     ("q8_0", 5, 96, 4), ("q8_0", 64, 32, 1), ("q8_0", 1000, 2048, 2), ("q8_0", 3, 6144, 7),
+    ("f16", 9, 2048, 2), ("f16", 300, 77, 3), ("f16", 4, 16, 1), ("f16", 2, 48, 2),
 ])
 def test_kernel_matches_integer_arithmetic(qtype, rows, cols, nth):
     rng = np.random.default_rng(rows + cols)
@@ -39,6 +42,8 @@ def test_kernel_matches_integer_arithmetic(qtype, rows, cols, nth):
     ref = emulate(deq, x, qtype)
     err = np.abs(y - ref).max() / np.abs(ref).max()
     assert err < 2e-6, err
+    if qtype == "f16":
+        return
     # and it is the product that was asked for, up to 8-bit activations
     exact = deq.astype(np.float64) @ x.astype(np.float64)
     assert np.linalg.norm(y - exact) / np.linalg.norm(exact) < 2e-2
@@ -48,7 +53,7 @@ def test_bad_arguments():
     with pytest.raises(Exception, match="whole blocks"):
         _core.gemv_test("q4_k", np.zeros((2, 100), np.float32), np.zeros(100, np.float32), 1)
     with pytest.raises(Exception, match="q4_k"):
-        _core.gemv_test("f16", np.zeros((2, 256), np.float32), np.zeros(256, np.float32), 1)
+        _core.gemv_test("q5_k", np.zeros((2, 256), np.float32), np.zeros(256, np.float32), 1)
 
 
 def test_gelu_matches_erf_form():

@@ -206,6 +206,25 @@ CM_AVX512 float dot_q80(const uint8_t* row, int64_t nb, const ActQ80& a) {
     return hsum(acc) + hsum(tail);
 }
 
+// F16 weights against F32 activations (no rounding of x, unlike ggml's F16 path which rounds x to F16).
+CM_AVX512 float dot_f16(const uint8_t* row, int64_t n, const float* x) {
+    const auto* w = reinterpret_cast<const uint16_t*>(row);
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        _mm_prefetch(reinterpret_cast<const char*>(w + i) + kPrefetch, _MM_HINT_T0);
+        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i))),
+                             _mm512_loadu_ps(x + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 16))),
+                             _mm512_loadu_ps(x + i + 16), a1);
+    }
+    for (; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (n - i)) - 1);
+        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + i)), _mm512_maskz_loadu_ps(m, x + i), a0);
+    }
+    return hsum(_mm512_add_ps(a0, a1));
+}
+
 // erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7): erf(a) = 1 - t (a1 + t (a2 + ... a5)) exp(-a^2),
 // t = 1 / (1 + p a), a = |x|, sign restored; exp by Cody-Waite reduction to [-ln2/2, ln2/2], a degree-6
 // polynomial and VSCALEFPS.
@@ -279,7 +298,9 @@ bool gemv_available() {
 void gemv(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
           float* y, void* scratch) {
     const auto* rows = static_cast<const uint8_t*>(w);
-    if (type == GGML_TYPE_Q4_K) {
+    if (type == GGML_TYPE_F16) {
+        for (int64_t r = r0; r < r1; ++r) y[r] = dot_f16(rows + r * row_bytes, n, x);
+    } else if (type == GGML_TYPE_Q4_K) {
         const ActQ4K a = act_q4k(scratch, n);
         quantize_q4k(x, n, a);
         for (int64_t r = r0; r < r1; ++r) y[r] = dot_q4k(rows + r * row_bytes, n / kQK, a);
@@ -302,10 +323,13 @@ void gelu_erf(const float*, float*, int64_t) { std::abort(); }
 
 #endif
 
-bool gemv_supports(ggml_type type) { return type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q8_0; }
+bool gemv_supports(ggml_type type) {
+    return type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q8_0 || type == GGML_TYPE_F16;
+}
 
 size_t gemv_scratch_bytes(ggml_type type, int64_t n) {
     // int8 values, then one float per block (and for Q4_K eight int32 sums per block)
+    if (type == GGML_TYPE_F16) return 0;  // x is used as it is
     return type == GGML_TYPE_Q4_K ? size_t(n) + 4 * size_t(n / kQK) * 9 : size_t(n) + 4 * size_t(n / kQ8Block);
 }
 

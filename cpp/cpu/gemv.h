@@ -1,9 +1,11 @@
 // Matrix-vector products for one decoded token on x86 CPUs with AVX-512 VNNI.
 //
 // Why our own kernel: a decode step is one row of activations against every weight matrix, so it should run at
-// memory bandwidth. ggml 0.25.3's x86 dot products for Q4_K and Q8_0 have AVX2 code only and the profile shows
-// them compute-bound at ~5 GB/s per core (half of what one core reads), while F16 already runs at bandwidth.
-// These kernels do the same integer arithmetic with 512-bit VPDPBUSD and run at the memory limit instead.
+// memory bandwidth. ggml 0.25.3's x86 row dot products (AVX2 for Q4_K and Q8_0) stream weights at 5-7 GB/s on
+// one core, where a plain read loop gets 11: a single thread has too few loads in flight. These kernels do the
+// same arithmetic (Q4_K/Q8_0: 8-bit activations, integer sums with 512-bit VPDPBUSD; F16: F32 activations)
+// with software prefetches 4 KB ahead and reach 9-10 GB/s per core (measured: tests in test_gemv.py,
+// benchmarks/RESULTS.md).
 // Used through nn::mul_mat, only for a single activation row, weights in host memory and a CPU that has the
 // instructions (checked at run time, so one build runs everywhere); everything else stays with ggml.
 #pragma once

@@ -160,7 +160,9 @@ private:
     // frames only a piece's first and last outputs see the zero padding at its inner edges, and those are
     // taken from the neighbouring piece instead, so the result equals one pass over the whole clip.
     std::vector<float> run_stem(Compute& c, const float* mel, int T, int64_t n) const {
-        constexpr int64_t kStemPiece = 256;  // 2048 mel frames, about 20 s
+        // 64 output frames = 512 mel frames, about 5 s: the first conv's F32 output and the second conv's F16
+        // im2col columns take ~17 MB per 64 frames (a 256-frame piece held ~270 MB at its peak).
+        constexpr int64_t kStemPiece = 64;
         std::vector<float> out(static_cast<size_t>(n * hp_.d));
         for (int64_t k0 = 0; k0 < n; k0 += kStemPiece) {
             const int64_t k1 = std::min(n, k0 + kStemPiece);

@@ -8,7 +8,7 @@
 
 namespace cm::nn {
 
-// W x: ggml_mul_mat, or for one activation row against Q4_K/Q8_0 weights in host memory our AVX-512 VNNI
+// W x: ggml_mul_mat, or for one activation row against Q4_K/Q8_0/F16 weights in host memory our AVX-512
 // matrix-vector kernel (cpu/gemv.h) where the CPU has it.
 ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x);
 
