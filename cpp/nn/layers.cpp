@@ -17,10 +17,13 @@ void gemv_op(ggml_tensor* dst, int ith, int nth, void*) {
     const ggml_tensor* x = dst->src[1];
     const int64_t rows = w->ne[1], r0 = rows * ith / nth, r1 = rows * (ith + 1) / nth;
     if (r0 >= r1) return;
-    thread_local std::vector<unsigned char> scratch;  // each thread quantizes x itself: a few µs, no barrier
-    scratch.resize(cpu::gemv_scratch_bytes(w->type, w->ne[0]));
+    // Each thread quantizes x itself (a few µs, no barrier) into its stack: ~11 KB for the widest LM row. Not a
+    // thread_local vector: its destructor at thread exit races with glibc freeing the TLS block (TSan report).
+    alignas(64) unsigned char stack[32768];
+    const size_t need = cpu::gemv_scratch_bytes(w->type, w->ne[0]);
+    std::vector<unsigned char> heap(need > sizeof(stack) ? need : 0);
     cpu::gemv(w->type, w->data, w->nb[1], w->ne[0], r0, r1, static_cast<const float*>(x->data),
-              static_cast<float*>(dst->data), scratch.data());
+              static_cast<float*>(dst->data), heap.empty() ? stack : heap.data());
 }
 
 bool use_gemv(const ggml_tensor* w, const ggml_tensor* x) {
