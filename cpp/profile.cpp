@@ -54,8 +54,11 @@ std::string weight_role(const ggml_tensor* w) {
     return out;
 }
 
+// nn::mul_mat's own kernel: the only custom op with two sources (weight, activations).
+bool is_gemv(const ggml_tensor* t) { return t->op == GGML_OP_CUSTOM && t->src[0] && t->src[1]; }
+
 std::string key_of(const ggml_tensor* t) {
-    const bool gemv = t->op == GGML_OP_CUSTOM && t->src[0] && t->src[1];  // nn::mul_mat's own kernel
+    const bool gemv = is_gemv(t);
     std::string k = gemv ? "GEMV" : t->op == GGML_OP_CUSTOM ? std::string("CUSTOM ") + t->name : ggml_op_desc(t);
     const ggml_tensor* w = t->src[0];
     if (gemv) {
@@ -85,7 +88,7 @@ bool on_eval(ggml_tensor* t, bool ask, void*) {
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t_start).count();
     t_open = false;
     double flop = 0;
-    if (t->op == GGML_OP_MUL_MAT || (t->op == GGML_OP_CUSTOM && t->src[0] && t->src[1])) {
+    if (t->op == GGML_OP_MUL_MAT || is_gemv(t)) {
         flop = 2.0 * double(t->src[0]->ne[0]) * double(ggml_nelements(t));  // each output sums ne0 products
     }
     const std::string k = key_of(t);

@@ -16,6 +16,7 @@
 #include "models/audio_lm.h"
 #include "nn/qwen3.h"
 #include "profile.h"
+#include "quantize.h"
 
 namespace py = pybind11;
 
@@ -163,11 +164,8 @@ void bind_bench(py::module_& m) {
         "gemv_test",
         [](const std::string& type_name, py::array_t<float, py::array::c_style | py::array::forcecast> w,
            py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth) {
-            const ggml_type type = type_name == "q4_k"   ? GGML_TYPE_Q4_K
-                                   : type_name == "q8_0" ? GGML_TYPE_Q8_0
-                                   : type_name == "f16"  ? GGML_TYPE_F16
-                                                         : GGML_TYPE_COUNT;
-            if (type == GGML_TYPE_COUNT || w.ndim() != 2 || x.ndim() != 1 || x.shape(0) != w.shape(1) || nth < 1)
+            const ggml_type type = parse_quant_type(type_name);
+            if (!cpu::gemv_supports(type) || w.ndim() != 2 || x.ndim() != 1 || x.shape(0) != w.shape(1) || nth < 1)
                 throw InputError("gemv_test: type q4_k|q8_0|f16, w [rows, cols], x [cols], nth >= 1");
             if (!cpu::gemv_available()) throw InputError("gemv_test: this CPU has no AVX-512 VNNI");
             const int64_t rows = w.shape(0), cols = w.shape(1);

@@ -26,10 +26,15 @@ void gemv_op(ggml_tensor* dst, int ith, int nth, void*) {
               static_cast<float*>(dst->data), heap.empty() ? stack : heap.data());
 }
 
+// Our kernels run where this weight's part of the graph runs on the CPU: the weight is in host memory.
+bool cpu_kernels_for(const ggml_tensor* w) {
+    return w && w->buffer && ggml_backend_buffer_is_host(w->buffer) && cpu::gemv_available();
+}
+
 bool use_gemv(const ggml_tensor* w, const ggml_tensor* x) {
     return x->type == GGML_TYPE_F32 && x->ne[1] == 1 && x->ne[2] == 1 && x->ne[3] == 1 &&
            x->nb[0] == sizeof(float) && w->ne[2] == 1 && w->ne[3] == 1 && cpu::gemv_supports(w->type) &&
-           w->buffer && ggml_backend_buffer_is_host(w->buffer) && cpu::gemv_available();
+           cpu_kernels_for(w);
 }
 
 // ggml custom op: dst = GELU(src[0]) elementwise, in 16-value-aligned slices per thread.
@@ -43,8 +48,7 @@ void gelu_op(ggml_tensor* dst, int ith, int nth, void*) {
 }  // namespace
 
 ggml_tensor* gelu_erf(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* near) {
-    if (x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x) || !near || !near->buffer ||
-        !ggml_backend_buffer_is_host(near->buffer) || !cpu::gemv_available()) {
+    if (x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x) || !cpu_kernels_for(near)) {
         return ggml_gelu_erf(ctx, x);
     }
     ggml_tensor* args[1] = {x};
