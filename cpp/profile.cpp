@@ -54,16 +54,19 @@ std::string weight_role(const ggml_tensor* w) {
     return out;
 }
 
-// nn::mul_mat's own kernel: the only custom op with two sources (weight, activations).
-bool is_gemv(const ggml_tensor* t) { return t->op == GGML_OP_CUSTOM && t->src[0] && t->src[1]; }
+// nn::mul_mat's own kernels: the only custom ops with two sources (weight, activations). One activation row
+// is the matrix-vector kernel, several (given transposed) the matrix kernel.
+bool is_own_product(const ggml_tensor* t) { return t->op == GGML_OP_CUSTOM && t->src[0] && t->src[1]; }
 
 std::string key_of(const ggml_tensor* t) {
-    const bool gemv = is_gemv(t);
-    std::string k = gemv ? "GEMV" : t->op == GGML_OP_CUSTOM ? std::string("CUSTOM ") + t->name : ggml_op_desc(t);
+    const bool own = is_own_product(t);
+    const bool vec = own && t->ne[1] == 1;
+    std::string k = own ? (vec ? "GEMV" : "GEMM") : t->op == GGML_OP_CUSTOM ? std::string("CUSTOM ") + t->name
+                                                                           : ggml_op_desc(t);
     const ggml_tensor* w = t->src[0];
-    if (gemv) {
+    if (own) {
         const std::string role = weight_role(w);
-        k += std::string(" ") + ggml_type_name(w->type) + (role.empty() ? "" : " " + role) + " [vec]";
+        k += std::string(" ") + ggml_type_name(w->type) + (role.empty() ? "" : " " + role) + (vec ? " [vec]" : " [mat]");
     } else if (t->op == GGML_OP_MUL_MAT || t->op == GGML_OP_GET_ROWS) {
         const std::string role = weight_role(w);
         k += std::string(" ") + ggml_type_name(w->type);
@@ -88,7 +91,7 @@ bool on_eval(ggml_tensor* t, bool ask, void*) {
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t_start).count();
     t_open = false;
     double flop = 0;
-    if (t->op == GGML_OP_MUL_MAT || is_gemv(t)) {
+    if (t->op == GGML_OP_MUL_MAT || is_own_product(t)) {
         flop = 2.0 * double(t->src[0]->ne[0]) * double(ggml_nelements(t));  // each output sums ne0 products
     }
     const std::string k = key_of(t);

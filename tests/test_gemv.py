@@ -1,6 +1,8 @@
-"""Our AVX-512 matrix-vector kernel (cpp/cpu/gemv.cpp), used for one decoded token against Q4_K, Q8_0 and F16
-weights: it must compute exactly the integer arithmetic of 8-bit activations times the quantized weights (F16: the
-float product), for every row split ggml's threads may give it. (Model-level agreement with ggml's kernels: test_real_widths.py.)"""
+"""Our AVX-512 kernels: the matrix-vector kernel (cpp/cpu/gemv.cpp), used for one decoded token against Q4_K, Q8_0
+and F16 weights, must compute exactly the integer arithmetic of 8-bit activations times the quantized weights (F16:
+the float product), for every row split ggml's threads may give it; the F16 matrix kernel (cpp/cpu/gemm.cpp, encoders
+and F16 prefill) the float product, bit-identical for every thread count. (Model-level agreement with ggml's kernels:
+test_real_widths.py; with the PyTorch reference: the e2e tests on F16 files.)"""
 from __future__ import annotations
 
 import numpy as np
@@ -49,11 +51,43 @@ def test_kernel_matches_integer_arithmetic(qtype, rows, cols, nth):
     assert np.linalg.norm(y - exact) / np.linalg.norm(exact) < 2e-2
 
 
+# Shapes cover: a single weight row, tile tails (rows not a multiple of 12, columns not of 16/32), k slices
+# (256) with a tail, column blocks (256) with a tail, the encoder's shapes.
+@pytest.mark.parametrize("rows,k,n,nth", [
+    (1, 1, 16, 1), (5, 7, 16, 1), (12, 256, 32, 1), (13, 300, 33, 2), (25, 257, 17, 3), (100, 513, 70, 4),
+    (37, 600, 300, 2), (30, 64, 529, 5), (1280, 1280, 104, 2),
+])
+def test_gemm_matches_float_product(rows, k, n, nth):
+    rng = np.random.default_rng(rows * k + n)
+    w = rng.standard_normal((rows, k)).astype(np.float32)
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    x[0] = 0
+    if n > 40:
+        x[40, :] = 1e3  # one large activation row
+    y = _core.gemm_test(w, x, nth)
+    assert y.shape == (n, rows)
+    ref = x.astype(np.float64) @ w.astype(np.float16).astype(np.float64).T  # weights rounded to F16, as stored
+    assert np.all(y[0] == 0)
+    err = np.abs(y - ref) / (np.abs(x).astype(np.float64) @ np.abs(w.astype(np.float16).astype(np.float64)).T + 1e-30)
+    assert err.max() < 1e-6 * max(1.0, np.sqrt(k) / 4), float(err.max())  # F32 sums, no F16 rounding of x
+
+
+def test_gemm_same_bits_for_any_thread_count():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((77, 700)).astype(np.float32)
+    x = rng.standard_normal((45, 700)).astype(np.float32)
+    y1 = _core.gemm_test(w, x, 1)
+    for nth in (2, 3, 7, 16):
+        assert np.array_equal(_core.gemm_test(w, x, nth), y1), nth
+
+
 def test_bad_arguments():
     with pytest.raises(Exception, match="whole blocks"):
         _core.gemv_test("q4_k", np.zeros((2, 100), np.float32), np.zeros(100, np.float32), 1)
     with pytest.raises(Exception, match="q4_k"):
         _core.gemv_test("q5_k", np.zeros((2, 256), np.float32), np.zeros(256, np.float32), 1)
+    with pytest.raises(Exception, match="gemm_test"):
+        _core.gemm_test(np.zeros((2, 8), np.float32), np.zeros((3, 9), np.float32), 1)
 
 
 def test_gelu_matches_erf_form():

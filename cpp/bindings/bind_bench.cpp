@@ -8,6 +8,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include "cpu/gemm.h"
 #include "cpu/gemv.h"
 
 #include "bindings/bind.h"
@@ -184,6 +185,28 @@ void bind_bench(py::module_& m) {
         },
         py::arg("type"), py::arg("w"), py::arg("x"), py::arg("nth") = 1,
         "(y, dequantized w): our kernel on w quantized to `type` (tests).");
+    m.def(
+        "gemm_test",
+        [](py::array_t<float, py::array::c_style | py::array::forcecast> w,
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth) {
+            if (w.ndim() != 2 || x.ndim() != 2 || x.shape(1) != w.shape(1) || nth < 1)
+                throw InputError("gemm_test: w [rows, k], x [n, k], nth >= 1");
+            if (!cpu::gemv_available()) throw InputError("gemm_test: this CPU has no AVX-512 VNNI");
+            const int64_t rows = w.shape(0), k = w.shape(1), n = x.shape(0);
+            std::vector<ggml_fp16_t> wh(size_t(rows * k));
+            ggml_fp32_to_fp16_row(w.data(), wh.data(), rows * k);
+            std::vector<float> xt(size_t(k * n));
+            for (int64_t j = 0; j < n; ++j)
+                for (int64_t i = 0; i < k; ++i) xt[i * n + j] = x.data()[j * k + i];
+            py::array_t<float> y({n, rows});
+            for (int t = 0; t < nth; ++t) {  // the row split of the ggml custom op with nth threads
+                const auto [r0, r1] = cpu::gemm_thread_rows(rows, t, nth);
+                if (r0 < r1) cpu::gemm_f16(wh.data(), k * sizeof(ggml_fp16_t), k, r0, r1, xt.data(), n, n,
+                                           y.mutable_data(), rows);
+            }
+            return y;
+        },
+        py::arg("w"), py::arg("x"), py::arg("nth") = 1, "y = x @ f16(w).T through our F16 matrix kernel (tests).");
     m.def(
         "gelu_test",
         [](py::array_t<float, py::array::c_style | py::array::forcecast> x) {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu/gemm.h"
 #include "cpu/gemv.h"
 #include "ggml-backend.h"
 
@@ -37,6 +38,25 @@ bool use_gemv(const ggml_tensor* w, const ggml_tensor* x) {
            cpu_kernels_for(w);
 }
 
+// Fewer activation rows than this stay with ggml: the kernel's tile is 32 rows wide.
+constexpr int64_t kGemmMinRows = 16;
+
+bool use_gemm(const ggml_tensor* w, const ggml_tensor* x) {
+    return w->type == GGML_TYPE_F16 && x->type == GGML_TYPE_F32 && x->ne[1] >= kGemmMinRows && x->ne[2] == 1 &&
+           x->ne[3] == 1 && w->ne[2] == 1 && w->ne[3] == 1 && cpu_kernels_for(w);
+}
+
+// ggml custom op: dst = src[0] x src[1] with src[1] given transposed (k rows of n), weight rows split over
+// threads in whole tiles.
+void gemm_op(ggml_tensor* dst, int ith, int nth, void*) {
+    const ggml_tensor* w = dst->src[0];
+    const ggml_tensor* xt = dst->src[1];
+    const auto [r0, r1] = cpu::gemm_thread_rows(w->ne[1], ith, nth);
+    if (r0 >= r1) return;
+    cpu::gemm_f16(w->data, w->nb[1], w->ne[0], r0, r1, static_cast<const float*>(xt->data), xt->nb[1] / sizeof(float),
+                  xt->ne[0], static_cast<float*>(dst->data), dst->nb[1] / sizeof(float));
+}
+
 // ggml custom op: dst = GELU(src[0]) elementwise, in 16-value-aligned slices per thread.
 void gelu_op(ggml_tensor* dst, int ith, int nth, void*) {
     const int64_t n = ggml_nelements(dst);
@@ -59,6 +79,14 @@ ggml_tensor* gelu_erf(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* near
 }
 
 ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x) {
+    if (use_gemm(w, x)) {
+        // The transpose is a graph node of its own, so ggml's threads share it before the product starts.
+        ggml_tensor* args[2] = {w, ggml_cont(ctx, ggml_transpose(ctx, x))};
+        ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, gemm_op,
+                                        GGML_N_TASKS_MAX, nullptr);
+        ggml_format_name(y, "gemm %s", w->name);
+        return y;
+    }
     if (!use_gemv(w, x)) return ggml_mul_mat(ctx, w, x);
     ggml_tensor* args[2] = {w, x};
     ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], 1, 1, 1, args, 2, gemv_op, GGML_N_TASKS_MAX,

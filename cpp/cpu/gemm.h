@@ -1,0 +1,35 @@
+// Matrix products of F16 weights with several rows of F32 activations (encoders, adapters, F16 prefill) on x86
+// CPUs with AVX-512.
+//
+// Why our own kernel: ggml 0.25.3 rounds the activations to F16 and multiplies through tinyBLAS, which converts
+// both operands back to F32 inside its inner loop; on Sapphire Rapids that runs at ~155 GFLOP/s on two cores,
+// where an F32 GEMM (OpenBLAS) reaches 240-325 on the same shapes. Here 12 rows of the weight are
+// converted to F32 once per 256-wide slice of K into a buffer that stays in L1 (12 rows, 12 KB), the activations
+// are transposed once, and a 12 x 32 register tile of FMAs runs over both, the weights broadcast from L1. The activations stay F32 (closer to
+// the reference than ggml's F16 rounding), the sums are F32 in a fixed order: results do not depend on the
+// thread count.
+// Same availability as gemv() (cpu::gemv_available()): used through nn::mul_mat for weights in host memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <algorithm>
+#include <utility>
+
+namespace cm::cpu {
+
+// y[j][r] = sum over i of w[r][i] * xt[i][j], for weight rows r in [r0, r1) and activation rows j in [0, n).
+// w: F16 rows of k values, w_row_bytes apart; xt: the activations transposed, k rows of n floats, ldx apart
+// (the caller transposes once per product; every weight tile then reads 32 contiguous columns per step);
+// y: rows of ldy floats.
+void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt, size_t ldx,
+              int64_t n, float* y, size_t ldy);
+
+// Weight rows [first, second) of thread ith of nth: whole tiles of the kernel (12 rows), as even as they come.
+inline std::pair<int64_t, int64_t> gemm_thread_rows(int64_t rows, int ith, int nth) {
+    constexpr int64_t tile = 12;
+    const int64_t tiles = (rows + tile - 1) / tile;
+    return {std::min(rows, tiles * ith / nth * tile), std::min(rows, tiles * (ith + 1) / nth * tile)};
+}
+
+}  // namespace cm::cpu
