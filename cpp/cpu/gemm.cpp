@@ -87,12 +87,23 @@ CM_AVX512 void pack(const uint8_t* w, size_t w_row_bytes, int64_t rows, int64_t 
 
 // Columns [c0, c0 + n) of the product for weight rows [r0, r1): k slices outermost, so a slice of x^T is
 // reused by every weight tile; partial sums wait in `acc` between slices.
+// Columns [c0, c0 + n) of the product for weight rows [r0, r1): k slices outermost, so a slice of x^T is
+// reused by every weight tile; partial sums wait in `acc` between slices. x^T comes from memory (xt) or, slice
+// by slice, from `gen` into `xbuf`.
 CM_AVX512 void gemm_block(const uint8_t* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt,
-                          size_t ldx, int64_t c0, int64_t n, float* y, size_t ldy, float* wp, float* acc) {
+                          size_t ldx, const XSource* gen, int64_t c0, int64_t n, float* y, size_t ldy, float* wp,
+                          float* acc, float* xbuf) {
     const int64_t n_row_tiles = (r1 - r0 + kRows - 1) / kRows, n_col_tiles = (n + kCols - 1) / kCols;
     for (int64_t k0 = 0; k0 < k; k0 += kSlice) {
         const int64_t kc = std::min(kSlice, k - k0);
         const bool first = k0 == 0, last = k0 + kc == k;
+        const float* xs = xt + k0 * ldx + c0;
+        size_t lds = ldx;
+        if (gen) {
+            gen->fill(gen->ctx, k0, kc, c0, n, xbuf);
+            xs = xbuf;
+            lds = size_t(n);
+        }
         for (int64_t rt = 0; rt < n_row_tiles; ++rt) {
             const int64_t ra = r0 + rt * kRows, rows = std::min<int64_t>(kRows, r1 - ra);
             pack(w + ra * w_row_bytes, w_row_bytes, rows, k0, kc, wp);
@@ -103,7 +114,7 @@ CM_AVX512 void gemm_block(const uint8_t* w, size_t w_row_bytes, int64_t k, int64
                 const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
                 const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
                 float* a = acc + (rt * n_col_tiles + ct) * kRows * kCols;
-                (cols > 16 ? fn2 : fn1)(wp, kc, xt + k0 * ldx + c0 + j0, ldx, m0, m1, a, first);
+                (cols > 16 ? fn2 : fn1)(wp, kc, xs + j0, lds, m0, m1, a, first);
                 if (!last) continue;
                 for (int64_t i = 0; i < rows; ++i) {
                     for (int64_t j = 0; j < cols; ++j) y[(c0 + j0 + j) * ldy + ra + i] = a[i * kCols + j];
@@ -113,19 +124,30 @@ CM_AVX512 void gemm_block(const uint8_t* w, size_t w_row_bytes, int64_t k, int64
     }
 }
 
-}  // namespace
-
-void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt, size_t ldx,
-              int64_t n, float* y, size_t ldy) {
+void gemm_any(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt, size_t ldx,
+              const XSource* gen, int64_t n, float* y, size_t ldy) {
     // Columns in blocks, so the partial sums of one block (rows x kColBlock floats) stay within L2 for the row
     // ranges threads get, and x^T's slice (kSlice x kColBlock floats, 256 KB) too.
     std::vector<float> wp(size_t(kRows) * kSlice);
     const int64_t cb = std::min(n, kColBlock);
     std::vector<float> acc(size_t((r1 - r0 + kRows - 1) / kRows) * ((cb + kCols - 1) / kCols) * kRows * kCols);
+    std::vector<float> xbuf(gen ? size_t(std::min(k, kSlice) * cb) : 0);
     for (int64_t c0 = 0; c0 < n; c0 += kColBlock) {
-        gemm_block(static_cast<const uint8_t*>(w), w_row_bytes, k, r0, r1, xt, ldx, c0, std::min(kColBlock, n - c0),
-                   y, ldy, wp.data(), acc.data());
+        gemm_block(static_cast<const uint8_t*>(w), w_row_bytes, k, r0, r1, xt, ldx, gen, c0,
+                   std::min(kColBlock, n - c0), y, ldy, wp.data(), acc.data(), xbuf.data());
     }
+}
+
+}  // namespace
+
+void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt, size_t ldx,
+              int64_t n, float* y, size_t ldy) {
+    gemm_any(w, w_row_bytes, k, r0, r1, xt, ldx, nullptr, n, y, ldy);
+}
+
+void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const XSource& x, int64_t n,
+              float* y, size_t ldy) {
+    gemm_any(w, w_row_bytes, k, r0, r1, nullptr, 0, &x, n, y, ldy);
 }
 
 #else
@@ -133,6 +155,8 @@ void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t 
 void gemm_f16(const void*, size_t, int64_t, int64_t, int64_t, const float*, size_t, int64_t, float*, size_t) {
     std::abort();
 }
+
+void gemm_f16(const void*, size_t, int64_t, int64_t, int64_t, const XSource&, int64_t, float*, size_t) { std::abort(); }
 
 #endif
 

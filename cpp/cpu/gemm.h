@@ -25,6 +25,16 @@ namespace cm::cpu {
 void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt, size_t ldx,
               int64_t n, float* y, size_t ldy);
 
+// The same product with x^T made on the fly, a slice at a time: fill(ctx, k0, kc, c0, nc, out) writes rows
+// [k0, k0 + kc), columns [c0, c0 + nc) of x^T to out (kc rows of nc floats). For the conv stem: its im2col
+// columns are never stored whole (each thread makes the slices it reads: cheap next to the products).
+struct XSource {
+    void (*fill)(const void* ctx, int64_t k0, int64_t kc, int64_t c0, int64_t nc, float* out);
+    const void* ctx;
+};
+void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const XSource& x, int64_t n,
+              float* y, size_t ldy);
+
 // Weight rows [first, second) of thread ith of nth: whole tiles of the kernel (12 rows), as even as they come.
 inline std::pair<int64_t, int64_t> gemm_thread_rows(int64_t rows, int ith, int nth) {
     constexpr int64_t tile = 12;

@@ -157,7 +157,9 @@ private:
             const int64_t n = std::min<int64_t>(kStemChunks, mel->ne[3] - c0);
             ggml_tensor* part = ggml_view_4d(ctx, mel, mel->ne[0], mel->ne[1], mel->ne[2], n, mel->nb[1], mel->nb[2],
                                              mel->nb[3], size_t(c0) * mel->nb[3]);
-            ggml_tensor* h = ggml_mul_mat(ctx, conv_out_, stem_(ctx, part));  // [d, tpc, n]
+            ggml_tensor* s = stem_(ctx, part);  // [F*C, tpc, n]
+            ggml_tensor* h = nn::mul_mat(ctx, conv_out_, ggml_reshape_2d(ctx, s, s->ne[0], s->ne[1] * s->ne[2]));
+            h = ggml_reshape_3d(ctx, h, h->ne[0], s->ne[1], s->ne[2]);  // [d, tpc, n]
             out = out ? ggml_concat(ctx, out, h, 2) : h;
         }
         return out;

@@ -57,6 +57,54 @@ void gemm_op(ggml_tensor* dst, int ith, int nth, void*) {
                   xt->ne[0], static_cast<float*>(dst->data), dst->nb[1] / sizeof(float));
 }
 
+// dst = src[0] (F16 weight rows) x src[1] (activations transposed: k rows of n), [w rows, n]: our matrix kernel.
+ggml_tensor* gemm_t(ggml_context* ctx, ggml_tensor* w, ggml_tensor* xt) {
+    ggml_tensor* args[2] = {w, xt};
+    ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], xt->ne[0], 1, 1, args, 2, gemm_op,
+                                    GGML_N_TASKS_MAX, nullptr);
+    ggml_format_name(y, "gemm %s", w->name);
+    return y;
+}
+
+// The conv stem's im2col for a 3x3 kernel, stride 2, padding 1, transposed and in F32 (ggml's is F16):
+// x^T[kw + 3 kh + 9 c][p] = in[2 ow + kw - 1][2 oh + kh - 1][c][b] (zero outside), p = ow + OW (oh + OH b),
+// rows in the order of the kernel's [3, 3, C, OC] weights. An XSource: made slice by slice inside the product.
+void im2col_slice(const void* ctx, int64_t k0, int64_t kc, int64_t c0, int64_t nc, float* out) {
+    const auto* in = static_cast<const ggml_tensor*>(ctx);
+    const int64_t W = in->ne[0], H = in->ne[1], OW = (W - 1) / 2 + 1, OH = (H - 1) / 2 + 1;
+    const auto* base = static_cast<const char*>(in->data);
+    for (int64_t k = k0; k < k0 + kc; ++k, out += nc) {
+        const int64_t kw = k % 3, kh = (k / 3) % 3, c = k / 9;
+        int64_t ow = c0 % OW, oh = (c0 / OW) % OH, b = c0 / (OW * OH);
+        for (int64_t j = 0; j < nc;) {
+            // one output row (fixed oh, b) at a time: a strided read of one input row, or zeros
+            const int64_t run = std::min(nc - j, OW - ow), ih = 2 * oh + kh - 1;
+            if (ih < 0 || ih >= H) {
+                std::fill(out + j, out + j + run, 0.0f);
+            } else {
+                const auto* row = reinterpret_cast<const float*>(base + ih * in->nb[1] + c * in->nb[2] + b * in->nb[3]);
+                for (int64_t i = 0; i < run; ++i) {
+                    const int64_t iw = 2 * (ow + i) + kw - 1;
+                    out[j + i] = iw >= 0 && iw < W ? row[iw] : 0.0f;
+                }
+            }
+            j += run;
+            ow = 0;
+            if (++oh == OH) oh = 0, ++b;
+        }
+    }
+}
+
+// ggml custom op: dst [OC, P] = the 3x3 / stride 2 / padding 1 convolution of src[1] with src[0] (F16, viewed as
+// [9 C, OC]), without bias; output channels split over threads as in gemm_op.
+void conv_op(ggml_tensor* dst, int ith, int nth, void*) {
+    const ggml_tensor* w = dst->src[0];
+    const auto [r0, r1] = cpu::gemm_thread_rows(w->ne[1], ith, nth);
+    if (r0 >= r1) return;
+    cpu::gemm_f16(w->data, w->nb[1], w->ne[0], r0, r1, cpu::XSource{im2col_slice, dst->src[1]}, dst->ne[1],
+                  static_cast<float*>(dst->data), dst->nb[1] / sizeof(float));
+}
+
 // ggml custom op: dst = GELU(src[0]) elementwise, in 16-value-aligned slices per thread.
 void gelu_op(ggml_tensor* dst, int ith, int nth, void*) {
     const int64_t n = ggml_nelements(dst);
@@ -79,14 +127,8 @@ ggml_tensor* gelu_erf(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* near
 }
 
 ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x) {
-    if (use_gemm(w, x)) {
-        // The transpose is a graph node of its own, so ggml's threads share it before the product starts.
-        ggml_tensor* args[2] = {w, ggml_cont(ctx, ggml_transpose(ctx, x))};
-        ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, gemm_op,
-                                        GGML_N_TASKS_MAX, nullptr);
-        ggml_format_name(y, "gemm %s", w->name);
-        return y;
-    }
+    // The transpose is a graph node of its own, so ggml's threads share it before the product starts.
+    if (use_gemm(w, x)) return gemm_t(ctx, w, ggml_cont(ctx, ggml_transpose(ctx, x)));
     if (!use_gemv(w, x)) return ggml_mul_mat(ctx, w, x);
     ggml_tensor* args[2] = {w, x};
     ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], 1, 1, 1, args, 2, gemv_op, GGML_N_TASKS_MAX,
@@ -178,10 +220,22 @@ ConvStem ConvStem::load(const ModelFile& f, const std::string& p, int64_t n_mel,
 }
 
 ggml_tensor* ConvStem::operator()(ggml_context* ctx, ggml_tensor* x) const {
+    // [W, H, C, B] -> [OW, OH, OC, B]: 3x3 kernel, stride 2, padding 1, bias, GELU.
     auto conv = [&](ggml_tensor* in, ggml_tensor* w, ggml_tensor* b) {
-        ggml_tensor* y = ggml_conv_2d(ctx, w, in, 2, 2, 1, 1, 1, 1);
-        y = ggml_add(ctx, y, ggml_reshape_4d(ctx, b, 1, 1, b->ne[0], 1));
-        return gelu_erf(ctx, y, w);
+        if (w->type != GGML_TYPE_F16 || in->type != GGML_TYPE_F32 || !cpu_kernels_for(w)) {
+            ggml_tensor* y = ggml_conv_2d(ctx, w, in, 2, 2, 1, 1, 1, 1);
+            y = ggml_add(ctx, y, ggml_reshape_4d(ctx, b, 1, 1, b->ne[0], 1));
+            return gelu_erf(ctx, y, w);
+        }
+        // Our kernel on F32 columns (ggml rounds them to F16, and stores them whole): [OC, OW, OH, B] out, bias
+        // and GELU there, then back to the channel-major layout the next convolution and the flattening read.
+        const int64_t OW = (in->ne[0] - 1) / 2 + 1, OH = (in->ne[1] - 1) / 2 + 1, B = in->ne[3];
+        ggml_tensor* args[2] = {ggml_reshape_2d(ctx, w, 9 * w->ne[2], w->ne[3]), in};
+        ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[3], OW * OH * B, 1, 1, args, 2, conv_op,
+                                        GGML_N_TASKS_MAX, nullptr);
+        ggml_format_name(y, "conv %s", w->name);
+        y = gelu_erf(ctx, ggml_add(ctx, y, b), w);
+        return ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, y, w->ne[3], OW, OH, B), 2, 0, 1, 3));
     };
     x = conv(x, w1, b1);
     x = conv(x, w2, b2);
