@@ -1,14 +1,15 @@
-// Matrix products of F16 weights with several rows of F32 activations (encoders, adapters, F16 prefill) on x86
-// CPUs with AVX-512.
+// Matrix products of F16 weights with several rows of F32 activations on x86 CPUs with AVX-512: the encoders'
+// layers and conv stems, the adapters, the prefill of F16 decoders.
 //
 // Why our own kernel: ggml 0.25.3 rounds the activations to F16 and multiplies through tinyBLAS, which converts
-// both operands back to F32 inside its inner loop; on Sapphire Rapids that runs at ~155 GFLOP/s on two cores,
-// where an F32 GEMM (OpenBLAS) reaches 240-325 on the same shapes. Here 12 rows of the weight are
-// converted to F32 once per 256-wide slice of K into a buffer that stays in L1 (12 rows, 12 KB), the activations
-// are transposed once, and a 12 x 32 register tile of FMAs runs over both, the weights broadcast from L1. The activations stay F32 (closer to
-// the reference than ggml's F16 rounding), the sums are F32 in a fixed order: results do not depend on the
-// thread count.
-// Same availability as gemv() (cpu::gemv_available()): used through nn::mul_mat for weights in host memory.
+// both operands back to F32 inside its inner loop: ~155 GFLOP/s on two Sapphire Rapids cores, where an F32 GEMM
+// (OpenBLAS) reaches 240-325 on the same shapes. Here 12 weight rows are converted to F32 once per 256-wide
+// slice of k (12 KB, stays in L1), the activations are given transposed, and a 12 x 32 tile of FMAs runs with
+// the weights broadcast from L1: 225-255 GFLOP/s on the encoder's shapes. The activations stay F32 (ggml's F16
+// rounding is gone, so results are closer to the reference), the sums are F32 in a fixed order: the result does
+// not depend on the thread count.
+// Same availability as gemv() (cpu::gemv_available(), CRISPMOSS_GEMV=ggml turns both off); used through
+// nn::mul_mat and the conv stem for weights in host memory.
 #pragma once
 
 #include <cstddef>
