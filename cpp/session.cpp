@@ -132,13 +132,13 @@ GenerateResult Session::generate(const PromptRequest& req, const GenerateParams&
         }
         res.tokens.push_back(id);
         history.push_back(id);
-        if (!tok.is_special(id)) {
-            const std::string piece = utf8.push(tok.decode({id}));
-            res.text += piece;
-            if (on_piece && !piece.empty() && !on_piece(piece)) {
-                res.stop_reason = "interrupted";
-                break;
-            }
+        // The callback runs every step, with an empty piece for special tokens and partial characters, so an
+        // interruption is seen even while the model emits no text.
+        const std::string piece = tok.is_special(id) ? std::string() : utf8.push(tok.decode({id}));
+        res.text += piece;
+        if (on_piece && !on_piece(piece)) {
+            res.stop_reason = "interrupted";
+            break;
         }
         if (params.timeout_s > 0 && ms_since(t_start) > params.timeout_s * 1000.0) {
             res.stop_reason = "timeout";

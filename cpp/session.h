@@ -33,7 +33,8 @@ struct GenerateResult {
     Timings timings;
 };
 
-// Called with each new piece of text (whole UTF-8 characters only); returning false stops generation.
+// Called once per generated token with its new text (whole UTF-8 characters only; empty for special tokens and
+// partial characters); returning false stops generation.
 using PieceCallback = std::function<bool(const std::string&)>;
 
 class Session {

@@ -226,7 +226,7 @@ void bind_model(py::module_& m) {
                      py::gil_scoped_acquire gil;
                      try {
                          if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-                         if (on_piece.is_none()) return true;
+                         if (on_piece.is_none() || piece.empty()) return true;
                          py::object r = on_piece(py::reinterpret_steal<py::str>(
                              PyUnicode_DecodeUTF8(piece.data(), piece.size(), "replace")));
                          return r.is_none() || r.cast<bool>();
