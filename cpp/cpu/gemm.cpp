@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -26,7 +25,7 @@ namespace {
 
 // Tile: kRows weight rows x kCols activation rows, 2 x kRows accumulators of 16 activation rows each (24 of
 // the 32 vector registers). Per k: two loads of x^T, twelve broadcasts of the weight, 24 FMAs.
-constexpr int kRows = 12, kCols = 32;
+constexpr int kRows = int(kGemmTileRows), kCols = 32;
 // K slice: its x^T rows (kSlice x n floats) stay in L2 while every weight tile of the thread passes over them;
 // the packed weight tile (kRows x kSlice floats, 12 KB) stays in L1.
 constexpr int64_t kSlice = 256;
@@ -85,8 +84,6 @@ CM_AVX512 void pack(const uint8_t* w, size_t w_row_bytes, int64_t rows, int64_t 
     }
 }
 
-// Columns [c0, c0 + n) of the product for weight rows [r0, r1): k slices outermost, so a slice of x^T is
-// reused by every weight tile; partial sums wait in `acc` between slices.
 // Columns [c0, c0 + n) of the product for weight rows [r0, r1): k slices outermost, so a slice of x^T is
 // reused by every weight tile; partial sums wait in `acc` between slices. x^T comes from memory (xt) or, slice
 // by slice, from `gen` into `xbuf`.

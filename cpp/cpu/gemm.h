@@ -12,9 +12,9 @@
 // nn::mul_mat and the conv stem for weights in host memory.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <algorithm>
 #include <utility>
 
 namespace cm::cpu {
@@ -36,11 +36,13 @@ struct XSource {
 void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const XSource& x, int64_t n,
               float* y, size_t ldy);
 
-// Weight rows [first, second) of thread ith of nth: whole tiles of the kernel (12 rows), as even as they come.
+// Weight rows the kernel handles together (its register tile's height).
+constexpr int64_t kGemmTileRows = 12;
+
+// Weight rows [first, second) of thread ith of nth: whole tiles of the kernel, as even as they come.
 inline std::pair<int64_t, int64_t> gemm_thread_rows(int64_t rows, int ith, int nth) {
-    constexpr int64_t tile = 12;
-    const int64_t tiles = (rows + tile - 1) / tile;
-    return {std::min(rows, tiles * ith / nth * tile), std::min(rows, tiles * (ith + 1) / nth * tile)};
+    const int64_t tiles = (rows + kGemmTileRows - 1) / kGemmTileRows;
+    return {std::min(rows, tiles * ith / nth * kGemmTileRows), std::min(rows, tiles * (ith + 1) / nth * kGemmTileRows)};
 }
 
 }  // namespace cm::cpu
