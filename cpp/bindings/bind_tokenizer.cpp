@@ -10,6 +10,7 @@
 #include "bindings/bind.h"
 #include "errors.h"
 #include "text/tokenizer.h"
+#include "text/unicode_tables.h"
 
 namespace py = pybind11;
 
@@ -95,6 +96,9 @@ py::str to_str_replace(const std::string& s) {
 }  // namespace
 
 void bind_tokenizer(py::module_& m) {
+    m.def("unicode_version", [] { return std::string(unicode::kVersion); },
+          "The Unicode version of the pre-tokenizer's letter / number / white-space tables (that of the tokenizers and "
+          "tiktoken releases the official Qwen tokenizer runs with; see scripts/gen_unicode_tables.py).");
     py::class_<Tokenizer>(m, "Tokenizer", R"doc(
 Qwen byte-level BPE tokenizer (token for token equal to tiktoken with the Qwen pattern on valid UTF-8).
 

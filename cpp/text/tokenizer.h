@@ -4,6 +4,11 @@
 //   - the pre-tokenizer regex
 //       (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
 //     is a hand-written state machine over Unicode 16.0 tables (letters \p{L}, numbers \p{N}, White_Space \s);
+//     Unicode 16.0 because that is what the official tokenizer uses in practice: the official code runs Hugging
+//     Face `tokenizers` (tokenizer.json, Oniguruma regex), Qwen's own code tiktoken (Rust regex), and the releases
+//     we test against (tokenizers 0.23, tiktoken 0.14; bounds in pyproject.toml) both classify every code point as
+//     Unicode 16.0 does (swept in tests/test_tokenizer.py). Code points assigned later (e.g. Sidetic, U+10940, in
+//     17.0) are 'other' here, as they are there; `crispmoss._core.unicode_version()` reports the version;
 //   - a pre-token that is itself a vocabulary entry becomes that token; otherwise adjacent parts are merged,
 //     lowest rank first (leftmost on ties), where the rank of a pair is the merge index that produces the
 //     concatenated bytes (tiktoken's rule, which for Qwen's rank-ordered merge list equals the token id).
