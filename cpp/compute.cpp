@@ -62,7 +62,7 @@ ggml_tensor* Compute::Graph::input(ggml_type type, std::vector<int64_t> ne, cons
 }
 
 void Compute::Graph::dump(const std::string& name, ggml_tensor* t) {
-    if (!c_.dumps_on_) return;
+    if (!c_.dumps_->on) return;
     ggml_set_output(t);
     dumps_.emplace_back(name, t);
 }
@@ -85,7 +85,7 @@ void Compute::Graph::run(std::vector<ggml_tensor*> outputs) {
         for (int i = 0; i < GGML_MAX_DIMS; ++i) h.ne.push_back(t->ne[i]);
         while (h.ne.size() > 1 && h.ne.back() == 1) h.ne.pop_back();
         h.data = read(t);
-        c_.dumps_[name] = std::move(h);
+        c_.dumps_->tensors[name] = std::move(h);
     }
 }
 

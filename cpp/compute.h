@@ -1,5 +1,5 @@
-// Where graphs run: a ggml backend scheduler (CPU today; GPU backends slot in ahead of it), its compute
-// buffers reused from graph to graph, and named stage outputs for tests ("dumps").
+// Where graphs run: a ggml backend scheduler (the CPU, with a GPU backend ahead of it when the model is offloaded),
+// its compute buffers reused from graph to graph, and named stage outputs for tests ("dumps").
 #pragma once
 
 #include <map>
@@ -17,6 +17,12 @@ struct HostTensor {
     std::vector<float> data;
 };
 
+// Named stage outputs of the graphs run while `on` (tests compare them with a reference).
+struct Dumps {
+    bool on = false;
+    std::map<std::string, HostTensor> tensors;
+};
+
 class Compute {
 public:
     // `gpu`: an accelerator to run graphs on ahead of the CPU (weights in its memory run there, the rest on the
@@ -30,10 +36,12 @@ public:
     ggml_backend_t cpu() const { return cpu_; }
     ggml_backend_t gpu() const { return gpu_; }
 
-    // Dumps: while enabled, tensors passed to dump() while building a graph are copied out after it runs.
-    void enable_dumps(bool on) { dumps_on_ = on; }
-    bool dumps_enabled() const { return dumps_on_; }
-    std::map<std::string, HostTensor>& dumps() { return dumps_; }
+    // Dumps: while enabled, tensors passed to dump() while building a graph are copied out after it runs, into the
+    // Compute's own store or the one routed to it (the engine runs many sessions' graphs on one Compute).
+    void enable_dumps(bool on) { dumps_->on = on; }
+    bool dumps_enabled() const { return dumps_->on; }
+    std::map<std::string, HostTensor>& dumps() { return dumps_->tensors; }
+    void route_dumps(Dumps* d) { dumps_ = d ? d : &own_dumps_; }
 
     // One graph: a metadata context to build it in, inputs to fill once memory is assigned.
     class Graph {
@@ -63,8 +71,8 @@ private:
     ggml_backend_t cpu_ = nullptr;
     ggml_backend_t gpu_ = nullptr;
     ggml_backend_sched_t sched_ = nullptr;
-    bool dumps_on_ = false;
-    std::map<std::string, HostTensor> dumps_;
+    Dumps own_dumps_;
+    Dumps* dumps_ = &own_dumps_;
 };
 
 }  // namespace cm

@@ -24,30 +24,34 @@ std::vector<int32_t> position_keys(const Prompt& p) {
 
 }  // namespace
 
-Session::Session(std::shared_ptr<const AudioLM> model, int n_threads, ggml_type kv_type)
-    : model_(std::move(model)), compute_(n_threads, model_->placement().device), kv_type_(kv_type) {}
+Session::Session(std::shared_ptr<const AudioLM> model, std::shared_ptr<Engine> engine, ggml_type kv_type)
+    : model_(std::move(model)), engine_(std::move(engine)), kv_type_(kv_type) {
+    if (!engine_ || &engine_->model() != model_.get()) throw Error("internal: a session needs its model's engine");
+}
 
 void Session::set_audio(const float* pcm, size_t n_samples) {
     auto t0 = Clock::now();
-    MelSpectrogram mel = log_mel(pcm, n_samples, compute_.n_threads());
+    MelSpectrogram mel = log_mel(pcm, n_samples, engine_->n_threads());
     // The official processors hand the encoder a bfloat16 mel; rounding here keeps us on the same inputs.
     if (mel_bf16_) {
         for (float& v : mel.data) v = ggml_bf16_to_fp32(ggml_fp32_to_bf16(v));
     }
+    has_audio_ = false;
+    cached_ids_.clear();
+    prompt_keys_.clear();
+    prompt_logits_.clear();
+    if (cache_) cache_->n_past = 0;
     audio_t_ = Timings{};
     audio_t_.mel_ms = ms_since(t0);
     mel_ = std::move(mel.data);
     n_frames_ = mel.n_frames;
     duration_ = static_cast<double>(n_samples) / kMelSampleRate;
     t0 = Clock::now();
-    enc_ = model_->encode(compute_, mel_.data(), n_frames_);
+    // The encoder runs on the engine's worker, between other sessions' decode steps.
+    engine_->run_job([&](Compute& c) { enc_ = model_->encode(c, mel_.data(), n_frames_); }, &dumps_);
     audio_t_.encode_ms = ms_since(t0);
-    if (compute_.dumps_enabled()) compute_.dumps()["mel"] = HostTensor{{n_frames_, mel.n_mel}, mel_};
+    if (dumps_.on) dumps_.tensors["mel"] = HostTensor{{n_frames_, mel.n_mel}, mel_};
     has_audio_ = true;
-    cached_ids_.clear();
-    prompt_keys_.clear();
-    prompt_logits_.clear();
-    if (cache_) cache_->n_past = 0;
 }
 
 Prompt Session::prompt(const PromptRequest& req) const {
@@ -55,7 +59,8 @@ Prompt Session::prompt(const PromptRequest& req) const {
     return model_->build_prompt(enc_.n_audio, req);
 }
 
-GenerateResult Session::generate(const PromptRequest& req, const GenerateParams& params, const PieceCallback& on_piece) {
+GenerateResult Session::generate(const PromptRequest& req, const GenerateParams& params, const PieceCallback& on_piece,
+                                 const PollCallback& poll) {
     params.sampling.validate();
     if (params.max_new_tokens < 0) throw InputError("max_new_tokens must be >= 0");
     const Prompt p = prompt(req);
@@ -89,76 +94,60 @@ GenerateResult Session::generate(const PromptRequest& req, const GenerateParams&
     cache_->n_past = static_cast<int>(lcp);
     cached_ids_.resize(lcp);
 
+    SeqRequest sr;
+    sr.cache = cache_.get();
+    sr.cache_keys = &cached_ids_;
+    if (same_prompt) {
+        sr.logits = prompt_logits_;
+        if (dumps_.on) {
+            dumps_.tensors["logits"] = HostTensor{{static_cast<int64_t>(prompt_logits_.size())}, prompt_logits_};
+        }
+    } else {
+        sr.prefill.ids.assign(p.ids.begin() + lcp, p.ids.end());
+        sr.prefill.audio_row.assign(p.audio_row.begin() + lcp, p.audio_row.end());
+        sr.prefill.audio = enc_.embd.data();
+        for (const auto& d : enc_.deepstack) sr.prefill.deepstack.push_back(d.data());
+        sr.prefill_keys.assign(keys.begin() + lcp, keys.end());
+        // The prompt's keys stand for the cached logits only once its prefill has run to the end.
+        prompt_keys_.clear();
+        prompt_logits_.clear();
+    }
+    for (size_t i = 0; i < p.ids.size(); ++i)
+        if (p.audio_row[i] < 0) sr.history.push_back(p.ids[i]);
+    sr.stops = model_->stop_ids();
+    sr.sampling = params.sampling;
+    sr.max_new_tokens = params.max_new_tokens;
+    sr.timeout_s = params.timeout_s;
+    sr.dumps = &dumps_;
+
     GenerateResult res;
     res.timings = audio_t_;
     res.timings.n_prompt = n_prompt;
     res.timings.n_prefilled = n_prompt - static_cast<int>(lcp);
-    const auto t_start = Clock::now();
-    auto t0 = t_start;
-    std::vector<float> logits;
-    if (same_prompt) {
-        logits = prompt_logits_;
-    } else {
-        DecoderInput in;
-        in.ids.assign(p.ids.begin() + lcp, p.ids.end());
-        in.audio_row.assign(p.audio_row.begin() + lcp, p.audio_row.end());
-        in.audio = enc_.embd.data();
-        for (const auto& d : enc_.deepstack) in.deepstack.push_back(d.data());
-        logits = decoder_forward(compute_, model_->lm(), *cache_, in);
-        cached_ids_.insert(cached_ids_.end(), keys.begin() + lcp, keys.end());
-        prompt_keys_ = keys;
-        prompt_logits_ = logits;
-    }
-    res.timings.prefill_ms = ms_since(t0);
-    if (compute_.dumps_enabled()) compute_.dumps()["logits"] = HostTensor{{static_cast<int64_t>(logits.size())}, logits};
-
-    // Stage dumps describe the prefill; decode steps must not overwrite them.
-    const bool dumps_were_on = compute_.dumps_enabled();
-    compute_.enable_dumps(false);
-    t0 = Clock::now();
     const Tokenizer& tok = model_->tokenizer();
-    const std::vector<int32_t> stops = model_->stop_ids();
-    std::vector<int32_t> history;
-    for (size_t i = 0; i < p.ids.size(); ++i)
-        if (p.audio_row[i] < 0) history.push_back(p.ids[i]);
-    Sampler sampler(params.sampling);
     Utf8Stream utf8;
-    res.stop_reason = "length";
-    for (int step = 0; step < params.max_new_tokens; ++step) {
-        const int32_t id = sampler.sample(logits, history);
-        if (std::find(stops.begin(), stops.end(), id) != stops.end()) {
-            res.stop_reason = "stop";
-            break;
-        }
-        res.tokens.push_back(id);
-        history.push_back(id);
-        // The callback runs every step, with an empty piece for special tokens and partial characters, so an
-        // interruption is seen even while the model emits no text.
+    // The callback runs every token, with an empty piece for special tokens and partial characters, so an
+    // interruption is seen even while the model emits no text.
+    auto on_token = [&](int32_t id) {
         const std::string piece = tok.is_special(id) ? std::string() : utf8.push(tok.decode({id}));
         res.text += piece;
-        if (on_piece && !on_piece(piece)) {
-            res.stop_reason = "interrupted";
-            break;
-        }
-        if (params.timeout_s > 0 && ms_since(t_start) > params.timeout_s * 1000.0) {
-            res.stop_reason = "timeout";
-            break;
-        }
-        if (step + 1 == params.max_new_tokens || cache_->n_past >= cache_->n_ctx()) break;
-        DecoderInput next;
-        next.ids = {id};
-        next.audio_row = {-1};
-        logits = decoder_forward(compute_, model_->lm(), *cache_, next);
-        cached_ids_.push_back(id);
+        return !on_piece || on_piece(piece);
+    };
+    EngineResult er = engine_->generate(std::move(sr), on_token, poll);
+    if (!er.prompt_logits.empty()) {
+        prompt_keys_ = keys;
+        prompt_logits_ = std::move(er.prompt_logits);
     }
     const std::string tail = utf8.flush();
     if (!tail.empty()) {
         res.text += tail;
         if (on_piece) on_piece(tail);
     }
-    compute_.enable_dumps(dumps_were_on);
+    res.tokens = std::move(er.tokens);
+    res.stop_reason = er.stop_reason;
+    res.timings.prefill_ms = er.prefill_ms;
+    res.timings.decode_ms = er.decode_ms;
     res.timings.n_generated = static_cast<int>(res.tokens.size());
-    res.timings.decode_ms = ms_since(t0);
     return res;
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "compute.h"
+#include "engine.h"
 #include "models/audio_lm.h"
 #include "text/sampler.h"
 
@@ -36,10 +37,14 @@ struct GenerateResult {
 // Called once per generated token with its new text (whole UTF-8 characters only; empty for special tokens and
 // partial characters); returning false stops generation.
 using PieceCallback = std::function<bool(const std::string&)>;
+// Called at least every 100 ms while a request waits or runs; returning false stops it (interrupted).
+using PollCallback = std::function<bool()>;
 
+// The encoder pass and the generation run on the model's engine (shared by all its sessions, which are batched
+// there); the session holds what belongs to its clip: mel, encoder output, KV cache, stage dumps.
 class Session {
 public:
-    Session(std::shared_ptr<const AudioLM> model, int n_threads, ggml_type kv_type = GGML_TYPE_F16);
+    Session(std::shared_ptr<const AudioLM> model, std::shared_ptr<Engine> engine, ggml_type kv_type = GGML_TYPE_F16);
 
     // Round the log-mel to bfloat16 before the encoder, as the official processors do (default on).
     void set_mel_bf16(bool on) { mel_bf16_ = on; }
@@ -50,21 +55,23 @@ public:
     double duration() const { return duration_; }
 
     Prompt prompt(const PromptRequest& req) const;
-    GenerateResult generate(const PromptRequest& req, const GenerateParams& params, const PieceCallback& on_piece);
+    GenerateResult generate(const PromptRequest& req, const GenerateParams& params, const PieceCallback& on_piece,
+                            const PollCallback& poll = PollCallback());
 
-    Compute& compute() { return compute_; }
+    Dumps& dumps() { return dumps_; }
+    int n_threads() const { return engine_->n_threads(); }
     const std::vector<float>& mel() const { return mel_; }
     int n_frames() const { return n_frames_; }
     const Timings& audio_timings() const { return audio_t_; }
 
 private:
     std::shared_ptr<const AudioLM> model_;
-    Compute compute_;
+    std::shared_ptr<Engine> engine_;
     ggml_type kv_type_;
     std::unique_ptr<KvCache> cache_;
-    std::vector<int32_t> cached_ids_;
+    std::vector<int32_t> cached_ids_;    // what the cache holds, position by position (audio rows marked -2 - row)
     std::vector<int32_t> prompt_keys_;   // the last prefilled prompt and the logits of its last position
-    std::vector<float> prompt_logits_;  // what the cache holds, position by position (audio rows marked -2 - row)
+    std::vector<float> prompt_logits_;
     bool has_audio_ = false;
     bool mel_bf16_ = true;
     EncodedAudio enc_;
@@ -72,6 +79,7 @@ private:
     int n_frames_ = 0;
     double duration_ = 0;
     Timings audio_t_;
+    Dumps dumps_;
 };
 
 }  // namespace cm

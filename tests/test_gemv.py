@@ -106,3 +106,37 @@ def test_gelu_matches_erf_form():
         assert err.max() < 3e-7, (n, float(err.max()), float(x[:n][err.argmax()]))
     y = _core.gelu_test(np.array([np.inf, -np.inf, np.nan], np.float32))
     assert y[0] == np.inf and np.isnan(y[1]) and np.isnan(y[2])  # as 0.5 x (1 + erff(x)) gives
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Several activation rows (one decode step of several sequences, short prefill chunks)
+
+BLOCK["f32"] = 1
+
+
+@pytest.mark.parametrize("qtype,rows,cols", [
+    ("q4_k", 37, 512), ("q4_k", 200, 2048), ("q8_0", 5, 96), ("q8_0", 64, 32), ("q8_0", 33, 2080),
+    ("f16", 9, 2048), ("f16", 30, 77), ("f16", 4, 16), ("f32", 11, 2048), ("f32", 7, 45), ("f32", 3, 5),
+])
+def test_rows_bit_identical_to_one_row(qtype, rows, cols):
+    """Every activation row of a multi-row call gets exactly the bits the one-row call gives it, for every row
+    count 1..16 (groups of 4 and each tail 1-3), every thread split, and checked against float64 as above."""
+    rng = np.random.default_rng(rows * 7 + cols)
+    w = rng.standard_normal((rows, cols)).astype(np.float32) * 0.02
+    xs = rng.standard_normal((16, cols)).astype(np.float32) * 3
+    xs[3, : BLOCK[qtype]] = 0
+    xs[5, -1] = 1e4
+    alone = np.stack([_core.gemv_test(qtype, w, xs[j], 1)[0] for j in range(16)])
+    _, deq = _core.gemv_test(qtype, w, xs[0], 1)
+    for j in range(16):
+        ref = emulate(deq, xs[j], qtype if qtype != "f32" else "f16")
+        assert np.abs(alone[j] - ref).max() <= 2e-6 * np.abs(ref).max() + 1e-30, (qtype, j)
+    for n_x in range(1, 17):
+        for nth in (1, 3):
+            y, _ = _core.gemv_test(qtype, w, xs[:n_x], nth)
+            assert y.shape == (n_x, rows)
+            assert np.array_equal(y, alone[:n_x]), (qtype, n_x, nth)
+    # the same row in another position of the batch, beside other rows
+    perm = xs[[7, 0, 12, 3, 3, 9]]
+    y, _ = _core.gemv_test(qtype, w, perm, 2)
+    assert np.array_equal(y, alone[[7, 0, 12, 3, 3, 9]])

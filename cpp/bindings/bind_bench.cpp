@@ -1,5 +1,6 @@
 // Benchmark hooks: the decoder driven directly (prefill of N text tokens, single-token decode at any context
 // position) and the per-op profile table. Used by benchmarks/run.py; not part of the public API.
+#include <cstring>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -165,26 +166,37 @@ void bind_bench(py::module_& m) {
         "gemv_test",
         [](const std::string& type_name, py::array_t<float, py::array::c_style | py::array::forcecast> w,
            py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth) {
-            const ggml_type type = parse_quant_type(type_name);
-            if (!cpu::gemv_supports(type) || w.ndim() != 2 || x.ndim() != 1 || x.shape(0) != w.shape(1) || nth < 1)
-                throw InputError("gemv_test: type q4_k|q8_0|f16, w [rows, cols], x [cols], nth >= 1");
+            const ggml_type type = type_name == "f32" ? GGML_TYPE_F32 : parse_quant_type(type_name);
+            // x: one activation row [cols] or several [n_x, cols] (1..kMaxGemvRows)
+            const bool one = x.ndim() == 1;
+            const int64_t n_x = one ? 1 : (x.ndim() == 2 ? x.shape(0) : 0);
+            const int64_t xc = x.ndim() >= 1 ? x.shape(x.ndim() - 1) : 0;
+            if (!cpu::gemv_supports(type) || w.ndim() != 2 || n_x < 1 || n_x > cpu::kMaxGemvRows || xc != w.shape(1) ||
+                nth < 1)
+                throw InputError("gemv_test: type q4_k|q8_0|f16|f32, w [rows, cols], x [cols] or [1..16, cols], nth >= 1");
             if (!cpu::gemv_available()) throw InputError("gemv_test: this CPU has no AVX-512 VNNI");
             const int64_t rows = w.shape(0), cols = w.shape(1);
             if (cols % ggml_blck_size(type) != 0) throw InputError("gemv_test: cols must be whole blocks");
             const size_t rb = ggml_row_size(type, cols);
             std::vector<uint8_t> q(rb * size_t(rows));
-            ggml_quantize_chunk(type, w.data(), q.data(), 0, rows, cols, nullptr);
-            py::array_t<float> y(rows), deq({rows, cols});
-            const auto* tt = ggml_get_type_traits(type);
-            for (int64_t r = 0; r < rows; ++r) tt->to_float(q.data() + r * rb, deq.mutable_data() + r * cols, cols);
-            std::vector<uint8_t> scratch(cpu::gemv_scratch_bytes(type, cols));
+            py::array_t<float> deq({rows, cols});
+            if (type == GGML_TYPE_F32) {
+                std::memcpy(q.data(), w.data(), q.size());
+                std::memcpy(deq.mutable_data(), w.data(), q.size());
+            } else {
+                ggml_quantize_chunk(type, w.data(), q.data(), 0, rows, cols, nullptr);
+                const auto* tt = ggml_get_type_traits(type);
+                for (int64_t r = 0; r < rows; ++r) tt->to_float(q.data() + r * rb, deq.mutable_data() + r * cols, cols);
+            }
+            py::array_t<float> y = one ? py::array_t<float>(rows) : py::array_t<float>({n_x, rows});
+            std::vector<uint8_t> scratch(cpu::gemv_scratch_bytes(type, cols) * size_t(n_x) + 1);
             for (int t = 0; t < nth; ++t)  // the row split of a ggml custom op with nth threads
-                cpu::gemv(type, q.data(), rb, cols, rows * t / nth, rows * (t + 1) / nth, x.data(),
-                          y.mutable_data(), scratch.data());
+                cpu::gemv(type, q.data(), rb, cols, rows * t / nth, rows * (t + 1) / nth, x.data(), cols, int(n_x),
+                          y.mutable_data(), rows, scratch.data());
             return py::make_tuple(y, deq);
         },
         py::arg("type"), py::arg("w"), py::arg("x"), py::arg("nth") = 1,
-        "(y, dequantized w): our kernel on w quantized to `type` (tests).");
+        "(y, dequantized w): our kernel on w quantized to `type`, x one row or [n_x, cols] (tests).");
     m.def(
         "gemm_test",
         [](py::array_t<float, py::array::c_style | py::array::forcecast> w,

@@ -3,7 +3,12 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <map>
+#include <mutex>
+#include <thread>
+
 #include "bindings/bind.h"
+#include "engine.h"
 #include "errors.h"
 #include "models/audio_lm.h"
 #include "session.h"
@@ -120,9 +125,42 @@ PromptRequest request(const std::string& instruction, bool timestamps, bool time
     return r;
 }
 
+// A loaded model and its engines (one per thread count: each runs its own worker and compute buffers; a Python
+// Model uses one).
 struct PyModel {
     std::shared_ptr<const AudioLM> lm;
+    std::shared_ptr<std::mutex> mu = std::make_shared<std::mutex>();
+    std::shared_ptr<std::map<int, std::shared_ptr<Engine>>> engines =
+        std::make_shared<std::map<int, std::shared_ptr<Engine>>>();
+
+    // The engine for n_threads (0: all cores), made with `opts` on first use; later options must agree.
+    std::shared_ptr<Engine> engine(int n_threads, const EngineOptions* opts = nullptr) const {
+        if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+        std::lock_guard<std::mutex> lk(*mu);
+        auto it = engines->find(n_threads);
+        if (it != engines->end()) {
+            const EngineOptions& have = it->second->options();
+            if (opts && (opts->max_batch != have.max_batch || opts->prefill_chunk != have.prefill_chunk)) {
+                throw InputError("this model already runs an engine with " + std::to_string(n_threads) +
+                                 " threads and other batch settings");
+            }
+            return it->second;
+        }
+        auto e = std::make_shared<Engine>(lm, n_threads, opts ? *opts : EngineOptions());
+        (*engines)[n_threads] = e;
+        return e;
+    }
 };
+
+py::dict stats_dict(const Engine::Stats& st) {
+    py::dict d;
+    d["active"] = st.active;
+    d["waiting"] = st.waiting;
+    d["jobs"] = st.jobs;
+    d["steps"] = st.steps;
+    d["step_rows"] = st.step_rows;
+    return d;
+}
 
 }  // namespace
 
@@ -183,11 +221,27 @@ void bind_model(py::module_& m) {
                  return py::reinterpret_steal<py::str>(PyUnicode_DecodeUTF8(b.data(), b.size(), "replace"));
              },
              py::arg("ids"))
-        .def("is_special", [](const PyModel& s, int32_t id) { return s.lm->tokenizer().is_special(id); });
+        .def("is_special", [](const PyModel& s, int32_t id) { return s.lm->tokenizer().is_special(id); })
+        .def(
+            "engine",
+            [](const PyModel& s, int n_threads, int max_batch, int prefill_chunk) {
+                EngineOptions o;
+                o.max_batch = max_batch;
+                o.prefill_chunk = prefill_chunk;
+                py::gil_scoped_release nogil;
+                s.engine(n_threads, &o);
+                return py::none();
+            },
+            py::arg("n_threads") = 0, py::arg("max_batch") = 16, py::arg("prefill_chunk") = 64,
+            "Starts the engine for n_threads with these settings (sessions made with that thread count use it).")
+        .def(
+            "engine_stats",
+            [](const PyModel& s, int n_threads) { return stats_dict(s.engine(n_threads)->stats()); },
+            py::arg("n_threads") = 0, "Slots in use, sequences and encoder passes waiting, decode steps run.");
 
     py::class_<Session>(m, "Session")
         .def(py::init([](const PyModel& model, int n_threads, const std::string& kv_type, bool mel_bf16) {
-                 auto s = std::make_unique<Session>(model.lm, n_threads, kv_type_from(kv_type));
+                 auto s = std::make_unique<Session>(model.lm, model.engine(n_threads), kv_type_from(kv_type));
                  s->set_mel_bf16(mel_bf16);
                  return s;
              }),
@@ -204,7 +258,7 @@ void bind_model(py::module_& m) {
         .def_property_readonly("n_audio", &Session::n_audio)
         .def_property_readonly("duration", &Session::duration)
         .def_property_readonly("has_audio", &Session::has_audio)
-        .def_property_readonly("n_threads", [](Session& s) { return s.compute().n_threads(); })
+        .def_property_readonly("n_threads", &Session::n_threads)
         .def("audio_timings", [](Session& s) { return timings_dict(s.audio_timings()); })
         .def("prompt_ids",
              [](Session& s, const std::string& instruction, bool timestamps, bool time_markers) {
@@ -235,10 +289,20 @@ void bind_model(py::module_& m) {
                          return false;
                      }
                  };
+                 // Ctrl-C is seen while the request waits for a slot or its prefill runs, not only between tokens.
+                 PollCallback poll = [&]() {
+                     py::gil_scoped_acquire gil;
+                     if (pending) return false;
+                     if (PyErr_CheckSignals() != 0) {
+                         pending = std::make_unique<py::error_already_set>();
+                         return false;
+                     }
+                     return true;
+                 };
                  GenerateResult r;
                  {
                      py::gil_scoped_release nogil;
-                     r = s.generate(request(instruction, timestamps, time_markers), gp, cb);
+                     r = s.generate(request(instruction, timestamps, time_markers), gp, cb, poll);
                  }
                  if (pending) throw std::move(*pending);
                  py::dict d;
@@ -252,10 +316,10 @@ void bind_model(py::module_& m) {
              py::arg("max_new_tokens") = 512, py::arg("temperature") = 0.0f, py::arg("top_k") = 0,
              py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f, py::arg("repetition_penalty") = 1.0f,
              py::arg("seed") = 0, py::arg("timeout") = 0.0, py::arg("on_piece") = py::none())
-        .def("enable_dumps", [](Session& s, bool on) { s.compute().enable_dumps(on); })
+        .def("enable_dumps", [](Session& s, bool on) { s.dumps().on = on; })
         .def("dumps", [](Session& s) {
             py::dict d;
-            for (const auto& [name, t] : s.compute().dumps()) d[py::str(name)] = to_numpy(t);
+            for (const auto& [name, t] : s.dumps().tensors) d[py::str(name)] = to_numpy(t);
             return d;
         });
 }

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define CM_GEMV_X86 1
@@ -107,7 +108,14 @@ CM_AVX512 void quantize_q4k(const float* x, int64_t n, ActQ4K a) {
     }
 }
 
-CM_AVX512 float dot_q4k(const uint8_t* row, int64_t nb, const ActQ4K& a) {
+// G activation rows against one Q4_K weight row: out[j] = dot(row, x_j). The weight-side work (nibbles, scales)
+// is done once per block for all G rows; each row's arithmetic is the same instruction sequence whatever G is, so
+// a row's result does not depend on which rows share the call (G = 1 is the one-row kernel).
+// The sub-block scales multiply the VPDPBUSD sums with VPMADDWD / VPDPWSSD: a sum of four u4 x s8 products is at
+// most 4 * 15 * 127 in magnitude, so it sits in the low 16 bits of its lane (the high 16 are its sign) and the
+// scales (6 bits) have zero high halves: the 16-bit products are the exact 32-bit ones.
+template <int G>
+CM_AVX512 void dot_q4k(const uint8_t* row, int64_t nb, const ActQ4K* a, float* out) {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512i zero = _mm512_setzero_si512();
     // Lane groups of the four VPDPBUSD results: (sub-block 0 | 2), (1 | 3), (4 | 6), (5 | 7).
@@ -115,10 +123,11 @@ CM_AVX512 float dot_q4k(const uint8_t* row, int64_t nb, const ActQ4K& a) {
     const __m512i i1 = _mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3);
     const __m512i i2 = _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6);
     const __m512i i3 = _mm512_setr_epi32(5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7);
-    __m512 acc = _mm512_setzero_ps();
-    __m256 acc_min = _mm256_setzero_ps();
+    __m512 acc[G];
+    __m256 acc_min[G];
+    for (int j = 0; j < G; ++j) acc[j] = _mm512_setzero_ps(), acc_min[j] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; ++i, row += kQ4KBytes) {
-        const float d = fp16(row) * a.d[i], dmin = fp16(row + 2) * a.d[i];
+        const float wd = fp16(row), wdmin = fp16(row + 2);
         uint32_t s0, s1, s2;
         std::memcpy(&s0, row + 4, 4);
         std::memcpy(&s1, row + 8, 4);
@@ -129,31 +138,34 @@ CM_AVX512 float dot_q4k(const uint8_t* row, int64_t nb, const ActQ4K& a) {
         const uint32_t sc_hi = (s2 & 0x0f0f0f0f) | ((s0 >> 2) & 0x30303030);
         const uint32_t mn_hi = ((s2 >> 4) & 0x0f0f0f0f) | ((s1 >> 2) & 0x30303030);
         const __m512i sm = _mm512_cvtepu8_epi32(_mm_setr_epi32(int(sc_lo), int(sc_hi), int(mn_lo), int(mn_hi)));
+        const __m512i sc0 = _mm512_permutexvar_epi32(i0, sm), sc1 = _mm512_permutexvar_epi32(i1, sm);
+        const __m512i sc2 = _mm512_permutexvar_epi32(i2, sm), sc3 = _mm512_permutexvar_epi32(i3, sm);
+        const __m256i mins = _mm512_extracti32x8_epi32(sm, 1);
 
         const uint8_t* qs = row + 16;
         _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetch, _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetch + 64, _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetch + 128, _MM_HINT_T0);
-        const int8_t* xq = a.q + i * kQK;
         const __m512i w0 = _mm512_loadu_si512(qs), w1 = _mm512_loadu_si512(qs + 64);
-        const __m512i p0 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(w0, m4), _mm512_loadu_si512(xq));
-        const __m512i p1 =
-            _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16(w0, 4), m4), _mm512_loadu_si512(xq + 64));
-        const __m512i p2 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(w1, m4), _mm512_loadu_si512(xq + 128));
-        const __m512i p3 =
-            _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16(w1, 4), m4), _mm512_loadu_si512(xq + 192));
-        __m512i s = _mm512_mullo_epi32(p0, _mm512_permutexvar_epi32(i0, sm));
-        s = _mm512_add_epi32(s, _mm512_mullo_epi32(p1, _mm512_permutexvar_epi32(i1, sm)));
-        s = _mm512_add_epi32(s, _mm512_mullo_epi32(p2, _mm512_permutexvar_epi32(i2, sm)));
-        s = _mm512_add_epi32(s, _mm512_mullo_epi32(p3, _mm512_permutexvar_epi32(i3, sm)));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(d), acc);
-
-        const __m256i mins = _mm512_extracti32x8_epi32(sm, 1);
-        const __m256i ms = _mm256_mullo_epi32(
-            mins, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.sums + 8 * i)));
-        acc_min = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_set1_ps(dmin), acc_min);
+        const __m512i n0 = _mm512_and_si512(w0, m4), n1 = _mm512_and_si512(_mm512_srli_epi16(w0, 4), m4);
+        const __m512i n2 = _mm512_and_si512(w1, m4), n3 = _mm512_and_si512(_mm512_srli_epi16(w1, 4), m4);
+        for (int j = 0; j < G; ++j) {
+            const int8_t* xq = a[j].q + i * kQK;
+            const __m512i p0 = _mm512_dpbusd_epi32(zero, n0, _mm512_loadu_si512(xq));
+            const __m512i p1 = _mm512_dpbusd_epi32(zero, n1, _mm512_loadu_si512(xq + 64));
+            const __m512i p2 = _mm512_dpbusd_epi32(zero, n2, _mm512_loadu_si512(xq + 128));
+            const __m512i p3 = _mm512_dpbusd_epi32(zero, n3, _mm512_loadu_si512(xq + 192));
+            __m512i s = _mm512_madd_epi16(p0, sc0);
+            s = _mm512_dpwssd_epi32(s, p1, sc1);
+            s = _mm512_dpwssd_epi32(s, p2, sc2);
+            s = _mm512_dpwssd_epi32(s, p3, sc3);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(wd * a[j].d[i]), acc[j]);
+            // the sub-block sums are at most 32 * 127 in magnitude: 16-bit products again
+            const __m256i ms = _mm256_madd_epi16(mins, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[j].sums + 8 * i)));
+            acc_min[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_set1_ps(wdmin * a[j].d[i]), acc_min[j]);
+        }
     }
-    return hsum(acc) - hsum(acc_min);
+    for (int j = 0; j < G; ++j) out[j] = hsum(acc[j]) - hsum(acc_min[j]);
 }
 
 // Q8_0 weights: x quantized per 32 values (as ggml does for this type), stored in order.
@@ -175,9 +187,13 @@ CM_AVX512 void quantize_q80(const float* x, int64_t n, ActQ80 a) {
     }
 }
 
-CM_AVX512 float dot_q80(const uint8_t* row, int64_t nb, const ActQ80& a) {
+// G activation rows against one Q8_0 weight row (same contract as dot_q4k).
+template <int G>
+CM_AVX512 void dot_q80(const uint8_t* row, int64_t nb, const ActQ80* a, float* out) {
     const __m512i zero = _mm512_setzero_si512();
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc[G];
+    __m256 tail[G];
+    for (int j = 0; j < G; ++j) acc[j] = _mm512_setzero_ps(), tail[j] = _mm256_setzero_ps();
     int64_t i = 0;
     // VPDPBUSD multiplies unsigned by signed bytes: |w| times x with w's sign (|-128| = 128 as unsigned).
     for (; i + 1 < nb; i += 2) {
@@ -187,42 +203,74 @@ CM_AVX512 float dot_q80(const uint8_t* row, int64_t nb, const ActQ80& a) {
         const __m512i w = _mm512_inserti64x4(
             _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + 2))),
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b1 + 2)), 1);
-        const __m512i x = _mm512_loadu_si512(a.q + i * kQ8Block);
-        const __m512i xs = _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), zero, x);
-        const __m512i p = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(w), xs);
-        const __m512 sv = _mm512_insertf32x8(_mm512_set1_ps(fp16(b0) * a.d[i]),
-                                             _mm256_set1_ps(fp16(b1) * a.d[i + 1]), 1);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sv, acc);
+        const __mmask64 neg = _mm512_movepi8_mask(w);
+        const __m512i wabs = _mm512_abs_epi8(w);
+        const float d0 = fp16(b0), d1 = fp16(b1);
+        for (int j = 0; j < G; ++j) {
+            const __m512i x = _mm512_loadu_si512(a[j].q + i * kQ8Block);
+            const __m512i xs = _mm512_mask_sub_epi8(x, neg, zero, x);
+            const __m512i p = _mm512_dpbusd_epi32(zero, wabs, xs);
+            const __m512 sv = _mm512_insertf32x8(_mm512_set1_ps(d0 * a[j].d[i]), _mm256_set1_ps(d1 * a[j].d[i + 1]), 1);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sv, acc[j]);
+        }
     }
-    __m256 tail = _mm256_setzero_ps();
     if (i < nb) {  // an odd block count: the last block on its own
         const uint8_t* b = row + i * kQ8Bytes;
         const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
-        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + i * kQ8Block));
-        const __m256i xs = _mm256_mask_sub_epi8(x, _mm256_movepi8_mask(w), _mm256_setzero_si256(), x);
-        const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(w), xs);
-        tail = _mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(fp16(b) * a.d[i]));
+        const __mmask32 neg = _mm256_movepi8_mask(w);
+        const __m256i wabs = _mm256_abs_epi8(w);
+        const float d = fp16(b);
+        for (int j = 0; j < G; ++j) {
+            const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[j].q + i * kQ8Block));
+            const __m256i xs = _mm256_mask_sub_epi8(x, neg, _mm256_setzero_si256(), x);
+            const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs, xs);
+            tail[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a[j].d[i]));
+        }
     }
-    return hsum(acc) + hsum(tail);
+    for (int j = 0; j < G; ++j) out[j] = hsum(acc[j]) + hsum(tail[j]);
 }
 
-// F16 weights against F32 activations (no rounding of x, unlike ggml's F16 path which rounds x to F16).
-CM_AVX512 float dot_f16(const uint8_t* row, int64_t n, const float* x) {
-    const auto* w = reinterpret_cast<const uint16_t*>(row);
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+// F16 (or F32) weights against F32 activations (no rounding of x, unlike ggml's F16 path which rounds x to F16).
+template <bool F16>
+CM_AVX512 __m512 load_w(const uint8_t* row, int64_t i) {
+    if constexpr (F16) {
+        return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * i)));
+    } else {
+        return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + i);
+    }
+}
+
+template <bool F16>
+CM_AVX512 __m512 load_w_tail(const uint8_t* row, int64_t i, __mmask16 m) {
+    if constexpr (F16) {
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t*>(row) + i));
+    } else {
+        return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(row) + i);
+    }
+}
+
+// G activation rows (x_j = x + j * ldx) against one F16/F32 weight row (same contract as dot_q4k).
+template <int G, bool F16>
+CM_AVX512 void dot_float(const uint8_t* row, int64_t n, const float* x, int64_t ldx, float* out) {
+    constexpr int kBytes = F16 ? 2 : 4;
+    __m512 a0[G], a1[G];
+    for (int j = 0; j < G; ++j) a0[j] = _mm512_setzero_ps(), a1[j] = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        _mm_prefetch(reinterpret_cast<const char*>(w + i) + kPrefetch, _MM_HINT_T0);
-        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i))),
-                             _mm512_loadu_ps(x + i), a0);
-        a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i + 16))),
-                             _mm512_loadu_ps(x + i + 16), a1);
+        _mm_prefetch(reinterpret_cast<const char*>(row + kBytes * i) + kPrefetch, _MM_HINT_T0);
+        if constexpr (!F16) _mm_prefetch(reinterpret_cast<const char*>(row + kBytes * i) + kPrefetch + 64, _MM_HINT_T0);
+        const __m512 w0 = load_w<F16>(row, i), w1 = load_w<F16>(row, i + 16);
+        for (int j = 0; j < G; ++j) {
+            a0[j] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + j * ldx + i), a0[j]);
+            a1[j] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + j * ldx + i + 16), a1[j]);
+        }
     }
     for (; i < n; i += 16) {
         const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (n - i)) - 1);
-        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + i)), _mm512_maskz_loadu_ps(m, x + i), a0);
+        const __m512 w = load_w_tail<F16>(row, i, m);
+        for (int j = 0; j < G; ++j) a0[j] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, x + j * ldx + i), a0[j]);
     }
-    return hsum(_mm512_add_ps(a0, a1));
+    for (int j = 0; j < G; ++j) out[j] = hsum(_mm512_add_ps(a0[j], a1[j]));
 }
 
 // erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7): erf(a) = 1 - t (a1 + t (a2 + ... a5)) exp(-a^2),
@@ -295,19 +343,73 @@ bool gemv_available() {
     return ok;
 }
 
+namespace {
+
+// Rows of activations in groups of at most kGroup per pass over a weight row (the accumulators of a group stay in
+// registers; the weight row, a few KB, is read from L1 again for the next group).
+constexpr int kGroup = 4;
+
+template <typename Fn>
+void for_groups(int n_x, Fn&& fn) {
+    int j = 0;
+    for (; j + kGroup <= n_x; j += kGroup) fn(j, std::integral_constant<int, kGroup>());
+    switch (n_x - j) {
+        case 3: fn(j, std::integral_constant<int, 3>()); break;
+        case 2: fn(j, std::integral_constant<int, 2>()); break;
+        case 1: fn(j, std::integral_constant<int, 1>()); break;
+        default: break;
+    }
+}
+
+}  // namespace
+
 void gemv(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
-          float* y, void* scratch) {
+          int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch) {
     const auto* rows = static_cast<const uint8_t*>(w);
-    if (type == GGML_TYPE_F16) {
-        for (int64_t r = r0; r < r1; ++r) y[r] = dot_f16(rows + r * row_bytes, n, x);
-    } else if (type == GGML_TYPE_Q4_K) {
-        const ActQ4K a = act_q4k(scratch, n);
-        quantize_q4k(x, n, a);
-        for (int64_t r = r0; r < r1; ++r) y[r] = dot_q4k(rows + r * row_bytes, n / kQK, a);
+    float out[kGroup];
+    if (type == GGML_TYPE_F16 || type == GGML_TYPE_F32) {
+        const bool f16 = type == GGML_TYPE_F16;
+        for (int64_t r = r0; r < r1; ++r) {
+            for_groups(n_x, [&](int j, auto g) {
+                constexpr int G = decltype(g)::value;
+                if (f16) {
+                    dot_float<G, true>(rows + r * row_bytes, n, x + j * ldx, ldx, out);
+                } else {
+                    dot_float<G, false>(rows + r * row_bytes, n, x + j * ldx, ldx, out);
+                }
+                for (int k = 0; k < G; ++k) y[(j + k) * ldy + r] = out[k];
+            });
+        }
+        return;
+    }
+    const size_t per_row = gemv_scratch_bytes(type, n);
+    auto* base = static_cast<uint8_t*>(scratch);
+    if (type == GGML_TYPE_Q4_K) {
+        ActQ4K a[kMaxGemvRows];
+        for (int j = 0; j < n_x; ++j) {
+            a[j] = act_q4k(base + j * per_row, n);
+            quantize_q4k(x + j * ldx, n, a[j]);
+        }
+        for (int64_t r = r0; r < r1; ++r) {
+            for_groups(n_x, [&](int j, auto g) {
+                constexpr int G = decltype(g)::value;
+                dot_q4k<G>(rows + r * row_bytes, n / kQK, a + j, out);
+                for (int k = 0; k < G; ++k) y[(j + k) * ldy + r] = out[k];
+            });
+        }
     } else {
-        const ActQ80 a = act_q80(scratch, n);
-        quantize_q80(x, n, a);
-        for (int64_t r = r0; r < r1; ++r) y[r] = dot_q80(rows + r * row_bytes, n / kQ8Block, a);
+        ActQ80 a[kMaxGemvRows];
+        for (int j = 0; j < n_x; ++j) {
+            a[j] = act_q80(base + j * per_row, n);
+            quantize_q80(x + j * ldx, n, a[j]);
+        }
+        for (int64_t r = r0; r < r1; ++r) {
+            for_groups(n_x, [&](int j, auto g) {
+                constexpr int G = decltype(g)::value;
+                dot_q80<G>(rows + r * row_bytes, n / kQ8Block, a + j, out);
+                for (int k = 0; k < G; ++k) y[(j + k) * ldy + r] = out[k];
+            });
+        }
     }
 }
 
@@ -317,19 +419,21 @@ void gelu_erf(const float* x, float* y, int64_t n) { gelu_erf_avx512(x, y, n); }
 
 bool gemv_available() { return false; }
 
-void gemv(ggml_type, const void*, size_t, int64_t, int64_t, int64_t, const float*, float*, void*) { std::abort(); }
+void gemv(ggml_type, const void*, size_t, int64_t, int64_t, int64_t, const float*, int64_t, int, float*, int64_t, void*) {
+    std::abort();
+}
 
 void gelu_erf(const float*, float*, int64_t) { std::abort(); }
 
 #endif
 
 bool gemv_supports(ggml_type type) {
-    return type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q8_0 || type == GGML_TYPE_F16;
+    return type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q8_0 || type == GGML_TYPE_F16 || type == GGML_TYPE_F32;
 }
 
 size_t gemv_scratch_bytes(ggml_type type, int64_t n) {
     // int8 values, then one float per block (and for Q4_K eight int32 sums per block)
-    if (type == GGML_TYPE_F16) return 0;  // x is used as it is
+    if (type == GGML_TYPE_F16 || type == GGML_TYPE_F32) return 0;  // x is used as it is
     return type == GGML_TYPE_Q4_K ? size_t(n) + 4 * size_t(n / kQK) * 9 : size_t(n) + 4 * size_t(n / kQ8Block);
 }
 

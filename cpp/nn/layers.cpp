@@ -12,19 +12,23 @@ namespace cm::nn {
 
 namespace {
 
-// ggml custom op: dst[r] = row r of src[0] . src[1], rows split evenly over ggml's threads.
+// ggml custom op: dst[j][r] = row r of src[0] . column j of src[1] (1..kMaxGemvRows columns), weight rows split
+// evenly over ggml's threads.
 void gemv_op(ggml_tensor* dst, int ith, int nth, void*) {
     const ggml_tensor* w = dst->src[0];
     const ggml_tensor* x = dst->src[1];
     const int64_t rows = w->ne[1], r0 = rows * ith / nth, r1 = rows * (ith + 1) / nth;
     if (r0 >= r1) return;
-    // Each thread quantizes x itself (a few µs, no barrier) into its stack: ~11 KB for the widest LM row. Not a
-    // thread_local vector: its destructor at thread exit races with glibc freeing the TLS block (TSan report).
+    // Each thread quantizes x itself (a few µs a row, no barrier) into its stack: ~11 KB a row for the widest LM
+    // row. Not a thread_local vector: its destructor at thread exit races with glibc freeing the TLS block (TSan
+    // report).
     alignas(64) unsigned char stack[32768];
-    const size_t need = cpu::gemv_scratch_bytes(w->type, w->ne[0]);
+    const int n_x = static_cast<int>(x->ne[1]);
+    const size_t need = cpu::gemv_scratch_bytes(w->type, w->ne[0]) * size_t(n_x);
     std::vector<unsigned char> heap(need > sizeof(stack) ? need : 0);
     cpu::gemv(w->type, w->data, w->nb[1], w->ne[0], r0, r1, static_cast<const float*>(x->data),
-              static_cast<float*>(dst->data), heap.empty() ? stack : heap.data());
+              static_cast<int64_t>(x->nb[1] / sizeof(float)), n_x, static_cast<float*>(dst->data),
+              static_cast<int64_t>(dst->nb[1] / sizeof(float)), heap.empty() ? stack : heap.data());
 }
 
 // Our kernels run where this weight's part of the graph runs on the CPU: the weight is in host memory.
@@ -32,14 +36,16 @@ bool cpu_kernels_for(const ggml_tensor* w) {
     return w && w->buffer && ggml_backend_buffer_is_host(w->buffer) && cpu::gemv_available();
 }
 
+// Up to kMaxGemvRows activation rows (a decode step of several sequences, a short prefill chunk) go through the
+// matrix-vector kernel, each row computed as it would be alone; more rows through the matrix kernel (F16) or ggml.
 bool use_gemv(const ggml_tensor* w, const ggml_tensor* x) {
-    return x->type == GGML_TYPE_F32 && x->ne[1] == 1 && x->ne[2] == 1 && x->ne[3] == 1 &&
-           x->nb[0] == sizeof(float) && w->ne[2] == 1 && w->ne[3] == 1 && cpu::gemv_supports(w->type) &&
-           cpu_kernels_for(w);
+    return x->type == GGML_TYPE_F32 && x->ne[1] >= 1 && x->ne[1] <= cpu::kMaxGemvRows && x->ne[2] == 1 &&
+           x->ne[3] == 1 && x->nb[0] == sizeof(float) && x->nb[1] % sizeof(float) == 0 && w->ne[2] == 1 &&
+           w->ne[3] == 1 && cpu::gemv_supports(w->type) && cpu_kernels_for(w);
 }
 
-// Fewer activation rows than this stay with ggml: the kernel's tile is 32 rows wide.
-constexpr int64_t kGemmMinRows = 16;
+// Fewer activation rows than this go through gemv (above) or ggml: the matrix kernel's tile is 32 rows wide.
+constexpr int64_t kGemmMinRows = cpu::kMaxGemvRows + 1;
 
 bool use_gemm(const ggml_tensor* w, const ggml_tensor* x) {
     return w->type == GGML_TYPE_F16 && x->type == GGML_TYPE_F32 && x->ne[1] >= kGemmMinRows && x->ne[2] == 1 &&
@@ -131,8 +137,8 @@ ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x) {
     if (use_gemm(w, x)) return gemm_t(ctx, w, ggml_cont(ctx, ggml_transpose(ctx, x)));
     if (!use_gemv(w, x)) return ggml_mul_mat(ctx, w, x);
     ggml_tensor* args[2] = {w, x};
-    ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], 1, 1, 1, args, 2, gemv_op, GGML_N_TASKS_MAX,
-                                    nullptr);
+    ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, gemv_op,
+                                    GGML_N_TASKS_MAX, nullptr);
     ggml_format_name(y, "gemv %s", w->name);
     return y;
 }

@@ -222,4 +222,73 @@ std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& c
     return logits;
 }
 
+std::vector<float> decoder_step(Compute& c, const Qwen3Weights& w, const std::vector<KvCache*>& caches,
+                                const std::vector<int32_t>& ids) {
+    const Qwen3Config& cfg = w.cfg;
+    const int n = static_cast<int>(ids.size());
+    if (n == 0 || caches.size() != ids.size()) throw Error("internal: decoder_step needs one cache per token");
+    for (const KvCache* kv : caches) {
+        if (kv->n_past + 1 > kv->n_ctx()) throw InputError("a sequence's context is full");
+    }
+    const int64_t d = cfg.n_embd, hd = cfg.head_dim, dkv = int64_t(cfg.n_head_kv) * hd;
+    // Nodes: ~20 per layer plus ~10 per sequence and layer (its cache writes, views, attention, concatenation).
+    Compute::Graph g(c, size_t(cfg.n_layer) * (32 + 12 * size_t(n)) + 64);
+    ggml_context* ctx = g.ctx();
+    std::vector<int32_t> pos(n);
+    for (int i = 0; i < n; ++i) pos[i] = caches[i]->n_past;
+    ggml_tensor* t_pos = g.input(GGML_TYPE_I32, {n}, pos.data(), "pos");
+    ggml_tensor* x = ggml_get_rows(ctx, w.embed, g.input(GGML_TYPE_I32, {n}, ids.data(), "ids"));
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    for (int il = 0; il < cfg.n_layer; ++il) {
+        const Qwen3Layer& l = w.layers[il];
+        ggml_tensor* h = nn::rms_norm(ctx, x, l.attn_norm, cfg.rms_eps);
+        ggml_tensor* q = ggml_reshape_3d(ctx, nn::mul_mat(ctx, l.wq, h), hd, cfg.n_head, n);
+        ggml_tensor* k = ggml_reshape_3d(ctx, nn::mul_mat(ctx, l.wk, h), hd, cfg.n_head_kv, n);
+        ggml_tensor* v = nn::mul_mat(ctx, l.wv, h);
+        q = nn::rms_norm(ctx, q, l.q_norm, cfg.rms_eps);
+        k = nn::rms_norm(ctx, k, l.k_norm, cfg.rms_eps);
+        q = ggml_rope_ext(ctx, q, t_pos, nullptr, hd, GGML_ROPE_TYPE_NEOX, 0, cfg.rope_theta, 1.0f, 0.0f, 1.0f,
+                          0.0f, 0.0f);
+        k = ggml_rope_ext(ctx, k, t_pos, nullptr, hd, GGML_ROPE_TYPE_NEOX, 0, cfg.rope_theta, 1.0f, 0.0f, 1.0f,
+                          0.0f, 0.0f);
+        // Per sequence: write its key and value at its position, attend over its cache (no mask: one query sees
+        // every cached position), as decoder_forward does for a single token.
+        std::vector<ggml_tensor*> outs(n);
+        for (int i = 0; i < n; ++i) {
+            KvCache& kv = *caches[i];
+            ggml_tensor* kc = kv.k(il);
+            ggml_tensor* vc = kv.v(il);
+            const size_t kv_row = ggml_row_size(kc->type, dkv);
+            const int n_kv = kv.n_past + 1;
+            ggml_build_forward_expand(g.gf(), ggml_cpy(ctx, ggml_view_1d(ctx, k, dkv, k->nb[2] * i),
+                                                        ggml_view_1d(ctx, kc, dkv, kv_row * kv.n_past)));
+            ggml_build_forward_expand(g.gf(), ggml_cpy(ctx, ggml_view_1d(ctx, v, dkv, v->nb[1] * i),
+                                                        ggml_view_1d(ctx, vc, dkv, kv_row * kv.n_past)));
+            ggml_tensor* K = ggml_view_3d(ctx, kc, hd, cfg.n_head_kv, n_kv, ggml_row_size(kc->type, hd), kv_row, 0);
+            ggml_tensor* V = ggml_view_3d(ctx, vc, hd, cfg.n_head_kv, n_kv, ggml_row_size(vc->type, hd), kv_row, 0);
+            ggml_tensor* qi = ggml_view_3d(ctx, q, hd, cfg.n_head, 1, q->nb[1], q->nb[2], q->nb[2] * i);
+            ggml_tensor* a = ggml_flash_attn_ext(ctx, ggml_permute(ctx, qi, 0, 2, 1, 3), ggml_permute(ctx, K, 0, 2, 1, 3),
+                                                 ggml_permute(ctx, V, 0, 2, 1, 3), nullptr, scale, 0.0f, 0.0f);
+            ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
+            outs[i] = ggml_reshape_2d(ctx, a, hd * cfg.n_head, 1);
+        }
+        // [hd * n_head, n]: pairwise concatenation (a balanced tree keeps the copies at log2 n per row)
+        while (outs.size() > 1) {
+            std::vector<ggml_tensor*> next;
+            for (size_t i = 0; i + 1 < outs.size(); i += 2) next.push_back(ggml_concat(ctx, outs[i], outs[i + 1], 1));
+            if (outs.size() % 2) next.push_back(outs.back());
+            outs.swap(next);
+        }
+        x = ggml_add(ctx, x, nn::mul_mat(ctx, l.wo, outs[0]));
+        h = nn::rms_norm(ctx, x, l.ffn_norm, cfg.rms_eps);
+        h = ggml_swiglu_split(ctx, nn::mul_mat(ctx, l.gate, h), nn::mul_mat(ctx, l.up, h));
+        x = ggml_add(ctx, x, nn::mul_mat(ctx, l.down, h));
+    }
+    x = nn::rms_norm(ctx, x, w.final_norm, cfg.rms_eps);
+    ggml_tensor* out = nn::mul_mat(ctx, w.head, x);
+    g.run({out});
+    for (KvCache* kv : caches) kv->n_past += 1;
+    return Compute::read(out);
+}
+
 }  // namespace cm
