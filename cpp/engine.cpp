@@ -104,13 +104,16 @@ EngineResult Engine::generate(SeqRequest req, const std::function<bool(int32_t)>
     if (stop_) throw Error("the model was closed");
     waiting_.push_back(&s);
     cv_.notify_all();
-    size_t seen = 0;     // tokens handed to on_token
+    size_t seen = 0;       // tokens taken from the sequence
+    size_t kept = 0;       // of which handed to the caller (all of them until it stops)
     bool stopped = false;  // the caller asked to stop
     for (;;) {
         s.cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return s.done || s.res.tokens.size() > seen; });
-        // Hand over new tokens outside the lock (callbacks may take long, or the GIL).
-        while (!stopped && seen < s.res.tokens.size()) {
+        // Hand over new tokens outside the lock (callbacks may take long, or wait for the GIL).
+        while (seen < s.res.tokens.size()) {
             const int32_t id = s.res.tokens[seen++];
+            if (stopped) continue;  // produced before the worker saw the stop: dropped
+            kept = seen;
             if (on_token) {
                 lk.unlock();
                 const bool go = on_token(id);
@@ -135,7 +138,7 @@ EngineResult Engine::generate(SeqRequest req, const std::function<bool(int32_t)>
     if (s.error) std::rethrow_exception(s.error);
     EngineResult r = std::move(s.res);
     if (stopped) {  // what the caller saw: the tokens up to the one it stopped at
-        r.tokens.resize(seen);
+        r.tokens.resize(kept);
         r.stop_reason = "interrupted";
     }
     return r;

@@ -202,6 +202,15 @@ void bind_model(py::module_& m) {
         .def_property_readonly("n_ctx_train", [](const PyModel& s) { return s.lm->lm().cfg.n_ctx_train; })
         .def_property_readonly("accepts_instructions", [](const PyModel& s) { return s.lm->accepts_instructions(); })
         .def("n_audio_tokens", [](const PyModel& s, int n_frames) { return s.lm->n_audio_tokens(n_frames); })
+        .def(
+            "kv_bytes_per_position",
+            [](const PyModel& s, const std::string& kv_type) {
+                const Qwen3Config& c = s.lm->lm().cfg;
+                return size_t(c.n_layer) * 2 * size_t(c.n_head_kv) * size_t(c.head_dim) *
+                       ggml_type_size(kv_type_from(kv_type));
+            },
+            py::arg("kv_type") = "f16", "KV-cache bytes per prompt or generated position.")
+        .def_property_readonly("n_embd", [](const PyModel& s) { return s.lm->lm().cfg.n_embd; })
         .def("describe", [](const PyModel& s) { return describe(s.lm->file()); })
         .def("tensor_data", [](const PyModel& s, const std::string& name) { return tensor_data(s.lm->file(), name); })
         .def("tokenize",

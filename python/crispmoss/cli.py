@@ -1,4 +1,4 @@
-"""The ``crispmoss`` command line: transcribe, ask, info, download, convert, quantize.
+"""The ``crispmoss`` command line: transcribe, ask, serve, info, download, convert, quantize.
 
 Exit codes: 0 success, 1 a failure while running (bad model, unreadable audio, out-of-range value), 2 a usage
 error caught while parsing the command line, 130 interrupted. Errors are one line on stderr.
@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, List, NoReturn, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
 from .errors import AudioError, CrispMossError, InputError
 from .formats import FORMATS, render
@@ -79,7 +79,8 @@ def _load_model(args: argparse.Namespace) -> Any:
     from .model import Model
 
     return Model(args.model, args.threads, progress=not getattr(args, "quiet", False), backend=args.backend,
-                 device=args.device, n_gpu_layers=args.gpu_layers, head_type=args.head_type)
+                 device=args.device, n_gpu_layers=args.gpu_layers, head_type=args.head_type,
+                 batch_size=getattr(args, "batch", None))
 
 
 def timing_report(name: str, t: Any, wall: float) -> str:
@@ -140,8 +141,6 @@ def _output_path(out_dir: Path, rel: Path, fmt: str, used: set) -> Path:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from .longform import merge, transcribe_passes
-
     files = _expand_inputs(args.audio)
     if not files:
         raise InputError("no audio files found in " + ", ".join(args.audio))
@@ -153,23 +152,27 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     kw = _gen_kwargs(args)
     progress = _Progress(len(files), sys.stderr, args.quiet, args.verbose)
-    failed, used = 0, set()  # type: ignore[var-annotated]
-    for i, (f, rel) in enumerate(files, 1):
-        t0 = time.perf_counter()
-        try:
-            passes = []
-            for p in transcribe_passes(model, str(f), timestamps=args.timestamps, language=args.language,
-                                       max_pass_seconds=args.max_pass_seconds, **kw):
-                passes.append(p)
-                if not (p.index == 0 and p.last):
-                    progress.pass_done(i, f.name, p.end, p.total_duration)
-            result = merge(passes)
-        except AudioError as e:
+    failed, finished, used = 0, 0, set()  # type: ignore[var-annotated]
+    started: Dict[int, float] = {}
+    pending: Dict[int, Any] = {}  # finished results waiting for earlier inputs (stdout keeps input order)
+    next_out = 0
+
+    def on_pass(i: int, p: Any) -> None:
+        if not (p.index == 0 and p.last):
+            progress.pass_done(i + 1, files[i][0].name, p.end, p.total_duration)
+
+    def emit(i: int, result: Any) -> None:
+        nonlocal failed, finished
+        f, rel = files[i]
+        finished += 1
+        if isinstance(result, AudioError):
             # One unreadable file does not stop a batch.
             failed += 1
-            sys.stderr.write(("\r\033[K" if progress.tty else "") + f"crispmoss transcribe: error: {e}\n")
-            continue
-        wall = time.perf_counter() - t0
+            sys.stderr.write(("\r\033[K" if progress.tty else "") + f"crispmoss transcribe: error: {result}\n")
+            return
+        if isinstance(result, BaseException):
+            raise result
+        wall = time.perf_counter() - started.get(i, progress.t0)
         text = render(result, args.format)
         if out_dir is not None:
             path = _output_path(out_dir, rel, args.format, used)
@@ -184,9 +187,26 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(f"{f}: {text}")
         sys.stdout.flush()
-        progress.file_done(i, f.name, result.duration, wall)
+        progress.file_done(finished, f.name, result.duration, wall)  # [files finished so far / all]
         if args.verbose:
             sys.stderr.write(timing_report(f.name, result, wall) + "\n")
+
+    for i in range(len(files)):
+        started[i] = time.perf_counter()
+    events = model.transcribe_iter([str(f) for f, _ in files], batch_size=args.batch, on_pass=on_pass,
+                                   timestamps=args.timestamps, language=args.language,
+                                   max_pass_seconds=args.max_pass_seconds, **kw)
+    try:
+        for i, result in events:
+            if out_dir is not None:  # files are written as they finish
+                emit(i, result)
+                continue
+            pending[i] = result
+            while next_out in pending:
+                emit(next_out, pending.pop(next_out))
+                next_out += 1
+    finally:
+        events.close()
     return 1 if failed else 0
 
 
@@ -240,6 +260,21 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import missing_dependencies
+
+    missing = missing_dependencies()
+    if missing:
+        py = "" if sys.version_info >= (3, 11) else " (on Python 3.11 or newer)"
+        sys.stderr.write(f"crispmoss serve: error: the server needs {', '.join(missing)}, which "
+                         f"{'is' if len(missing) == 1 else 'are'} not installed: pip install \"crispmoss[server]\"{py}\n")
+        return 2
+    from .server.app import serve
+    from .server.config import from_args
+
+    return serve(from_args(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -262,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timestamps", action="store_true", help="timed segments written by the model (MOSS-Audio)")
     p.add_argument("--max-pass-seconds", type=float, default=None,
                    help="longest audio transcribed in one pass (default 30 MOSS-Transcribe, 120 MOSS-Audio)")
+    p.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="decode up to N passes (of several files, or of one long file) together (default: 16, "
+                        "fewer when memory is short; see README 'Many sequences at once')")
     _add_generation_args(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_transcribe)
@@ -285,6 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the published names")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (needs the extra crispmoss[server])",
+                       description="Serve models over an OpenAI-compatible HTTP API: POST /v1/audio/transcriptions, "
+                                   "POST /v1/chat/completions (MOSS-Audio), GET /v1/models, GET /health. "
+                                   "Needs pip install \"crispmoss[server]\".")
+    from .server.config import add_arguments as add_serve_arguments
+
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
 
     from .convert.cli import add_cli as add_convert
     from .quantize import add_cli as add_quantize

@@ -14,7 +14,7 @@ import secrets
 import threading
 import unicodedata
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from . import _core
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .loopfix import collapse_loops
 from .errors import InputError, ModelError
-from .results import Segment, Transcript, parse_timed_lines
+from .results import Segment, StreamJoiner, Transcript, parse_timed_lines
 
 PieceCallback = Callable[[str], Optional[bool]]
 
@@ -36,6 +36,13 @@ SAMPLING_PRESETS: Dict[str, Dict[str, float]] = {
     "official": {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0},
 }
 OFFICIAL_SAMPLING = {k: SAMPLING_PRESETS["official"][k] for k in ("temperature", "top_p", "top_k")}
+
+# Prompt positions per prefill graph: a long prompt is prefilled in pieces between the decode steps of the
+# sequences already running, so it never stalls them for more than one piece. Part of a sequence's arithmetic
+# (results are bit-identical for any batch, but not across different piece sizes), so it is fixed.
+PREFILL_CHUNK = 64
+# Most sequences one decode graph takes through our matrix-vector kernels (cpu/gemv.h: kMaxGemvRows).
+MAX_BATCH_ROWS = 16
 
 _GEN_KEYS = ("max_new_tokens", "sampling", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed",
              "timeout", "callback", "collapse_loops")
@@ -80,6 +87,28 @@ def _integer(name: str, v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise InputError(f"{name} must be an integer, got {v!r}")
     return int(v)
+
+
+def _batch_size(v: Any) -> int:
+    n = _integer("batch_size", v)
+    if not 1 <= n <= 1024:
+        raise InputError(f"batch_size must be in 1..1024, got {n}")
+    return n
+
+
+def available_memory() -> int:
+    """Bytes of memory available for new allocations (MemAvailable on Linux; physical memory elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
 
 
 def resolve_sampling(sampling: Optional[str] = None, *, temperature: Optional[float] = None,
@@ -208,6 +237,11 @@ class Model:
     offloads everything, encoder included. The rest stays mmapped on the host and runs on the CPU.
     A backend this build lacks raises ModelError naming it (see ``crispmoss.system_info()``).
 
+    ``batch_size`` caps how many sequences the model's engine decodes together (requests of all threads using this
+    Model, the passes of long audio, :meth:`transcribe_many`); more wait for a free slot. Default: 16 (the rows one
+    decode graph takes through our kernels), lowered so that that many passes of the model's single-pass length
+    fit in half of the memory available now (see :meth:`slot_bytes`).
+
     ``head_type`` ("q8_0", ...; default: as stored) computes the output head from a copy of that type made at
     load. For MOSS-Transcribe, whose head is the tied F16 embedding, "q8_0" reads about half the head's bytes
     per generated token (decode ~20 % faster on CPU); the F16 table then serves only embedding lookups and its
@@ -220,7 +254,7 @@ class Model:
     def __init__(self, model: Union[str, "os.PathLike[str]"], n_threads: Optional[int] = None, *,
                  kv_type: str = "f16", mel_bf16: bool = True, cache_dir: Optional[str] = None,
                  progress: bool = True, backend: str = "auto", device: int = 0, n_gpu_layers: int = -1,
-                 head_type: Optional[str] = None) -> None:
+                 head_type: Optional[str] = None, batch_size: Optional[int] = None) -> None:
         from .backends import check_backend, notice_once
         from .hub import resolve
 
@@ -246,6 +280,10 @@ class Model:
         self.n_threads = int(n_threads or 0)
         self.kv_type = kv_type
         self.mel_bf16 = bool(mel_bf16)
+        self.batch_size = self.default_batch_size() if batch_size is None else _batch_size(batch_size)
+        # The engine: one worker thread that runs encoders, prefill chunks and batched decode steps for every
+        # session of this Model.
+        self._core.engine(self.n_threads, self.batch_size, PREFILL_CHUNK)
 
     # --- properties -----------------------------------------------------------------------------------------
     @property
@@ -279,6 +317,33 @@ class Model:
         from .longform import default_pass_seconds
 
         return default_pass_seconds(self.arch)
+
+    def slot_bytes(self, pass_seconds: Optional[float] = None, max_new_tokens: Optional[int] = None) -> int:
+        """Memory one decoding sequence holds while it runs: its KV cache for the prompt of a ``pass_seconds`` clip
+        (default: the single-pass limit) plus ``max_new_tokens`` (default: the model's), allocated in steps of
+        256 positions, plus the clip's samples, mel and encoder output. Compute buffers are the engine's, shared
+        by all sequences, and not counted."""
+        seconds = self.max_pass_seconds if pass_seconds is None else float(pass_seconds)
+        new = self.default_max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        frames = int(seconds * 100)
+        n_audio = self._core.n_audio_tokens(frames)
+        # the prompt around the audio: template, instruction, MOSS-Audio's time markers (one per 2 s, few tokens)
+        positions = n_audio + 64 + int(seconds / 2) * 3 + new
+        positions = (positions + 255) // 256 * 256
+        kv = positions * self._core.kv_bytes_per_position(self.kv_type)
+        audio = int(seconds * SAMPLE_RATE) * 4 + frames * 128 * 4
+        encoded = n_audio * self._core.n_embd * 4 * 4  # rows + up to three DeepStack copies
+        return int(kv + audio + encoded)
+
+    def default_batch_size(self) -> int:
+        """16, or fewer when 16 full-length passes (:meth:`slot_bytes`) would not fit in half the available
+        memory; at least 1."""
+        return max(1, min(MAX_BATCH_ROWS, (available_memory() // 2) // max(1, self.slot_bytes())))
+
+    def engine_stats(self) -> Dict[str, int]:
+        """The engine's state: ``active`` sequences (prefilling or decoding), ``waiting`` for a slot, encoder
+        ``jobs`` waiting, decode ``steps`` run and the tokens decoded in them (``step_rows``)."""
+        return dict(self._core.engine_stats(self.n_threads))
 
     def __repr__(self) -> str:
         return f"crispmoss.Model({self.name!r}, arch={self.arch!r})"
@@ -339,31 +404,139 @@ class Model:
 
     def transcribe(self, audio: AudioInput, *, sample_rate: Optional[float] = None, timestamps: bool = False,
                    language: Optional[str] = None, max_pass_seconds: Optional[float] = None,
-                   **generate_kwargs: Any) -> Transcript:
+                   batch_size: Optional[int] = None, **generate_kwargs: Any) -> Transcript:
         """Transcribes ``audio`` (a path or an array) of any length.
 
         Up to :attr:`max_pass_seconds` (30 s MOSS-Transcribe, 120 s MOSS-Audio) the clip goes through the model in
         one pass with the official prompt; longer audio is read in blocks and cut at the quietest 100 ms frame of
-        the last seconds before the limit, each pass transcribed on its own and the texts joined, so memory does
-        not grow with the length. ``segments`` has one segment per pass (or the model's timed lines with
-        ``timestamps``, MOSS-Audio only) in absolute seconds. ``language`` is a hint (MOSS-Audio; see
-        :func:`transcription_instruction`). A ``callback`` receives the joined text piece by piece. Generation options: see
-        :meth:`options`.
+        the last seconds before the limit, and up to ``batch_size`` passes (default: :attr:`batch_size`) are
+        decoded together; the texts are joined in order (the same text as passes run one after another) and
+        memory is bounded by the batch, not the length. ``segments`` has one segment per pass (or the model's timed
+        lines with ``timestamps``, MOSS-Audio only) in absolute seconds. ``language`` is a hint (MOSS-Audio; see
+        :func:`transcription_instruction`). A ``callback`` receives the joined text piece by piece, in order; the
+        pieces concatenated equal ``text``. Generation options: see :meth:`options`.
         """
-        from .longform import transcribe
+        from .longform import merge
 
-        return transcribe(self, audio, sample_rate=sample_rate, timestamps=timestamps, language=language,
-                          max_pass_seconds=max_pass_seconds, **generate_kwargs)
+        return merge(list(self._passes(audio, sample_rate=sample_rate, timestamps=timestamps, language=language,
+                                       max_pass_seconds=max_pass_seconds, batch_size=batch_size,
+                                       **generate_kwargs)))
 
     def segments(self, audio: AudioInput, *, sample_rate: Optional[float] = None, timestamps: bool = False,
                  language: Optional[str] = None, max_pass_seconds: Optional[float] = None,
-                 **generate_kwargs: Any) -> Iterator[Segment]:
-        """Like :meth:`transcribe`, but yields the segments of each pass as soon as it is decoded."""
-        from .longform import transcribe_passes
-
-        for p in transcribe_passes(self, audio, sample_rate=sample_rate, timestamps=timestamps, language=language,
-                                   max_pass_seconds=max_pass_seconds, **generate_kwargs):
+                 batch_size: Optional[int] = None, **generate_kwargs: Any) -> Iterator[Segment]:
+        """Like :meth:`transcribe`, but yields the segments of each pass, in order, as soon as it is decoded."""
+        for p in self._passes(audio, sample_rate=sample_rate, timestamps=timestamps, language=language,
+                              max_pass_seconds=max_pass_seconds, batch_size=batch_size, **generate_kwargs):
             yield from p.transcript.segments
+
+    def transcribe_many(self, inputs: Iterable[AudioInput], *, batch_size: Optional[int] = None,
+                        progress: bool = False, on_error: str = "raise", sample_rate: Optional[float] = None,
+                        timestamps: bool = False, language: Optional[str] = None,
+                        max_pass_seconds: Optional[float] = None,
+                        **generate_kwargs: Any) -> List[Union[Transcript, BaseException]]:
+        """Transcribes many inputs (paths, encoded bytes, file objects or arrays), decoding up to ``batch_size``
+        passes of them together (default :attr:`batch_size`); returns one Transcript per input, in input order,
+        each equal to what :meth:`transcribe` gives for it alone. Long inputs are split into passes as there.
+
+        ``on_error="raise"`` raises the first failing input's error (its message names the input) after stopping
+        the rest; ``on_error="return"`` puts the exception in that input's place and finishes the others.
+        ``progress=True`` prints a line per finished input and the overall audio seconds per second to stderr.
+        ``timeout`` counts per input from its first pass; a streaming ``callback`` is not accepted (use
+        :meth:`transcribe` per input for streaming). Raises InputError before any work when ``batch_size`` passes
+        of the single-pass length (:meth:`slot_bytes`) would not fit in the available memory.
+        """
+        import sys
+
+        if on_error not in ("raise", "return"):
+            raise InputError(f"on_error must be 'raise' or 'return', got {on_error!r}")
+        inputs = list(inputs)
+        results: List[Any] = [None] * len(inputs)
+        t0, audio_s, n_done = _now(), 0.0, 0
+        events = self.transcribe_iter(inputs, batch_size=batch_size, sample_rate=sample_rate, timestamps=timestamps,
+                                      language=language, max_pass_seconds=max_pass_seconds, **generate_kwargs)
+        try:
+            for i, result in events:
+                n_done += 1
+                if isinstance(result, BaseException) and on_error == "raise":
+                    raise result
+                results[i] = result
+                if not isinstance(result, BaseException):
+                    audio_s += result.duration
+                if progress:
+                    status = f"error: {result}" if isinstance(result, BaseException) else f"{result.duration:.1f} s audio"
+                    print(f"[{n_done}/{len(inputs)}] {_input_name(inputs[i])}: {status} "
+                          f"({audio_s / max(1e-9, _now() - t0):.2f} audio-s/s overall)", file=sys.stderr, flush=True)
+        finally:
+            events.close()
+        return results
+
+    def transcribe_iter(self, inputs: Iterable[AudioInput], *, batch_size: Optional[int] = None,
+                        on_pass: Optional[Callable[[int, Any], None]] = None, sample_rate: Optional[float] = None,
+                        timestamps: bool = False, language: Optional[str] = None,
+                        max_pass_seconds: Optional[float] = None,
+                        **generate_kwargs: Any) -> Iterator[Any]:
+        """What :meth:`transcribe_many` runs on: yields ``(index, Transcript)`` for each input as soon as it is
+        finished (in the order they finish), or ``(index, exception)`` for one that failed (the exception names the
+        input); the others go on. ``on_pass(index, PassResult)`` is called for every pass of every input, in pass
+        order per input. Closing the iterator early stops what runs."""
+        from .longform import merge
+
+        if generate_kwargs.get("callback") is not None:
+            raise InputError("transcribe_many takes no callback (stream with transcribe() per input)")
+        inputs = list(inputs)
+        bs = self.batch_size if batch_size is None else _batch_size(batch_size)
+        runner = self._runner(bs, sample_rate=sample_rate, timestamps=timestamps, language=language,
+                              max_pass_seconds=max_pass_seconds, check_memory=batch_size is not None,
+                              **generate_kwargs)
+        passes: Dict[int, List[Any]] = {}
+        events = runner.run(inputs)
+        try:
+            for i, event in events:
+                if isinstance(event, BaseException):
+                    passes.pop(i, None)
+                    yield i, _naming(event, inputs[i])
+                elif event is None:
+                    yield i, merge(passes.pop(i, []))
+                else:
+                    passes.setdefault(i, []).append(event)
+                    if on_pass is not None:
+                        on_pass(i, event)
+        finally:
+            events.close()
+
+    # --- passes -----------------------------------------------------------------------------------------------
+    def _runner(self, batch_size: int, *, sample_rate: Optional[float], timestamps: bool, language: Optional[str],
+                max_pass_seconds: Optional[float], check_memory: bool = False, **generate_kwargs: Any) -> Any:
+        from .batch import PassRunner
+        from .longform import check_limit
+
+        _check_gen_kwargs(generate_kwargs)
+        limit = check_limit(self.arch, max_pass_seconds)
+        if timestamps and not self.accepts_instructions:
+            raise InputError("MOSS-Transcribe writes no timestamps; use a MOSS-Audio model for timestamps=True")
+        instruction = transcription_instruction(self.arch, language, timestamps) or None  # validated before reading
+        opts = self.options(**generate_kwargs)  # one seed for every pass
+        if check_memory:
+            need = batch_size * self.slot_bytes(min(limit, 3600.0), opts.max_new_tokens)
+            have = available_memory()
+            if need > have:
+                raise InputError(f"batch_size={batch_size} needs about {need / 2**30:.1f} GiB for its passes "
+                                 f"({self.slot_bytes(min(limit, 3600.0), opts.max_new_tokens) / 2**20:.0f} MiB each)"
+                                 f" but {have / 2**30:.1f} GiB is available; use a smaller batch_size")
+
+        def run_pass(samples: np.ndarray, callback: Any, timeout: Optional[float]) -> Transcript:
+            session = Session(self, samples)
+            return session._run(instruction, timestamps, replace(opts, callback=callback, timeout=timeout), join=False)
+
+        return PassRunner(run_pass, limit, batch_size=batch_size, timeout=opts.timeout, callback=opts.callback,
+                          seed=opts.sampling.seed, sample_rate=sample_rate)
+
+    def _passes(self, audio: AudioInput, *, batch_size: Optional[int] = None, **kwargs: Any) -> Iterator[Any]:
+        from .batch import passes_of
+
+        bs = self.batch_size if batch_size is None else _batch_size(batch_size)
+        return passes_of(self._runner(bs, **kwargs), audio)
 
     def ask(self, audio: AudioInput, prompt: str, *, sample_rate: Optional[float] = None,
             **generate_kwargs: Any) -> Transcript:
@@ -371,6 +544,33 @@ class Model:
         if not self.accepts_instructions:
             raise ModelError("MOSS-Transcribe takes no instruction: use transcribe(), or a MOSS-Audio model for ask()")
         return self.session(audio, sample_rate).ask(prompt, **generate_kwargs)
+
+
+def _now() -> float:
+    import time
+
+    return time.monotonic()
+
+
+def _input_name(audio: Any) -> str:
+    if isinstance(audio, (str, os.PathLike)):
+        return os.fspath(audio)
+    if isinstance(audio, np.ndarray):
+        return f"array{list(audio.shape)}"
+    return getattr(audio, "name", None) or type(audio).__name__
+
+
+def _naming(exc: BaseException, audio: Any) -> BaseException:
+    """The same kind of error with the input named in its message (crispmoss errors), else ``exc`` itself."""
+    name = _input_name(audio)
+    if isinstance(exc, (InputError, ModelError)) or type(exc).__module__.startswith("crispmoss"):
+        if name in str(exc):
+            return exc
+        try:
+            return type(exc)(f"{name}: {exc}")
+        except Exception:  # an exception type with another constructor
+            return exc
+    return exc
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -474,12 +674,15 @@ class Session:
     def _busy(self) -> "Session._Busy":
         return Session._Busy(self)
 
-    def _run(self, prompt: Optional[str], timestamps: bool, opts: GenerateOptions) -> Transcript:
+    def _run(self, prompt: Optional[str], timestamps: bool, opts: GenerateOptions, join: bool = True) -> Transcript:
+        """One request. With ``join`` the callback's pieces are those whose concatenation is the returned text
+        (leading and trailing whitespace held back, as ``text`` is stripped); without, the raw pieces."""
         s = opts.sampling
+        callback = StreamJoiner(opts.callback) if (join and opts.callback is not None) else opts.callback
         with self._busy():
             r = self._core.generate(_normalize(prompt), timestamps, True, int(opts.max_new_tokens), float(s.temperature),
                                     int(s.top_k), float(s.top_p), float(s.min_p), float(s.repetition_penalty),
-                                    int(s.seed or 0), float(opts.timeout or 0.0), opts.callback)
+                                    int(s.seed or 0), float(opts.timeout or 0.0), callback)
         text = r["text"].decode("utf-8", errors="replace").strip()
         if opts.collapse_loops:
             text = collapse_loops(text)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 
 @dataclass
@@ -70,4 +70,55 @@ def parse_timed_lines(text: str, offset: float = 0.0) -> List[Segment]:
     return segments
 
 
-__all__ = ["Segment", "Transcript", "parse_timed_lines"]
+def _cjk(ch: str) -> bool:
+    o = ord(ch)
+    return (0x2E80 <= o <= 0x9FFF) or (0xAC00 <= o <= 0xD7AF) or (0xF900 <= o <= 0xFAFF) or (0xFF00 <= o <= 0xFFEF)
+
+
+def join_texts(texts: Any) -> str:
+    """Joins pass texts: one space between passes, none between two CJK characters; empty texts skipped."""
+    out = ""
+    for t in texts:
+        t = t.strip()
+        if not t:
+            continue
+        if out:
+            out += "" if (_cjk(out[-1]) and _cjk(t[0])) else " "
+        out += t
+    return out
+
+
+class StreamJoiner:
+    """Hands a callback the streamed pieces of one or more passes so that their concatenation equals the final
+    ``Transcript.text`` (:func:`join_texts` of the stripped pass texts): leading whitespace of a pass is dropped,
+    trailing whitespace waits for more text of the same pass, and passes are joined as join_texts joins them.
+    Call :meth:`begin_pass` before each pass's pieces (the first pass begins on construction)."""
+
+    def __init__(self, callback: Callable[[str], Optional[bool]]) -> None:
+        self.callback = callback
+        self.last_char = ""
+        self.pending = ""
+        self.in_pass = False
+
+    def begin_pass(self) -> None:
+        self.pending = ""
+        self.in_pass = False
+
+    def __call__(self, piece: str) -> Optional[bool]:
+        if not self.in_pass:
+            piece = piece.lstrip()
+            if not piece:
+                return True
+            self.in_pass = True
+            if self.last_char:
+                piece = ("" if (_cjk(self.last_char) and _cjk(piece[0])) else " ") + piece
+        text = self.pending + piece
+        body = text.rstrip()
+        self.pending = text[len(body):]
+        if not body:
+            return True
+        self.last_char = body[-1]
+        return self.callback(body)
+
+
+__all__ = ["Segment", "StreamJoiner", "Transcript", "join_texts", "parse_timed_lines"]
