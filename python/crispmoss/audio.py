@@ -1,10 +1,11 @@
 """Audio input: files or arrays to float32 mono 16 kHz, and the Whisper log-mel of the C++ core."""
 from __future__ import annotations
 
+import io
 import math
 import numbers
 import os
-from typing import Any, Optional, Union
+from typing import Any, BinaryIO, Optional, Tuple, Union
 
 import numpy as np
 
@@ -16,7 +17,10 @@ _RESAMPLE_QUALITY = "HQ"
 # A 2-D array whose smaller side is at most this many rows is taken as (channels, n).
 _MAX_CHANNELS_FIRST = 8
 
-AudioInput = Union[str, bytes, "os.PathLike[str]", np.ndarray, Any]
+AudioInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO, np.ndarray, Any]
+# Encoded audio as bytes: a bytes value shorter than this, without NUL bytes, that names an existing file is taken
+# as that file's name (bytes paths were accepted before encoded bytes were); real encoded audio has NULs.
+_MAX_BYTES_PATH = 4096
 
 
 def _check_rate(sample_rate: Any) -> float:
@@ -38,16 +42,99 @@ def audio_file_name(path: Union[str, bytes, "os.PathLike[str]"]) -> str:
     return name
 
 
-def _read_file(path: Union[str, bytes, "os.PathLike[str]"]) -> "tuple[np.ndarray, float, str]":
+def _is_file_object(audio: Any) -> bool:
+    return not isinstance(audio, np.ndarray) and callable(getattr(audio, "read", None))
+
+
+def is_encoded(audio: Any) -> bool:
+    """Whether ``audio`` is taken as an encoded file: a path, encoded bytes (``bytes``, ``bytearray``,
+    ``memoryview``) or a binary file object, as opposed to an array of samples."""
+    return isinstance(audio, (str, os.PathLike, bytes, bytearray, memoryview)) or _is_file_object(audio)
+
+
+def _bytes_path(data: bytes) -> Optional[str]:
+    """The file name a short, NUL-free bytes value names, when such a file exists (else None: encoded audio)."""
+    if len(data) >= _MAX_BYTES_PATH or b"\0" in data:
+        return None
+    name = os.fsdecode(data)
+    return name if os.path.isfile(name) else None
+
+
+def audio_source(audio: Any) -> "Tuple[Union[str, BinaryIO], str]":
+    """What libsndfile opens for an encoded input, and a name for messages: ``(file name, name)`` for a path,
+    ``(binary file object, description)`` for bytes or a file object.
+
+    Bytes-like values are wrapped in a read-only in-memory file (``bytes`` are not copied); a file object is read
+    from its current position (seekable objects as they are, others read once into memory). A ``bytes`` value
+    that names an existing file is taken as that path. Raises AudioError for a missing path or an object whose
+    ``read`` does not return bytes.
+    """
+    if isinstance(audio, bytes):
+        name = _bytes_path(audio)
+        if name is not None:
+            return name, name
+    if isinstance(audio, (str, os.PathLike)):
+        name = audio_file_name(audio)
+        return name, name
+    if isinstance(audio, (bytes, bytearray, memoryview)):
+        # BytesIO shares an immutable bytes object; other buffers are copied once.
+        data = audio if isinstance(audio, bytes) else memoryview(audio).tobytes()
+        if not data:
+            raise AudioError("encoded audio is empty (0 bytes)")
+        return io.BytesIO(data), f"<{len(data)} bytes of encoded audio>"
+    if _is_file_object(audio):
+        label = getattr(audio, "name", None)
+        label = f"<file object {label}>" if isinstance(label, str) else f"<{type(audio).__name__} file object>"
+        seekable = getattr(audio, "seekable", None)
+        ok = callable(getattr(audio, "seek", None)) and callable(getattr(audio, "tell", None))
+        try:
+            text = isinstance(audio, io.TextIOBase) or isinstance(audio.read(0), str)
+            if callable(seekable):
+                ok = ok and bool(seekable())
+        except (OSError, ValueError, TypeError) as exc:
+            raise AudioError(f"cannot read audio from {label}: {exc}") from exc
+        if text:
+            raise AudioError(f"{label} is a text file object; open the file in binary mode")
+        if ok:
+            return audio, label
+        try:
+            data = audio.read()
+        except (OSError, ValueError) as exc:
+            raise AudioError(f"cannot read audio from {label}: {exc}") from exc
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise AudioError(f"{label} returned {type(data).__name__} from read(); open the file in binary mode")
+        return io.BytesIO(bytes(data)), label
+    raise AudioError(f"expected a file path, encoded audio bytes, a binary file object or an array of samples, "
+                     f"got {type(audio).__name__}")
+
+
+def read_error(exc: BaseException, source: Any) -> str:
+    """libsndfile's reason, without the repr of an in-memory file that soundfile puts into its message."""
+    if isinstance(source, str):
+        return str(exc)
+    reason = getattr(exc, "error_string", None)
+    if not isinstance(reason, str) or not reason:
+        reason = str(exc).replace(f"Error opening {source!r}: ", "")
+    return reason
+
+
+def _decode_hint(audio: Any) -> str:
+    if isinstance(audio, bytes) and len(audio) < _MAX_BYTES_PATH and b"\0" not in audio:
+        return f" (taken as encoded audio; as a file name: no such file {os.fsdecode(audio)!r})"
+    return ""
+
+
+def _read_file(audio: Any) -> "tuple[np.ndarray, float, str]":
     import soundfile as sf
 
-    name = audio_file_name(path)
+    source, name = audio_source(audio)
+    what = f"audio file {name}" if isinstance(source, str) else f"audio from {name}"
     try:
-        data, rate = sf.read(name, dtype="float32", always_2d=True)
+        data, rate = sf.read(source, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as exc:
-        raise AudioError(f"cannot read audio file {name}: {exc}") from exc
+        raise AudioError(f"cannot read {what}: {read_error(exc, source)}{_decode_hint(audio)}") from exc
     if data.size == 0:
-        raise AudioError(f"audio file has no samples: {name}")
+        raise AudioError(f"audio file has no samples: {name}" if isinstance(source, str) else f"{what} has no samples")
     return data, float(rate), name
 
 
@@ -92,14 +179,16 @@ def _to_mono(arr: np.ndarray) -> np.ndarray:
 def load_audio(audio: AudioInput, sample_rate: Optional[float] = None) -> np.ndarray:
     """Return ``audio`` as a contiguous float32 mono array at 16 kHz.
 
-    ``audio`` is a path (anything libsndfile reads: wav, flac, ogg, mp3, ...) or an array of samples:
-    shape (n,), (n, channels) or (channels, n) with at most 8 channels; integer samples are scaled
-    to [-1, 1), floating-point samples are kept as they are. Channels are averaged. An array's rate is
-    ``sample_rate`` (16 kHz when omitted); a file's rate is its own (``sample_rate``, if given, must
-    match it). Other rates are resampled with soxr. Raises AudioError for a missing or unreadable
-    file, empty audio, NaN/inf samples, bad shapes or a non-positive sample rate.
+    ``audio`` is a path (anything libsndfile reads: wav, flac, ogg, mp3, ...), the encoded contents of such a
+    file (``bytes``, ``bytearray``, ``memoryview``, or a binary file object read from its current position;
+    see :func:`audio_source`) or an array of samples: shape (n,), (n, channels) or (channels, n) with at most
+    8 channels; integer samples are scaled to [-1, 1), floating-point samples are kept as they are. Channels
+    are averaged. An array's rate is ``sample_rate`` (16 kHz when omitted); a file's rate is its own
+    (``sample_rate``, if given, must match it). Other rates are resampled with soxr. Raises AudioError for a
+    missing or unreadable file, undecodable bytes, empty audio, NaN/inf samples, bad shapes or a non-positive
+    sample rate.
     """
-    if isinstance(audio, (str, bytes, os.PathLike)):
+    if is_encoded(audio):
         data, rate, name = _read_file(audio)
         if sample_rate is not None and _check_rate(sample_rate) != rate:
             raise AudioError(
@@ -151,4 +240,4 @@ def log_mel(audio: AudioInput, n_threads: int = 0, *, sample_rate: Optional[floa
     return _core.log_mel(pcm, int(min(n_threads, 1024)))
 
 
-__all__ = ["SAMPLE_RATE", "load_audio", "log_mel"]
+__all__ = ["SAMPLE_RATE", "audio_source", "is_encoded", "load_audio", "log_mel"]

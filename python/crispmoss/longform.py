@@ -12,25 +12,25 @@ Rule (documented in the README, "Long audio"):
   per pass in absolute seconds (or, with timestamps, the model's timed lines shifted by the pass start). Passes
   that are digital silence (peak below -80 dBFS) are not sent to the model and give an empty segment.
 
-Only one pass's audio, mel, encoder output and KV cache exist at a time, and the passes reuse one session's
-buffers, so memory is bounded by the limit, not by the length of the recording.
+The passes of a recording are decoded together by the model's engine, up to ``batch_size`` at once
+(:mod:`crispmoss.batch`); the cuts are the ones above whatever the batch size, so the text equals passes run one
+after another. At most ``batch_size`` passes' audio, mel, encoder output and KV cache exist at a time, so memory
+is bounded by the limit and the batch size, not by the length of the recording.
+
+This module holds the pure parts (cuts, file streaming, merging); it imports nothing from the model.
 """
 from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, List, Optional, Tuple
+from typing import BinaryIO, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioInput, _check_rate, audio_file_name, load_audio
+from .audio import SAMPLE_RATE, AudioInput, _check_rate, audio_source, is_encoded, load_audio, read_error
 from .errors import AudioError, InputError
-from .results import Segment, Transcript
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import Model
+from .results import Segment, Transcript, join_texts
 
 # Single-pass limits in seconds; the README's "Long audio" section gives the reasons.
 DEFAULT_PASS_SECONDS = {"moss_transcribe": 30.0, "moss_audio": 120.0}
@@ -115,18 +115,19 @@ def split(blocks: Iterable[np.ndarray], limit_s: float, *, search_s: float = SEA
         index += 1
 
 
-def file_blocks(path: "os.PathLike[str] | str | bytes", sample_rate: Optional[float] = None,
+def file_blocks(path: "os.PathLike[str] | str | bytes | bytearray | memoryview | BinaryIO",
+                sample_rate: Optional[float] = None,
                 block_s: float = BLOCK_SECONDS) -> Tuple[float, Iterator[np.ndarray]]:
-    """Opens an audio file for block-wise reading as float32 mono 16 kHz (the same samples
-    :func:`crispmoss.load_audio` returns, without holding the whole file). Returns the duration from the header
-    (seconds, 0 if unknown) and the block iterator."""
+    """Opens an audio file (a path, encoded bytes or a binary file object; see :func:`crispmoss.audio.audio_source`)
+    for block-wise reading as float32 mono 16 kHz (the same samples :func:`crispmoss.load_audio` returns, without
+    holding the whole file). Returns the duration from the header (seconds, 0 if unknown) and the block iterator."""
     import soundfile as sf
 
-    name = audio_file_name(path)
+    source, name = audio_source(path)
     try:
-        f = sf.SoundFile(name)
+        f = sf.SoundFile(source)
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as exc:
-        raise AudioError(f"cannot read audio file {name}: {exc}") from exc
+        raise AudioError(f"cannot read audio file {name}: {read_error(exc, source)}") from exc
     rate = float(f.samplerate)
     if sample_rate is not None and _check_rate(sample_rate) != rate:
         f.close()
@@ -173,70 +174,24 @@ def file_blocks(path: "os.PathLike[str] | str | bytes", sample_rate: Optional[fl
 
 
 def open_audio(audio: AudioInput, sample_rate: Optional[float] = None) -> Tuple[float, Iterator[np.ndarray]]:
-    """Duration (seconds, 0 if unknown) and 16 kHz mono blocks of a path (streamed) or an array (in memory)."""
-    if isinstance(audio, (str, bytes, os.PathLike)):
+    """Duration (seconds, 0 if unknown) and 16 kHz mono blocks of a path, encoded bytes or a binary file object
+    (streamed) or an array (in memory)."""
+    if is_encoded(audio):
         return file_blocks(audio, sample_rate)
     x = load_audio(audio, sample_rate)
     return len(x) / SAMPLE_RATE, iter([x])
 
 
-def _check_limit(model: "Model", max_pass_seconds: Optional[float]) -> float:
+def check_limit(arch: str, max_pass_seconds: Optional[float]) -> float:
+    """The single-pass limit in seconds: ``max_pass_seconds`` validated, or the architecture's default."""
     if max_pass_seconds is None:
-        return default_pass_seconds(model.arch)
+        return default_pass_seconds(arch)
     if isinstance(max_pass_seconds, bool) or not isinstance(max_pass_seconds, (int, float)):
         raise InputError(f"max_pass_seconds must be a number of seconds, got {max_pass_seconds!r}")
     v = float(max_pass_seconds)
     if not v >= MIN_PASS_SECONDS:
         raise InputError(f"max_pass_seconds must be >= {MIN_PASS_SECONDS:g} (math.inf: never split), got {v}")
     return v
-
-
-def _cjk(ch: str) -> bool:
-    o = ord(ch)
-    return (0x2E80 <= o <= 0x9FFF) or (0xAC00 <= o <= 0xD7AF) or (0xF900 <= o <= 0xFAFF) or (0xFF00 <= o <= 0xFFEF)
-
-
-def join_texts(texts: Iterable[str]) -> str:
-    """Joins pass texts: one space between passes, none between two CJK characters; empty texts skipped."""
-    out = ""
-    for t in texts:
-        t = t.strip()
-        if not t:
-            continue
-        if out:
-            out += "" if (_cjk(out[-1]) and _cjk(t[0])) else " "
-        out += t
-    return out
-
-
-class _Joiner:
-    """Feeds the user's callback pieces whose concatenation equals :func:`join_texts` of the pass texts."""
-
-    def __init__(self, callback: Any) -> None:
-        self.callback = callback
-        self.last_char = ""
-        self.pending = ""
-        self.in_pass = False
-
-    def begin_pass(self) -> None:
-        self.pending = ""
-        self.in_pass = False
-
-    def __call__(self, piece: str) -> Optional[bool]:
-        if not self.in_pass:
-            piece = piece.lstrip()
-            if not piece:
-                return True
-            self.in_pass = True
-            if self.last_char:
-                piece = ("" if (_cjk(self.last_char) and _cjk(piece[0])) else " ") + piece
-        text = self.pending + piece
-        body = text.rstrip()
-        self.pending = text[len(body):]  # trailing whitespace waits for more text of the same pass
-        if not body:
-            return True
-        self.last_char = body[-1]
-        return self.callback(body)
 
 
 @dataclass
@@ -252,55 +207,10 @@ class PassResult:
     last: bool = False  # no pass follows
 
 
-def _shift(t: Transcript, piece: Piece) -> Transcript:
+def shift_segments(t: Transcript, piece: Piece) -> Transcript:
+    """``t`` (a pass's transcript) with its segments moved to absolute seconds of the input."""
     segs = [Segment(round(s.start + piece.start_s, 3), round(s.end + piece.start_s, 3), s.text) for s in t.segments]
     return replace(t, segments=segs)
-
-
-def transcribe_passes(model: "Model", audio: AudioInput, *, sample_rate: Optional[float] = None,
-                      timestamps: bool = False, language: Optional[str] = None,
-                      max_pass_seconds: Optional[float] = None, **generate_kwargs: Any) -> Iterator[PassResult]:
-    """Transcribes ``audio`` pass by pass (see the module rule), yielding each pass as it is decoded."""
-    from .model import Session, _check_gen_kwargs, transcription_instruction
-
-    _check_gen_kwargs(generate_kwargs)
-    limit = _check_limit(model, max_pass_seconds)
-    if timestamps and not model.accepts_instructions:
-        raise InputError("MOSS-Transcribe writes no timestamps; use a MOSS-Audio model for timestamps=True")
-    transcription_instruction(model.arch, language, timestamps)  # validates before any audio is read
-    opts = model.options(**generate_kwargs)  # one seed for every pass
-    joiner = _Joiner(opts.callback) if opts.callback is not None else None
-    deadline = time.monotonic() + opts.timeout if opts.timeout else None
-    total, blocks = open_audio(audio, sample_rate)
-    session: Optional["Session"] = None
-    for piece in split(blocks, limit):
-        single = piece.index == 0 and piece.last
-        if not single and float(np.max(np.abs(piece.samples))) < SILENCE_PEAK:
-            t = Transcript(text="", segments=[Segment(0.0, len(piece.samples) / SAMPLE_RATE, "")],
-                           duration=len(piece.samples) / SAMPLE_RATE, timings={}, seed=opts.sampling.seed)
-            yield PassResult(piece.index, piece.start_s, piece.end_s, _shift(t, piece), True, total, piece.last)
-            continue
-        popts = opts
-        if joiner is not None:
-            joiner.begin_pass()
-            popts = replace(popts, callback=joiner)
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                t = Transcript(text="", segments=[], duration=len(piece.samples) / SAMPLE_RATE,
-                               stop_reason="timeout", seed=opts.sampling.seed)
-                yield PassResult(piece.index, piece.start_s, piece.end_s, t, False, total, piece.last)
-                return
-            popts = replace(popts, timeout=left)
-        if session is None:
-            session = Session(model, piece.samples)
-        else:
-            session._set_samples(piece.samples)
-        instruction = transcription_instruction(model.arch, language, timestamps)
-        t = session._run(instruction or None, timestamps, popts)
-        yield PassResult(piece.index, piece.start_s, piece.end_s, _shift(t, piece), False, total, piece.last)
-        if t.stop_reason in ("interrupted", "timeout"):
-            return
 
 
 def merge(passes: List[PassResult]) -> Transcript:
@@ -324,10 +234,5 @@ def merge(passes: List[PassResult]) -> Transcript:
                       duration=duration, timings=timings, stop_reason=reason, seed=seed)
 
 
-def transcribe(model: "Model", audio: AudioInput, **kwargs: Any) -> Transcript:
-    """All passes of :func:`transcribe_passes` merged into one Transcript."""
-    return merge(list(transcribe_passes(model, audio, **kwargs)))
-
-
-__all__ = ["DEFAULT_PASS_SECONDS", "PassResult", "Piece", "default_pass_seconds", "file_blocks", "join_texts", "merge",
-           "open_audio", "quietest_cut", "split", "transcribe", "transcribe_passes"]
+__all__ = ["DEFAULT_PASS_SECONDS", "PassResult", "Piece", "check_limit", "default_pass_seconds", "file_blocks",
+           "join_texts", "merge", "open_audio", "quietest_cut", "shift_segments", "split"]
