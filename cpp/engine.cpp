@@ -208,17 +208,21 @@ void Engine::loop() {
             job->done = true;
             job->cv.notify_all();
         }
-        // One prefill chunk: the oldest sequence still prefilling.
-        for (Seq* s : std::vector<Seq*>(active_)) {
-            if (!s->prefilling()) continue;
-            if (s->cancel) {
-                finish(*s, "interrupted");
-                continue;
+        try {
+            // One prefill chunk: the oldest sequence still prefilling.
+            for (Seq* s : std::vector<Seq*>(active_)) {
+                if (!s->prefilling()) continue;
+                if (s->cancel) {
+                    finish(*s, "interrupted");
+                    continue;
+                }
+                prefill_chunk(*s);  // a timeout is checked after each generated token (the first one always comes)
+                break;
             }
-            prefill_chunk(*s);  // a timeout is checked after each generated token (the first one always comes)
-            break;
+            decode_step();
+        } catch (...) {  // nothing may escape the worker: what was running fails with the error
+            for (Seq* s : std::vector<Seq*>(active_)) finish(*s, "error", std::current_exception());
         }
-        decode_step();
     }
 }
 
@@ -302,7 +306,11 @@ void Engine::decode_step() {
     std::vector<Seq*> rows;
     for (Seq* s : std::vector<Seq*>(active_)) {
         if (s->prefilling()) continue;
-        if (sample_next(*s)) rows.push_back(s);
+        try {
+            if (sample_next(*s)) rows.push_back(s);
+        } catch (...) {  // e.g. no finite logit: that sequence fails, the others go on
+            finish(*s, "error", std::current_exception());
+        }
     }
     // At most kMaxGemvRows sequences per graph: each row then goes through the matrix-vector kernel, as alone.
     for (size_t b = 0; b < rows.size(); b += cpu::kMaxGemvRows) {

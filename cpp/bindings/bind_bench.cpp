@@ -75,6 +75,28 @@ public:
         return ms;
     }
 
+    // Milliseconds of each of n_steps decode steps of n_seq sequences together (decoder_step, as the engine runs
+    // them), every sequence at position n_past in a cache of its own.
+    std::vector<double> decode_batch(int n_seq, int n_past, int n_steps, int32_t token) {
+        if (n_seq < 1 || n_steps < 1 || n_past < 0) throw InputError("need n_seq >= 1, n_steps >= 1, n_past >= 0");
+        if (n_past + n_steps > lm_->lm().cfg.n_ctx_train) throw InputError("beyond the model's context");
+        std::vector<std::unique_ptr<KvCache>> caches;
+        std::vector<KvCache*> ptrs;
+        for (int i = 0; i < n_seq; ++i) {
+            caches.push_back(std::make_unique<KvCache>(lm_->lm().cfg, n_past + n_steps, kv_type_, compute_.cpu()));
+            caches.back()->n_past = n_past;
+            ptrs.push_back(caches.back().get());
+        }
+        std::vector<int32_t> ids(n_seq, token);
+        std::vector<double> ms;
+        for (int i = 0; i < n_steps; ++i) {
+            const auto t0 = Clock::now();
+            decoder_step(compute_, lm_->lm(), ptrs, ids);
+            ms.push_back(ms_since(t0));
+        }
+        return ms;
+    }
+
     // Greedy continuation of `ids`: each step's token, its top-2 logit margin, and the logits after the prompt.
     struct Greedy {
         std::vector<int32_t> tokens;
@@ -159,6 +181,8 @@ void bind_bench(py::module_& m) {
                                                                                 g.first_logits.data()));
              },
              py::arg("ids"), py::arg("n_steps"), "(tokens, top-2 margins, logits after the prompt), greedy.")
+        .def("decode_batch", &DecoderBench::decode_batch, py::arg("n_seq"), py::arg("n_past"), py::arg("n_steps"),
+             py::arg("token") = 0, "Milliseconds of each batched decode step of n_seq sequences.")
         .def_property_readonly("n_vocab", &DecoderBench::n_vocab);
 
     m.def("gemv_available", &cpu::gemv_available, "Whether decode matrix-vector products use our AVX-512 kernels.");

@@ -231,8 +231,8 @@ std::vector<float> decoder_step(Compute& c, const Qwen3Weights& w, const std::ve
         if (kv->n_past + 1 > kv->n_ctx()) throw InputError("a sequence's context is full");
     }
     const int64_t d = cfg.n_embd, hd = cfg.head_dim, dkv = int64_t(cfg.n_head_kv) * hd;
-    // Nodes: ~20 per layer plus ~10 per sequence and layer (its cache writes, views, attention, concatenation).
-    Compute::Graph g(c, size_t(cfg.n_layer) * (32 + 12 * size_t(n)) + 64);
+    // Tensors: ~25 per layer plus ~16 per sequence and layer (its cache writes, views, attention, concatenation).
+    Compute::Graph g(c, size_t(cfg.n_layer) * (40 + 20 * size_t(n)) + 128);
     ggml_context* ctx = g.ctx();
     std::vector<int32_t> pos(n);
     for (int i = 0; i < n; ++i) pos[i] = caches[i]->n_past;
