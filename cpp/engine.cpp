@@ -104,6 +104,20 @@ EngineResult Engine::generate(SeqRequest req, const std::function<bool(int32_t)>
     if (stop_) throw Error("the model was closed");
     waiting_.push_back(&s);
     cv_.notify_all();
+    // A callback that throws stops the sequence like one that returns false; the error is rethrown once the
+    // worker has let go of the sequence (it lives on this stack).
+    std::exception_ptr caller_error;
+    auto call_unlocked = [&](std::unique_lock<std::mutex>& l, const auto& fn) {
+        l.unlock();
+        bool go = false;
+        try {
+            go = fn();
+        } catch (...) {
+            if (!caller_error) caller_error = std::current_exception();
+        }
+        l.lock();
+        return go;
+    };
     size_t seen = 0;       // tokens taken from the sequence
     size_t kept = 0;       // of which handed to the caller (all of them until it stops)
     bool stopped = false;  // the caller asked to stop
@@ -114,27 +128,18 @@ EngineResult Engine::generate(SeqRequest req, const std::function<bool(int32_t)>
             const int32_t id = s.res.tokens[seen++];
             if (stopped) continue;  // produced before the worker saw the stop: dropped
             kept = seen;
-            if (on_token) {
-                lk.unlock();
-                const bool go = on_token(id);
-                lk.lock();
-                if (!go) {
-                    stopped = true;
-                    s.cancel = true;
-                }
-            }
-        }
-        if (s.done) break;
-        if (!stopped && poll) {
-            lk.unlock();
-            const bool go = poll();
-            lk.lock();
-            if (!go) {
+            if (on_token && !call_unlocked(lk, [&] { return on_token(id); })) {
                 stopped = true;
                 s.cancel = true;
             }
         }
+        if (s.done) break;
+        if (!stopped && poll && !call_unlocked(lk, poll)) {
+            stopped = true;
+            s.cancel = true;
+        }
     }
+    if (caller_error) std::rethrow_exception(caller_error);
     if (s.error) std::rethrow_exception(s.error);
     EngineResult r = std::move(s.res);
     if (stopped) {  // what the caller saw: the tokens up to the one it stopped at
