@@ -277,7 +277,7 @@ void bind_model(py::module_& m) {
         .def("generate",
              [](Session& s, const std::string& instruction, bool timestamps, bool time_markers, int max_new_tokens,
                 float temperature, int top_k, float top_p, float min_p, float repetition_penalty, uint64_t seed,
-                double timeout, py::object on_piece) {
+                double timeout, py::object on_piece, py::object should_stop) {
                  GenerateParams gp;
                  gp.max_new_tokens = max_new_tokens;
                  gp.sampling = SamplingParams{temperature, top_k, top_p, min_p, repetition_penalty, seed};
@@ -299,14 +299,18 @@ void bind_model(py::module_& m) {
                      }
                  };
                  // Ctrl-C is seen while the request waits for a slot or its prefill runs, not only between tokens.
+                 // `should_stop` (a Python callable) is asked at every step too, also while the model emits no
+                 // text and while the request waits for a slot or its prefill runs.
                  PollCallback poll = [&]() {
                      py::gil_scoped_acquire gil;
                      if (pending) return false;
-                     if (PyErr_CheckSignals() != 0) {
-                         pending = std::make_unique<py::error_already_set>();
+                     try {
+                         if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+                         return should_stop.is_none() || !should_stop().cast<bool>();
+                     } catch (py::error_already_set& e) {
+                         pending = std::make_unique<py::error_already_set>(std::move(e));
                          return false;
                      }
-                     return true;
                  };
                  GenerateResult r;
                  {
@@ -324,7 +328,8 @@ void bind_model(py::module_& m) {
              py::arg("instruction") = "", py::arg("timestamps") = false, py::arg("time_markers") = true,
              py::arg("max_new_tokens") = 512, py::arg("temperature") = 0.0f, py::arg("top_k") = 0,
              py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f, py::arg("repetition_penalty") = 1.0f,
-             py::arg("seed") = 0, py::arg("timeout") = 0.0, py::arg("on_piece") = py::none())
+             py::arg("seed") = 0, py::arg("timeout") = 0.0, py::arg("on_piece") = py::none(),
+             py::arg("should_stop") = py::none())
         .def("enable_dumps", [](Session& s, bool on) { s.dumps().on = on; })
         .def("dumps", [](Session& s) {
             py::dict d;

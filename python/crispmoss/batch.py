@@ -31,8 +31,9 @@ from .audio import SAMPLE_RATE, AudioInput
 from .longform import SILENCE_PEAK, PassResult, Piece, open_audio, shift_segments, split
 from .results import Segment, StreamJoiner, Transcript
 
-# run_pass(samples, callback, timeout) -> the pass's Transcript (segments relative to the pass start)
-RunPass = Callable[[np.ndarray, Callable[[str], bool], Optional[float]], Transcript]
+# run_pass(samples, callback, timeout, stop) -> the pass's Transcript (segments relative to the pass start); stop()
+# is asked at every decode step, True interrupts the pass
+RunPass = Callable[[np.ndarray, Callable[[str], bool], Optional[float], Callable[[], bool]], Transcript]
 
 
 @dataclass
@@ -125,7 +126,7 @@ class PassRunner:
                     return False
                 return self.stream.piece(piece.index, text) if self.stream is not None else True
 
-            t = self.run_pass(piece.samples, on_piece, timeout)
+            t = self.run_pass(piece.samples, on_piece, timeout, lambda: self._stopped(inp, piece.index))
         if t.stop_reason in ("interrupted", "timeout"):
             with self.lock:
                 if inp.stop_after is None or piece.index < inp.stop_after:

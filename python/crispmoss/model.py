@@ -525,9 +525,10 @@ class Model:
                                  f"({self.slot_bytes(min(limit, 3600.0), opts.max_new_tokens) / 2**20:.0f} MiB each)"
                                  f" but {have / 2**30:.1f} GiB is available; use a smaller batch_size")
 
-        def run_pass(samples: np.ndarray, callback: Any, timeout: Optional[float]) -> Transcript:
+        def run_pass(samples: np.ndarray, callback: Any, timeout: Optional[float], stop: Any) -> Transcript:
             session = Session(self, samples)
-            return session._run(instruction, timestamps, replace(opts, callback=callback, timeout=timeout), join=False)
+            return session._run(instruction, timestamps, replace(opts, callback=callback, timeout=timeout), join=False,
+                                stop=stop)
 
         return PassRunner(run_pass, limit, batch_size=batch_size, timeout=opts.timeout, callback=opts.callback,
                           seed=opts.sampling.seed, sample_rate=sample_rate)
@@ -674,15 +675,17 @@ class Session:
     def _busy(self) -> "Session._Busy":
         return Session._Busy(self)
 
-    def _run(self, prompt: Optional[str], timestamps: bool, opts: GenerateOptions, join: bool = True) -> Transcript:
+    def _run(self, prompt: Optional[str], timestamps: bool, opts: GenerateOptions, join: bool = True,
+             stop: Optional[Callable[[], bool]] = None) -> Transcript:
         """One request. With ``join`` the callback's pieces are those whose concatenation is the returned text
-        (leading and trailing whitespace held back, as ``text`` is stripped); without, the raw pieces."""
+        (leading and trailing whitespace held back, as ``text`` is stripped); without, the raw pieces. ``stop``
+        is asked at every decode step (and while waiting): True interrupts the request."""
         s = opts.sampling
         callback = StreamJoiner(opts.callback) if (join and opts.callback is not None) else opts.callback
         with self._busy():
             r = self._core.generate(_normalize(prompt), timestamps, True, int(opts.max_new_tokens), float(s.temperature),
                                     int(s.top_k), float(s.top_p), float(s.min_p), float(s.repetition_penalty),
-                                    int(s.seed or 0), float(opts.timeout or 0.0), callback)
+                                    int(s.seed or 0), float(opts.timeout or 0.0), callback, stop)
         text = r["text"].decode("utf-8", errors="replace").strip()
         if opts.collapse_loops:
             text = collapse_loops(text)
