@@ -109,6 +109,35 @@ ggml_tensor* splice_rows(ggml_context* ctx, ggml_tensor* x, ggml_tensor* rows, g
     return ggml_get_rows(ctx, ggml_concat(ctx, x, rows, 1), sel);
 }
 
+struct Qkv {
+    ggml_tensor *q, *k, *v;
+};
+
+// A layer's attention inputs for n positions of x [d, n] at positions t_pos: q [hd, n_head, n] and
+// k [hd, n_head_kv, n] normed per head and rotated (NEOX), v [dkv, n].
+Qkv attention_inputs(ggml_context* ctx, const Qwen3Config& cfg, const Qwen3Layer& l, ggml_tensor* x,
+                     ggml_tensor* t_pos, int n) {
+    const int64_t hd = cfg.head_dim;
+    ggml_tensor* h = nn::rms_norm(ctx, x, l.attn_norm, cfg.rms_eps);
+    ggml_tensor* q = ggml_reshape_3d(ctx, nn::mul_mat(ctx, l.wq, h), hd, cfg.n_head, n);
+    ggml_tensor* k = ggml_reshape_3d(ctx, nn::mul_mat(ctx, l.wk, h), hd, cfg.n_head_kv, n);
+    ggml_tensor* v = nn::mul_mat(ctx, l.wv, h);
+    q = nn::rms_norm(ctx, q, l.q_norm, cfg.rms_eps);
+    k = nn::rms_norm(ctx, k, l.k_norm, cfg.rms_eps);
+    q = ggml_rope_ext(ctx, q, t_pos, nullptr, hd, GGML_ROPE_TYPE_NEOX, 0, cfg.rope_theta, 1.0f, 0.0f, 1.0f, 0.0f, 0.0f);
+    k = ggml_rope_ext(ctx, k, t_pos, nullptr, hd, GGML_ROPE_TYPE_NEOX, 0, cfg.rope_theta, 1.0f, 0.0f, 1.0f, 0.0f, 0.0f);
+    return {q, k, v};
+}
+
+// The rest of a layer after attention: output projection, residual, SwiGLU FFN, residual.
+ggml_tensor* layer_rest(ggml_context* ctx, const Qwen3Config& cfg, const Qwen3Layer& l, ggml_tensor* x,
+                        ggml_tensor* attn) {
+    x = ggml_add(ctx, x, nn::mul_mat(ctx, l.wo, attn));
+    ggml_tensor* h = nn::rms_norm(ctx, x, l.ffn_norm, cfg.rms_eps);
+    h = ggml_swiglu_split(ctx, nn::mul_mat(ctx, l.gate, h), nn::mul_mat(ctx, l.up, h));
+    return ggml_add(ctx, x, nn::mul_mat(ctx, l.down, h));
+}
+
 }  // namespace
 
 std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& cache, const DecoderInput& in,
@@ -178,16 +207,7 @@ std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& c
         const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
         for (int il = 0; il < cfg.n_layer; ++il) {
             const Qwen3Layer& l = w.layers[il];
-            ggml_tensor* h = nn::rms_norm(ctx, x, l.attn_norm, cfg.rms_eps);
-            ggml_tensor* q = ggml_reshape_3d(ctx, nn::mul_mat(ctx, l.wq, h), hd, cfg.n_head, n);
-            ggml_tensor* k = ggml_reshape_3d(ctx, nn::mul_mat(ctx, l.wk, h), hd, cfg.n_head_kv, n);
-            ggml_tensor* v = nn::mul_mat(ctx, l.wv, h);
-            q = nn::rms_norm(ctx, q, l.q_norm, cfg.rms_eps);
-            k = nn::rms_norm(ctx, k, l.k_norm, cfg.rms_eps);
-            q = ggml_rope_ext(ctx, q, t_pos, nullptr, hd, GGML_ROPE_TYPE_NEOX, 0, cfg.rope_theta, 1.0f, 0.0f, 1.0f,
-                              0.0f, 0.0f);
-            k = ggml_rope_ext(ctx, k, t_pos, nullptr, hd, GGML_ROPE_TYPE_NEOX, 0, cfg.rope_theta, 1.0f, 0.0f, 1.0f,
-                              0.0f, 0.0f);
+            auto [q, k, v] = attention_inputs(ctx, cfg, l, x, t_pos, n);
             // Write this chunk's keys and values into the cache before attention reads it (graph order).
             ggml_tensor* kc = cache.k(il);
             ggml_tensor* vc = cache.v(il);
@@ -200,10 +220,7 @@ std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& c
                                                  ggml_permute(ctx, V, 0, 2, 1, 3), t_mask, scale, 0.0f, 0.0f);
             ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
             a = ggml_reshape_2d(ctx, a, hd * cfg.n_head, n);
-            x = ggml_add(ctx, x, nn::mul_mat(ctx, l.wo, a));
-            h = nn::rms_norm(ctx, x, l.ffn_norm, cfg.rms_eps);
-            h = ggml_swiglu_split(ctx, nn::mul_mat(ctx, l.gate, h), nn::mul_mat(ctx, l.up, h));
-            x = ggml_add(ctx, x, nn::mul_mat(ctx, l.down, h));
+            x = layer_rest(ctx, cfg, l, x, a);
             // DeepStack: layer il's output gains the merger features at the audio positions.
             if (n_a > 0 && il < static_cast<int>(in.deepstack.size())) {
                 ggml_tensor* ds = g.input(GGML_TYPE_F32, {d, n_a}, ds_rows[il].data(), "deepstack");
@@ -230,7 +247,7 @@ std::vector<float> decoder_step(Compute& c, const Qwen3Weights& w, const std::ve
     for (const KvCache* kv : caches) {
         if (kv->n_past + 1 > kv->n_ctx()) throw InputError("a sequence's context is full");
     }
-    const int64_t d = cfg.n_embd, hd = cfg.head_dim, dkv = int64_t(cfg.n_head_kv) * hd;
+    const int64_t hd = cfg.head_dim, dkv = int64_t(cfg.n_head_kv) * hd;
     // Tensors: ~25 per layer plus ~16 per sequence and layer (its cache writes, views, attention, concatenation).
     Compute::Graph g(c, size_t(cfg.n_layer) * (40 + 20 * size_t(n)) + 128);
     ggml_context* ctx = g.ctx();
@@ -241,16 +258,7 @@ std::vector<float> decoder_step(Compute& c, const Qwen3Weights& w, const std::ve
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     for (int il = 0; il < cfg.n_layer; ++il) {
         const Qwen3Layer& l = w.layers[il];
-        ggml_tensor* h = nn::rms_norm(ctx, x, l.attn_norm, cfg.rms_eps);
-        ggml_tensor* q = ggml_reshape_3d(ctx, nn::mul_mat(ctx, l.wq, h), hd, cfg.n_head, n);
-        ggml_tensor* k = ggml_reshape_3d(ctx, nn::mul_mat(ctx, l.wk, h), hd, cfg.n_head_kv, n);
-        ggml_tensor* v = nn::mul_mat(ctx, l.wv, h);
-        q = nn::rms_norm(ctx, q, l.q_norm, cfg.rms_eps);
-        k = nn::rms_norm(ctx, k, l.k_norm, cfg.rms_eps);
-        q = ggml_rope_ext(ctx, q, t_pos, nullptr, hd, GGML_ROPE_TYPE_NEOX, 0, cfg.rope_theta, 1.0f, 0.0f, 1.0f,
-                          0.0f, 0.0f);
-        k = ggml_rope_ext(ctx, k, t_pos, nullptr, hd, GGML_ROPE_TYPE_NEOX, 0, cfg.rope_theta, 1.0f, 0.0f, 1.0f,
-                          0.0f, 0.0f);
+        auto [q, k, v] = attention_inputs(ctx, cfg, l, x, t_pos, n);
         // Per sequence: write its key and value at its position, attend over its cache (no mask: one query sees
         // every cached position), as decoder_forward does for a single token.
         std::vector<ggml_tensor*> outs(n);
@@ -279,10 +287,7 @@ std::vector<float> decoder_step(Compute& c, const Qwen3Weights& w, const std::ve
             if (outs.size() % 2) next.push_back(outs.back());
             outs.swap(next);
         }
-        x = ggml_add(ctx, x, nn::mul_mat(ctx, l.wo, outs[0]));
-        h = nn::rms_norm(ctx, x, l.ffn_norm, cfg.rms_eps);
-        h = ggml_swiglu_split(ctx, nn::mul_mat(ctx, l.gate, h), nn::mul_mat(ctx, l.up, h));
-        x = ggml_add(ctx, x, nn::mul_mat(ctx, l.down, h));
+        x = layer_rest(ctx, cfg, l, x, outs[0]);
     }
     x = nn::rms_norm(ctx, x, w.final_norm, cfg.rms_eps);
     ggml_tensor* out = nn::mul_mat(ctx, w.head, x);
