@@ -249,28 +249,73 @@ CM_AVX512 __m512 load_w_tail(const uint8_t* row, int64_t i, __mmask16 m) {
     }
 }
 
-// G activation rows (x_j = x + j * ldx) against one F16/F32 weight row (same contract as dot_q4k).
-template <int G, bool F16>
-CM_AVX512 void dot_float(const uint8_t* row, int64_t n, const float* x, int64_t ldx, float* out) {
+// R weight rows (w_r = row + r * row_bytes) against G activation rows (x_j = x + j * ldx), F16 or F32 weights:
+// out[r * G + j] = dot(w_r, x_j). Every (r, j) pair has accumulators of its own and the one-row kernel's order
+// (even 16-wide chunks in a0, odd in a1, the masked tail into a0, hsum(a0 + a1)), so a pair's result does not
+// depend on R, G or the other rows. Several weight rows per pass let each activation load serve R rows: with many
+// activation rows, reading x (8 KB a row for the LM's width) for every weight row, not the weights, would bind.
+template <int R, int G, bool F16>
+CM_AVX512 void dot_float(const uint8_t* row, size_t row_bytes, int64_t n, const float* x, int64_t ldx, float* out) {
     constexpr int kBytes = F16 ? 2 : 4;
-    __m512 a0[G], a1[G];
-    for (int j = 0; j < G; ++j) a0[j] = _mm512_setzero_ps(), a1[j] = _mm512_setzero_ps();
+    __m512 a0[R][G], a1[R][G];
+    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < G; ++j) a0[r][j] = _mm512_setzero_ps(), a1[r][j] = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        _mm_prefetch(reinterpret_cast<const char*>(row + kBytes * i) + kPrefetch, _MM_HINT_T0);
-        if constexpr (!F16) _mm_prefetch(reinterpret_cast<const char*>(row + kBytes * i) + kPrefetch + 64, _MM_HINT_T0);
-        const __m512 w0 = load_w<F16>(row, i), w1 = load_w<F16>(row, i + 16);
+        __m512 w0[R], w1[R];
+        for (int r = 0; r < R; ++r) {
+            const uint8_t* wr = row + r * row_bytes;
+            _mm_prefetch(reinterpret_cast<const char*>(wr + kBytes * i) + kPrefetch, _MM_HINT_T0);
+            if constexpr (!F16) _mm_prefetch(reinterpret_cast<const char*>(wr + kBytes * i) + kPrefetch + 64, _MM_HINT_T0);
+            w0[r] = load_w<F16>(wr, i);
+            w1[r] = load_w<F16>(wr, i + 16);
+        }
         for (int j = 0; j < G; ++j) {
-            a0[j] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + j * ldx + i), a0[j]);
-            a1[j] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + j * ldx + i + 16), a1[j]);
+            const __m512 x0 = _mm512_loadu_ps(x + j * ldx + i), x1 = _mm512_loadu_ps(x + j * ldx + i + 16);
+            for (int r = 0; r < R; ++r) {
+                a0[r][j] = _mm512_fmadd_ps(w0[r], x0, a0[r][j]);
+                a1[r][j] = _mm512_fmadd_ps(w1[r], x1, a1[r][j]);
+            }
         }
     }
     for (; i < n; i += 16) {
         const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (n - i)) - 1);
-        const __m512 w = load_w_tail<F16>(row, i, m);
-        for (int j = 0; j < G; ++j) a0[j] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, x + j * ldx + i), a0[j]);
+        for (int r = 0; r < R; ++r) {
+            const __m512 w = load_w_tail<F16>(row + r * row_bytes, i, m);
+            for (int j = 0; j < G; ++j) a0[r][j] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m, x + j * ldx + i), a0[r][j]);
+        }
     }
-    for (int j = 0; j < G; ++j) out[j] = hsum(_mm512_add_ps(a0[j], a1[j]));
+    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < G; ++j) out[r * G + j] = hsum(_mm512_add_ps(a0[r][j], a1[r][j]));
+}
+
+// F16/F32 weights, rows [r0, r1) against n_x activation rows: blocks of 4 weight rows by 2 activation rows (16
+// accumulator registers), tails with fewer.
+template <bool F16>
+CM_AVX512 void gemv_float(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+                          int64_t ldx, int n_x, float* y, int64_t ldy) {
+    float out[8];
+    auto block = [&](int64_t r, auto rr) {
+        constexpr int R = decltype(rr)::value;
+        int j = 0;
+        for (; j + 2 <= n_x; j += 2) {
+            dot_float<R, 2, F16>(rows + r * row_bytes, row_bytes, n, x + j * ldx, ldx, out);
+            for (int a = 0; a < R; ++a)
+                for (int b = 0; b < 2; ++b) y[(j + b) * ldy + r + a] = out[a * 2 + b];
+        }
+        if (j < n_x) {
+            dot_float<R, 1, F16>(rows + r * row_bytes, row_bytes, n, x + j * ldx, ldx, out);
+            for (int a = 0; a < R; ++a) y[j * ldy + r + a] = out[a];
+        }
+    };
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) block(r, std::integral_constant<int, 4>());
+    switch (r1 - r) {
+        case 3: block(r, std::integral_constant<int, 3>()); break;
+        case 2: block(r, std::integral_constant<int, 2>()); break;
+        case 1: block(r, std::integral_constant<int, 1>()); break;
+        default: break;
+    }
 }
 
 // erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7): erf(a) = 1 - t (a1 + t (a2 + ... a5)) exp(-a^2),
@@ -345,20 +390,31 @@ bool gemv_available() {
 
 namespace {
 
-// Rows of activations in groups of at most kGroup per pass over a weight row (the accumulators of a group stay in
-// registers; the weight row, a few KB, is read from L1 again for the next group).
-constexpr int kGroup = 4;
+#ifndef CM_Q4K_GROUP
+#define CM_Q4K_GROUP 8
+#endif
+constexpr int kQ4KGroup = CM_Q4K_GROUP;
 
-template <typename Fn>
+// Rows of activations in groups of at most Max per pass over a weight row (the accumulators of a group stay in
+// registers; the weight row, a few KB, is read from L1 again for the next group).
+template <int Max, typename Fn>
 void for_groups(int n_x, Fn&& fn) {
     int j = 0;
-    for (; j + kGroup <= n_x; j += kGroup) fn(j, std::integral_constant<int, kGroup>());
+    for (; j + Max <= n_x; j += Max) fn(j, std::integral_constant<int, Max>());
+    const int left = n_x - j;
+    if constexpr (Max > 4) {
+        if (left >= 4) {
+            fn(j, std::integral_constant<int, 4>());
+            j += 4;
+        }
+    }
     switch (n_x - j) {
         case 3: fn(j, std::integral_constant<int, 3>()); break;
         case 2: fn(j, std::integral_constant<int, 2>()); break;
         case 1: fn(j, std::integral_constant<int, 1>()); break;
         default: break;
     }
+    (void)left;
 }
 
 }  // namespace
@@ -366,22 +422,9 @@ void for_groups(int n_x, Fn&& fn) {
 void gemv(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
           int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch) {
     const auto* rows = static_cast<const uint8_t*>(w);
-    float out[kGroup];
-    if (type == GGML_TYPE_F16 || type == GGML_TYPE_F32) {
-        const bool f16 = type == GGML_TYPE_F16;
-        for (int64_t r = r0; r < r1; ++r) {
-            for_groups(n_x, [&](int j, auto g) {
-                constexpr int G = decltype(g)::value;
-                if (f16) {
-                    dot_float<G, true>(rows + r * row_bytes, n, x + j * ldx, ldx, out);
-                } else {
-                    dot_float<G, false>(rows + r * row_bytes, n, x + j * ldx, ldx, out);
-                }
-                for (int k = 0; k < G; ++k) y[(j + k) * ldy + r] = out[k];
-            });
-        }
-        return;
-    }
+    float out[8];
+    if (type == GGML_TYPE_F16) return gemv_float<true>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
+    if (type == GGML_TYPE_F32) return gemv_float<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
     const size_t per_row = gemv_scratch_bytes(type, n);
     auto* base = static_cast<uint8_t*>(scratch);
     if (type == GGML_TYPE_Q4_K) {
@@ -391,7 +434,7 @@ void gemv(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0
             quantize_q4k(x + j * ldx, n, a[j]);
         }
         for (int64_t r = r0; r < r1; ++r) {
-            for_groups(n_x, [&](int j, auto g) {
+            for_groups<kQ4KGroup>(n_x, [&](int j, auto g) {
                 constexpr int G = decltype(g)::value;
                 dot_q4k<G>(rows + r * row_bytes, n / kQK, a + j, out);
                 for (int k = 0; k < G; ++k) y[(j + k) * ldy + r] = out[k];
@@ -404,7 +447,7 @@ void gemv(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0
             quantize_q80(x + j * ldx, n, a[j]);
         }
         for (int64_t r = r0; r < r1; ++r) {
-            for_groups(n_x, [&](int j, auto g) {
+            for_groups<4>(n_x, [&](int j, auto g) {
                 constexpr int G = decltype(g)::value;
                 dot_q80<G>(rows + r * row_bytes, n / kQ8Block, a + j, out);
                 for (int k = 0; k < G; ++k) y[(j + k) * ldy + r] = out[k];
