@@ -245,7 +245,8 @@ void Engine::prefill_chunk(Seq& s) {
     std::vector<float> logits;
     compute_.route_dumps(dumps);
     try {
-        logits = decoder_forward(compute_, model_->lm(), *s.req.cache, part, opts_.prefill_chunk);
+        logits = decoder_forward(compute_, model_->lm(), *s.req.cache, part, opts_.prefill_chunk,
+                                 p0 + n == in.ids.size());
     } catch (...) {
         compute_.route_dumps(nullptr);
         finish(s, "error", std::current_exception());

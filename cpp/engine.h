@@ -35,7 +35,7 @@ namespace cm {
 
 struct EngineOptions {
     int max_batch = 16;      // sequences decoded together; more wait for a free slot
-    int prefill_chunk = 64;  // prompt positions per prefill graph
+    int prefill_chunk = 128;  // prompt positions per prefill graph
 };
 
 // One generation as the engine runs it. Everything it points to belongs to the caller and stays alive while the

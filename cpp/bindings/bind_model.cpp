@@ -241,7 +241,7 @@ void bind_model(py::module_& m) {
                 s.engine(n_threads, &o);
                 return py::none();
             },
-            py::arg("n_threads") = 0, py::arg("max_batch") = 16, py::arg("prefill_chunk") = 64,
+            py::arg("n_threads") = 0, py::arg("max_batch") = 16, py::arg("prefill_chunk") = 128,
             "Starts the engine for n_threads with these settings (sessions made with that thread count use it).")
         .def(
             "engine_stats",

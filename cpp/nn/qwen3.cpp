@@ -141,7 +141,7 @@ ggml_tensor* layer_rest(ggml_context* ctx, const Qwen3Config& cfg, const Qwen3La
 }  // namespace
 
 std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& cache, const DecoderInput& in,
-                                   int n_batch) {
+                                   int n_batch, bool want_logits) {
     const Qwen3Config& cfg = w.cfg;
     const int n_total = static_cast<int>(in.ids.size());
     if (n_total == 0) throw InputError("empty decoder input");
@@ -229,12 +229,17 @@ std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& c
             }
             if (il < 3) g.dump("llm.layer" + std::to_string(il), x);
         }
-        ggml_tensor* last = ggml_view_2d(ctx, x, d, 1, x->nb[1], x->nb[1] * (n - 1));
-        last = nn::rms_norm(ctx, last, w.final_norm, cfg.rms_eps);
-        ggml_tensor* out = nn::mul_mat(ctx, w.head, last);
-        g.run({out});
+        const bool final = p0 + n == n_total;
+        if (final && want_logits) {
+            ggml_tensor* last = ggml_view_2d(ctx, x, d, 1, x->nb[1], x->nb[1] * (n - 1));
+            last = nn::rms_norm(ctx, last, w.final_norm, cfg.rms_eps);
+            ggml_tensor* out = nn::mul_mat(ctx, w.head, last);
+            g.run({out});
+            logits = Compute::read(out);
+        } else {
+            g.run({x});  // the cache writes are what counts; no head for positions whose logits nobody reads
+        }
         cache.n_past += n;
-        if (p0 + n == n_total) logits = Compute::read(out);
     }
     return logits;
 }

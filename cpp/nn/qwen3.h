@@ -64,8 +64,9 @@ struct DecoderInput {
 
 // Runs the pass in chunks of at most `n_batch` positions, appends to the cache and returns the logits
 // of the last position. Stage dumps: "llm.layer<k>" (k < 3) and "logits".
+// With logits = false the output head is skipped (an inner piece of a longer prefill) and the result is empty.
 std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& cache, const DecoderInput& in,
-                                   int n_batch = 512);
+                                   int n_batch = 512, bool logits = true);
 
 // One decode step of several sequences: token ids[i] at position caches[i]->n_past of sequence i's own cache.
 // Every weight matrix is read once for all rows; attention runs per sequence over its own cache. Row i's logits

@@ -40,7 +40,7 @@ OFFICIAL_SAMPLING = {k: SAMPLING_PRESETS["official"][k] for k in ("temperature",
 # Prompt positions per prefill graph: a long prompt is prefilled in pieces between the decode steps of the
 # sequences already running, so it never stalls them for more than one piece. Part of a sequence's arithmetic
 # (results are bit-identical for any batch, but not across different piece sizes), so it is fixed.
-PREFILL_CHUNK = 64
+PREFILL_CHUNK = 128
 # Most sequences one decode graph takes through our matrix-vector kernels (cpu/gemv.h: kMaxGemvRows).
 MAX_BATCH_ROWS = 16
 
