@@ -204,6 +204,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="MOSS-Transcribe only, no 10-minute recording")
     ap.add_argument("--skip-workloads", action="store_true")
+    ap.add_argument("--skip-sweep", action="store_true", help="workloads only")
     ap.add_argument("--max-new-tokens", type=int, default=128, help="tokens per pass in the workloads")
     ap.add_argument("--dir", default=None, help="folder of make_models.py's files")
     a = ap.parse_args()
@@ -218,7 +219,7 @@ def main() -> int:
     ghz = cpu_ghz()
     peak_flops = THREADS * 2 * 16 * 2 * ghz * 1e9
     report["peak_fp32_fma_gflops"] = peak_flops / 1e9
-    for arch in archs:
+    for arch in ([] if a.skip_sweep else archs):
         path = str(model_path(arch, "q4_k", directory=a.dir))
         if not os.path.exists(path):
             print(f"missing {path}: run benchmarks/make_models.py --types q4_k first", file=sys.stderr)

@@ -160,3 +160,19 @@ def test_model_surface(transcribe_model, audio_model, audio_gguf):
     with crispmoss.Model(audio_gguf, 1) as m:
         assert "moss_audio" in repr(m)
         assert m.detokenize(m.tokenize("hello world")) == "hello world"
+
+
+def test_system_prompt_replaces_the_default(audio_model, transcribe_model, jfk):
+    s = audio_model.session(jfk)
+    default = s.prompt_ids("Describe the audio.")
+    same = s.prompt_ids("Describe the audio.", system="You are a helpful assistant.")
+    other = s.prompt_ids("Describe the audio.", system="You are a pirate.")
+    assert same == default and other != default
+    head = audio_model.tokenize("<|im_start|>system\nYou are a pirate.<|im_end|>\n<|im_start|>user\n")
+    assert other[: len(head)] == head and other[len(head):] == default[len(default) - len(other) + len(head):]
+    r = s.ask("Describe the audio.", system="You are a pirate.", max_new_tokens=N)
+    assert r.timings["n_prompt"] == len(other)
+    with pytest.raises(InputError):
+        s.ask("hi", system="  ")
+    with pytest.raises(ModelError):
+        transcribe_model.session(jfk).generate(None, system="You are a pirate.")

@@ -117,8 +117,10 @@ py::dict timings_dict(const Timings& t) {
     return d;
 }
 
-PromptRequest request(const std::string& instruction, bool timestamps, bool time_markers) {
+PromptRequest request(const std::string& instruction, bool timestamps, bool time_markers,
+                      const std::string& system = std::string()) {
     PromptRequest r;
+    r.system = system;
     r.instruction = instruction;
     r.timestamps = timestamps;
     r.time_markers = time_markers;
@@ -270,14 +272,16 @@ void bind_model(py::module_& m) {
         .def_property_readonly("n_threads", &Session::n_threads)
         .def("audio_timings", [](Session& s) { return timings_dict(s.audio_timings()); })
         .def("prompt_ids",
-             [](Session& s, const std::string& instruction, bool timestamps, bool time_markers) {
-                 return s.prompt(request(instruction, timestamps, time_markers)).ids;
+             [](Session& s, const std::string& instruction, bool timestamps, bool time_markers,
+                const std::string& system) {
+                 return s.prompt(request(instruction, timestamps, time_markers, system)).ids;
              },
-             py::arg("instruction") = "", py::arg("timestamps") = false, py::arg("time_markers") = true)
+             py::arg("instruction") = "", py::arg("timestamps") = false, py::arg("time_markers") = true,
+             py::arg("system") = "")
         .def("generate",
              [](Session& s, const std::string& instruction, bool timestamps, bool time_markers, int max_new_tokens,
                 float temperature, int top_k, float top_p, float min_p, float repetition_penalty, uint64_t seed,
-                double timeout, py::object on_piece, py::object should_stop) {
+                double timeout, py::object on_piece, py::object should_stop, const std::string& system) {
                  GenerateParams gp;
                  gp.max_new_tokens = max_new_tokens;
                  gp.sampling = SamplingParams{temperature, top_k, top_p, min_p, repetition_penalty, seed};
@@ -315,7 +319,7 @@ void bind_model(py::module_& m) {
                  GenerateResult r;
                  {
                      py::gil_scoped_release nogil;
-                     r = s.generate(request(instruction, timestamps, time_markers), gp, cb, poll);
+                     r = s.generate(request(instruction, timestamps, time_markers, system), gp, cb, poll);
                  }
                  if (pending) throw std::move(*pending);
                  py::dict d;
@@ -329,7 +333,7 @@ void bind_model(py::module_& m) {
              py::arg("max_new_tokens") = 512, py::arg("temperature") = 0.0f, py::arg("top_k") = 0,
              py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f, py::arg("repetition_penalty") = 1.0f,
              py::arg("seed") = 0, py::arg("timeout") = 0.0, py::arg("on_piece") = py::none(),
-             py::arg("should_stop") = py::none())
+             py::arg("should_stop") = py::none(), py::arg("system") = "")
         .def("enable_dumps", [](Session& s, bool on) { s.dumps().on = on; })
         .def("dumps", [](Session& s) {
             py::dict d;

@@ -27,6 +27,7 @@ struct PromptRequest {
     std::string instruction;  // empty: the model's default task (transcription)
     bool timestamps = false;  // ask for the time-aware transcription (MOSS-Audio)
     bool time_markers = true;  // MOSS-Audio: digit markers every 2 s inside the audio span
+    std::string system;        // MOSS-Audio: the system turn's text (empty: "You are a helpful assistant.")
 };
 
 struct Prompt {

@@ -127,7 +127,8 @@ public:
             p.ids.push_back(id);
             p.audio_row.push_back(row);
         };
-        text("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n");
+        text("<|im_start|>system\n" + (req.system.empty() ? std::string(kSystemPrompt) : req.system) +
+             "<|im_end|>\n<|im_start|>user\n");
         token(hp_.audio_start, -1);
         int emitted = 0;
         if (req.time_markers) {
@@ -147,6 +148,7 @@ public:
     }
 
     static constexpr const char* kTranscribeInstruction = "Please transcribe this audio.";
+    static constexpr const char* kSystemPrompt = "You are a helpful assistant.";  // the official default
     // The official repo has no timestamped-ASR instruction; this follows the wording and line format of its
     // "Time-Aware QA" prompt (demo/assets/metadata.jsonl) with transcription as the task.
     static constexpr const char* kTimestampInstruction =

@@ -131,6 +131,7 @@ public:
     }
 
     Prompt build_prompt(int n_audio, const PromptRequest& req) const override {
+        if (!req.system.empty()) throw InputError("MOSS-Transcribe takes no system prompt");
         if (!req.instruction.empty()) throw InputError("MOSS-Transcribe takes no instruction: it only transcribes");
         Prompt p;
         p.ids = {hp_.start, kUserId, kNewlineId, hp_.audio_start};

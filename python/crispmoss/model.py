@@ -540,11 +540,12 @@ class Model:
         return passes_of(self._runner(bs, **kwargs), audio)
 
     def ask(self, audio: AudioInput, prompt: str, *, sample_rate: Optional[float] = None,
-            **generate_kwargs: Any) -> Transcript:
-        """Answers a free-form question about ``audio`` (MOSS-Audio only; the whole clip in one pass)."""
+            system: Optional[str] = None, **generate_kwargs: Any) -> Transcript:
+        """Answers a free-form question about ``audio`` (MOSS-Audio only; the whole clip in one pass); ``system``
+        replaces the default system prompt."""
         if not self.accepts_instructions:
             raise ModelError("MOSS-Transcribe takes no instruction: use transcribe(), or a MOSS-Audio model for ask()")
-        return self.session(audio, sample_rate).ask(prompt, **generate_kwargs)
+        return self.session(audio, sample_rate).ask(prompt, system=system, **generate_kwargs)
 
 
 def _now() -> float:
@@ -609,10 +610,11 @@ class Session:
         """How many audio positions the clip occupies in the prompt."""
         return self._core.n_audio
 
-    def prompt_ids(self, prompt: Optional[str] = None, *, timestamps: bool = False) -> List[int]:
+    def prompt_ids(self, prompt: Optional[str] = None, *, timestamps: bool = False,
+                   system: Optional[str] = None) -> List[int]:
         """The prompt's token ids (audio rows appear as the placeholder id)."""
         self._check_prompt(prompt)
-        return list(self._core.prompt_ids(_normalize(prompt), timestamps))
+        return list(self._core.prompt_ids(_normalize(prompt), timestamps, True, self._system(system)))
 
     def transcribe(self, *, timestamps: bool = False, language: Optional[str] = None,
                    **generate_kwargs: Any) -> Transcript:
@@ -624,32 +626,45 @@ class Session:
         _check_gen_kwargs(generate_kwargs)
         return self._run(instruction or None, timestamps, self.model.options(**generate_kwargs))
 
-    def ask(self, prompt: str, **generate_kwargs: Any) -> Transcript:
-        """Answers ``prompt`` about the session's audio (MOSS-Audio)."""
+    def ask(self, prompt: str, *, system: Optional[str] = None, **generate_kwargs: Any) -> Transcript:
+        """Answers ``prompt`` about the session's audio (MOSS-Audio). ``system`` replaces the default system
+        prompt ("You are a helpful assistant.")."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError("the question is empty")
         self._check_prompt(prompt)
         _check_gen_kwargs(generate_kwargs)
-        return self._run(prompt, False, self.model.options(**generate_kwargs))
+        return self._run(prompt, False, self.model.options(**generate_kwargs), system=self._system(system))
 
-    def generate(self, prompt: Optional[str] = None, *, stream: bool = False, **generate_kwargs: Any
-                 ) -> Union[Transcript, Iterator[str]]:
-        """Runs ``prompt`` (None: transcription).
+    def generate(self, prompt: Optional[str] = None, *, stream: bool = False, system: Optional[str] = None,
+                 **generate_kwargs: Any) -> Union[Transcript, Iterator[str]]:
+        """Runs ``prompt`` (None: transcription) with an optional ``system`` prompt (MOSS-Audio).
 
         ``stream=True`` returns an iterator of text pieces (whole UTF-8 characters) as they are decoded; closing
         it early stops generation. Otherwise returns a Transcript; a ``callback`` receives each piece (return
-        False to stop).
+        False to stop). The pieces concatenated equal the returned text.
         """
         self._check_prompt(prompt)
         _check_gen_kwargs(generate_kwargs)
         opts = self.model.options(**generate_kwargs)
+        sys_text = self._system(system)
         if stream:
             if opts.callback is not None:
                 raise InputError("pass either stream=True or a callback, not both")
-            return self._stream(prompt, opts)
-        return self._run(prompt, False, opts)
+            return self._stream(prompt, opts, sys_text)
+        return self._run(prompt, False, opts, system=sys_text)
 
     # --- internals ------------------------------------------------------------------------------------------
+    def _system(self, system: Optional[str]) -> str:
+        if system is None:
+            return ""
+        if not isinstance(system, str):
+            raise InputError(f"the system prompt must be a string, got {type(system).__name__}")
+        if not self.model.accepts_instructions:
+            raise ModelError("MOSS-Transcribe takes no system prompt")
+        if not system.strip():
+            raise InputError("the system prompt is empty (leave it out for the default)")
+        return _normalize(system)
+
     def _check_prompt(self, prompt: Optional[str]) -> None:
         if prompt is not None and not isinstance(prompt, str):
             raise InputError(f"the prompt must be a string, got {type(prompt).__name__}")
@@ -676,7 +691,7 @@ class Session:
         return Session._Busy(self)
 
     def _run(self, prompt: Optional[str], timestamps: bool, opts: GenerateOptions, join: bool = True,
-             stop: Optional[Callable[[], bool]] = None) -> Transcript:
+             stop: Optional[Callable[[], bool]] = None, system: str = "") -> Transcript:
         """One request. With ``join`` the callback's pieces are those whose concatenation is the returned text
         (leading and trailing whitespace held back, as ``text`` is stripped); without, the raw pieces. ``stop``
         is asked at every decode step (and while waiting): True interrupts the request."""
@@ -685,7 +700,7 @@ class Session:
         with self._busy():
             r = self._core.generate(_normalize(prompt), timestamps, True, int(opts.max_new_tokens), float(s.temperature),
                                     int(s.top_k), float(s.top_p), float(s.min_p), float(s.repetition_penalty),
-                                    int(s.seed or 0), float(opts.timeout or 0.0), callback, stop)
+                                    int(s.seed or 0), float(opts.timeout or 0.0), callback, stop, system)
         text = r["text"].decode("utf-8", errors="replace").strip()
         if opts.collapse_loops:
             text = collapse_loops(text)
@@ -695,9 +710,9 @@ class Session:
         return Transcript(text=text, tokens=list(r["tokens"]), segments=segments, duration=self.duration,
                           timings=dict(r["timings"]), stop_reason=r["stop_reason"], seed=s.seed)
 
-    def _stream(self, prompt: Optional[str], opts: GenerateOptions) -> Iterator[str]:
+    def _stream(self, prompt: Optional[str], opts: GenerateOptions, system: str = "") -> Iterator[str]:
         # The decode loop runs in a worker thread; its pieces are handed out here as they arrive. Closing the
-        # iterator sets `stop`, which the next piece's callback turns into an interruption.
+        # iterator sets `stop`, which the next decode step turns into an interruption.
         q: "queue.Queue[object]" = queue.Queue()
         done = object()
         stop = threading.Event()
@@ -711,7 +726,7 @@ class Session:
 
         def work() -> None:
             try:
-                self._run(prompt, False, replace(opts, callback=on_piece))
+                self._run(prompt, False, replace(opts, callback=on_piece), stop=stop.is_set, system=system)
             except BaseException as exc:  # handed to the consumer
                 errors.append(exc)
             finally:

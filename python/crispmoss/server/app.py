@@ -32,7 +32,8 @@ from ..errors import AudioError
 from .config import ServerConfig
 from .engine import (ApiError, ClientGone, Job, Registry, Scheduler, ServedModel, SessionCache, api_error,
                      audio_key, load_models, log, new_id, timeout_error)
-from .protocol import (ChatRequest, DeltaText, TranscriptionRequest, answer_text, chat_body, chat_chunk, chat_usage,
+from .protocol import (TRANSCRIBE_INSTRUCTION, ChatRequest, DeltaText, TranscriptionRequest, answer_text, chat_body,
+                       chat_chunk, chat_usage,
                        finish_reason, now, parse_chat, parse_transcription, token_usage, transcription_body)
 
 _MiB = 1024 * 1024
@@ -304,7 +305,10 @@ def chat_work(state: ServerState, req: ChatRequest) -> Callable[[Job], Any]:
         with state.sessions.session(req.served, audio_key(samples), samples) as s:
             job.emit("started", seconds)
             kw = dict(req.gen, **job.generate_kwargs())
-            t = s.ask(req.instruction, **kw) if req.instruction else s.transcribe(**kw)
+            if req.instruction or req.system:
+                t = s.ask(req.instruction or TRANSCRIBE_INSTRUCTION, system=req.system, **kw)
+            else:
+                t = s.transcribe(**kw)
         return job.check_result(t)
 
     return run

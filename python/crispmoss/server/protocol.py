@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import InputError
-from ..results import Segment, Transcript
+from ..results import Segment, Transcript, join_texts
 from .engine import ApiError, ServedModel
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -204,19 +204,9 @@ def answer_text(t: Transcript, timestamps: bool) -> Tuple[str, List[Segment]]:
     return t.text, segs
 
 
-def _cjk(ch: str) -> bool:
-    o = ord(ch)
-    return (0x2E80 <= o <= 0x9FFF) or (0xAC00 <= o <= 0xD7AF) or (0xF900 <= o <= 0xFAFF) or (0xFF00 <= o <= 0xFFEF)
-
-
 def _join(texts: Any) -> str:
     """Segment texts joined as the library joins pass texts: one space, none between two CJK characters."""
-    out = ""
-    for t in texts:
-        t = t.strip()
-        if t:
-            out += ("" if not out or (_cjk(out[-1]) and _cjk(t[0])) else " ") + t
-    return out
+    return join_texts(texts)
 
 
 def _compression_ratio(text: str) -> float:
@@ -272,6 +262,7 @@ class ChatRequest:
     gen: Dict[str, Any]
     stream: bool = False
     include_usage: bool = False
+    system: Optional[str] = None  # leading system messages; None: the model's default system prompt
 
 
 def _decode_audio_part(part: Dict[str, Any], where: str, max_bytes: int) -> Tuple[bytes, Optional[str]]:
@@ -308,8 +299,9 @@ def parse_chat(body: Any, served: ServedModel, default_max_new_tokens: Optional[
     """Validates a ``POST /v1/chat/completions`` body and turns its messages into one MOSS-Audio prompt.
 
     The clip must be in the first user message (its only ``input_audio`` part; the audio goes before that
-    message's text, as in the official prompt). Later messages become ChatML turns after it. A system message
-    other than MOSS-Audio's fixed one, turns before the audio, or a second clip are not supported yet (400).
+    message's text, as in the official prompt). Later messages become ChatML turns after it. Leading system
+    messages replace the default system prompt. Turns before the audio or a second clip are not supported yet
+    (400).
     """
     if not served.accepts_instructions:
         raise ApiError(400, f"{served.id} is a MOSS-Transcribe model: it takes no instructions, so it does not "
@@ -375,12 +367,11 @@ def parse_chat(body: Any, served: ServedModel, default_max_new_tokens: Optional[
             _check_text(served, text, f"{where}.content")
         turns.append(("system" if role == "developer" else role, text, has_audio))
 
-    # The fixed system prompt is accepted; any other is not expressible yet.
+    # Leading system (or developer) messages replace the default system prompt.
+    system_parts: List[str] = []
     while turns and turns[0][0] == "system":
-        role, text, _ = turns.pop(0)
-        if text.strip() != DEFAULT_SYSTEM_PROMPT:
-            raise unsupported(f"a custom system prompt (MOSS-Audio is always given {DEFAULT_SYSTEM_PROMPT!r}; "
-                              f"leave the system message out or send exactly that)", "messages")
+        system_parts.append(turns.pop(0)[1])
+    system = "\n".join(t for t in system_parts if t.strip()) or None
     if audio is None:
         raise ApiError(400, "the conversation has no audio: put an input_audio part into the first user message",
                        param="messages", code="missing_audio")
@@ -459,7 +450,7 @@ def parse_chat(body: Any, served: ServedModel, default_max_new_tokens: Optional[
         if body.get("repetition_penalty") is not None else None
     gen = generation_kwargs(served, default_max_new_tokens, max_new_tokens=max_new, temperature=temperature,
                             top_p=top_p, seed=seed, top_k=top_k, min_p=min_p, repetition_penalty=rp)
-    return ChatRequest(served, audio[0], audio[1], instruction, gen, stream, include_usage)
+    return ChatRequest(served, audio[0], audio[1], instruction, gen, stream, include_usage, system)
 
 
 def finish_reason(t: Transcript) -> str:
