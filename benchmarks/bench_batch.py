@@ -56,6 +56,9 @@ def w_ours_decode(a: Dict[str, Any]) -> Dict[str, Any]:
     b = _core.DecoderBench(a["path"], THREADS, "f16", "")
     b.decode(POS, 2, 100)  # warm-up: pages, thread pool
     out = {}
+    # the single-stream path before the engine (decoder_forward of one token), same process: the N = 1 A/B
+    one = b.decode(POS, STEPS, 100)[1:]
+    out["single_stream"] = {"step_ms": statistics.median(one), "tok_per_s": 1000.0 / statistics.median(one)}
     for n in a["ns"]:
         ms = b.decode_batch(n, POS, STEPS, 100)[1:]
         med = statistics.median(ms)
@@ -299,6 +302,12 @@ def print_table(report: Dict[str, Any]) -> None:
         print(f"{'N':>3} {'ours tok/s':>11} {'vs N=1':>7} {'llama tok/s':>12} {'ours/llama':>10} {'roofline':>9} "
               f"{'of roof':>8}")
         base = _tps(e["ours"], 1)
+        try:
+            single = e["ours"]["result"]["single_stream"]["tok_per_s"]
+            print(f"single-stream path (decoder_forward): {single:.1f} tok/s; engine step N=1 / single: "
+                  f"{base / single:.3f}")
+        except (KeyError, TypeError):
+            pass
         for n in NS:
             o, l, r = _tps(e["ours"], n), _tps(e["llama"], n), e["roofline"][str(n)]["tok_per_s"]
             print(f"{n:>3} {o:>11.1f} {o / base:>6.2f}x {l:>12.1f} {o / l:>9.2f}x {r:>9.1f} {o / r:>7.0%}")
