@@ -33,6 +33,9 @@ from typing import Any, Dict, List
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _tree import audio_dir, use_tree  # noqa: E402
+
+use_tree()
 
 NS = (1, 2, 4, 8, 16)
 POS = 160
@@ -41,10 +44,10 @@ THREADS = 2
 
 
 def _shared_audio() -> Path:
-    for d in (HERE.parent.parent / "shared" / "audio", Path("/work/shared/audio")):
-        if d.is_dir():
-            return d
-    raise SystemExit("no shared/audio folder beside the checkout")
+    d = audio_dir()
+    if not d.is_dir():
+        raise SystemExit(f"no shared audio folder at {d} (../shared/audio beside the checkout, or $CRISPMOSS_AUDIO_DIR)")
+    return d
 
 
 # --------------------------------------------------------------------------------------------------------------

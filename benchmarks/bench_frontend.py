@@ -2,7 +2,7 @@
 same run. Each section is a function returning rows; main() prints one table and writes
 benchmarks/results/frontend.json.
 
-    PYTHONPATH=python python benchmarks/bench_frontend.py [--sections mel] [--repeat 3]
+    python benchmarks/bench_frontend.py [--sections mel] [--repeat 3]
 """
 from __future__ import annotations
 
@@ -18,10 +18,13 @@ from typing import Callable, Dict, List
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "python"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _tree import audio_dir, use_tree  # noqa: E402
+
+use_tree()
 
 RESULTS = ROOT / "benchmarks" / "results" / "frontend.json"
-JFK = Path("/work/shared/audio/jfk.wav")
+JFK = audio_dir() / "jfk.wav"
 
 # A row: section, case, impl, seconds (best of repeats), baseline (impl the ratio is against),
 # speedup (baseline seconds / seconds), note.

@@ -6,9 +6,9 @@ speedup over one-at-a-time in-process transcription, and checks that every answe
 its clip (greedy decoding, so the texts must not depend on C). Generation is capped (--max-new-tokens, default
 64) so every request does a bounded amount of work, whatever the model writes.
 
-    PYTHONPATH=python python benchmarks/bench_server.py -m moss-transcribe                  # published Q4_K
-    PYTHONPATH=python python benchmarks/bench_server.py -m ~/.cache/crispmoss/bench/moss-transcribe-preview-2b-random0-q4_k.gguf
-    PYTHONPATH=python python benchmarks/bench_server.py --random tiny --clients 1 4 --requests 2   # quick check
+    python benchmarks/bench_server.py -m moss-transcribe                  # published Q4_K
+    python benchmarks/bench_server.py -m ~/.cache/crispmoss/bench/moss-transcribe-preview-2b-random0-q4_k.gguf
+    python benchmarks/bench_server.py --random tiny --clients 1 4 --requests 2   # quick check
 
 The server runs as a subprocess bound to 127.0.0.1 (nothing else is contacted); clients use the official openai
 package (pip install "crispmoss[server]" openai). Clips: ../shared/audio beside the checkout, else

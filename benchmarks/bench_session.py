@@ -4,9 +4,9 @@ For each model, three questions about one clip are answered twice: on one Sessio
 later requests reuse the cached prompt prefix) and with a fresh session per question (encode + full prefill
 every time). Prints a table and writes benchmarks/results/session.json.
 
-    PYTHONPATH=python python benchmarks/bench_session.py                      # random models, real layer widths
-    PYTHONPATH=python python benchmarks/bench_session.py --sizes tiny         # quick
-    PYTHONPATH=python python benchmarks/bench_session.py --model moss-audio:q4_k --model path/to/transcribe.gguf
+    python benchmarks/bench_session.py                      # random models, real layer widths
+    python benchmarks/bench_session.py --sizes tiny         # quick
+    python benchmarks/bench_session.py --model moss-audio:q4_k --model path/to/transcribe.gguf
 
 Random-weight models answer gibberish; the costs (encoder, prefill per token, decode per token) are those of the
 architecture at the given widths, which is what this benchmark is about.
@@ -24,10 +24,13 @@ from pathlib import Path
 from typing import Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "python"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _tree import audio_dir, use_tree  # noqa: E402
+
+use_tree()
 
 RESULTS = ROOT / "benchmarks" / "results" / "session.json"
-AUDIO = Path("/work/shared/audio/jfk.wav")
+AUDIO = audio_dir() / "jfk.wav"
 QUESTIONS = ["What is said in this clip?", "Who is speaking, and what is the mood?",
              "Summarise the audio in one sentence."]
 Row = Dict[str, object]

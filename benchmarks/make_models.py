@@ -5,9 +5,9 @@ For each architecture: a Hugging Face checkpoint with the exact published config
 (``crispmoss.convert``), re-quantized to Q8_0 and Q4_K (``crispmoss.quantize``); the safetensors are deleted
 after conversion to save disk. Files that already exist are skipped, so a second run costs nothing.
 
-    PYTHONPATH=python python benchmarks/make_models.py                       # both models, f16 q8_0 q4_k
-    PYTHONPATH=python python benchmarks/make_models.py --arch moss_transcribe --types q4_k
-    CRISPMOSS_BENCH_DIR=/big/disk PYTHONPATH=python python benchmarks/make_models.py
+    python benchmarks/make_models.py                       # both models, f16 q8_0 q4_k
+    python benchmarks/make_models.py --arch moss_transcribe --types q4_k
+    CRISPMOSS_BENCH_DIR=/big/disk python benchmarks/make_models.py
 
 Default folder: ~/.cache/crispmoss/bench (or $CRISPMOSS_BENCH_DIR, or --dir). Each file gets a ``.json``
 sidecar with the seed and how long it took to make. One-time cost on the 2-core development machine: see
@@ -26,7 +26,10 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "python"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _tree import use_tree  # noqa: E402
+
+use_tree()
 
 ARCHS = ("moss_transcribe", "moss_audio")
 TYPES = ("f16", "q8_0", "q4_k")

@@ -1,8 +1,8 @@
 """Benchmarks at full size: both models, every quant type, 1 and 2 threads, against the peers, in one run.
 
-    PYTHONPATH=python python benchmarks/run.py --quick      # MOSS-Transcribe Q4_K, 2 threads, all peers: < 10 min
-    PYTHONPATH=python python benchmarks/run.py              # everything (an hour or more on 2 cores)
-    PYTHONPATH=python python benchmarks/run.py --models moss_transcribe --types q4_k q8_0 --threads 2 --peers llama
+    python benchmarks/run.py --quick      # MOSS-Transcribe Q4_K, 2 threads, all peers: < 10 min
+    python benchmarks/run.py              # everything (an hour or more on 2 cores)
+    python benchmarks/run.py --models moss_transcribe --types q4_k q8_0 --threads 2 --peers llama
 
 On a machine shared with builds and test runs add ``--nice -10`` (root): each worker runs in a session of its own
 whose autogroup gets that priority, so other work cannot preempt the measured threads as often (it still runs,
@@ -42,12 +42,14 @@ from typing import Any, Callable, Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "python"))
 sys.path.insert(0, str(HERE))
+from _tree import audio_dir, use_tree  # noqa: E402
+
+use_tree()
 
 from machine import CpuMeter, machine_info, wait_for_quiet  # noqa: E402
 
-AUDIO_DIR = Path(os.environ.get("CRISPMOSS_AUDIO_DIR", "/work/shared/audio"))
+AUDIO_DIR = audio_dir()
 SPEECH = ["jfk.wav", "librivox_ss_0870.wav", "librivox_ss_0880.wav"]
 RESULTS = HERE / "results"
 STOP_ID = 151645
