@@ -73,8 +73,6 @@ def w_llama_decode(a: Dict[str, Any]) -> Dict[str, Any]:
     import peer_llama
 
     peer_llama._set_variant("repack")  # llama.cpp's default CPU path (AMX refused: it crashes on this VM)
-    import ctypes
-
     import llama_cpp as L
 
     L.llama_backend_init()
@@ -127,7 +125,6 @@ def w_llama_decode(a: Dict[str, Any]) -> Dict[str, Any]:
         med = statistics.median(steps[1:]) * 1000
         out[str(n)] = {"step_ms": med, "tok_per_s": n * 1000.0 / med, "steps_ms": [s * 1000 for s in steps[1:]]}
     L.llama_model_free(model)
-    _ = ctypes
     return out
 
 
@@ -156,8 +153,6 @@ WORKERS = {"ours_decode": w_ours_decode, "llama_decode": w_llama_decode, "worklo
 
 
 def run_worker(name: str, args: Dict[str, Any], timeout: float = 3600) -> Dict[str, Any]:
-    from machine import other_load  # noqa: F401  (import check only)
-
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(args, f)
         arg_path = f.name

@@ -168,26 +168,18 @@ void Engine::loop() {
             if (stop_) {
                 // Nothing waits on a destroyed engine in normal use (Python keeps it alive while sessions run); any
                 // caller still here is told.
-                for (Job* j : jobs_) {
-                    j->error = std::make_exception_ptr(Error("the model was closed"));
-                    j->done = true;
-                    j->cv.notify_all();
-                }
-                jobs_.clear();
-                for (std::deque<Seq*>* q : {&waiting_}) {
-                    for (Seq* s : *q) {
-                        s->error = std::make_exception_ptr(Error("the model was closed"));
-                        s->done = true;
-                        s->cv.notify_all();
+                const auto closed = std::make_exception_ptr(Error("the model was closed"));
+                auto fail = [&](auto& q) {
+                    for (auto* x : q) {
+                        x->error = closed;
+                        x->done = true;
+                        x->cv.notify_all();
                     }
-                    q->clear();
-                }
-                for (Seq* s : active_) {
-                    s->error = std::make_exception_ptr(Error("the model was closed"));
-                    s->done = true;
-                    s->cv.notify_all();
-                }
-                active_.clear();
+                    q.clear();
+                };
+                fail(jobs_);
+                fail(waiting_);
+                fail(active_);
                 return;
             }
             while (!waiting_.empty() && static_cast<int>(active_.size()) < opts_.max_batch) {

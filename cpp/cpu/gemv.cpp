@@ -401,9 +401,8 @@ template <int Max, typename Fn>
 void for_groups(int n_x, Fn&& fn) {
     int j = 0;
     for (; j + Max <= n_x; j += Max) fn(j, std::integral_constant<int, Max>());
-    const int left = n_x - j;
     if constexpr (Max > 4) {
-        if (left >= 4) {
+        if (n_x - j >= 4) {
             fn(j, std::integral_constant<int, 4>());
             j += 4;
         }
@@ -414,7 +413,6 @@ void for_groups(int n_x, Fn&& fn) {
         case 1: fn(j, std::integral_constant<int, 1>()); break;
         default: break;
     }
-    (void)left;
 }
 
 }  // namespace

@@ -12,6 +12,7 @@ import os
 import queue
 import secrets
 import threading
+import time
 import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
@@ -549,8 +550,6 @@ class Model:
 
 
 def _now() -> float:
-    import time
-
     return time.monotonic()
 
 
