@@ -11,6 +11,7 @@
 
 #include "cpu/gemm.h"
 #include "cpu/gemv.h"
+#include "cpu/level.h"
 
 #include "bindings/bind.h"
 #include "compute.h"
@@ -148,6 +149,16 @@ private:
     std::unique_ptr<KvCache> cache_;
 };
 
+// The level a kernel test runs at: `name` ("" = the active level), which this CPU must have.
+cpu::Level test_level(const char* fn, const std::string& name) {
+    cpu::Level lv = cpu::active_level();
+    if (!name.empty() && !cpu::parse_level(name.c_str(), &lv))
+        throw InputError(std::string(fn) + ": level must be avx2, avx512 or amx, not '" + name + "'");
+    if (lv == cpu::Level::none || cpu::usable(lv) != lv)
+        throw InputError(std::string(fn) + ": this CPU cannot run our kernels at level '" + cpu::level_name(lv) + "'");
+    return lv;
+}
+
 }  // namespace
 
 void bind_bench(py::module_& m) {
@@ -185,11 +196,16 @@ void bind_bench(py::module_& m) {
              py::arg("token") = 0, "Milliseconds of each batched decode step of n_seq sequences.")
         .def_property_readonly("n_vocab", &DecoderBench::n_vocab);
 
-    m.def("gemv_available", &cpu::gemv_available, "Whether decode matrix-vector products use our AVX-512 kernels.");
+    m.def("gemv_available", &cpu::gemv_available,
+          "Whether our CPU kernels (matrix-vector, F16 matrix, GELU) run: cpu_level() is not 'none'.");
+    m.def("cpu_level", [] { return std::string(cpu::level_name(cpu::active_level())); },
+          "The level our CPU kernels run at: 'none' (ggml's kernels), 'avx2', 'avx512' or 'amx' (CRISPMOSS_CPU).");
+    m.def("cpu_best_level", [] { return std::string(cpu::level_name(cpu::best_level())); },
+          "The best level this CPU and OS support (what CRISPMOSS_CPU can ask for at most).");
     m.def(
         "gemv_test",
         [](const std::string& type_name, py::array_t<float, py::array::c_style | py::array::forcecast> w,
-           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth) {
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth, const std::string& level) {
             const ggml_type type = type_name == "f32" ? GGML_TYPE_F32 : parse_quant_type(type_name);
             // x: one activation row [cols] or several [n_x, cols] (1..kMaxGemvRows)
             const bool one = x.ndim() == 1;
@@ -198,7 +214,7 @@ void bind_bench(py::module_& m) {
             if (!cpu::gemv_supports(type) || w.ndim() != 2 || n_x < 1 || n_x > cpu::kMaxGemvRows || xc != w.shape(1) ||
                 nth < 1)
                 throw InputError("gemv_test: type q4_k|q8_0|f16|f32, w [rows, cols], x [cols] or [1..16, cols], nth >= 1");
-            if (!cpu::gemv_available()) throw InputError("gemv_test: this CPU has no AVX-512 VNNI");
+            const cpu::Level lv = test_level("gemv_test", level);
             const int64_t rows = w.shape(0), cols = w.shape(1);
             if (cols % ggml_blck_size(type) != 0) throw InputError("gemv_test: cols must be whole blocks");
             const size_t rb = ggml_row_size(type, cols);
@@ -216,18 +232,18 @@ void bind_bench(py::module_& m) {
             std::vector<uint8_t> scratch(cpu::gemv_scratch_bytes(type, cols) * size_t(n_x) + 1);
             for (int t = 0; t < nth; ++t)  // the row split of a ggml custom op with nth threads
                 cpu::gemv(type, q.data(), rb, cols, rows * t / nth, rows * (t + 1) / nth, x.data(), cols, int(n_x),
-                          y.mutable_data(), rows, scratch.data());
+                          y.mutable_data(), rows, scratch.data(), lv);
             return py::make_tuple(y, deq);
         },
-        py::arg("type"), py::arg("w"), py::arg("x"), py::arg("nth") = 1,
+        py::arg("type"), py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("level") = "",
         "(y, dequantized w): our kernel on w quantized to `type`, x one row or [n_x, cols] (tests).");
     m.def(
         "gemm_test",
         [](py::array_t<float, py::array::c_style | py::array::forcecast> w,
-           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth) {
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth, const std::string& level) {
             if (w.ndim() != 2 || x.ndim() != 2 || x.shape(1) != w.shape(1) || nth < 1)
                 throw InputError("gemm_test: w [rows, k], x [n, k], nth >= 1");
-            if (!cpu::gemv_available()) throw InputError("gemm_test: this CPU has no AVX-512 VNNI");
+            const cpu::Level lv = test_level("gemm_test", level);
             const int64_t rows = w.shape(0), k = w.shape(1), n = x.shape(0);
             std::vector<ggml_fp16_t> wh(size_t(rows * k));
             ggml_fp32_to_fp16_row(w.data(), wh.data(), rows * k);
@@ -238,20 +254,20 @@ void bind_bench(py::module_& m) {
             for (int t = 0; t < nth; ++t) {  // the row split of the ggml custom op with nth threads
                 const auto [r0, r1] = cpu::gemm_thread_rows(rows, t, nth);
                 if (r0 < r1) cpu::gemm_f16(wh.data(), k * sizeof(ggml_fp16_t), k, r0, r1, xt.data(), n, n,
-                                           y.mutable_data(), rows);
+                                           y.mutable_data(), rows, lv);
             }
             return y;
         },
-        py::arg("w"), py::arg("x"), py::arg("nth") = 1, "y = x @ f16(w).T through our F16 matrix kernel (tests).");
+        py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("level") = "", "y = x @ f16(w).T through our F16 matrix kernel (tests).");
     m.def(
         "gelu_test",
-        [](py::array_t<float, py::array::c_style | py::array::forcecast> x) {
-            if (!cpu::gemv_available()) throw InputError("gelu_test: this CPU has no AVX-512 VNNI");
+        [](py::array_t<float, py::array::c_style | py::array::forcecast> x, const std::string& level) {
+            const cpu::Level lv = test_level("gelu_test", level);
             py::array_t<float> y(x.size());
-            cpu::gelu_erf(x.data(), y.mutable_data(), x.size());
+            cpu::gelu_erf(x.data(), y.mutable_data(), x.size(), lv);
             return y;
         },
-        py::arg("x"), "Our vectorized GELU (erf form) of a flat float array (tests).");
+        py::arg("x"), py::arg("level") = "", "Our vectorized GELU (erf form) of a flat float array (tests).");
     m.def("profile_enabled", &profile::enabled, "Whether CRISPMOSS_PROFILE was set (read when a Compute is made).");
     m.def("profile_reset", &profile::reset);
     m.def("profile_snapshot", [] {

@@ -1,5 +1,7 @@
 #include "cpu/gemv.h"
 
+#include "cpu/gemv_avx2.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -7,7 +9,6 @@
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define CM_GEMV_X86 1
-#include <cpuid.h>
 #include <immintrin.h>
 #if !defined(__clang__)
 // GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and warn wherever they are inlined (GCC bug
@@ -363,30 +364,9 @@ CM_AVX512 void gelu_erf_avx512(const float* x, float* y, int64_t n) {
     }
 }
 
-// CPUID and XGETBV directly: GCC and Clang accept different __builtin_cpu_supports names.
-bool cpu_has_kernels() {
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
-    const bool fma = c & (1u << 12), osxsave = c & (1u << 27), f16c = c & (1u << 29);
-    if (!(fma && osxsave && f16c)) return false;
-    unsigned xcr0_lo, xcr0_hi;
-    __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
-    if ((xcr0_lo & 0xe6) != 0xe6) return false;  // the OS saves SSE, AVX, opmask and all ZMM state
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    const bool f = b & (1u << 16), dq = b & (1u << 17), bw = b & (1u << 30), vl = b & (1u << 31);
-    const bool vnni = c & (1u << 11);
-    return f && dq && bw && vl && vnni;
-}
-
 }  // namespace
 
-bool gemv_available() {
-    static const bool ok = [] {
-        const char* e = std::getenv("CRISPMOSS_GEMV");
-        return !(e && std::string(e) == "ggml") && cpu_has_kernels();
-    }();
-    return ok;
-}
+bool gemv_available() { return active_level() != Level::none; }
 
 namespace {
 
@@ -418,12 +398,14 @@ void for_groups(int n_x, Fn&& fn) {
 }  // namespace
 
 void gemv(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
-          int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch) {
+          int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, Level level) {
+    const size_t per_row = gemv_scratch_bytes(type, n);
+    if (level == Level::avx2) return gemv_avx2(type, w, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, per_row);
+    if (level != Level::avx512 && level != Level::amx) std::abort();  // callers check gemv_available()
     const auto* rows = static_cast<const uint8_t*>(w);
     float out[8];
     if (type == GGML_TYPE_F16) return gemv_float<true>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
     if (type == GGML_TYPE_F32) return gemv_float<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
-    const size_t per_row = gemv_scratch_bytes(type, n);
     auto* base = static_cast<uint8_t*>(scratch);
     if (type == GGML_TYPE_Q4_K) {
         ActQ4K a[kMaxGemvRows];
@@ -454,17 +436,22 @@ void gemv(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0
     }
 }
 
-void gelu_erf(const float* x, float* y, int64_t n) { gelu_erf_avx512(x, y, n); }
+void gelu_erf(const float* x, float* y, int64_t n, Level level) {
+    if (level == Level::avx2) return gelu_erf_avx2(x, y, n);
+    if (level != Level::avx512 && level != Level::amx) std::abort();
+    gelu_erf_avx512(x, y, n);
+}
 
 #else  // not x86-64 with GCC/Clang: ggml's kernels serve every case
 
 bool gemv_available() { return false; }
 
-void gemv(ggml_type, const void*, size_t, int64_t, int64_t, int64_t, const float*, int64_t, int, float*, int64_t, void*) {
+void gemv(ggml_type, const void*, size_t, int64_t, int64_t, int64_t, const float*, int64_t, int, float*, int64_t, void*,
+          Level) {
     std::abort();
 }
 
-void gelu_erf(const float*, float*, int64_t) { std::abort(); }
+void gelu_erf(const float*, float*, int64_t, Level) { std::abort(); }
 
 #endif
 
