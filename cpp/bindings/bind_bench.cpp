@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cmath>
 #include <memory>
+#include <thread>
+#include <vector>
 
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
@@ -268,6 +270,60 @@ void bind_bench(py::module_& m) {
             return y;
         },
         py::arg("x"), py::arg("level") = "", "Our vectorized GELU (erf form) of a flat float array (tests).");
+    m.def(
+        "gemv_bench",
+        [](const std::string& type_name, int64_t rows, int64_t cols, int n_x, int nth, int reps, const std::string& level) {
+            const ggml_type type = type_name == "f32" ? GGML_TYPE_F32 : parse_quant_type(type_name);
+            if (!cpu::gemv_supports(type) || rows < 1 || cols < 1 || n_x < 1 || n_x > cpu::kMaxGemvRows || nth < 1 ||
+                reps < 1 || cols % ggml_blck_size(type) != 0)
+                throw InputError("gemv_bench: type q4_k|q8_0|f16|f32, rows >= 1, cols whole blocks, n_x 1..16, "
+                                 "nth >= 1, reps >= 1");
+            const cpu::Level lv = test_level("gemv_bench", level);
+            const size_t rb = ggml_row_size(type, cols);
+            std::vector<uint8_t> q(rb * size_t(rows));
+            std::vector<float> x(size_t(cols) * size_t(n_x)), y(size_t(rows) * size_t(n_x));
+            {
+                py::gil_scoped_release nogil;
+                uint32_t s = 12345;  // xorshift: weights in [-1, 1), made a row at a time
+                auto next = [&s] {
+                    s ^= s << 13, s ^= s >> 17, s ^= s << 5;
+                    return float(s >> 8) / float(1 << 23) - 1.0f;
+                };
+                std::vector<float> row(static_cast<size_t>(cols));
+                for (int64_t r = 0; r < rows; ++r) {
+                    for (float& v : row) v = next();
+                    if (type == GGML_TYPE_F32) {
+                        std::memcpy(q.data() + r * rb, row.data(), rb);
+                    } else {
+                        ggml_quantize_chunk(type, row.data(), q.data() + r * rb, 0, 1, cols, nullptr);
+                    }
+                }
+                for (float& v : x) v = next();
+            }
+            double best = 1e30;
+            {
+            py::gil_scoped_release nogil;
+            const size_t per = cpu::gemv_scratch_bytes(type, cols) * size_t(n_x) + 1;
+            std::vector<std::vector<uint8_t>> scratch(static_cast<size_t>(nth), std::vector<uint8_t>(per));
+            for (int rep = 0; rep < reps; ++rep) {  // the row split of the ggml custom op, one std::thread each
+                const auto t0 = Clock::now();
+                std::vector<std::thread> pool;
+                for (int t = 0; t < nth; ++t) {
+                    pool.emplace_back([&, t] {
+                        cpu::gemv(type, q.data(), rb, cols, rows * t / nth, rows * (t + 1) / nth, x.data(), cols, n_x,
+                                  y.data(), rows, scratch[size_t(t)].data(), lv);
+                    });
+                }
+                for (auto& th : pool) th.join();
+                best = std::min(best, ms_since(t0));
+            }
+            }
+            return py::make_tuple(best, double(q.size()));
+        },
+        py::arg("type"), py::arg("rows"), py::arg("cols"), py::arg("n_x") = 1, py::arg("nth") = 1,
+        py::arg("reps") = 5, py::arg("level") = "",
+        "(best ms, weight bytes): our matrix-vector kernel over a rows x cols weight of `type` (random values) "
+        "for n_x activation rows, split over nth threads, at `level` (benchmarks).");
     m.def("profile_enabled", &profile::enabled, "Whether CRISPMOSS_PROFILE was set (read when a Compute is made).");
     m.def("profile_reset", &profile::reset);
     m.def("profile_snapshot", [] {

@@ -224,62 +224,82 @@ CM_AVX2 __m256 load_x_tail(const float* x, int64_t left) {
 }
 
 // R weight rows against G activation rows, F16 or F32 weights: out[r * G + j] = dot(w_r, x_j). Every (r, j) pair
-// has one accumulator of its own and one order (8-wide chunks in sequence, the zero-padded tail last, then the
-// horizontal sum), whatever R, G and the other rows are. 4 x 2 accumulators, 4 weight vectors and one activation
-// vector fit the 16 registers.
+// has two accumulators of its own and one order whatever R, G and the other rows are: 8-wide chunks alternately
+// into a0 and a1 (16 values a step), a last whole chunk into a0, the zero-padded tail into a1, then hsum(a0 + a1).
+// Two chains per pair hide the FMA latency when a weight load waits for memory. R x G <= 4 pairs (8 accumulators,
+// R weight vectors and one activation vector in the 16 registers): dot_block splits larger blocks.
 template <int R, int G, bool F16>
 CM_AVX2 void dot_float(const uint8_t* row, size_t row_bytes, int64_t n, const float* x, int64_t ldx, float* out) {
     constexpr int kBytes = F16 ? 2 : 4;
-    __m256 acc[R][G];
+    __m256 a0[R][G], a1[R][G];
     for (int r = 0; r < R; ++r)
-        for (int j = 0; j < G; ++j) acc[r][j] = _mm256_setzero_ps();
+        for (int j = 0; j < G; ++j) a0[r][j] = _mm256_setzero_ps(), a1[r][j] = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        if ((i & (64 / kBytes - 1)) == 0) {  // one line ahead per row and 64 bytes of it
+    for (; i + 16 <= n; i += 16) {
+        if ((i & (64 / kBytes - 1)) == 0) {  // 64 bytes of each row, 4 KB ahead
             for (int r = 0; r < R; ++r)
                 _mm_prefetch(reinterpret_cast<const char*>(row + r * row_bytes + kBytes * i) + kPrefetch, _MM_HINT_T0);
         }
-        __m256 w[R];
-        for (int r = 0; r < R; ++r) w[r] = load_w<F16>(row + r * row_bytes, i);
+        __m256 w0[R], w1[R];
+        for (int r = 0; r < R; ++r) {
+            w0[r] = load_w<F16>(row + r * row_bytes, i);
+            w1[r] = load_w<F16>(row + r * row_bytes, i + 8);
+        }
         for (int j = 0; j < G; ++j) {
-            const __m256 xv = _mm256_loadu_ps(x + j * ldx + i);
-            for (int r = 0; r < R; ++r) acc[r][j] = _mm256_fmadd_ps(w[r], xv, acc[r][j]);
+            const __m256 x0 = _mm256_loadu_ps(x + j * ldx + i), x1 = _mm256_loadu_ps(x + j * ldx + i + 8);
+            for (int r = 0; r < R; ++r) {
+                a0[r][j] = _mm256_fmadd_ps(w0[r], x0, a0[r][j]);
+                a1[r][j] = _mm256_fmadd_ps(w1[r], x1, a1[r][j]);
+            }
         }
     }
+    if (i + 8 <= n) {
+        for (int r = 0; r < R; ++r) {
+            const __m256 w = load_w<F16>(row + r * row_bytes, i);
+            for (int j = 0; j < G; ++j) a0[r][j] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + j * ldx + i), a0[r][j]);
+        }
+        i += 8;
+    }
     if (i < n) {
-        __m256 w[R];
-        for (int r = 0; r < R; ++r) w[r] = load_w_tail<F16>(row + r * row_bytes, i, n - i);
-        for (int j = 0; j < G; ++j) {
-            const __m256 xv = load_x_tail(x + j * ldx + i, n - i);
-            for (int r = 0; r < R; ++r) acc[r][j] = _mm256_fmadd_ps(w[r], xv, acc[r][j]);
+        for (int r = 0; r < R; ++r) {
+            const __m256 w = load_w_tail<F16>(row + r * row_bytes, i, n - i);
+            for (int j = 0; j < G; ++j) a1[r][j] = _mm256_fmadd_ps(w, load_x_tail(x + j * ldx + i, n - i), a1[r][j]);
         }
     }
     for (int r = 0; r < R; ++r)
-        for (int j = 0; j < G; ++j) out[r * G + j] = hsum(acc[r][j]);
+        for (int j = 0; j < G; ++j) out[r * G + j] = hsum(_mm256_add_ps(a0[r][j], a1[r][j]));
 }
 
-// Activation rows in groups of at most Max (their accumulators stay in registers), the rest in smaller groups.
+// R x G pairs as blocks of at most 4 (2 weight rows at a time when G > 1).
+template <int R, int G, bool F16>
+void dot_block(const uint8_t* row, size_t row_bytes, int64_t n, const float* x, int64_t ldx, float* out) {
+    if constexpr (G > 1 && R > 2) {
+        dot_float<2, G, F16>(row, row_bytes, n, x, ldx, out);
+        dot_block<R - 2, G, F16>(row + 2 * row_bytes, row_bytes, n, x, ldx, out + 2 * G);
+    } else {
+        dot_float<R, G, F16>(row, row_bytes, n, x, ldx, out);
+    }
+}
+
+// Activation rows in groups of Max (their accumulators stay in registers), the rest as one smaller group.
 template <int Max, typename Fn>
 void for_groups(int n_x, Fn&& fn) {
     int j = 0;
     for (; j + Max <= n_x; j += Max) fn(j, std::integral_constant<int, Max>());
-    switch (n_x - j) {
-        case 3: fn(j, std::integral_constant<int, 3>()); break;
-        case 2: fn(j, std::integral_constant<int, 2>()); break;
-        case 1: fn(j, std::integral_constant<int, 1>()); break;
-        default: break;
+    if constexpr (Max > 1) {
+        if (j < n_x) for_groups<Max - 1>(n_x - j, [&](int k, auto g) { fn(j + k, g); });
     }
 }
 
 template <bool F16>
 void gemv_float(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
                 int64_t ldx, int n_x, float* y, int64_t ldy) {
-    float out[4 * 3];  // R x G (for_groups instantiates G = 3 too)
+    float out[4 * 2];
     auto block = [&](int64_t r, auto rr) {
         constexpr int R = decltype(rr)::value;
         for_groups<2>(n_x, [&](int j, auto g) {
             constexpr int G = decltype(g)::value;
-            dot_float<R, G, F16>(rows + r * row_bytes, row_bytes, n, x + j * ldx, ldx, out);
+            dot_block<R, G, F16>(rows + r * row_bytes, row_bytes, n, x + j * ldx, ldx, out);
             for (int a = 0; a < R; ++a)
                 for (int b = 0; b < G; ++b) y[(j + b) * ldy + r + a] = out[a * G + b];
         });
