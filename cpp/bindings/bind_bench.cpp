@@ -161,6 +161,28 @@ cpu::Level test_level(const char* fn, const std::string& name) {
     return lv;
 }
 
+// Best of `reps` wall times (ms) of cpu::gemv over all rows, split as the ggml custom op splits them over nth
+// threads (one std::thread each; their start, ~50 us, is inside the time).
+double best_gemv_ms(ggml_type type, const uint8_t* q, size_t rb, int64_t rows, int64_t cols, const float* x, int n_x,
+                    float* y, int nth, int reps, cpu::Level lv) {
+    const size_t per = cpu::gemv_scratch_bytes(type, cols) * size_t(n_x) + 1;
+    std::vector<std::vector<uint8_t>> scratch(static_cast<size_t>(nth), std::vector<uint8_t>(per));
+    double best = 1e30;
+    for (int rep = 0; rep < reps; ++rep) {
+        const auto t0 = Clock::now();
+        std::vector<std::thread> pool;
+        for (int t = 0; t < nth; ++t) {
+            pool.emplace_back([&, t] {
+                cpu::gemv(type, q, rb, cols, rows * t / nth, rows * (t + 1) / nth, x, cols, n_x, y, rows,
+                          scratch[size_t(t)].data(), lv);
+            });
+        }
+        for (auto& th : pool) th.join();
+        best = std::min(best, ms_since(t0));
+    }
+    return best;
+}
+
 }  // namespace
 
 void bind_bench(py::module_& m) {
@@ -300,23 +322,10 @@ void bind_bench(py::module_& m) {
                 }
                 for (float& v : x) v = next();
             }
-            double best = 1e30;
+            double best;
             {
-            py::gil_scoped_release nogil;
-            const size_t per = cpu::gemv_scratch_bytes(type, cols) * size_t(n_x) + 1;
-            std::vector<std::vector<uint8_t>> scratch(static_cast<size_t>(nth), std::vector<uint8_t>(per));
-            for (int rep = 0; rep < reps; ++rep) {  // the row split of the ggml custom op, one std::thread each
-                const auto t0 = Clock::now();
-                std::vector<std::thread> pool;
-                for (int t = 0; t < nth; ++t) {
-                    pool.emplace_back([&, t] {
-                        cpu::gemv(type, q.data(), rb, cols, rows * t / nth, rows * (t + 1) / nth, x.data(), cols, n_x,
-                                  y.data(), rows, scratch[size_t(t)].data(), lv);
-                    });
-                }
-                for (auto& th : pool) th.join();
-                best = std::min(best, ms_since(t0));
-            }
+                py::gil_scoped_release nogil;
+                best = best_gemv_ms(type, q.data(), rb, rows, cols, x.data(), n_x, y.data(), nth, reps, lv);
             }
             return py::make_tuple(best, double(q.size()));
         },
