@@ -9,6 +9,8 @@
 // level's in the last bits (8-lane instead of 16-lane partial sums), never between rows of one level.
 #include "cpu/gemv_avx2.h"
 
+#include "cpu/gemv_common.h"
+
 #include <cstring>
 #include <type_traits>
 
@@ -20,8 +22,7 @@ namespace cm::cpu {
 
 namespace {
 
-constexpr int kPrefetch = 4096;  // bytes ahead, as at the AVX-512 level (see gemv.cpp)
-constexpr int kQK = 256, kQ4KBytes = 144, kQ8Block = 32, kQ8Bytes = 34;
+using namespace detail;
 
 CM_AVX2 float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -76,20 +77,8 @@ CM_AVX2 int32_t sum32(const int8_t* q) {
     return hsum_epi32(_mm256_add_epi32(lo, hi));
 }
 
-// Q4_K: per 256 values one scale d, int8 q = round(x / d), and each 32-value sub-block's sum (for the mins);
-// stored in order (a 32-byte load of weight nibbles, low or high, lines up with one sub-block).
-struct ActQ4K {
-    int8_t* q;
-    float* d;
-    int32_t* sums;
-};
-
-ActQ4K act_q4k(void* scratch, int64_t n) {
-    auto* base = static_cast<uint8_t*>(scratch);
-    const int64_t nb = n / kQK;
-    return {reinterpret_cast<int8_t*>(base), reinterpret_cast<float*>(base + n),
-            reinterpret_cast<int32_t*>(base + n + 4 * nb)};
-}
+// Q4_K's activations (ActQ4K, gemv_common.h) in order: a 32-byte load of weight nibbles, low or high, lines up
+// with one sub-block.
 
 CM_AVX2 void quantize_q4k(const float* x, int64_t n, ActQ4K a) {
     for (int64_t i = 0; i < n / kQK; ++i) {
@@ -155,17 +144,6 @@ CM_AVX2 void dot_q4k(const uint8_t* row, int64_t nb, const ActQ4K* a, float* out
         }
     }
     for (int j = 0; j < G; ++j) out[j] = hsum(acc[j]);
-}
-
-// Q8_0: x quantized per 32 values (int8 and a scale per block), in order.
-struct ActQ80 {
-    int8_t* q;
-    float* d;
-};
-
-ActQ80 act_q80(void* scratch, int64_t n) {
-    auto* base = static_cast<uint8_t*>(scratch);
-    return {reinterpret_cast<int8_t*>(base), reinterpret_cast<float*>(base + n)};
 }
 
 CM_AVX2 void quantize_q80(const float* x, int64_t n, ActQ80 a) {
@@ -281,37 +259,13 @@ void dot_block(const uint8_t* row, size_t row_bytes, int64_t n, const float* x, 
     }
 }
 
-// Activation rows in groups of Max (their accumulators stay in registers), the rest as one smaller group.
-template <int Max, typename Fn>
-void for_groups(int n_x, Fn&& fn) {
-    int j = 0;
-    for (; j + Max <= n_x; j += Max) fn(j, std::integral_constant<int, Max>());
-    if constexpr (Max > 1) {
-        if (j < n_x) for_groups<Max - 1>(n_x - j, [&](int k, auto g) { fn(j + k, g); });
-    }
-}
-
 template <bool F16>
 void gemv_float(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
                 int64_t ldx, int n_x, float* y, int64_t ldy) {
-    float out[4 * 2];
-    auto block = [&](int64_t r, auto rr) {
-        constexpr int R = decltype(rr)::value;
-        for_groups<2>(n_x, [&](int j, auto g) {
-            constexpr int G = decltype(g)::value;
-            dot_block<R, G, F16>(rows + r * row_bytes, row_bytes, n, x + j * ldx, ldx, out);
-            for (int a = 0; a < R; ++a)
-                for (int b = 0; b < G; ++b) y[(j + b) * ldy + r + a] = out[a * G + b];
-        });
-    };
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) block(r, std::integral_constant<int, 4>());
-    switch (r1 - r) {
-        case 3: block(r, std::integral_constant<int, 3>()); break;
-        case 2: block(r, std::integral_constant<int, 2>()); break;
-        case 1: block(r, std::integral_constant<int, 1>()); break;
-        default: break;
-    }
+    gemv_float_blocks(r0, r1, n_x, y, ldy, [&](auto rr, auto g, int64_t r, int j, float* out) {
+        dot_block<decltype(rr)::value, decltype(g)::value, F16>(rows + r * row_bytes, row_bytes, n, x + j * ldx, ldx,
+                                                                 out);
+    });
 }
 
 // GELU, bit-identical to the AVX-512 level's gelu16 (gemv.cpp): the same operations in the same order, each
@@ -364,39 +318,20 @@ CM_AVX2 void gelu_erf_avx2(const float* x, float* y, int64_t n) {
 }
 
 void gemv_avx2(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
-               int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, size_t per_row) {
+               int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch) {
     const auto* rows = static_cast<const uint8_t*>(w);
     if (type == GGML_TYPE_F16) return gemv_float<true>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
     if (type == GGML_TYPE_F32) return gemv_float<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
-    auto* base = static_cast<uint8_t*>(scratch);
-    float out[4];
     if (type == GGML_TYPE_Q4_K) {
-        ActQ4K a[kMaxGemvRows];
-        for (int j = 0; j < n_x; ++j) {
-            a[j] = act_q4k(base + j * per_row, n);
-            quantize_q4k(x + j * ldx, n, a[j]);
-        }
-        for (int64_t r = r0; r < r1; ++r) {
-            for_groups<4>(n_x, [&](int j, auto g) {
-                constexpr int G = decltype(g)::value;
-                dot_q4k<G>(rows + r * row_bytes, n / kQK, a + j, out);
-                for (int k = 0; k < G; ++k) y[(j + k) * ldy + r] = out[k];
-            });
-        }
-    } else {
-        ActQ80 a[kMaxGemvRows];
-        for (int j = 0; j < n_x; ++j) {
-            a[j] = act_q80(base + j * per_row, n);
-            quantize_q80(x + j * ldx, n, a[j]);
-        }
-        for (int64_t r = r0; r < r1; ++r) {
-            for_groups<4>(n_x, [&](int j, auto g) {
-                constexpr int G = decltype(g)::value;
-                dot_q80<G>(rows + r * row_bytes, n / kQ8Block, a + j, out);
-                for (int k = 0; k < G; ++k) y[(j + k) * ldy + r] = out[k];
-            });
-        }
+        return gemv_quantized<4>(type, rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, act_q4k, quantize_q4k,
+                                 [n](auto g, const uint8_t* row, const ActQ4K* a, float* out) {
+                                     dot_q4k<decltype(g)::value>(row, n / kQK, a, out);
+                                 });
     }
+    gemv_quantized<4>(type, rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, act_q80, quantize_q80,
+                      [n](auto g, const uint8_t* row, const ActQ80* a, float* out) {
+                          dot_q80<decltype(g)::value>(row, n / kQ8Block, a, out);
+                      });
 }
 
 }  // namespace cm::cpu

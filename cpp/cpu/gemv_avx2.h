@@ -9,9 +9,9 @@
 
 namespace cm::cpu {
 
-// cpu::gemv at the AVX2 level; per_row = gemv_scratch_bytes(type, n).
+// cpu::gemv at the AVX2 level.
 void gemv_avx2(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
-               int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, size_t per_row);
+               int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch);
 
 // cpu::gelu_erf at the AVX2 level (bit-identical to the AVX-512 level).
 void gelu_erf_avx2(const float* x, float* y, int64_t n);
