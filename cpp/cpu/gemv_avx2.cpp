@@ -146,13 +146,7 @@ CM_AVX2 void dot_q4k(const uint8_t* row, int64_t nb, const ActQ4K* a, float* out
     for (int j = 0; j < G; ++j) out[j] = hsum(acc[j]);
 }
 
-CM_AVX2 void quantize_q80(const float* x, int64_t n, ActQ80 a) {
-    for (int64_t i = 0; i < n / kQ8Block; ++i) {
-        const float amax = abs_max(x + i * kQ8Block, kQ8Block);
-        a.d[i] = amax / 127.0f;
-        quantize32(x + i * kQ8Block, amax > 0.0f ? 127.0f / amax : 0.0f, a.q + i * kQ8Block);
-    }
-}
+void quantize_q80(const float* x, int64_t n, ActQ80 a) { quantize_q80_with(x, n, a, abs_max, quantize32); }
 
 // G activation rows against one Q8_0 weight row: VPMADDUBSW of |w| (unsigned, |-128| = 128) by x with w's sign
 // (VPSIGNB), pairs at most 2 * 128 * 127 < 2^15, then VPMADDWD by ones: an exact int32 per 4 values; one FMA per

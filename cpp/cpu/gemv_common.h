@@ -46,6 +46,17 @@ inline ActQ80 act_q80(void* scratch, int64_t n) {
     return {reinterpret_cast<int8_t*>(base), reinterpret_cast<float*>(base + n)};
 }
 
+// Q8_0's activations for x (n values): per 32, d = amax / 127 and q = round(x * 127 / amax), with a level's
+// abs_max(x, 32) and quantize32(x, inverse scale, q).
+template <typename AbsMax, typename Quantize32>
+void quantize_q80_with(const float* x, int64_t n, ActQ80 a, AbsMax abs_max, Quantize32 quantize32) {
+    for (int64_t i = 0; i < n / kQ8Block; ++i) {
+        const float amax = abs_max(x + i * kQ8Block, kQ8Block);
+        a.d[i] = amax / 127.0f;
+        quantize32(x + i * kQ8Block, amax > 0.0f ? 127.0f / amax : 0.0f, a.q + i * kQ8Block);
+    }
+}
+
 // Rows of activations in groups of Max per pass over a weight row (the accumulators of a group stay in
 // registers; the weight row, a few KB, is read from L1 again for the next group), then a group of 4 where
 // Max > 4, then one of 3, 2 or 1. fn(j, std::integral_constant<int, G>) handles rows [j, j + G).
