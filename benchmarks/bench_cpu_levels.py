@@ -104,7 +104,8 @@ def main() -> int:
     ap.add_argument("--levels", nargs="+", default=list(LEVELS), choices=LEVELS)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=16, help="decode steps per position (median taken)")
-    ap.add_argument("--smoke", action="store_true", help="tiny random model, small matrices: checks the script")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny random model, small matrices: checks the script (no JSON unless --out)")
     ap.add_argument("--out", help="JSON path (default benchmarks/results/cpu-levels-<time>.json)")
     args = ap.parse_args()
     if args.worker:
@@ -152,12 +153,14 @@ def main() -> int:
             entry["levels"][lv]["wall_s"] = round(time.time() - t0, 1)
         report["models"][t] = entry
     tmp.cleanup()
-    out = Path(args.out) if args.out else HERE / "results" / f"cpu-levels-{time.strftime('%Y%m%d-%H%M%S')}" \
-        f"{'-smoke' if args.smoke else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
-    print(f"\nwritten: {out}")
+    # a smoke run's numbers mean nothing: written only where --out asks
+    out = Path(args.out) if args.out else (None if args.smoke else
+                                           HERE / "results" / f"cpu-levels-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwritten: {out}")
     return 0 if all(e["ok"] for m in report["models"].values() for e in m["levels"].values()) else 1
 
 
