@@ -1,8 +1,10 @@
-"""Our AVX-512 kernels: the matrix-vector kernel (cpp/cpu/gemv.cpp), used for one decoded token against Q4_K, Q8_0
-and F16 weights, must compute exactly the integer arithmetic of 8-bit activations times the quantized weights (F16:
-the float product), for every row split ggml's threads may give it; the F16 matrix kernel (cpp/cpu/gemm.cpp, encoders
-and F16 prefill) the float product, bit-identical for every thread count. (Model-level agreement with ggml's kernels:
-test_real_widths.py; with the PyTorch reference: the e2e tests on F16 files.)"""
+"""Our CPU kernels, at every instruction-set level this CPU has (cpp/cpu/level.h: avx2, avx512; amx runs the
+avx512 kernels): the matrix-vector kernel (cpp/cpu/gemv.cpp, gemv_avx2.cpp), used for decoded tokens against Q4_K,
+Q8_0, F16 and F32 weights, must compute exactly the integer arithmetic of 8-bit activations times the quantized
+weights (F16/F32: the float product), for every row split ggml's threads may give it; the F16 matrix kernel
+(cpp/cpu/gemm.cpp, encoders and F16 prefill) the float product, bit-identical for every thread count and level.
+Tests for a level the CPU lacks skip. (Model-level agreement with ggml's kernels: test_real_widths.py; with the
+PyTorch reference: the e2e tests on F16 files; every level's greedy tokens: test_cpu_levels.py.)"""
 from __future__ import annotations
 
 import numpy as np
@@ -10,37 +12,54 @@ import pytest
 
 from crispmoss import _core
 
-pytestmark = pytest.mark.skipif(not _core.gemv_available(),
-                                reason="CPU without AVX-512 VNNI: decode uses ggml's kernels, ours are not called")
+pytestmark = pytest.mark.skipif(_core.cpu_best_level() == "none",
+                                reason="CPU without AVX2/FMA/F16C: decode uses ggml's kernels, ours are not called")
+
+ORDER = ("none", "avx2", "avx512", "amx")
+
+
+def has(level: str) -> bool:
+    return ORDER.index(level) <= ORDER.index(_core.cpu_best_level())
+
+
+# The levels with kernels of their own (amx runs the avx512 ones: checked bit for bit in test_levels_agree).
+LEVELS = [pytest.param(lv, marks=pytest.mark.skipif(not has(lv), reason=f"this CPU lacks {lv}"))
+          for lv in ("avx2", "avx512")]
 
 BLOCK = {"q4_k": 256, "q8_0": 32, "f16": 1}
 
 
-def emulate(deq: np.ndarray, x: np.ndarray, qtype: str) -> np.ndarray:
-    """x quantized as the kernel does (per block: d = amax / 127, q = round-half-even(x * 127 / amax)), then an
-    exact float64 product with the dequantized weights. F16 weights take x as it is."""
-    if qtype == "f16":
-        return deq.astype(np.float64) @ x.astype(np.float64)
+def quantize_x(x: np.ndarray, qtype: str) -> np.ndarray:
+    """x quantized as the kernel does (per block: d = amax / 127, q = round-half-even(x * 127 / amax)), as float64
+    values q * d. F16/F32 weights take x as it is."""
+    if qtype in ("f16", "f32"):
+        return x.astype(np.float64)
     xb = x.astype(np.float32).reshape(-1, BLOCK[qtype])
     amax = np.abs(xb).max(axis=1)
     iscale = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
     q = np.rint(xb * iscale[:, None])
-    xq = (q.astype(np.float64) * (amax / np.float32(127)).astype(np.float64)[:, None]).ravel()
-    return deq.astype(np.float64) @ xq
+    return (q.astype(np.float64) * (amax / np.float32(127)).astype(np.float64)[:, None]).ravel()
 
 
+def emulate(deq: np.ndarray, x: np.ndarray, qtype: str) -> np.ndarray:
+    """The kernel's product in exact float64 arithmetic: x quantized as the kernel does, times the dequantized
+    weights."""
+    return deq.astype(np.float64) @ quantize_x(x, qtype)
+
+
+@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("qtype,rows,cols,nth", [
     ("q4_k", 37, 512, 1), ("q4_k", 300, 2048, 3), ("q4_k", 2048, 6144, 2),
     ("q8_0", 5, 96, 4), ("q8_0", 64, 32, 1), ("q8_0", 1000, 2048, 2), ("q8_0", 3, 6144, 7),
     ("f16", 9, 2048, 2), ("f16", 300, 77, 3), ("f16", 4, 16, 1), ("f16", 2, 48, 2),
 ])
-def test_kernel_matches_integer_arithmetic(qtype, rows, cols, nth):
+def test_kernel_matches_integer_arithmetic(qtype, rows, cols, nth, level):
     rng = np.random.default_rng(rows + cols)
     w = rng.standard_normal((rows, cols)).astype(np.float32) * 0.02
     x = rng.standard_normal(cols).astype(np.float32) * 3
     x[: BLOCK[qtype]] = 0  # a block of zeros: d = 0
     x[-1] = 1e4  # one outlier dominates its block's scale
-    y, deq = _core.gemv_test(qtype, w, x, nth)
+    y, deq = _core.gemv_test(qtype, w, x, nth, level)
     ref = emulate(deq, x, qtype)
     err = np.abs(y - ref).max() / np.abs(ref).max()
     assert err < 2e-6, err
@@ -53,18 +72,19 @@ def test_kernel_matches_integer_arithmetic(qtype, rows, cols, nth):
 
 # Shapes cover: a single weight row, tile tails (rows not a multiple of 12, columns not of 16/32), k slices
 # (256) with a tail, column blocks (256) with a tail, the encoder's shapes.
+@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("rows,k,n,nth", [
     (1, 1, 16, 1), (5, 7, 16, 1), (12, 256, 32, 1), (13, 300, 33, 2), (25, 257, 17, 3), (100, 513, 70, 4),
-    (37, 600, 300, 2), (30, 64, 529, 5), (1280, 1280, 104, 2),
+    (37, 600, 300, 2), (30, 64, 529, 5), (1280, 1280, 104, 2), (7, 9, 3, 1), (19, 40, 9, 2),
 ])
-def test_gemm_matches_float_product(rows, k, n, nth):
+def test_gemm_matches_float_product(rows, k, n, nth, level):
     rng = np.random.default_rng(rows * k + n)
     w = rng.standard_normal((rows, k)).astype(np.float32)
     x = rng.standard_normal((n, k)).astype(np.float32)
     x[0] = 0
     if n > 40:
         x[40, :] = 1e3  # one large activation row
-    y = _core.gemm_test(w, x, nth)
+    y = _core.gemm_test(w, x, nth, level)
     assert y.shape == (n, rows)
     ref = x.astype(np.float64) @ w.astype(np.float16).astype(np.float64).T  # weights rounded to F16, as stored
     assert np.all(y[0] == 0)
@@ -72,13 +92,14 @@ def test_gemm_matches_float_product(rows, k, n, nth):
     assert err.max() < 1e-6 * max(1.0, np.sqrt(k) / 4), float(err.max())  # F32 sums, no F16 rounding of x
 
 
-def test_gemm_same_bits_for_any_thread_count():
+@pytest.mark.parametrize("level", LEVELS)
+def test_gemm_same_bits_for_any_thread_count(level):
     rng = np.random.default_rng(1)
     w = rng.standard_normal((77, 700)).astype(np.float32)
     x = rng.standard_normal((45, 700)).astype(np.float32)
-    y1 = _core.gemm_test(w, x, 1)
+    y1 = _core.gemm_test(w, x, 1, level)
     for nth in (2, 3, 7, 16):
-        assert np.array_equal(_core.gemm_test(w, x, nth), y1), nth
+        assert np.array_equal(_core.gemm_test(w, x, nth, level), y1), nth
 
 
 def test_bad_arguments():
@@ -88,9 +109,14 @@ def test_bad_arguments():
         _core.gemv_test("q5_k", np.zeros((2, 256), np.float32), np.zeros(256, np.float32), 1)
     with pytest.raises(Exception, match="gemm_test"):
         _core.gemm_test(np.zeros((2, 8), np.float32), np.zeros((3, 9), np.float32), 1)
+    with pytest.raises(Exception, match="level must be"):
+        _core.gelu_test(np.zeros(3, np.float32), "sse2")
+    with pytest.raises(Exception, match="cannot run"):
+        _core.gelu_test(np.zeros(3, np.float32), "none")
 
 
-def test_gelu_matches_erf_form():
+@pytest.mark.parametrize("level", LEVELS)
+def test_gelu_matches_erf_form(level):
     """The vectorized GELU the encoders use on such CPUs: x/2 (1 + erf(x/sqrt 2)) to float precision, over the
     whole range, at every tail length, with ggml's behaviour at infinities and NaN."""
     import math
@@ -101,10 +127,10 @@ def test_gelu_matches_erf_form():
     x = x.astype(np.float32)
     ref = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)])
     for n in (len(x), 1, 15, 17, 33):  # masked tails
-        y = _core.gelu_test(x[:n])
+        y = _core.gelu_test(x[:n], level)
         err = np.abs(y - ref[:n]) / np.maximum(1.0, np.abs(ref[:n]))
         assert err.max() < 3e-7, (n, float(err.max()), float(x[:n][err.argmax()]))
-    y = _core.gelu_test(np.array([np.inf, -np.inf, np.nan], np.float32))
+    y = _core.gelu_test(np.array([np.inf, -np.inf, np.nan], np.float32), level)
     assert y[0] == np.inf and np.isnan(y[1]) and np.isnan(y[2])  # as 0.5 x (1 + erff(x)) gives
 
 
@@ -114,11 +140,12 @@ def test_gelu_matches_erf_form():
 BLOCK["f32"] = 1
 
 
+@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("qtype,rows,cols", [
     ("q4_k", 37, 512), ("q4_k", 200, 2048), ("q8_0", 5, 96), ("q8_0", 64, 32), ("q8_0", 33, 2080),
     ("f16", 9, 2048), ("f16", 30, 77), ("f16", 4, 16), ("f32", 11, 2048), ("f32", 7, 45), ("f32", 3, 5),
 ])
-def test_rows_bit_identical_to_one_row(qtype, rows, cols):
+def test_rows_bit_identical_to_one_row(qtype, rows, cols, level):
     """Every activation row of a multi-row call gets exactly the bits the one-row call gives it, for every row
     count 1..16 (groups of 4 and each tail 1-3), every thread split, and checked against float64 as above."""
     rng = np.random.default_rng(rows * 7 + cols)
@@ -126,17 +153,87 @@ def test_rows_bit_identical_to_one_row(qtype, rows, cols):
     xs = rng.standard_normal((16, cols)).astype(np.float32) * 3
     xs[3, : BLOCK[qtype]] = 0
     xs[5, -1] = 1e4
-    alone = np.stack([_core.gemv_test(qtype, w, xs[j], 1)[0] for j in range(16)])
-    _, deq = _core.gemv_test(qtype, w, xs[0], 1)
+    alone = np.stack([_core.gemv_test(qtype, w, xs[j], 1, level)[0] for j in range(16)])
+    _, deq = _core.gemv_test(qtype, w, xs[0], 1, level)
     for j in range(16):
         ref = emulate(deq, xs[j], qtype if qtype != "f32" else "f16")
         assert np.abs(alone[j] - ref).max() <= 2e-6 * np.abs(ref).max() + 1e-30, (qtype, j)
     for n_x in range(1, 17):
         for nth in (1, 3):
-            y, _ = _core.gemv_test(qtype, w, xs[:n_x], nth)
+            y, _ = _core.gemv_test(qtype, w, xs[:n_x], nth, level)
             assert y.shape == (n_x, rows)
             assert np.array_equal(y, alone[:n_x]), (qtype, n_x, nth)
     # the same row in another position of the batch, beside other rows
     perm = xs[[7, 0, 12, 3, 3, 9]]
-    y, _ = _core.gemv_test(qtype, w, perm, 2)
+    y, _ = _core.gemv_test(qtype, w, perm, 2, level)
     assert np.array_equal(y, alone[[7, 0, 12, 3, 3, 9]])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Every tail shape at every level, against a float64 product with an error bound derived from the arithmetic
+
+U = 2.0 ** -24  # unit roundoff of float32
+
+
+def gamma(k: int) -> float:
+    return k * U / (1 - k * U)
+
+
+def q4k_offset_bound(deq: np.ndarray) -> np.ndarray:
+    """Per weight, a bound on |dmin * m| of its 32-value sub-block. ggml's Q4_K quantizer sets the offset to the
+    sub-block's negated minimum (0 when the minimum is positive) up to one quantization step, so it is at most
+    twice the largest |w| of the sub-block."""
+    m = np.abs(deq).reshape(deq.shape[0], -1, 32).max(axis=2)
+    return np.repeat(2 * m, 32, axis=1)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("qtype,cols", [
+    ("q4_k", 256), ("q4_k", 768), ("q8_0", 32), ("q8_0", 96), ("q8_0", 288),
+    ("f16", 1), ("f16", 7), ("f16", 9), ("f16", 17), ("f16", 33), ("f16", 100),
+    ("f32", 1), ("f32", 8), ("f32", 15), ("f32", 31), ("f32", 47), ("f32", 100),
+])
+def test_tails_within_the_rounding_bound(qtype, cols, level):
+    """Weight rows 1..7 and 13 (blocks of 4 and their tails), activation rows 1..16 (groups and their tails), K with
+    every tail of the 8/16/32-wide loops and odd block counts. The kernel's only errors are float32 roundings of
+    exact terms: F16/F32, a chain of at most ceil(K/8) FMAs per lane plus <= 4 additions of the horizontal sum, so
+    |y - ref| <= gamma(ceil(K/8) + 4) * sum|w||x|; Q8_0/Q4_K, per block one rounded scale product and one FMA
+    (Q4_K: two, for the mins) per lane, <= 5 more for the sums: gamma(2 nb + 7) * the sum of the terms' magnitudes
+    (Q8_0: |w_q| |x_q|; Q4_K: (|w| + 2 |dmin m|) |x_q|, the scale part and the offset part separately)."""
+    rng = np.random.default_rng(cols)
+    w = rng.standard_normal((13, cols)).astype(np.float32) * 0.05
+    xs = rng.standard_normal((16, cols)).astype(np.float32) * 2
+    xs[2, :] = 0  # an all-zero row
+    for rows in (1, 2, 3, 4, 5, 7, 13):
+        y, deq = _core.gemv_test(qtype, w[:rows], xs, 2, level)
+        deq = deq.astype(np.float64)
+        wabs = np.abs(deq) + (q4k_offset_bound(deq) if qtype == "q4_k" else 0)
+        k = -(-cols // 8) + 4 if qtype in ("f16", "f32") else 2 * (cols // BLOCK[qtype]) + 7
+        for j in range(16):
+            xq = quantize_x(xs[j], qtype)
+            ref = deq @ xq
+            mag = wabs @ np.abs(xq)
+            bound = gamma(k) * mag
+            assert np.all(np.abs(y[j] - ref) <= bound), (rows, j, float(np.max(np.abs(y[j] - ref) - bound)))
+        if rows == 13:
+            assert np.all(y[2] == 0)
+
+
+def test_levels_agree():
+    """The F16 matrix kernel and GELU give the same bits at every level (the same FMA chains, only the tiling
+    differs); amx runs the avx512 matrix-vector kernels."""
+    levels = [lv for lv in ("avx2", "avx512", "amx") if has(lv)]
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((29, 300)).astype(np.float32)
+    x = rng.standard_normal((41, 300)).astype(np.float32)
+    g = np.concatenate([np.linspace(-12, 12, 4001), rng.standard_normal(999) * 4]).astype(np.float32)
+    first = levels[0]
+    for lv in levels[1:]:
+        assert np.array_equal(_core.gemm_test(w, x, 2, lv), _core.gemm_test(w, x, 2, first)), lv
+        assert np.array_equal(_core.gelu_test(g, lv), _core.gelu_test(g, first)), lv
+    if has("amx"):
+        for qtype in ("q4_k", "q8_0", "f16", "f32"):
+            xs = rng.standard_normal((5, 512)).astype(np.float32)
+            wq = rng.standard_normal((9, 512)).astype(np.float32)
+            assert np.array_equal(_core.gemv_test(qtype, wq, xs, 1, "amx")[0],
+                                  _core.gemv_test(qtype, wq, xs, 1, "avx512")[0]), qtype

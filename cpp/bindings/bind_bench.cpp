@@ -5,12 +5,15 @@
 #include <chrono>
 #include <cmath>
 #include <memory>
+#include <thread>
+#include <vector>
 
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
 #include "cpu/gemm.h"
 #include "cpu/gemv.h"
+#include "cpu/level.h"
 
 #include "bindings/bind.h"
 #include "compute.h"
@@ -148,6 +151,38 @@ private:
     std::unique_ptr<KvCache> cache_;
 };
 
+// The level a kernel test runs at: `name` ("" = the active level), which this CPU must have.
+cpu::Level test_level(const char* fn, const std::string& name) {
+    cpu::Level lv = cpu::active_level();
+    if (!name.empty() && !cpu::parse_level(name.c_str(), &lv))
+        throw InputError(std::string(fn) + ": level must be avx2, avx512 or amx, not '" + name + "'");
+    if (lv == cpu::Level::none || cpu::usable(lv) != lv)
+        throw InputError(std::string(fn) + ": this CPU cannot run our kernels at level '" + cpu::level_name(lv) + "'");
+    return lv;
+}
+
+// Best of `reps` wall times (ms) of cpu::gemv over all rows, split as the ggml custom op splits them over nth
+// threads (one std::thread each; their start, ~50 us, is inside the time).
+double best_gemv_ms(ggml_type type, const uint8_t* q, size_t rb, int64_t rows, int64_t cols, const float* x, int n_x,
+                    float* y, int nth, int reps, cpu::Level lv) {
+    const size_t per = cpu::gemv_scratch_bytes(type, cols) * size_t(n_x) + 1;
+    std::vector<std::vector<uint8_t>> scratch(static_cast<size_t>(nth), std::vector<uint8_t>(per));
+    double best = 1e30;
+    for (int rep = 0; rep < reps; ++rep) {
+        const auto t0 = Clock::now();
+        std::vector<std::thread> pool;
+        for (int t = 0; t < nth; ++t) {
+            pool.emplace_back([&, t] {
+                cpu::gemv(type, q, rb, cols, rows * t / nth, rows * (t + 1) / nth, x, cols, n_x, y, rows,
+                          scratch[size_t(t)].data(), lv);
+            });
+        }
+        for (auto& th : pool) th.join();
+        best = std::min(best, ms_since(t0));
+    }
+    return best;
+}
+
 }  // namespace
 
 void bind_bench(py::module_& m) {
@@ -185,11 +220,16 @@ void bind_bench(py::module_& m) {
              py::arg("token") = 0, "Milliseconds of each batched decode step of n_seq sequences.")
         .def_property_readonly("n_vocab", &DecoderBench::n_vocab);
 
-    m.def("gemv_available", &cpu::gemv_available, "Whether decode matrix-vector products use our AVX-512 kernels.");
+    m.def("gemv_available", &cpu::gemv_available,
+          "Whether our CPU kernels (matrix-vector, F16 matrix, GELU) run: cpu_level() is not 'none'.");
+    m.def("cpu_level", [] { return std::string(cpu::level_name(cpu::active_level())); },
+          "The level our CPU kernels run at: 'none' (ggml's kernels), 'avx2', 'avx512' or 'amx' (CRISPMOSS_CPU).");
+    m.def("cpu_best_level", [] { return std::string(cpu::level_name(cpu::best_level())); },
+          "The best level this CPU and OS support (what CRISPMOSS_CPU can ask for at most).");
     m.def(
         "gemv_test",
         [](const std::string& type_name, py::array_t<float, py::array::c_style | py::array::forcecast> w,
-           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth) {
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth, const std::string& level) {
             const ggml_type type = type_name == "f32" ? GGML_TYPE_F32 : parse_quant_type(type_name);
             // x: one activation row [cols] or several [n_x, cols] (1..kMaxGemvRows)
             const bool one = x.ndim() == 1;
@@ -198,7 +238,7 @@ void bind_bench(py::module_& m) {
             if (!cpu::gemv_supports(type) || w.ndim() != 2 || n_x < 1 || n_x > cpu::kMaxGemvRows || xc != w.shape(1) ||
                 nth < 1)
                 throw InputError("gemv_test: type q4_k|q8_0|f16|f32, w [rows, cols], x [cols] or [1..16, cols], nth >= 1");
-            if (!cpu::gemv_available()) throw InputError("gemv_test: this CPU has no AVX-512 VNNI");
+            const cpu::Level lv = test_level("gemv_test", level);
             const int64_t rows = w.shape(0), cols = w.shape(1);
             if (cols % ggml_blck_size(type) != 0) throw InputError("gemv_test: cols must be whole blocks");
             const size_t rb = ggml_row_size(type, cols);
@@ -216,18 +256,18 @@ void bind_bench(py::module_& m) {
             std::vector<uint8_t> scratch(cpu::gemv_scratch_bytes(type, cols) * size_t(n_x) + 1);
             for (int t = 0; t < nth; ++t)  // the row split of a ggml custom op with nth threads
                 cpu::gemv(type, q.data(), rb, cols, rows * t / nth, rows * (t + 1) / nth, x.data(), cols, int(n_x),
-                          y.mutable_data(), rows, scratch.data());
+                          y.mutable_data(), rows, scratch.data(), lv);
             return py::make_tuple(y, deq);
         },
-        py::arg("type"), py::arg("w"), py::arg("x"), py::arg("nth") = 1,
+        py::arg("type"), py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("level") = "",
         "(y, dequantized w): our kernel on w quantized to `type`, x one row or [n_x, cols] (tests).");
     m.def(
         "gemm_test",
         [](py::array_t<float, py::array::c_style | py::array::forcecast> w,
-           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth) {
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth, const std::string& level) {
             if (w.ndim() != 2 || x.ndim() != 2 || x.shape(1) != w.shape(1) || nth < 1)
                 throw InputError("gemm_test: w [rows, k], x [n, k], nth >= 1");
-            if (!cpu::gemv_available()) throw InputError("gemm_test: this CPU has no AVX-512 VNNI");
+            const cpu::Level lv = test_level("gemm_test", level);
             const int64_t rows = w.shape(0), k = w.shape(1), n = x.shape(0);
             std::vector<ggml_fp16_t> wh(size_t(rows * k));
             ggml_fp32_to_fp16_row(w.data(), wh.data(), rows * k);
@@ -238,20 +278,61 @@ void bind_bench(py::module_& m) {
             for (int t = 0; t < nth; ++t) {  // the row split of the ggml custom op with nth threads
                 const auto [r0, r1] = cpu::gemm_thread_rows(rows, t, nth);
                 if (r0 < r1) cpu::gemm_f16(wh.data(), k * sizeof(ggml_fp16_t), k, r0, r1, xt.data(), n, n,
-                                           y.mutable_data(), rows);
+                                           y.mutable_data(), rows, lv);
             }
             return y;
         },
-        py::arg("w"), py::arg("x"), py::arg("nth") = 1, "y = x @ f16(w).T through our F16 matrix kernel (tests).");
+        py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("level") = "", "y = x @ f16(w).T through our F16 matrix kernel (tests).");
     m.def(
         "gelu_test",
-        [](py::array_t<float, py::array::c_style | py::array::forcecast> x) {
-            if (!cpu::gemv_available()) throw InputError("gelu_test: this CPU has no AVX-512 VNNI");
+        [](py::array_t<float, py::array::c_style | py::array::forcecast> x, const std::string& level) {
+            const cpu::Level lv = test_level("gelu_test", level);
             py::array_t<float> y(x.size());
-            cpu::gelu_erf(x.data(), y.mutable_data(), x.size());
+            cpu::gelu_erf(x.data(), y.mutable_data(), x.size(), lv);
             return y;
         },
-        py::arg("x"), "Our vectorized GELU (erf form) of a flat float array (tests).");
+        py::arg("x"), py::arg("level") = "", "Our vectorized GELU (erf form) of a flat float array (tests).");
+    m.def(
+        "gemv_bench",
+        [](const std::string& type_name, int64_t rows, int64_t cols, int n_x, int nth, int reps, const std::string& level) {
+            const ggml_type type = type_name == "f32" ? GGML_TYPE_F32 : parse_quant_type(type_name);
+            if (!cpu::gemv_supports(type) || rows < 1 || cols < 1 || n_x < 1 || n_x > cpu::kMaxGemvRows || nth < 1 ||
+                reps < 1 || cols % ggml_blck_size(type) != 0)
+                throw InputError("gemv_bench: type q4_k|q8_0|f16|f32, rows >= 1, cols whole blocks, n_x 1..16, "
+                                 "nth >= 1, reps >= 1");
+            const cpu::Level lv = test_level("gemv_bench", level);
+            const size_t rb = ggml_row_size(type, cols);
+            std::vector<uint8_t> q(rb * size_t(rows));
+            std::vector<float> x(size_t(cols) * size_t(n_x)), y(size_t(rows) * size_t(n_x));
+            {
+                py::gil_scoped_release nogil;
+                uint32_t s = 12345;  // xorshift: weights in [-1, 1), made a row at a time
+                auto next = [&s] {
+                    s ^= s << 13, s ^= s >> 17, s ^= s << 5;
+                    return float(s >> 8) / float(1 << 23) - 1.0f;
+                };
+                std::vector<float> row(static_cast<size_t>(cols));
+                for (int64_t r = 0; r < rows; ++r) {
+                    for (float& v : row) v = next();
+                    if (type == GGML_TYPE_F32) {
+                        std::memcpy(q.data() + r * rb, row.data(), rb);
+                    } else {
+                        ggml_quantize_chunk(type, row.data(), q.data() + r * rb, 0, 1, cols, nullptr);
+                    }
+                }
+                for (float& v : x) v = next();
+            }
+            double best;
+            {
+                py::gil_scoped_release nogil;
+                best = best_gemv_ms(type, q.data(), rb, rows, cols, x.data(), n_x, y.data(), nth, reps, lv);
+            }
+            return py::make_tuple(best, double(q.size()));
+        },
+        py::arg("type"), py::arg("rows"), py::arg("cols"), py::arg("n_x") = 1, py::arg("nth") = 1,
+        py::arg("reps") = 5, py::arg("level") = "",
+        "(best ms, weight bytes): our matrix-vector kernel over a rows x cols weight of `type` (random values) "
+        "for n_x activation rows, split over nth threads, at `level` (benchmarks).");
     m.def("profile_enabled", &profile::enabled, "Whether CRISPMOSS_PROFILE was set (read when a Compute is made).");
     m.def("profile_reset", &profile::reset);
     m.def("profile_snapshot", [] {

@@ -15,6 +15,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #define CM_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
+#define CM_AVX2 __attribute__((target("avx2,fma,f16c")))
 #endif
 
 namespace cm::cpu {
@@ -31,11 +32,12 @@ constexpr int kRows = int(kGemmTileRows), kCols = 32;
 constexpr int64_t kSlice = 256;
 constexpr int64_t kColBlock = 256;
 
-// acc[i][v][l] += sum over k of w[i][k] * xt[k][16v + l], for V vectors of 16 columns (masks m0, m1 select
-// the valid ones). V = 1 serves a last tile of at most 16 columns at half the waste.
+// acc[i][v][l] += sum over k of w[i][k] * xt[k][16v + l], for V vectors of 16 columns (the first `cols` are
+// valid). V = 1 serves a last tile of at most 16 columns at half the waste.
 template <int R, int V>
-CM_AVX512 void tile(const float* wp, int64_t kc, const float* xt, size_t ldx, __mmask16 m0, __mmask16 m1,
-                    float* acc, bool first) {
+CM_AVX512 void tile(const float* wp, int64_t kc, const float* xt, size_t ldx, int cols, float* acc, bool first) {
+    const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
+    const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
     __m512 a0[R], a1[R];
 #pragma GCC unroll 12
     for (int i = 0; i < R; ++i) {
@@ -59,15 +61,6 @@ CM_AVX512 void tile(const float* wp, int64_t kc, const float* xt, size_t ldx, __
     }
 }
 
-using TileFn = void (*)(const float*, int64_t, const float*, size_t, __mmask16, __mmask16, float*, bool);
-
-// tile<rows, v> for rows in 1..kRows.
-template <int V, int... R>
-constexpr TileFn pick(int rows, std::integer_sequence<int, R...>) {
-    constexpr TileFn fns[] = {tile<R + 1, V>...};
-    return fns[rows - 1];
-}
-
 // Rows [0, rows) of F16 weights, columns [k0, k0 + kc), into F32 rows kc apart.
 CM_AVX512 void pack(const uint8_t* w, size_t w_row_bytes, int64_t rows, int64_t k0, int64_t kc, float* out) {
     for (int64_t i = 0; i < rows; ++i) {
@@ -84,10 +77,91 @@ CM_AVX512 void pack(const uint8_t* w, size_t w_row_bytes, int64_t rows, int64_t 
     }
 }
 
+// The AVX2 level: 16 registers of 8 floats hold a tile of at most 6 weight rows x 16 columns (12 accumulators,
+// two activation vectors, one broadcast weight); a 12 x 32 tile of the driver is done as up to four of them.
+// Each output's sum is the same FMA chain over k as at the AVX-512 level (first slice from zero, later slices
+// from the stored partial sums): only the tiling differs, so the two levels agree to the last bit.
+template <int R, int V>
+CM_AVX2 void tile8(const float* wp, int64_t kc, const float* xt, size_t ldx, int cols, float* acc, bool first) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), lane);
+    const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8), lane);
+    __m256 a0[R], a1[R];
+    for (int i = 0; i < R; ++i) {
+        a0[i] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + i * 32);
+        if (V == 2) a1[i] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + i * 32 + 8);
+    }
+    for (int64_t k = 0; k < kc; ++k) {
+        const __m256 x0 = _mm256_maskload_ps(xt + k * ldx, m0);
+        const __m256 x1 = V == 2 ? _mm256_maskload_ps(xt + k * ldx + 8, m1) : x0;
+        for (int i = 0; i < R; ++i) {
+            const __m256 w = _mm256_broadcast_ss(wp + i * kc + k);
+            a0[i] = _mm256_fmadd_ps(x0, w, a0[i]);
+            if (V == 2) a1[i] = _mm256_fmadd_ps(x1, w, a1[i]);
+        }
+    }
+    for (int i = 0; i < R; ++i) {
+        _mm256_storeu_ps(acc + i * 32, a0[i]);
+        if (V == 2) _mm256_storeu_ps(acc + i * 32 + 8, a1[i]);
+    }
+}
+
+// R (1..12) weight rows by `cols` (1..32) columns in tiles of at most 6 x 16.
+template <int R, int V>
+void tile_avx2(const float* wp, int64_t kc, const float* xt, size_t ldx, int cols, float* acc, bool first) {
+    constexpr int kTop = R < 6 ? R : 6;
+    for (int c0 = 0; c0 < cols; c0 += 16) {
+        const int cc = std::min(16, cols - c0);
+        (cc > 8 ? tile8<kTop, 2> : tile8<kTop, 1>)(wp, kc, xt + c0, ldx, cc, acc + c0, first);
+        if constexpr (R > 6) {
+            (cc > 8 ? tile8<R - 6, 2> : tile8<R - 6, 1>)(wp + 6 * kc, kc, xt + c0, ldx, cc, acc + 6 * 32 + c0, first);
+        }
+    }
+}
+
+CM_AVX2 void pack_avx2(const uint8_t* w, size_t w_row_bytes, int64_t rows, int64_t k0, int64_t kc, float* out) {
+    for (int64_t i = 0; i < rows; ++i) {
+        const auto* src = reinterpret_cast<const ggml_fp16_t*>(w + i * w_row_bytes) + k0;
+        float* dst = out + i * kc;
+        int64_t k = 0;
+        for (; k + 8 <= kc; k += 8) {
+            _mm256_storeu_ps(dst + k, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k))));
+        }
+        for (; k < kc; ++k) dst[k] = _cvtsh_ss(src[k]);
+    }
+}
+
+using TileFn = void (*)(const float*, int64_t, const float*, size_t, int, float*, bool);
+using PackFn = void (*)(const uint8_t*, size_t, int64_t, int64_t, int64_t, float*);
+
+// One level's kernels: the packing of weight rows and the tile for each row count 1..kRows, for at most 16
+// columns ([0]) and at most 32 ([1]).
+struct Kernels {
+    PackFn pack;
+    TileFn tile[2][kRows];
+};
+
+template <template <int, int> class Tile, int... R>
+constexpr Kernels make_kernels(PackFn pack, std::integer_sequence<int, R...>) {
+    return {pack, {{Tile<R + 1, 1>::fn...}, {Tile<R + 1, 2>::fn...}}};
+}
+
+template <int R, int V>
+struct Avx512Tile {
+    static constexpr TileFn fn = tile<R, V>;
+};
+template <int R, int V>
+struct Avx2Tile {
+    static constexpr TileFn fn = tile_avx2<R, V>;
+};
+
+constexpr Kernels kAvx512 = make_kernels<Avx512Tile>(pack, std::make_integer_sequence<int, kRows>{});
+constexpr Kernels kAvx2 = make_kernels<Avx2Tile>(pack_avx2, std::make_integer_sequence<int, kRows>{});
+
 // Columns [c0, c0 + n) of the product for weight rows [r0, r1): k slices outermost, so a slice of x^T is
 // reused by every weight tile; partial sums wait in `acc` between slices. x^T comes from memory (xt) or, slice
 // by slice, from `gen` into `xbuf`.
-CM_AVX512 void gemm_block(const uint8_t* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt,
+void gemm_block(const Kernels& kern, const uint8_t* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt,
                           size_t ldx, const XSource* gen, int64_t c0, int64_t n, float* y, size_t ldy, float* wp,
                           float* acc, float* xbuf) {
     const int64_t n_row_tiles = (r1 - r0 + kRows - 1) / kRows, n_col_tiles = (n + kCols - 1) / kCols;
@@ -103,15 +177,11 @@ CM_AVX512 void gemm_block(const uint8_t* w, size_t w_row_bytes, int64_t k, int64
         }
         for (int64_t rt = 0; rt < n_row_tiles; ++rt) {
             const int64_t ra = r0 + rt * kRows, rows = std::min<int64_t>(kRows, r1 - ra);
-            pack(w + ra * w_row_bytes, w_row_bytes, rows, k0, kc, wp);
-            const TileFn fn2 = pick<2>(int(rows), std::make_integer_sequence<int, kRows>{});
-            const TileFn fn1 = pick<1>(int(rows), std::make_integer_sequence<int, kRows>{});
+            kern.pack(w + ra * w_row_bytes, w_row_bytes, rows, k0, kc, wp);
             for (int64_t ct = 0; ct < n_col_tiles; ++ct) {
                 const int64_t j0 = ct * kCols, cols = std::min<int64_t>(kCols, n - j0);
-                const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
-                const __mmask16 m1 = cols >= 32 ? 0xFFFF : cols > 16 ? static_cast<__mmask16>((1u << (cols - 16)) - 1) : 0;
                 float* a = acc + (rt * n_col_tiles + ct) * kRows * kCols;
-                (cols > 16 ? fn2 : fn1)(wp, kc, xs + j0, lds, m0, m1, a, first);
+                kern.tile[cols > 16][rows - 1](wp, kc, xs + j0, lds, int(cols), a, first);
                 if (!last) continue;
                 for (int64_t i = 0; i < rows; ++i) {
                     for (int64_t j = 0; j < cols; ++j) y[(c0 + j0 + j) * ldy + ra + i] = a[i * kCols + j];
@@ -122,7 +192,9 @@ CM_AVX512 void gemm_block(const uint8_t* w, size_t w_row_bytes, int64_t k, int64
 }
 
 void gemm_any(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt, size_t ldx,
-              const XSource* gen, int64_t n, float* y, size_t ldy) {
+              const XSource* gen, int64_t n, float* y, size_t ldy, Level level) {
+    if (level != Level::avx2 && level != Level::avx512 && level != Level::amx) std::abort();  // see gemv_available()
+    const Kernels& kern = level == Level::avx2 ? kAvx2 : kAvx512;
     // Columns in blocks, so the partial sums of one block (rows x kColBlock floats) stay within L2 for the row
     // ranges threads get, and x^T's slice (kSlice x kColBlock floats, 256 KB) too.
     std::vector<float> wp(size_t(kRows) * kSlice);
@@ -130,7 +202,7 @@ void gemm_any(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t 
     std::vector<float> acc(size_t((r1 - r0 + kRows - 1) / kRows) * ((cb + kCols - 1) / kCols) * kRows * kCols);
     std::vector<float> xbuf(gen ? size_t(std::min(k, kSlice) * cb) : 0);
     for (int64_t c0 = 0; c0 < n; c0 += kColBlock) {
-        gemm_block(static_cast<const uint8_t*>(w), w_row_bytes, k, r0, r1, xt, ldx, gen, c0,
+        gemm_block(kern, static_cast<const uint8_t*>(w), w_row_bytes, k, r0, r1, xt, ldx, gen, c0,
                    std::min(kColBlock, n - c0), y, ldy, wp.data(), acc.data(), xbuf.data());
     }
 }
@@ -138,22 +210,24 @@ void gemm_any(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t 
 }  // namespace
 
 void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt, size_t ldx,
-              int64_t n, float* y, size_t ldy) {
-    gemm_any(w, w_row_bytes, k, r0, r1, xt, ldx, nullptr, n, y, ldy);
+              int64_t n, float* y, size_t ldy, Level level) {
+    gemm_any(w, w_row_bytes, k, r0, r1, xt, ldx, nullptr, n, y, ldy, level);
 }
 
 void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const XSource& x, int64_t n,
-              float* y, size_t ldy) {
-    gemm_any(w, w_row_bytes, k, r0, r1, nullptr, 0, &x, n, y, ldy);
+              float* y, size_t ldy, Level level) {
+    gemm_any(w, w_row_bytes, k, r0, r1, nullptr, 0, &x, n, y, ldy, level);
 }
 
 #else
 
-void gemm_f16(const void*, size_t, int64_t, int64_t, int64_t, const float*, size_t, int64_t, float*, size_t) {
+void gemm_f16(const void*, size_t, int64_t, int64_t, int64_t, const float*, size_t, int64_t, float*, size_t, Level) {
     std::abort();
 }
 
-void gemm_f16(const void*, size_t, int64_t, int64_t, int64_t, const XSource&, int64_t, float*, size_t) { std::abort(); }
+void gemm_f16(const void*, size_t, int64_t, int64_t, int64_t, const XSource&, int64_t, float*, size_t, Level) {
+    std::abort();
+}
 
 #endif
 

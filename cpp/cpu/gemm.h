@@ -9,13 +9,17 @@
 // rounding is gone, so results are closer to the reference), the sums are F32 in a fixed order: the result does
 // not depend on the thread count.
 // Same availability as gemv() (cpu::gemv_available(), CRISPMOSS_GEMV=ggml turns both off); used through
-// nn::mul_mat and the conv stem for weights in host memory.
+// nn::mul_mat and the conv stem for weights in host memory. At the AVX2 level (cpu/level.h) the same tile is done
+// as four 6 x 16 tiles on 256-bit registers; every output is the same FMA chain over k at every level, so the
+// levels give the same bits.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
+
+#include "cpu/level.h"
 
 namespace cm::cpu {
 
@@ -24,7 +28,7 @@ namespace cm::cpu {
 // (the caller transposes once per product; every weight tile then reads 32 contiguous columns per step);
 // y: rows of ldy floats.
 void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt, size_t ldx,
-              int64_t n, float* y, size_t ldy);
+              int64_t n, float* y, size_t ldy, Level level = active_level());
 
 // The same product with x^T made on the fly, a slice at a time: fill(ctx, k0, kc, c0, nc, out) writes rows
 // [k0, k0 + kc), columns [c0, c0 + nc) of x^T to out (kc rows of nc floats). For the conv stem: its im2col
@@ -34,7 +38,7 @@ struct XSource {
     const void* ctx;
 };
 void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const XSource& x, int64_t n,
-              float* y, size_t ldy);
+              float* y, size_t ldy, Level level = active_level());
 
 // Weight rows the kernel handles together (its register tile's height).
 constexpr int64_t kGemmTileRows = 12;

@@ -1,5 +1,8 @@
 #include "cpu/gemv.h"
 
+#include "cpu/gemv_avx2.h"
+#include "cpu/gemv_common.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -7,7 +10,6 @@
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define CM_GEMV_X86 1
-#include <cpuid.h>
 #include <immintrin.h>
 #if !defined(__clang__)
 // GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and warn wherever they are inlined (GCC bug
@@ -20,18 +22,11 @@
 
 namespace cm::cpu {
 
-// Block layouts (the GGUF formats): Q4_K holds 256 weights as fp16 d, fp16 dmin, 12 bytes of packed 6-bit
-// scales and mins for its eight 32-weight sub-blocks, then 128 bytes of nibbles; byte l of 32-byte chunk c holds
-// weight 64c+l in its low nibble and weight 64c+32+l in its high nibble; w = d*scale*q - dmin*min.
-// Q8_0 holds 32 weights as fp16 d and 32 int8: w = d*q.
-// A single thread streams weights at 5-7 GB/s on its own and at ~9.5 GB/s with software prefetches 4 KB ahead
-// (measured on Sapphire Rapids, 1 thread, 175-330 MB matrices; 1-16 KB all help, 4 KB best).
-constexpr int kPrefetch = 4096;
-constexpr int kQK = 256, kQ4KBytes = 144, kQ8Block = 32, kQ8Bytes = 34;
-
 #ifdef CM_GEMV_X86
 
 namespace {
+
+using namespace detail;
 
 // Horizontal reductions written out (GCC 12's _mm512_reduce_* start from an undefined register and warn).
 CM_AVX512 float hsum(__m256 v) {
@@ -55,21 +50,8 @@ CM_AVX512 float fp16(const uint8_t* p) {
     return _cvtsh_ss(h);
 }
 
-// Per 256 values: one scale d, int8 values q = round(x / d) with |q| <= 127, and the sums of each 32-value
-// sub-block (for the Q4_K mins). The int8 values are stored so that one 64-byte load lines up with the low or the
-// high nibbles of 64 weight bytes: sub-blocks in the order 0 2 1 3 4 6 5 7.
-struct ActQ4K {
-    int8_t* q;
-    float* d;
-    int32_t* sums;
-};
-
-ActQ4K act_q4k(void* scratch, int64_t n) {
-    auto* base = static_cast<uint8_t*>(scratch);
-    const int64_t nb = n / kQK;
-    return {reinterpret_cast<int8_t*>(base), reinterpret_cast<float*>(base + n),
-            reinterpret_cast<int32_t*>(base + n + 4 * nb)};
-}
+// Q4_K's activations (ActQ4K, gemv_common.h) are stored so that one 64-byte load lines up with the low or the high
+// nibbles of 64 weight bytes: sub-blocks in the order 0 2 1 3 4 6 5 7.
 
 // Quantizes 32 floats with the inverse scale (round to nearest even, saturated to int8).
 CM_AVX512 void quantize32(const float* x, float iscale, int8_t* q) {
@@ -168,24 +150,7 @@ CM_AVX512 void dot_q4k(const uint8_t* row, int64_t nb, const ActQ4K* a, float* o
     for (int j = 0; j < G; ++j) out[j] = hsum(acc[j]) - hsum(acc_min[j]);
 }
 
-// Q8_0 weights: x quantized per 32 values (as ggml does for this type), stored in order.
-struct ActQ80 {
-    int8_t* q;
-    float* d;
-};
-
-ActQ80 act_q80(void* scratch, int64_t n) {
-    auto* base = static_cast<uint8_t*>(scratch);
-    return {reinterpret_cast<int8_t*>(base), reinterpret_cast<float*>(base + n)};
-}
-
-CM_AVX512 void quantize_q80(const float* x, int64_t n, ActQ80 a) {
-    for (int64_t i = 0; i < n / kQ8Block; ++i) {
-        const float amax = abs_max(x + i * kQ8Block, kQ8Block);
-        a.d[i] = amax / 127.0f;
-        quantize32(x + i * kQ8Block, amax > 0.0f ? 127.0f / amax : 0.0f, a.q + i * kQ8Block);
-    }
-}
+void quantize_q80(const float* x, int64_t n, ActQ80 a) { quantize_q80_with(x, n, a, abs_max, quantize32); }
 
 // G activation rows against one Q8_0 weight row (same contract as dot_q4k).
 template <int G>
@@ -292,30 +257,12 @@ CM_AVX512 void dot_float(const uint8_t* row, size_t row_bytes, int64_t n, const 
 // F16/F32 weights, rows [r0, r1) against n_x activation rows: blocks of 4 weight rows by 2 activation rows (16
 // accumulator registers), tails with fewer.
 template <bool F16>
-CM_AVX512 void gemv_float(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+void gemv_float(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
                           int64_t ldx, int n_x, float* y, int64_t ldy) {
-    float out[8];
-    auto block = [&](int64_t r, auto rr) {
-        constexpr int R = decltype(rr)::value;
-        int j = 0;
-        for (; j + 2 <= n_x; j += 2) {
-            dot_float<R, 2, F16>(rows + r * row_bytes, row_bytes, n, x + j * ldx, ldx, out);
-            for (int a = 0; a < R; ++a)
-                for (int b = 0; b < 2; ++b) y[(j + b) * ldy + r + a] = out[a * 2 + b];
-        }
-        if (j < n_x) {
-            dot_float<R, 1, F16>(rows + r * row_bytes, row_bytes, n, x + j * ldx, ldx, out);
-            for (int a = 0; a < R; ++a) y[j * ldy + r + a] = out[a];
-        }
-    };
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) block(r, std::integral_constant<int, 4>());
-    switch (r1 - r) {
-        case 3: block(r, std::integral_constant<int, 3>()); break;
-        case 2: block(r, std::integral_constant<int, 2>()); break;
-        case 1: block(r, std::integral_constant<int, 1>()); break;
-        default: break;
-    }
+    gemv_float_blocks(r0, r1, n_x, y, ldy, [&](auto rr, auto g, int64_t r, int j, float* out) {
+        dot_float<decltype(rr)::value, decltype(g)::value, F16>(rows + r * row_bytes, row_bytes, n, x + j * ldx, ldx,
+                                                                 out);
+    });
 }
 
 // erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7): erf(a) = 1 - t (a1 + t (a2 + ... a5)) exp(-a^2),
@@ -363,30 +310,9 @@ CM_AVX512 void gelu_erf_avx512(const float* x, float* y, int64_t n) {
     }
 }
 
-// CPUID and XGETBV directly: GCC and Clang accept different __builtin_cpu_supports names.
-bool cpu_has_kernels() {
-    unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
-    const bool fma = c & (1u << 12), osxsave = c & (1u << 27), f16c = c & (1u << 29);
-    if (!(fma && osxsave && f16c)) return false;
-    unsigned xcr0_lo, xcr0_hi;
-    __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
-    if ((xcr0_lo & 0xe6) != 0xe6) return false;  // the OS saves SSE, AVX, opmask and all ZMM state
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    const bool f = b & (1u << 16), dq = b & (1u << 17), bw = b & (1u << 30), vl = b & (1u << 31);
-    const bool vnni = c & (1u << 11);
-    return f && dq && bw && vl && vnni;
-}
-
 }  // namespace
 
-bool gemv_available() {
-    static const bool ok = [] {
-        const char* e = std::getenv("CRISPMOSS_GEMV");
-        return !(e && std::string(e) == "ggml") && cpu_has_kernels();
-    }();
-    return ok;
-}
+bool gemv_available() { return active_level() != Level::none; }
 
 namespace {
 
@@ -395,76 +321,43 @@ namespace {
 #endif
 constexpr int kQ4KGroup = CM_Q4K_GROUP;
 
-// Rows of activations in groups of at most Max per pass over a weight row (the accumulators of a group stay in
-// registers; the weight row, a few KB, is read from L1 again for the next group).
-template <int Max, typename Fn>
-void for_groups(int n_x, Fn&& fn) {
-    int j = 0;
-    for (; j + Max <= n_x; j += Max) fn(j, std::integral_constant<int, Max>());
-    if constexpr (Max > 4) {
-        if (n_x - j >= 4) {
-            fn(j, std::integral_constant<int, 4>());
-            j += 4;
-        }
-    }
-    switch (n_x - j) {
-        case 3: fn(j, std::integral_constant<int, 3>()); break;
-        case 2: fn(j, std::integral_constant<int, 2>()); break;
-        case 1: fn(j, std::integral_constant<int, 1>()); break;
-        default: break;
-    }
-}
-
 }  // namespace
 
 void gemv(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
-          int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch) {
+          int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, Level level) {
+    if (level == Level::avx2) return gemv_avx2(type, w, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch);
+    if (level != Level::avx512 && level != Level::amx) std::abort();  // callers check gemv_available()
     const auto* rows = static_cast<const uint8_t*>(w);
-    float out[8];
     if (type == GGML_TYPE_F16) return gemv_float<true>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
     if (type == GGML_TYPE_F32) return gemv_float<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
-    const size_t per_row = gemv_scratch_bytes(type, n);
-    auto* base = static_cast<uint8_t*>(scratch);
     if (type == GGML_TYPE_Q4_K) {
-        ActQ4K a[kMaxGemvRows];
-        for (int j = 0; j < n_x; ++j) {
-            a[j] = act_q4k(base + j * per_row, n);
-            quantize_q4k(x + j * ldx, n, a[j]);
-        }
-        for (int64_t r = r0; r < r1; ++r) {
-            for_groups<kQ4KGroup>(n_x, [&](int j, auto g) {
-                constexpr int G = decltype(g)::value;
-                dot_q4k<G>(rows + r * row_bytes, n / kQK, a + j, out);
-                for (int k = 0; k < G; ++k) y[(j + k) * ldy + r] = out[k];
-            });
-        }
-    } else {
-        ActQ80 a[kMaxGemvRows];
-        for (int j = 0; j < n_x; ++j) {
-            a[j] = act_q80(base + j * per_row, n);
-            quantize_q80(x + j * ldx, n, a[j]);
-        }
-        for (int64_t r = r0; r < r1; ++r) {
-            for_groups<4>(n_x, [&](int j, auto g) {
-                constexpr int G = decltype(g)::value;
-                dot_q80<G>(rows + r * row_bytes, n / kQ8Block, a + j, out);
-                for (int k = 0; k < G; ++k) y[(j + k) * ldy + r] = out[k];
-            });
-        }
+        return gemv_quantized<kQ4KGroup>(type, rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, act_q4k,
+                                         quantize_q4k, [n](auto g, const uint8_t* row, const ActQ4K* a, float* out) {
+                                             dot_q4k<decltype(g)::value>(row, n / kQK, a, out);
+                                         });
     }
+    gemv_quantized<4>(type, rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, act_q80, quantize_q80,
+                      [n](auto g, const uint8_t* row, const ActQ80* a, float* out) {
+                          dot_q80<decltype(g)::value>(row, n / kQ8Block, a, out);
+                      });
 }
 
-void gelu_erf(const float* x, float* y, int64_t n) { gelu_erf_avx512(x, y, n); }
+void gelu_erf(const float* x, float* y, int64_t n, Level level) {
+    if (level == Level::avx2) return gelu_erf_avx2(x, y, n);
+    if (level != Level::avx512 && level != Level::amx) std::abort();
+    gelu_erf_avx512(x, y, n);
+}
 
 #else  // not x86-64 with GCC/Clang: ggml's kernels serve every case
 
 bool gemv_available() { return false; }
 
-void gemv(ggml_type, const void*, size_t, int64_t, int64_t, int64_t, const float*, int64_t, int, float*, int64_t, void*) {
+void gemv(ggml_type, const void*, size_t, int64_t, int64_t, int64_t, const float*, int64_t, int, float*, int64_t, void*,
+          Level) {
     std::abort();
 }
 
-void gelu_erf(const float*, float*, int64_t) { std::abort(); }
+void gelu_erf(const float*, float*, int64_t, Level) { std::abort(); }
 
 #endif
 

@@ -25,9 +25,14 @@ def system_info() -> Dict[str, Any]:
 
     Keys: ``ggml_version``, ``backends`` (e.g. ``["cuda", "cpu"]``), ``dynamic_backends`` (portable build),
     ``devices`` (list of dicts: backend, name, description, type, memory_free, memory_total in bytes),
-    ``cpu_features`` (name -> value, e.g. ``{"AVX2": "1", ...}``).
+    ``cpu_features`` (name -> value, e.g. ``{"AVX2": "1", ...}``), ``cpu_kernels`` (the instruction-set level
+    crispmoss's own CPU kernels run at: ``"none"`` (ggml's kernels only), ``"avx2"``, ``"avx512"`` or ``"amx"``;
+    ``CRISPMOSS_CPU`` forces one) and ``cpu_kernels_best`` (the best level this CPU and OS support).
     """
-    return _core.system_info()
+    info = _core.system_info()
+    info["cpu_kernels"] = _core.cpu_level()
+    info["cpu_kernels_best"] = _core.cpu_best_level()
+    return info
 
 
 def check_backend(backend: str) -> str:
@@ -60,6 +65,9 @@ def format_system_info(info: Dict[str, Any]) -> str:
         lines.append(f"  {d['backend']:<6} {d['name']:<8} {d['type']:<5} {d['description']}  {mem}".rstrip())
     feats = [k for k, v in info["cpu_features"].items() if v not in ("0", "")]
     lines.append(f"cpu features: {' '.join(feats) or 'none'}")
+    if "cpu_kernels" in info:
+        lines.append(f"cpu kernels: {info['cpu_kernels']} (best on this CPU: {info['cpu_kernels_best']}; "
+                     "CRISPMOSS_CPU=avx2|avx512|amx forces one)")
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,191 @@
+"""Decode speed at each CPU level of our kernels (cpp/cpu/level.h), on the full-size random models
+(benchmarks/make_models.py), 2 threads:
+
+    python benchmarks/make_models.py --types q4_k                   # once
+    python benchmarks/bench_cpu_levels.py                           # MOSS-Transcribe Q4_K
+    python benchmarks/bench_cpu_levels.py --arch moss_audio --types q4_k q8_0 f16
+    python benchmarks/bench_cpu_levels.py --smoke                   # tiny random model, seconds: the script runs
+
+Per level, in a fresh process with CRISPMOSS_CPU set (the level is fixed per process):
+- ``ggml``: CRISPMOSS_CPU=ggml, our kernels off: ggml's own, as this build compiled them (a default build:
+  -march=native, so on an AVX-512 machine this is NOT ggml's AVX2 code; for that, build the portable variant
+  set, CRISPMOSS_PORTABLE=ON, and load its haswell library — README "CPU kernels");
+- ``avx2``, ``avx512``, ``amx``: our kernels at that level (amx runs the avx512 matrix-vector kernels).
+Levels the CPU lacks are skipped. Measured: single-token decode (DecoderBench.decode, as run.py) at context
+positions 50 / 160 / 1000, median step → tok/s; and our matrix-vector kernel alone (_core.gemv_bench, one
+activation row, a weight matrix larger than the caches) on 1 and on `--threads` threads → GB/s of weights
+streamed. Against: the bandwidth limit, bytes a decode step reads ÷ the measured read bandwidth
+(benchmarks/machine.py).
+
+Writes benchmarks/results/cpu-levels-<time>.json and prints a table. Timings on a busy machine are noise: the
+machine's other load during each run is recorded (``other_cores``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _tree import use_tree  # noqa: E402
+
+use_tree()
+
+LEVELS = ("ggml", "avx2", "avx512", "amx")
+ORDER = ("none", "avx2", "avx512", "amx")
+POSITIONS = (50, 160, 1000)
+# Matrix-vector shapes for the bandwidth number: larger than any L3 this runs on (75-134 MB).
+GEMV_SHAPES = {"q4_k": (16384, 8192), "q8_0": (16384, 8192), "f16": (8192, 8192)}
+
+
+def worker(a: Dict[str, Any]) -> Dict[str, Any]:
+    from crispmoss import _core
+
+    from machine import CpuMeter
+
+    res: Dict[str, Any] = {"level": _core.cpu_level(), "decode": {}, "gemv": {}}
+    b = _core.DecoderBench(a["path"], a["threads"], "f16", "")
+    b.decode(8, 2)  # warm-up: pages, thread pool
+    for pos in a["positions"]:
+        with CpuMeter() as m:
+            st = sorted(b.decode(pos, a["steps"]))
+        med = st[len(st) // 2]
+        res["decode"][str(pos)] = {"step_ms_median": round(med, 3), "tok_per_s": round(1000 / med, 2),
+                                   "other_cores": round(m.other_cores, 2)}
+    if res["level"] != "none":
+        for qtype in a["gemv_types"]:
+            rows, cols = a["gemv_shapes"][qtype]
+            for nth in sorted({1, a["threads"]}):
+                with CpuMeter() as m:
+                    ms, nbytes = _core.gemv_bench(qtype, rows, cols, 1, nth, a["gemv_reps"], res["level"])
+                res["gemv"][f"{qtype}/{nth}t"] = {"ms": round(ms, 3), "gb_per_s": round(nbytes / ms / 1e6, 2),
+                                                  "mb": round(nbytes / 1e6, 1), "other_cores": round(m.other_cores, 2)}
+    return res
+
+
+def run_worker(level: str, args: Dict[str, Any], timeout: float = 1800) -> Dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(args, f)
+        arg_path = f.name
+    env = dict(os.environ, CRISPMOSS_CPU=level, PYTHONUNBUFFERED="1")
+    env.pop("CRISPMOSS_GEMV", None)
+    try:
+        p = subprocess.run([sys.executable, __file__, "--worker", arg_path], capture_output=True, text=True,
+                           timeout=timeout, env=env)
+    finally:
+        os.unlink(arg_path)
+    if p.returncode != 0:
+        return {"ok": False, "error": p.stderr[-3000:]}
+    return {"ok": True, **json.loads(p.stdout.strip().splitlines()[-1])}
+
+
+def smoke_model(tmp: Path) -> str:
+    from crispmoss.convert import convert
+    from crispmoss.testing import make_tiny_checkpoint
+
+    hf = make_tiny_checkpoint("moss_transcribe", tmp / "hf")
+    return str(convert(hf, tmp / "tiny-f16.gguf", outtype="f16", progress=False))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--arch", default="moss_transcribe", choices=("moss_transcribe", "moss_audio"))
+    ap.add_argument("--types", nargs="+", default=["q4_k"], choices=("q4_k", "q8_0", "f16"))
+    ap.add_argument("--model", help="a GGUF file instead of the make_models.py one (one type)")
+    ap.add_argument("--levels", nargs="+", default=list(LEVELS), choices=LEVELS)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=16, help="decode steps per position (median taken)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny random model, small matrices: checks the script (no JSON unless --out)")
+    ap.add_argument("--out", help="JSON path (default benchmarks/results/cpu-levels-<time>.json)")
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(Path(args.worker).read_text()))))
+        return 0
+
+    from crispmoss import _core
+
+    from bench_batch import decoder_bytes
+    from machine import bandwidth
+
+    best = _core.cpu_best_level()
+    levels = [lv for lv in args.levels if lv == "ggml" or ORDER.index(lv) <= ORDER.index(best)]
+    skipped = [lv for lv in args.levels if lv not in levels]
+    tmp = tempfile.TemporaryDirectory()
+    if args.smoke:
+        models = {"f16": smoke_model(Path(tmp.name))}
+        shapes = {t: (256, 2048) for t in GEMV_SHAPES}
+        positions, steps, reps = (50, 160), 3, 2
+    else:
+        from make_models import model_path
+
+        if args.model:
+            models = {"file": args.model}
+        else:
+            models = {t: str(model_path(args.arch, t)) for t in args.types}
+        for p in models.values():
+            if not Path(p).is_file():
+                raise SystemExit(f"{p} is missing: python benchmarks/make_models.py --types {' '.join(args.types)}")
+        shapes, positions, steps, reps = GEMV_SHAPES, POSITIONS, args.steps, 5
+    bw = bandwidth(args.threads)
+    report: Dict[str, Any] = {"time": _dt.datetime.now().isoformat(timespec="seconds"), "best_level": best,
+                              "skipped_levels": skipped, "threads": args.threads, "bandwidth": bw, "models": {}}
+    for t, path in models.items():
+        nbytes = decoder_bytes(path)
+        entry: Dict[str, Any] = {"path": path, "decoder_bytes": nbytes,
+                                 "limit_tok_per_s": round(bw["read_gbps"] * 1e9 / nbytes, 2), "levels": {}}
+        for i, lv in enumerate(levels):
+            # the kernel-alone numbers once per level (they do not depend on the model)
+            a = {"path": path, "threads": args.threads, "positions": list(positions), "steps": steps,
+                 "gemv_types": list(shapes) if t == next(iter(models)) else [], "gemv_shapes": shapes,
+                 "gemv_reps": reps}
+            t0 = time.time()
+            entry["levels"][lv] = run_worker(lv, a)
+            entry["levels"][lv]["wall_s"] = round(time.time() - t0, 1)
+        report["models"][t] = entry
+    tmp.cleanup()
+    print_table(report)
+    # a smoke run's numbers mean nothing: written only where --out asks
+    out = Path(args.out) if args.out else (None if args.smoke else
+                                           HERE / "results" / f"cpu-levels-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwritten: {out}")
+    return 0 if all(e["ok"] for m in report["models"].values() for e in m["levels"].values()) else 1
+
+
+def print_table(report: Dict[str, Any]) -> None:
+    print(f"CPU: best level {report['best_level']}; {report['threads']} threads; read bandwidth "
+          f"{report['bandwidth']['read_gbps']} GB/s" + (f"; skipped (CPU lacks): {', '.join(report['skipped_levels'])}"
+                                                         if report["skipped_levels"] else ""))
+    for t, m in report["models"].items():
+        print(f"\n{t}: {Path(m['path']).name}, {m['decoder_bytes'] / 1e9:.2f} GB a step, "
+              f"bandwidth limit {m['limit_tok_per_s']} tok/s")
+        head = ["level"] + [f"tok/s @{p}" for p in next((e["decode"] for e in m["levels"].values() if e["ok"]), {})]
+        print("  " + "  ".join(f"{h:>12}" for h in head))
+        for lv, e in m["levels"].items():
+            if not e["ok"]:
+                print(f"  {lv:>12}  failed: {e['error'].strip().splitlines()[-1] if e['error'].strip() else '?'}")
+                continue
+            print("  " + "  ".join([f"{lv:>12}"] + [f"{d['tok_per_s']:>12}" for d in e["decode"].values()]))
+        gem: List[str] = []
+        for lv, e in m["levels"].items():
+            for k, g in (e.get("gemv") or {}).items():
+                gem.append(f"  {lv:>8} {k:>10}: {g['gb_per_s']:>6} GB/s ({g['mb']} MB, {g['ms']} ms)")
+        if gem:
+            print("matrix-vector kernel alone, one activation row:")
+            print("\n".join(gem))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+// The AVX2 + FMA + F16C level of cpu/gemv.h (Haswell and later, AMD Zen): the same products as the AVX-512 kernels
+// in gemv.cpp, on 256-bit registers and without VNNI. Compiled with per-function target attributes, so the
+// binary runs on any x86-64 CPU; cpu/level.cpp decides at run time whether these are called.
+//
+// Exactness contract (as at the AVX-512 level): each activation row's result is computed by the same instruction
+// sequence whatever the number of rows in the call and whichever rows share it. The integer parts are exact sums
+// (their order does not matter); the float operations of a row (one FMA per weight block into that row's own
+// accumulator, the final horizontal sum) are the same for every group size. Results differ from the AVX-512
+// level's in the last bits (8-lane instead of 16-lane partial sums), never between rows of one level.
+#include "cpu/gemv_avx2.h"
+
+#include "cpu/gemv_common.h"
+
+#include <cstring>
+#include <type_traits>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define CM_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+namespace cm::cpu {
+
+namespace {
+
+using namespace detail;
+
+CM_AVX2 float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+CM_AVX2 float hmax(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+CM_AVX2 int32_t hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+CM_AVX2 float fp16(const uint8_t* p) {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+CM_AVX2 __m256 abs_ps(__m256 v) { return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
+
+CM_AVX2 float abs_max(const float* x, int n) {
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8) m = _mm256_max_ps(m, abs_ps(_mm256_loadu_ps(x + i)));
+    return hmax(m);
+}
+
+// Quantizes 32 floats with the inverse scale: round to nearest even, saturated to int8 (the values the AVX-512
+// level's VPMOVSDB gives).
+CM_AVX2 void quantize32(const float* x, float iscale, int8_t* q) {
+    const __m256 s = _mm256_set1_ps(iscale);
+    __m256i v[4];
+    for (int k = 0; k < 4; ++k) v[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), s));
+    // the packs work per 128-bit lane: dwords come out as a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+    const __m256i o = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), o);
+}
+
+CM_AVX2 int32_t sum32(const int8_t* q) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i lo = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)), ones);
+    const __m256i hi = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1)), ones);
+    return hsum_epi32(_mm256_add_epi32(lo, hi));
+}
+
+// Q4_K's activations (ActQ4K, gemv_common.h) in order: a 32-byte load of weight nibbles, low or high, lines up
+// with one sub-block.
+
+CM_AVX2 void quantize_q4k(const float* x, int64_t n, ActQ4K a) {
+    for (int64_t i = 0; i < n / kQK; ++i) {
+        const float* xb = x + i * kQK;
+        const float amax = abs_max(xb, kQK);
+        const float iscale = amax > 0.0f ? 127.0f / amax : 0.0f;
+        a.d[i] = amax / 127.0f;
+        for (int k = 0; k < 8; ++k) {
+            int8_t* dst = a.q + i * kQK + 32 * k;
+            quantize32(xb + 32 * k, iscale, dst);
+            a.sums[8 * i + k] = sum32(dst);
+        }
+    }
+}
+
+// G activation rows against one Q4_K weight row. Per 32-byte chunk c of nibbles: VPMADDUBSW multiplies the
+// nibbles (u4) by the int8 activations of sub-block 2c (low) or 2c+1 (high) into pairs (at most 2 * 15 * 127, no
+// saturation), VPMADDWD by the sub-block's 6-bit scale into int32 (at most 4 * 15 * 127 * 63 a lane, per block
+// 8 times that < 2^24: exact in int32 and in its conversion to float). The mins: as at the AVX-512 level, the
+// int32 sub-block sums (|s| <= 32 * 127) times the 6-bit mins with VPMADDWD (the high 16 bits are zero or the
+// sign, the mins' high halves zero: the products are exact). One FMA per block and row for each part.
+template <int G>
+CM_AVX2 void dot_q4k(const uint8_t* row, int64_t nb, const ActQ4K* a, float* out) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[G];
+    for (int j = 0; j < G; ++j) acc[j] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i, row += kQ4KBytes) {
+        const float wd = fp16(row), wdmin = fp16(row + 2);
+        uint32_t s0, s1, s2;
+        std::memcpy(&s0, row + 4, 4);
+        std::memcpy(&s1, row + 8, 4);
+        std::memcpy(&s2, row + 12, 4);
+        // 6-bit scales and mins unpacked as in gemv.cpp: bytes sc0..7, mn0..7
+        const uint32_t sc_lo = s0 & 0x3f3f3f3f, mn_lo = s1 & 0x3f3f3f3f;
+        const uint32_t sc_hi = (s2 & 0x0f0f0f0f) | ((s0 >> 2) & 0x30303030);
+        const uint32_t mn_hi = ((s2 >> 4) & 0x0f0f0f0f) | ((s1 >> 2) & 0x30303030);
+        const __m128i sm = _mm_setr_epi32(int(sc_lo), int(sc_hi), int(mn_lo), int(mn_hi));
+        const __m256i scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));  // sc0..7 as int16, twice
+        const __m256i mins = _mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8));
+        _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetch, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetch + 64, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetch + 128, _MM_HINT_T0);
+        __m256i isum[G];
+        for (int j = 0; j < G; ++j) isum[j] = _mm256_setzero_si256();
+        for (int c = 0; c < 4; ++c) {
+            const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 + 32 * c));
+            const __m256i lo = _mm256_and_si256(w, m4), hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), m4);
+            // int16 broadcast of scale 2c and 2c+1: bytes 4c, 4c+1 and 4c+2, 4c+3 of each lane
+            const __m256i sc_a = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(short(0x0100 + 0x0404 * c)));
+            const __m256i sc_b = _mm256_shuffle_epi8(scales, _mm256_set1_epi16(short(0x0302 + 0x0404 * c)));
+            for (int j = 0; j < G; ++j) {
+                const int8_t* xq = a[j].q + i * kQK + 64 * c;
+                const __m256i p_lo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq)));
+                const __m256i p_hi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32)));
+                isum[j] = _mm256_add_epi32(isum[j], _mm256_add_epi32(_mm256_madd_epi16(p_lo, sc_a),
+                                                                     _mm256_madd_epi16(p_hi, sc_b)));
+            }
+        }
+        for (int j = 0; j < G; ++j) {
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(wd * a[j].d[i]), acc[j]);
+            const __m256i ms = _mm256_madd_epi16(mins, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[j].sums + 8 * i)));
+            acc[j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_set1_ps(wdmin * a[j].d[i]), acc[j]);
+        }
+    }
+    for (int j = 0; j < G; ++j) out[j] = hsum(acc[j]);
+}
+
+void quantize_q80(const float* x, int64_t n, ActQ80 a) { quantize_q80_with(x, n, a, abs_max, quantize32); }
+
+// G activation rows against one Q8_0 weight row: VPMADDUBSW of |w| (unsigned, |-128| = 128) by x with w's sign
+// (VPSIGNB), pairs at most 2 * 128 * 127 < 2^15, then VPMADDWD by ones: an exact int32 per 4 values; one FMA per
+// block and row.
+template <int G>
+CM_AVX2 void dot_q80(const uint8_t* row, int64_t nb, const ActQ80* a, float* out) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[G];
+    for (int j = 0; j < G; ++j) acc[j] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i) {
+        const uint8_t* b = row + i * kQ8Bytes;
+        if ((i & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(b) + kPrefetch, _MM_HINT_T0);
+        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+        const __m256i wabs = _mm256_sign_epi8(w, w);
+        const float d = fp16(b);
+        for (int j = 0; j < G; ++j) {
+            const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[j].q + i * kQ8Block));
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(x, w)), ones);
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a[j].d[i]), acc[j]);
+        }
+    }
+    for (int j = 0; j < G; ++j) out[j] = hsum(acc[j]);
+}
+
+// 8 weights from an F16 or F32 row at value i; the last `left` < 8 of a row through a zero-padded copy.
+template <bool F16>
+CM_AVX2 __m256 load_w(const uint8_t* row, int64_t i) {
+    if constexpr (F16) {
+        return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i)));
+    } else {
+        return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + i);
+    }
+}
+
+template <bool F16>
+CM_AVX2 __m256 load_w_tail(const uint8_t* row, int64_t i, int64_t left) {
+    constexpr int kBytes = F16 ? 2 : 4;
+    alignas(32) uint8_t buf[32] = {};
+    std::memcpy(buf, row + kBytes * i, size_t(kBytes * left));
+    return load_w<F16>(buf, 0);
+}
+
+CM_AVX2 __m256 load_x_tail(const float* x, int64_t left) {
+    alignas(32) float buf[8] = {};
+    std::memcpy(buf, x, sizeof(float) * size_t(left));
+    return _mm256_load_ps(buf);
+}
+
+// R weight rows against G activation rows, F16 or F32 weights: out[r * G + j] = dot(w_r, x_j). Every (r, j) pair
+// has two accumulators of its own and one order whatever R, G and the other rows are: 8-wide chunks alternately
+// into a0 and a1 (16 values a step), a last whole chunk into a0, the zero-padded tail into a1, then hsum(a0 + a1).
+// Two chains per pair hide the FMA latency when a weight load waits for memory. R x G <= 4 pairs (8 accumulators,
+// R weight vectors and one activation vector in the 16 registers): dot_block splits larger blocks.
+template <int R, int G, bool F16>
+CM_AVX2 void dot_float(const uint8_t* row, size_t row_bytes, int64_t n, const float* x, int64_t ldx, float* out) {
+    constexpr int kBytes = F16 ? 2 : 4;
+    __m256 a0[R][G], a1[R][G];
+    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < G; ++j) a0[r][j] = _mm256_setzero_ps(), a1[r][j] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        if ((i & (64 / kBytes - 1)) == 0) {  // 64 bytes of each row, 4 KB ahead
+            for (int r = 0; r < R; ++r)
+                _mm_prefetch(reinterpret_cast<const char*>(row + r * row_bytes + kBytes * i) + kPrefetch, _MM_HINT_T0);
+        }
+        __m256 w0[R], w1[R];
+        for (int r = 0; r < R; ++r) {
+            w0[r] = load_w<F16>(row + r * row_bytes, i);
+            w1[r] = load_w<F16>(row + r * row_bytes, i + 8);
+        }
+        for (int j = 0; j < G; ++j) {
+            const __m256 x0 = _mm256_loadu_ps(x + j * ldx + i), x1 = _mm256_loadu_ps(x + j * ldx + i + 8);
+            for (int r = 0; r < R; ++r) {
+                a0[r][j] = _mm256_fmadd_ps(w0[r], x0, a0[r][j]);
+                a1[r][j] = _mm256_fmadd_ps(w1[r], x1, a1[r][j]);
+            }
+        }
+    }
+    if (i + 8 <= n) {
+        for (int r = 0; r < R; ++r) {
+            const __m256 w = load_w<F16>(row + r * row_bytes, i);
+            for (int j = 0; j < G; ++j) a0[r][j] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + j * ldx + i), a0[r][j]);
+        }
+        i += 8;
+    }
+    if (i < n) {
+        for (int r = 0; r < R; ++r) {
+            const __m256 w = load_w_tail<F16>(row + r * row_bytes, i, n - i);
+            for (int j = 0; j < G; ++j) a1[r][j] = _mm256_fmadd_ps(w, load_x_tail(x + j * ldx + i, n - i), a1[r][j]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < G; ++j) out[r * G + j] = hsum(_mm256_add_ps(a0[r][j], a1[r][j]));
+}
+
+// R x G pairs as blocks of at most 4 (2 weight rows at a time when G > 1).
+template <int R, int G, bool F16>
+void dot_block(const uint8_t* row, size_t row_bytes, int64_t n, const float* x, int64_t ldx, float* out) {
+    if constexpr (G > 1 && R > 2) {
+        dot_float<2, G, F16>(row, row_bytes, n, x, ldx, out);
+        dot_block<R - 2, G, F16>(row + 2 * row_bytes, row_bytes, n, x, ldx, out + 2 * G);
+    } else {
+        dot_float<R, G, F16>(row, row_bytes, n, x, ldx, out);
+    }
+}
+
+template <bool F16>
+void gemv_float(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+                int64_t ldx, int n_x, float* y, int64_t ldy) {
+    gemv_float_blocks(r0, r1, n_x, y, ldy, [&](auto rr, auto g, int64_t r, int j, float* out) {
+        dot_block<decltype(rr)::value, decltype(g)::value, F16>(rows + r * row_bytes, row_bytes, n, x + j * ldx, ldx,
+                                                                 out);
+    });
+}
+
+// GELU, bit-identical to the AVX-512 level's gelu16 (gemv.cpp): the same operations in the same order, each
+// correctly rounded on either width (FMA, division, min, round to nearest); VSCALEFPS there is a multiplication
+// by 2^n here, exact because p 2^n stays a normal float (n >= -117 for the clamped arguments).
+CM_AVX2 __m256 exp_neg(__m256 z) {  // exp(z) for z in [-81, 0]
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(z, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), z);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+CM_AVX2 __m256 gelu8(__m256 x) {
+    const __m256 u = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
+    const __m256 a = _mm256_min_ps(abs_ps(u), _mm256_set1_ps(9.0f));
+    const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(a, _mm256_set1_ps(0.3275911f), _mm256_set1_ps(1.0f)));
+    __m256 q = _mm256_set1_ps(1.061405429f);
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(-1.453152027f));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(1.421413741f));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(-0.284496736f));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(0.254829592f));
+    q = _mm256_mul_ps(q, t);
+    const __m256 erf_a = _mm256_fnmadd_ps(q, exp_neg(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), a), a)),
+                                          _mm256_set1_ps(1.0f));
+    const __m256 neg = _mm256_cmp_ps(u, _mm256_setzero_ps(), _CMP_LT_OQ);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 one_plus = _mm256_blendv_ps(_mm256_add_ps(one, erf_a), _mm256_sub_ps(one, erf_a), neg);
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), one_plus);
+}
+
+}  // namespace
+
+CM_AVX2 void gelu_erf_avx2(const float* x, float* y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, gelu8(_mm256_loadu_ps(x + i)));
+    if (i < n) {
+        alignas(32) float buf[8];
+        _mm256_store_ps(buf, gelu8(load_x_tail(x + i, n - i)));
+        std::memcpy(y + i, buf, sizeof(float) * size_t(n - i));
+    }
+}
+
+void gemv_avx2(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+               int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch) {
+    const auto* rows = static_cast<const uint8_t*>(w);
+    if (type == GGML_TYPE_F16) return gemv_float<true>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
+    if (type == GGML_TYPE_F32) return gemv_float<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
+    if (type == GGML_TYPE_Q4_K) {
+        return gemv_quantized<4>(type, rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, act_q4k, quantize_q4k,
+                                 [n](auto g, const uint8_t* row, const ActQ4K* a, float* out) {
+                                     dot_q4k<decltype(g)::value>(row, n / kQK, a, out);
+                                 });
+    }
+    gemv_quantized<4>(type, rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, act_q80, quantize_q80,
+                      [n](auto g, const uint8_t* row, const ActQ80* a, float* out) {
+                          dot_q80<decltype(g)::value>(row, n / kQ8Block, a, out);
+                      });
+}
+
+}  // namespace cm::cpu
+
+#endif
