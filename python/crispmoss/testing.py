@@ -508,6 +508,18 @@ def _write_safetensors(path: Path, specs: Sequence[_Spec], seed: int) -> int:
     return offset
 
 
+def _fresh_checkpoint_dir(out_dir: "os.PathLike[str] | str", shards: object) -> Path:
+    """Checks ``shards``, creates ``out_dir`` and removes weights an earlier call left there."""
+    if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
+        raise InputError(f"shards must be a positive integer, got {shards!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in list(out.glob("model*.safetensors")) + [out / "model.safetensors.index.json"]:
+        if old.exists():
+            old.unlink()
+    return out
+
+
 def make_checkpoint(
     arch: str,
     out_dir: "os.PathLike[str] | str",
@@ -525,13 +537,7 @@ def make_checkpoint(
     (arch, sizes, seed), not on the sharding.
     """
     specs = _tensor_specs(arch, sizes)
-    if not isinstance(shards, int) or shards < 1:
-        raise InputError(f"shards must be a positive integer, got {shards!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for old in list(out.glob("model*.safetensors")) + [out / "model.safetensors.index.json"]:
-        if old.exists():
-            old.unlink()
+    out = _fresh_checkpoint_dir(out_dir, shards)
 
     with open(out / "config.json", "w", encoding="utf-8") as f:
         json.dump(checkpoint_config(arch, sizes), f, indent=2)
@@ -873,13 +879,7 @@ def make_diarize_checkpoint(out_dir: "os.PathLike[str] | str", *, seed: int = 0,
     ``model.safetensors.index.json``; more shards give ``model-0000i-of-0000n.safetensors`` and the index.
     """
     specs = _diarize_tensor_specs(sizes)
-    if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
-        raise InputError(f"shards must be a positive integer, got {shards!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for old in list(out.glob("model*.safetensors")) + [out / "model.safetensors.index.json"]:
-        if old.exists():
-            old.unlink()
+    out = _fresh_checkpoint_dir(out_dir, shards)
     files = {"config.json": diarize_checkpoint_config(sizes), **_diarize_side_files()}
     for name, content in files.items():
         with open(out / name, "w", encoding="utf-8") as f:

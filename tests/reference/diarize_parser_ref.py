@@ -78,23 +78,31 @@ class RefParser:
             self.token.clear()
             self.state = self.START
 
-    def _s1(self, c: str) -> None:  # start timestamp
+    def _bracket(self, c: str, parse, allowed, limit: int, accept) -> None:
+        """START and SPEAKER: collect allowed chars up to the limit; at "]" parse (invalid: reset) and accept;
+        anything else resets, and a "[" then opens a new start timestamp."""
         if c == "]":
-            v = _ts(self.token)
+            v = parse(self.token)
             if v is None:
                 self.reset()
                 return
-            self.start = v
-            self.state = self.SPK_OPEN
+            accept(v)
             self.token.clear()
             return
-        if _is_ts(c):
+        if allowed(c):
             self.token.append(c)
-            if len(self.token) <= 32:
+            if len(self.token) <= limit:
                 return
         self.reset()
         if c == "[":
             self.state = self.START
+
+    def _s1(self, c: str) -> None:  # start timestamp
+        self._bracket(c, _ts, _is_ts, 32, self._accept_start)
+
+    def _accept_start(self, v: float) -> None:
+        self.start = v
+        self.state = self.SPK_OPEN
 
     def _s2(self, c: str) -> None:  # whitespace, then "[" of the speaker
         if c == "[":
@@ -104,23 +112,12 @@ class RefParser:
             self.reset()
 
     def _s3(self, c: str) -> None:  # speaker label
-        if c == "]":
-            v = _spk(self.token)
-            if v is None:
-                self.reset()
-                return
-            self.speaker = v
-            self.text.clear()
-            self.state = self.TEXT
-            self.token.clear()
-            return
-        if _is_spk(c):
-            self.token.append(c)
-            if len(self.token) <= 16:
-                return
-        self.reset()
-        if c == "[":
-            self.state = self.START
+        self._bracket(c, _spk, _is_spk, 16, self._accept_speaker)
+
+    def _accept_speaker(self, v: str) -> None:
+        self.speaker = v
+        self.text.clear()
+        self.state = self.TEXT
 
     def _s4(self, c: str) -> None:  # text
         if c == "[":

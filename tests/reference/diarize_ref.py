@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import as_numpy, greedy_decode, load_hf_checkpoint, qwen3_config, take_prefix
+from . import as_numpy, greedy_decode, load_hf_checkpoint, load_module, qwen3_config, take_prefix
 from . import prompts
 
 AUDIO_PAD = 151671
@@ -122,13 +122,13 @@ class DiarizeReference:
         wcfg = WhisperConfig(**audio)
         wcfg._attn_implementation = attn
         self.encoder = WhisperEncoder(wcfg)
-        self._load(self.encoder, take_prefix(state, "model.whisper_encoder."), "model.whisper_encoder.")
+        load_module(self.encoder, take_prefix(state, "model.whisper_encoder."), "model.whisper_encoder.")
         self.lm_cfg = qwen3_config(text, attn)
         self.lm = Qwen3Model(self.lm_cfg)
-        self._load(self.lm, take_prefix(state, "model.language_model."), "model.language_model.")
+        load_module(self.lm, take_prefix(state, "model.language_model."), "model.language_model.")
         d_in = int(config.get("adaptor_input_dim") or wcfg.d_model * self.merge)
         self.adaptor = VQAdaptor(d_in, int(text["hidden_size"]), float(text.get("rms_norm_eps", 1e-6)))
-        self._load(self.adaptor, take_prefix(state, "model.vq_adaptor."), "model.vq_adaptor.")
+        load_module(self.adaptor, take_prefix(state, "model.vq_adaptor."), "model.vq_adaptor.")
         leftover = sorted(k for k in state if not k.startswith(
             ("model.whisper_encoder.", "model.language_model.", "model.vq_adaptor.")))
         if leftover:
@@ -137,13 +137,6 @@ class DiarizeReference:
                                           chunk_length=30, n_fft=400)
         for m in (self.encoder, self.adaptor, self.lm):
             m.to(self.device, torch.float32).eval()
-
-    @staticmethod
-    def _load(module: nn.Module, sd: Dict[str, torch.Tensor], prefix: str) -> None:
-        missing, unexpected = module.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if k in dict(module.named_parameters())]
-        if missing or unexpected:
-            raise ValueError(f"{prefix}: missing {missing[:8]}, unexpected {unexpected[:8]}")
 
     # ---- stages ---------------------------------------------------------------------------------------
     def prompt_ids(self, n_samples: int, prompt: Optional[str] = None, hotwords: Sequence[str] = ()) -> List[int]:

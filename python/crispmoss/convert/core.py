@@ -24,18 +24,22 @@ __all__ = ["convert", "detect_arch", "read_config", "gguf_hparams", "plan_tensor
 _MISSING = object()
 
 
+def _read_json_object(path: Path) -> dict:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read {path}: {e}") from e
+    if not isinstance(obj, dict):
+        raise ModelError(f"{path}: not a JSON object")
+    return obj
+
+
 def read_config(hf_dir: Path) -> dict:
     path = Path(hf_dir) / "config.json"
     if not path.is_file():
         raise ModelError(f"{hf_dir}: no config.json (is this a Hugging Face checkpoint directory?)")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            cfg = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot read {path}: {e}") from e
-    if not isinstance(cfg, dict):
-        raise ModelError(f"{path}: not a JSON object")
-    return cfg
+    return _read_json_object(path)
 
 
 def detect_arch(cfg: dict) -> str:
@@ -275,14 +279,7 @@ def _with_processor_config(hf_dir: Path, cfg: dict) -> dict:
     path = hf_dir / "processor_config.json"
     if not path.is_file():
         return cfg
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            proc = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot read {path}: {e}") from e
-    if not isinstance(proc, dict):
-        raise ModelError(f"{path}: not a JSON object")
-    proc = dict(proc)
+    proc = _read_json_object(path)
     if proc.get("enable_time_marker") is False:  # the processor's rule: an interval <= 0 means no markers
         proc["time_marker_every_seconds"] = 0
     return {**cfg, "processor_config": proc}

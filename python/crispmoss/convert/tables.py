@@ -266,6 +266,24 @@ MOSS_AUDIO = ArchSpec(
 )
 
 
+def _renamed(rows: Sequence[Tuple[str, Optional[str], Tuple[Dim, ...]]],
+             names: Dict[str, str]) -> List[Tuple[str, Optional[str], Tuple[Dim, ...]]]:
+    """Layer rows with their GGUF names (without the ".weight"/".bias" suffix) renamed through ``names``."""
+    out = []
+    for hf, gg, shape in rows:
+        stem, _, kind = (gg or "").rpartition(".")
+        out.append((hf, f"{names.get(stem, stem)}.{kind}" if gg else gg, shape))
+    return out
+
+
+# the llama.cpp-style names of the published MOSS-Transcribe-Diarize files, from our names for the same rows
+_LLAMA_STYLE_ENC = {"attn.q": "attn_q", "attn.k": "attn_k", "attn.v": "attn_v", "attn.o": "attn_out",
+                    "ffn.fc1": "ffn_up", "ffn.fc2": "ffn_down"}
+_LLAMA_STYLE_LM = {"attn.q": "attn_q", "attn.k": "attn_k", "attn.v": "attn_v", "attn.o": "attn_o",
+                   "attn.q_norm": "q_norm", "attn.k_norm": "k_norm", "ffn.gate": "ffn_gate", "ffn.up": "ffn_up",
+                   "ffn.down": "ffn_down"}
+
+
 def _tc(key: str, *alts: str) -> Tuple[str, ...]:
     return (f"text_config.{key}",) + tuple(f"text_config.{a}" for a in alts)
 
@@ -338,23 +356,8 @@ MOSS_TRANSCRIBE_DIARIZE = ArchSpec(
             ("conv2.bias", "conv2.bias", ("enc_d",)),
             ("embed_positions.weight", "pos_embed.weight", ("enc_pos", "enc_d")),
         ])
-        + _layers("model.whisper_encoder.layers.{N}.", "enc.blk.{N}.", "enc_layers", [
-            ("self_attn_layer_norm.weight", "attn_norm.weight", ("enc_d",)),
-            ("self_attn_layer_norm.bias", "attn_norm.bias", ("enc_d",)),
-            ("self_attn.q_proj.weight", "attn_q.weight", ("enc_d", "enc_d")),
-            ("self_attn.q_proj.bias", "attn_q.bias", ("enc_d",)),
-            ("self_attn.k_proj.weight", "attn_k.weight", ("enc_d", "enc_d")),  # Whisper: no k bias
-            ("self_attn.v_proj.weight", "attn_v.weight", ("enc_d", "enc_d")),
-            ("self_attn.v_proj.bias", "attn_v.bias", ("enc_d",)),
-            ("self_attn.out_proj.weight", "attn_out.weight", ("enc_d", "enc_d")),
-            ("self_attn.out_proj.bias", "attn_out.bias", ("enc_d",)),
-            ("final_layer_norm.weight", "ffn_norm.weight", ("enc_d",)),
-            ("final_layer_norm.bias", "ffn_norm.bias", ("enc_d",)),
-            ("fc1.weight", "ffn_up.weight", ("enc_ffn", "enc_d")),
-            ("fc1.bias", "ffn_up.bias", ("enc_ffn",)),
-            ("fc2.weight", "ffn_down.weight", ("enc_d", "enc_ffn")),
-            ("fc2.bias", "ffn_down.bias", ("enc_d",)),
-        ])
+        + _layers("model.whisper_encoder.layers.{N}.", "enc.blk.{N}.", "enc_layers",
+                  _renamed(_ENC_LAYER_HEAD + _ENC_LAYER_TAIL, _LLAMA_STYLE_ENC))  # Whisper: no k bias
         + _plain("model.whisper_encoder.", "enc.", [
             ("layer_norm.weight", "ln_post.weight", ("enc_d",)),
             ("layer_norm.bias", "ln_post.bias", ("enc_d",)),
@@ -369,19 +372,7 @@ MOSS_TRANSCRIBE_DIARIZE = ArchSpec(
             ("3.bias", "norm.bias", ("lm_d",)),
         ])
         + _plain("model.language_model.", "", [("embed_tokens.weight", "token_embd.weight", ("vocab", "lm_d"))])
-        + _layers("model.language_model.layers.{N}.", "blk.{N}.", "lm_layers", [
-            ("input_layernorm.weight", "attn_norm.weight", ("lm_d",)),
-            ("self_attn.q_proj.weight", "attn_q.weight", ("q_dim", "lm_d")),
-            ("self_attn.k_proj.weight", "attn_k.weight", ("kv_dim", "lm_d")),
-            ("self_attn.v_proj.weight", "attn_v.weight", ("kv_dim", "lm_d")),
-            ("self_attn.o_proj.weight", "attn_o.weight", ("lm_d", "q_dim")),
-            ("self_attn.q_norm.weight", "q_norm.weight", ("head_dim",)),
-            ("self_attn.k_norm.weight", "k_norm.weight", ("head_dim",)),
-            ("post_attention_layernorm.weight", "ffn_norm.weight", ("lm_d",)),
-            ("mlp.gate_proj.weight", "ffn_gate.weight", ("lm_ffn", "lm_d")),
-            ("mlp.up_proj.weight", "ffn_up.weight", ("lm_ffn", "lm_d")),
-            ("mlp.down_proj.weight", "ffn_down.weight", ("lm_d", "lm_ffn")),
-        ])
+        + _layers("model.language_model.layers.{N}.", "blk.{N}.", "lm_layers", _renamed(_LM_LAYER, _LLAMA_STYLE_LM))
         + _plain("model.language_model.", "", [("norm.weight", "output_norm.weight", ("lm_d",))])
         # tied head: token_embd.weight is also the output projection; a stored lm_head is dropped
         + [TensorRule("lm_head.weight", None, ("vocab", "lm_d"))]
