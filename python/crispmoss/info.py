@@ -10,9 +10,13 @@ from . import _core
 
 def describe(path: "os.PathLike[str] | str") -> Dict[str, Any]:
     """Architecture, hyper-parameters, tensor count, bytes per tensor type and total size of a GGUF."""
+    from .convert.tables import ARCH_SPECS
+
     raw = _core.inspect(os.fspath(path))
     arch = raw["architecture"]
-    hparams = {k[len(arch) + 1:]: v for k, v in raw["metadata"].items() if k.startswith(arch + ".")}
+    # MOSS-Transcribe-Diarize's published files prefix their keys "moss_diarize.", not with the arch name
+    prefix = ARCH_SPECS[arch].prefix if arch in ARCH_SPECS else arch
+    hparams = {k[len(prefix) + 1:]: v for k, v in raw["metadata"].items() if k.startswith(prefix + ".")}
     by_type: Dict[str, Dict[str, int]] = defaultdict(lambda: {"tensors": 0, "bytes": 0})
     for _name, type_name, _ne, nbytes in raw["tensors"]:
         by_type[type_name]["tensors"] += 1

@@ -209,7 +209,8 @@ class PassResult:
 
 def shift_segments(t: Transcript, piece: Piece) -> Transcript:
     """``t`` (a pass's transcript) with its segments moved to absolute seconds of the input."""
-    segs = [Segment(round(s.start + piece.start_s, 3), round(s.end + piece.start_s, 3), s.text) for s in t.segments]
+    segs = [replace(s, start=round(s.start + piece.start_s, 3), end=round(s.end + piece.start_s, 3))
+            for s in t.segments]  # replace() keeps every other field (the speaker label)
     return replace(t, segments=segs)
 
 

@@ -119,8 +119,8 @@ def special_tokens(arch: str) -> Dict[int, str]:
 _NON_SPECIAL = set(range(151657, 151669))
 
 
-def _tokenizer_config(arch: str) -> dict:
-    toks = special_tokens(arch)
+def _tokenizer_config(arch: str, toks: Optional[Dict[int, str]] = None) -> dict:
+    toks = special_tokens(arch) if toks is None else toks
     decoder = {
         str(i): {
             "content": t,
@@ -149,7 +149,8 @@ def _tokenizer_config(arch: str) -> dict:
     }
 
 
-def _write_tokenizer_files(arch: str, out: Path) -> None:
+def _write_tokenizer_files(arch: str, out: Path, toks: Optional[Dict[int, str]] = None) -> None:
+    toks = special_tokens(arch) if toks is None else toks
     vocab, merges = qwen_vocab_and_merges()
     with open(out / "vocab.json", "w", encoding="utf-8") as f:
         json.dump(vocab, f, ensure_ascii=False)
@@ -158,9 +159,9 @@ def _write_tokenizer_files(arch: str, out: Path) -> None:
         f.write("\n".join(merges))
         f.write("\n")
     with open(out / "tokenizer_config.json", "w", encoding="utf-8") as f:
-        json.dump(_tokenizer_config(arch), f, ensure_ascii=False, indent=2)
+        json.dump(_tokenizer_config(arch, toks), f, ensure_ascii=False, indent=2)
     with open(out / "added_tokens.json", "w", encoding="utf-8") as f:
-        json.dump({t: i for i, t in sorted(special_tokens(arch).items())}, f, ensure_ascii=False, indent=2)
+        json.dump({t: i for i, t in sorted(toks.items())}, f, ensure_ascii=False, indent=2)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -507,6 +508,18 @@ def _write_safetensors(path: Path, specs: Sequence[_Spec], seed: int) -> int:
     return offset
 
 
+def _fresh_checkpoint_dir(out_dir: "os.PathLike[str] | str", shards: object) -> Path:
+    """Checks ``shards``, creates ``out_dir`` and removes weights an earlier call left there."""
+    if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
+        raise InputError(f"shards must be a positive integer, got {shards!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in list(out.glob("model*.safetensors")) + [out / "model.safetensors.index.json"]:
+        if old.exists():
+            old.unlink()
+    return out
+
+
 def make_checkpoint(
     arch: str,
     out_dir: "os.PathLike[str] | str",
@@ -524,13 +537,7 @@ def make_checkpoint(
     (arch, sizes, seed), not on the sharding.
     """
     specs = _tensor_specs(arch, sizes)
-    if not isinstance(shards, int) or shards < 1:
-        raise InputError(f"shards must be a positive integer, got {shards!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for old in list(out.glob("model*.safetensors")) + [out / "model.safetensors.index.json"]:
-        if old.exists():
-            old.unlink()
+    out = _fresh_checkpoint_dir(out_dir, shards)
 
     with open(out / "config.json", "w", encoding="utf-8") as f:
         json.dump(checkpoint_config(arch, sizes), f, indent=2)
@@ -705,3 +712,196 @@ def read_gguf(path: "os.PathLike[str] | str", load_data: bool = True) -> GGUFCon
                 data = raw
         out.tensors[name] = GGUFTensor(name, gt, ne, start, nbytes, data)
     return out
+
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MOSS-Transcribe-Diarize (OpenMOSS-Team/MOSS-Transcribe-Diarize): Whisper-medium encoder on an 80-bin mel,
+# 4x time merge + VQAdaptor, Qwen3-0.6B decoder with tied embeddings. The layout (names, config.json keys as the
+# official MossTranscribeDiarizeConfig writes them with transformers 5, processor/preprocessor/generation
+# configs) follows shared/spec/moss-transcribe-diarize.md and the official code (OpenMOSS/MOSS-Transcribe-Diarize
+# @ 0e3d1403: configuration_/modeling_/processing_moss_transcribe_diarize.py).
+# ----------------------------------------------------------------------------------------------------------
+
+DIARIZE_ARCH = "moss_transcribe_diarize"
+DIARIZE_N_MELS = 80
+DIARIZE_AUDIO_TOKEN_ID = 151671
+DIARIZE_MERGE = 4
+
+# (enc_layers, enc_d, enc_heads, enc_ffn, lm_layers, lm_d, lm_heads, lm_kv, head_dim, lm_ffn)
+_DIARIZE_DIMS: Dict[str, Tuple[int, ...]] = {
+    "tiny": (2, 64, 4, 128, 2, 48, 4, 2, 16, 96),
+    "real_layer": (2, 1024, 16, 4096, 2, 1024, 16, 8, 128, 3072),
+    "full": (24, 1024, 16, 4096, 28, 1024, 16, 8, 128, 3072),
+}
+
+
+def _diarize_dims(sizes: str) -> _Dims:
+    if sizes not in _DIARIZE_DIMS:
+        raise InputError(f"unknown sizes {sizes!r}; expected one of {tuple(_DIARIZE_DIMS)}")
+    el, ed, eh, ef, ll, ld, lh, lk, hd, lf = _DIARIZE_DIMS[sizes]
+    # conv_ch is unused (Whisper's stem is two Conv1d of width enc_d); enc_out / adapter: merged width
+    return _Dims(el, ed, eh, ef, 0, ed, ed * DIARIZE_MERGE, ll, ld, lh, lk, hd, lf)
+
+
+def diarize_special_tokens() -> Dict[int, str]:
+    """id → text of MOSS-Transcribe-Diarize's added tokens: Qwen3's, with the audio markers under this model's
+    names (<|audio_start|> 151669, <|audio_end|> 151670) and the audio placeholder <|audio_pad|> 151671."""
+    toks = dict(QWEN_SPECIAL_TOKENS)
+    toks[151669] = "<|audio_start|>"
+    toks[151670] = "<|audio_end|>"
+    toks[DIARIZE_AUDIO_TOKEN_ID] = "<|audio_pad|>"
+    return toks
+
+
+def diarize_checkpoint_config(sizes: str = "tiny") -> dict:
+    """config.json of a MOSS-Transcribe-Diarize checkpoint: the keys MossTranscribeDiarizeConfig.save_pretrained
+    writes under transformers 5 (RoPE base in ``text_config.rope_parameters``), less the inert PretrainedConfig
+    boilerplate (id2label, output flags, Whisper's unused decoder fields)."""
+    d = _diarize_dims(sizes)
+    text = _qwen3_config(d, tied=True, with_architectures=False)
+    del text["rope_scaling"], text["rope_theta"]
+    text["rope_parameters"] = {"rope_theta": 1000000.0, "rope_type": "default"}
+    text["bos_token_id"] = text["eos_token_id"] = None
+    text["dtype"] = None
+    text["max_window_layers"] = 28
+    audio = {
+        "activation_dropout": 0.0,
+        "activation_function": "gelu",
+        "apply_spec_augment": False,
+        "attention_dropout": 0.0,
+        "d_model": d.enc_d,
+        "dropout": 0.0,
+        "encoder_attention_heads": d.enc_heads,
+        "encoder_ffn_dim": d.enc_ffn,
+        "encoder_layerdrop": 0.0,
+        "encoder_layers": d.enc_layers,
+        "init_std": 0.02,
+        "max_source_positions": 1500,
+        "model_type": "whisper",
+        "num_mel_bins": DIARIZE_N_MELS,
+        "scale_embedding": False,
+    }
+    return {
+        "adaptor_input_dim": d.adapter,
+        "architectures": ["MossTranscribeDiarizeForConditionalGeneration"],
+        "audio_config": audio,
+        "audio_merge_size": DIARIZE_MERGE,
+        "audio_token_id": DIARIZE_AUDIO_TOKEN_ID,
+        "auto_map": {
+            "AutoConfig": "configuration_moss_transcribe_diarize.MossTranscribeDiarizeConfig",
+            "AutoModelForCausalLM": "modeling_moss_transcribe_diarize.MossTranscribeDiarizeForConditionalGeneration",
+            "AutoProcessor": "processing_moss_transcribe_diarize.MossTranscribeDiarizeProcessor",
+        },
+        "dtype": "bfloat16",
+        "model_type": DIARIZE_ARCH,
+        "text_config": text,
+        "tie_word_embeddings": True,
+        "transformers_version": "5.25.0",
+    }
+
+
+def _diarize_side_files() -> Dict[str, dict]:
+    """processor_config.json (the released values: a time marker every 5 s), preprocessor_config.json (Whisper's
+    80-bin feature extractor, 30 s windows) and generation_config.json (greedy, stop on <|im_end|>)."""
+    return {
+        "processor_config.json": {
+            "audio_merge_size": DIARIZE_MERGE,
+            "audio_tokens_per_second": 12.5,
+            "enable_time_marker": True,
+            "processor_class": "MossTranscribeDiarizeProcessor",
+            "time_marker_every_seconds": 5,
+        },
+        "preprocessor_config.json": {
+            "chunk_length": 30,
+            "dither": 0.0,
+            "feature_extractor_type": "WhisperFeatureExtractor",
+            "feature_size": DIARIZE_N_MELS,
+            "hop_length": 160,
+            "n_fft": 400,
+            "n_samples": 480000,
+            "nb_max_frames": 3000,
+            "padding_side": "right",
+            "padding_value": 0.0,
+            "processor_class": "MossTranscribeDiarizeProcessor",
+            "return_attention_mask": False,
+            "sampling_rate": 16000,
+        },
+        "generation_config.json": {
+            "bos_token_id": 151643,
+            "do_sample": False,
+            "eos_token_id": 151645,
+            "pad_token_id": 151643,
+            "transformers_version": "5.25.0",
+        },
+    }
+
+
+def _diarize_tensor_specs(sizes: str) -> List[_Spec]:
+    d = _diarize_dims(sizes)
+    e = "model.whisper_encoder."
+    out: List[_Spec] = [
+        (e + "conv1.weight", (d.enc_d, DIARIZE_N_MELS, 3), "w"),
+        (e + "conv1.bias", (d.enc_d,), "b"),
+        (e + "conv2.weight", (d.enc_d, d.enc_d, 3), "w"),
+        (e + "conv2.bias", (d.enc_d,), "b"),
+        (e + "embed_positions.weight", (1500, d.enc_d), "w"),
+    ]
+    for n in range(d.enc_layers):
+        out += _encoder_layer(f"{e}layers.{n}.", d, k_bias=False)  # Whisper: k_proj has no bias
+    out += [(e + "layer_norm.weight", (d.enc_d,), "norm"), (e + "layer_norm.bias", (d.enc_d,), "lnb")]
+    a = "model.vq_adaptor.layers."
+    out += [
+        (a + "0.weight", (d.lm_d, d.adapter), "w"),
+        (a + "0.bias", (d.lm_d,), "b"),
+        (a + "2.weight", (d.lm_d, d.lm_d), "w"),
+        (a + "2.bias", (d.lm_d,), "b"),
+        (a + "3.weight", (d.lm_d,), "norm"),
+        (a + "3.bias", (d.lm_d,), "lnb"),
+    ]
+    out += _lm_tensors("model.language_model.", d)  # tied head: no lm_head.weight is stored
+    return out
+
+
+def diarize_checkpoint_tensors(sizes: str = "tiny") -> List[Tuple[str, Tuple[int, ...]]]:
+    """(HF name, PyTorch shape) of every tensor ``make_diarize_checkpoint`` writes."""
+    return [(n, s) for n, s, _ in _diarize_tensor_specs(sizes)]
+
+
+def make_diarize_checkpoint(out_dir: "os.PathLike[str] | str", *, seed: int = 0, sizes: str = "tiny",
+                            shards: int = 1) -> Path:
+    """Write a random MOSS-Transcribe-Diarize checkpoint in the official Hugging Face layout; returns its directory.
+
+    sizes: "tiny" (encoder 2 x 64, decoder 2 x 48), "real_layer" (real widths, 2 + 2 layers) or "full" (24 + 28
+    layers, 0.91 B parameters). Writes config.json, processor_config.json, preprocessor_config.json,
+    generation_config.json, the Qwen tokenizer files (with <|audio_start|>, <|audio_end|>, <|audio_pad|>) and bf16
+    safetensors: shards=1 gives the published form, ``model-00000-of-00001.safetensors`` plus
+    ``model.safetensors.index.json``; more shards give ``model-0000i-of-0000n.safetensors`` and the index.
+    """
+    specs = _diarize_tensor_specs(sizes)
+    out = _fresh_checkpoint_dir(out_dir, shards)
+    files = {"config.json": diarize_checkpoint_config(sizes), **_diarize_side_files()}
+    for name, content in files.items():
+        with open(out / name, "w", encoding="utf-8") as f:
+            json.dump(content, f, indent=2)
+            f.write("\n")
+    _write_tokenizer_files(DIARIZE_ARCH, out, diarize_special_tokens())
+
+    groups = _split_shards(specs, shards)
+    # the published repository names its single shard model-00000-of-00001 (spec section 2.1)
+    names = (["model-00000-of-00001.safetensors"] if len(groups) == 1 else
+             [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))])
+    weight_map: Dict[str, str] = {}
+    total = 0
+    for fname, group in zip(names, groups):
+        total += _write_safetensors(out / fname, group, seed)
+        weight_map.update({name: fname for name, _, _ in group})
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    with open(out / "model.safetensors.index.json", "w", encoding="utf-8") as f:
+        json.dump(index, f, indent=2)
+        f.write("\n")
+    return out
+
+
+__all__ += ["DIARIZE_ARCH", "diarize_checkpoint_config", "diarize_checkpoint_tensors", "diarize_special_tokens",
+            "make_diarize_checkpoint"]

@@ -51,6 +51,15 @@ def take_prefix(state: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+def load_module(module: torch.nn.Module, sd: Dict[str, torch.Tensor], prefix: str) -> None:
+    """Load ``sd`` into ``module``; every parameter must be given and nothing else (non-persistent buffers such
+    as sinusoids and rotary inv_freq are never in a checkpoint)."""
+    missing, unexpected = module.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if k in dict(module.named_parameters())]
+    if missing or unexpected:
+        raise ValueError(f"{prefix}: missing {missing[:8]}, unexpected {unexpected[:8]}")
+
+
 def log_mel(audio: np.ndarray, n_mels: int = 128, bf16: bool = True) -> Tuple[np.ndarray, np.ndarray]:
     """Whisper log-mel exactly as both official processors call it (no 30 s pad, last frame dropped).
 

@@ -24,18 +24,22 @@ __all__ = ["convert", "detect_arch", "read_config", "gguf_hparams", "plan_tensor
 _MISSING = object()
 
 
+def _read_json_object(path: Path) -> dict:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read {path}: {e}") from e
+    if not isinstance(obj, dict):
+        raise ModelError(f"{path}: not a JSON object")
+    return obj
+
+
 def read_config(hf_dir: Path) -> dict:
     path = Path(hf_dir) / "config.json"
     if not path.is_file():
         raise ModelError(f"{hf_dir}: no config.json (is this a Hugging Face checkpoint directory?)")
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            cfg = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot read {path}: {e}") from e
-    if not isinstance(cfg, dict):
-        raise ModelError(f"{path}: not a JSON object")
-    return cfg
+    return _read_json_object(path)
 
 
 def detect_arch(cfg: dict) -> str:
@@ -79,6 +83,8 @@ def gguf_hparams(spec: ArchSpec, cfg: dict) -> List[Tuple[str, str, object]]:
     values: Dict[str, object] = {}
     for hp in spec.hparams:
         v = _source_value(cfg, hp)
+        if callable(v):
+            v = v(values, cfg)
         if hp.type == "u32":
             if v is None:  # "same as the number of taps" style defaults
                 v = values.get("deepstack.num_taps")
@@ -114,8 +120,9 @@ def _validate(spec: ArchSpec, cfg: dict, hp: Dict[str, object], dims: Dict[str, 
             raise ModelError(f"config.json ({spec.arch}): {msg}")
 
     for k in ("enc_layers", "enc_d", "enc_heads", "enc_ffn", "conv_ch", "n_mels", "enc_out", "adapter", "lm_d",
-              "lm_layers", "lm_heads", "lm_kv", "head_dim", "lm_ffn", "vocab"):
-        need(dims[k] > 0, f"{k} must be positive, got {dims[k]}")
+              "lm_layers", "lm_heads", "lm_kv", "head_dim", "lm_ffn", "vocab", "adaptor_in", "merge", "enc_pos"):
+        if k in dims:
+            need(dims[k] > 0, f"{k} must be positive, got {dims[k]}")
     need(dims["enc_d"] % dims["enc_heads"] == 0,
          f"encoder d_model {dims['enc_d']} is not divisible by its {dims['enc_heads']} heads")
     need(dims["lm_heads"] % dims["lm_kv"] == 0,
@@ -129,6 +136,11 @@ def _validate(spec: ArchSpec, cfg: dict, hp: Dict[str, object], dims: Dict[str, 
         rp = _lookup(cfg, path)
         if isinstance(rp, dict) and rp.get("rope_type", "default") != "default":
             raise ModelError(f"config.json: RoPE type {rp.get('rope_type')!r} is not supported")
+    if spec.arch == "moss_transcribe_diarize":
+        # the runtime encodes whole 30 s windows: 3000 mel frames, 1500 positions after the stride-2 conv
+        need(dims["enc_pos"] == 1500, f"max_source_positions must be 1500 (30 s windows), got {dims['enc_pos']}")
+        need(dims["adaptor_in"] == dims["enc_d"] * dims["merge"],
+             f"adaptor_input_dim {dims['adaptor_in']} != d_model {dims['enc_d']} x audio_merge_size {dims['merge']}")
     if spec.arch == "moss_audio":
         taps = [int(v) for k, v in hp.items() if k.startswith("deepstack.tap.")]
         need(len(taps) > 0, "deepstack_encoder_layer_indexes is empty")
@@ -261,8 +273,21 @@ def _tensor_chunks(ckpt: SafetensorsCheckpoint, t: PlannedTensor, n_mels: int) -
         yield data
 
 
+def _with_processor_config(hf_dir: Path, cfg: dict) -> dict:
+    """config.json plus processor_config.json (if present) under "processor_config", where the hyper-parameter
+    tables look up the processor's values (MOSS-Transcribe-Diarize's time markers)."""
+    path = hf_dir / "processor_config.json"
+    if not path.is_file():
+        return cfg
+    proc = _read_json_object(path)
+    if proc.get("enable_time_marker") is False:  # the processor's rule: an interval <= 0 means no markers
+        proc["time_marker_every_seconds"] = 0
+    return {**cfg, "processor_config": proc}
+
+
 def convert(hf_dir, out_path, outtype: str = "f16", progress: bool = True) -> Path:
-    """Convert a Hugging Face MOSS-Transcribe / MOSS-Audio checkpoint directory to one GGUF file.
+    """Convert a Hugging Face MOSS-Transcribe / MOSS-Audio / MOSS-Transcribe-Diarize checkpoint directory to one
+    GGUF file.
 
     outtype "f16": tensors with two or more dimensions are stored as F16, the rest as F32 (the layout of the
     published GGUFs); "f32": everything F32. Memory stays around one tensor chunk; the file is written to a
@@ -277,6 +302,7 @@ def convert(hf_dir, out_path, outtype: str = "f16", progress: bool = True) -> Pa
         raise ModelError(f"{hf_dir} is not a directory")
     cfg = read_config(hf_dir)
     spec = ARCH_SPECS[detect_arch(cfg)]
+    cfg = _with_processor_config(hf_dir, cfg)
     hparams = gguf_hparams(spec, cfg)
     hp = {k: v for k, _, v in hparams}
     dims = _dims(spec, hp)
@@ -294,7 +320,7 @@ def convert(hf_dir, out_path, outtype: str = "f16", progress: bool = True) -> Pa
             w.add_kv("general.architecture", STR, spec.arch)
             w.add_kv("general.name", STR, spec.name)
             for key, type_, value in hparams:
-                w.add_kv(f"{spec.arch}.{key}", type_, value)
+                w.add_kv(f"{spec.prefix}.{key}", type_, value)
             w.add_kv("tokenizer.ggml.model", STR, "gpt2")
             w.add_kv("tokenizer.ggml.tokens", STR_ARRAY, tokens)
             w.add_kv("tokenizer.ggml.merges", STR_ARRAY, merges)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-__all__ = ["ArchSpec", "HParam", "TensorRule", "ARCH_SPECS", "MODEL_TYPES"]
+__all__ = ["ArchSpec", "HParam", "TensorRule", "ARCH_SPECS", "MODEL_TYPES", "MOSS_TRANSCRIBE_DIARIZE"]
 
 Src = Union[None, str, Tuple[str, ...]]  # config path(s) tried in order; None: the default is a fixed constant
 Dim = Union[int, str]
@@ -19,8 +19,8 @@ Dim = Union[int, str]
 class HParam:
     key: str  # GGUF key without the "<arch>." prefix
     type: str  # "u32" | "f32" | "bool" | "u32[]" (one key per element: key.0, key.1, ...) | "len" (u32 length)
-    src: Src
-    default: object
+    src: Src  # config.json paths; "processor_config.<key>" reads processor_config.json
+    default: object  # a callable default(values of the keys before it, config) computes the value
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,15 @@ class ArchSpec:
     hparams: Tuple[HParam, ...]
     dims: Dict[str, Union[str, Callable[[Dict[str, object]], int]]]  # symbol → hparam key, or function of them
     tensors: Tuple[TensorRule, ...]
+    key_prefix: Optional[str] = None  # prefix of the hyper-parameter keys; None: the arch name
+    # Quantizer rule (documentation of the C++ table in cpp/quantize.cpp, which must agree): tensors under these
+    # prefixes / with these names keep their converter type; only the other 2-D non-norm weights are quantized.
+    quant_keep_prefixes: Tuple[str, ...] = ()
+    quant_keep_names: Tuple[str, ...] = ()
+
+    @property
+    def prefix(self) -> str:
+        return self.key_prefix or self.arch
 
 
 def _lm_keys(d: int, layers: int, heads: int, kv: int, ffn: int) -> List[HParam]:
@@ -199,6 +208,8 @@ MOSS_TRANSCRIBE = ArchSpec(
         + [TensorRule("lm_head.weight", None, ("vocab", "lm_d"))]
         + _DROP_ANY
     ),
+    quant_keep_prefixes=("enc.", "adapter."),
+    quant_keep_names=("llm.embed.weight",),
 )
 
 MOSS_AUDIO = ArchSpec(
@@ -251,9 +262,130 @@ MOSS_AUDIO = ArchSpec(
         + [TensorRule("lm_head.weight", "llm.lm_head.weight", ("vocab", "lm_d"))]
         + _DROP_ANY
     ),
+    quant_keep_prefixes=("enc.", "adapter.", "deepstack."),
 )
 
-ARCH_SPECS: Dict[str, ArchSpec] = {s.arch: s for s in (MOSS_TRANSCRIBE, MOSS_AUDIO)}
+
+def _renamed(rows: Sequence[Tuple[str, Optional[str], Tuple[Dim, ...]]],
+             names: Dict[str, str]) -> List[Tuple[str, Optional[str], Tuple[Dim, ...]]]:
+    """Layer rows with their GGUF names (without the ".weight"/".bias" suffix) renamed through ``names``."""
+    out = []
+    for hf, gg, shape in rows:
+        stem, _, kind = (gg or "").rpartition(".")
+        out.append((hf, f"{names.get(stem, stem)}.{kind}" if gg else gg, shape))
+    return out
+
+
+# the llama.cpp-style names of the published MOSS-Transcribe-Diarize files, from our names for the same rows
+_LLAMA_STYLE_ENC = {"attn.q": "attn_q", "attn.k": "attn_k", "attn.v": "attn_v", "attn.o": "attn_out",
+                    "ffn.fc1": "ffn_up", "ffn.fc2": "ffn_down"}
+_LLAMA_STYLE_LM = {"attn.q": "attn_q", "attn.k": "attn_k", "attn.v": "attn_v", "attn.o": "attn_o",
+                   "attn.q_norm": "q_norm", "attn.k_norm": "k_norm", "ffn.gate": "ffn_gate", "ffn.up": "ffn_up",
+                   "ffn.down": "ffn_down"}
+
+
+def _tc(key: str, *alts: str) -> Tuple[str, ...]:
+    return (f"text_config.{key}",) + tuple(f"text_config.{a}" for a in alts)
+
+
+def _ac(key: str, *alts: str) -> Tuple[str, ...]:
+    return (f"audio_config.{key}",) + tuple(f"audio_config.{a}" for a in alts)
+
+
+# MOSS-Transcribe-Diarize in the schema of the published GGUFs (cstr/MOSS-Transcribe-Diarize-GGUF, written by
+# CrispASR's models/convert-moss-transcribe-diarize-to-gguf.py @ 72d3c389), so those files and ours load alike:
+# keys "moss_diarize.*", llama.cpp-style tensor names, tied head (no output.weight), mel filters and window baked in.
+# Differences on purpose: the RoPE base is read from transformers 5's text_config.rope_parameters (CrispASR's
+# converter only knows rope_theta and writes its 1e6 fallback), all merges.txt lines are kept (CrispASR drops the
+# 96 real merges starting with '#'), and processor_config.json's enable_time_marker=false is written as a
+# time_marker_every_seconds of 0 (the processor's "interval <= 0: no markers" rule).
+MOSS_TRANSCRIBE_DIARIZE = ArchSpec(
+    arch="moss_transcribe_diarize",
+    name="MOSS-Transcribe-Diarize-0.9B",
+    key_prefix="moss_diarize",
+    hparams=(
+        HParam("enc.n_layers", "u32", _ac("encoder_layers", "num_hidden_layers"), 24),
+        HParam("enc.d_model", "u32", _ac("d_model", "hidden_size"), 1024),
+        HParam("enc.n_heads", "u32", _ac("encoder_attention_heads", "num_attention_heads"), 16),
+        HParam("enc.n_mels", "u32", _ac("num_mel_bins"), 80),
+        HParam("enc.ffn_dim", "u32", _ac("encoder_ffn_dim", "intermediate_size"), 4096),
+        HParam("enc.max_pos", "u32", _ac("max_source_positions"), 1500),
+        HParam("adaptor.in_dim", "u32", "adaptor_input_dim",
+               lambda values, cfg: int(values["enc.d_model"]) * int(cfg.get("audio_merge_size") or 4)),
+        HParam("adaptor.out_dim", "u32", _tc("hidden_size"), 1024),
+        HParam("llm.n_layers", "u32", _tc("num_hidden_layers"), 28),
+        HParam("llm.dim", "u32", _tc("hidden_size"), 1024),
+        HParam("llm.n_heads", "u32", _tc("num_attention_heads"), 16),
+        HParam("llm.n_kv_heads", "u32", _tc("num_key_value_heads"), 8),
+        HParam("llm.head_dim", "u32", _tc("head_dim"), 128),
+        HParam("llm.ff_dim", "u32", _tc("intermediate_size"), 3072),
+        HParam("llm.vocab_size", "u32", _tc("vocab_size"), 151936),
+        HParam("llm.tied_embeddings", "bool", ("tie_word_embeddings",) + _tc("tie_word_embeddings"), True),
+        HParam("llm.rope_theta", "f32", _tc("rope_parameters.rope_theta", "rope_theta"), 1000000.0),
+        HParam("llm.rms_eps", "f32", _tc("rms_norm_eps"), 1e-6),
+        HParam("audio_token_id", "u32", "audio_token_id", 151671),
+        # the released processor_config.json says 5 (the processor class's own default, 2, is not what runs)
+        HParam("time_marker_every_seconds", "u32", "processor_config.time_marker_every_seconds", 5),
+        HParam("audio_tokens_per_second", "f32", "processor_config.audio_tokens_per_second", 12.5),
+        HParam("audio_merge_size", "u32", "audio_merge_size", 4),
+    ),
+    dims={
+        "n_mels": "enc.n_mels",
+        "enc_layers": "enc.n_layers",
+        "enc_d": "enc.d_model",
+        "enc_heads": "enc.n_heads",
+        "enc_ffn": "enc.ffn_dim",
+        "enc_pos": "enc.max_pos",
+        "adaptor_in": "adaptor.in_dim",
+        "merge": "audio_merge_size",
+        "lm_d": "llm.dim",
+        "lm_layers": "llm.n_layers",
+        "lm_heads": "llm.n_heads",
+        "lm_kv": "llm.n_kv_heads",
+        "head_dim": "llm.head_dim",
+        "lm_ffn": "llm.ff_dim",
+        "vocab": "llm.vocab_size",
+        "q_dim": lambda h: int(h["llm.n_heads"]) * int(h["llm.head_dim"]),
+        "kv_dim": lambda h: int(h["llm.n_kv_heads"]) * int(h["llm.head_dim"]),
+    },
+    tensors=tuple(
+        _plain("model.whisper_encoder.", "enc.", [
+            ("conv1.weight", "conv1.weight", ("enc_d", "n_mels", 3)),
+            ("conv1.bias", "conv1.bias", ("enc_d",)),
+            ("conv2.weight", "conv2.weight", ("enc_d", "enc_d", 3)),
+            ("conv2.bias", "conv2.bias", ("enc_d",)),
+            ("embed_positions.weight", "pos_embed.weight", ("enc_pos", "enc_d")),
+        ])
+        + _layers("model.whisper_encoder.layers.{N}.", "enc.blk.{N}.", "enc_layers",
+                  _renamed(_ENC_LAYER_HEAD + _ENC_LAYER_TAIL, _LLAMA_STYLE_ENC))  # Whisper: no k bias
+        + _plain("model.whisper_encoder.", "enc.", [
+            ("layer_norm.weight", "ln_post.weight", ("enc_d",)),
+            ("layer_norm.bias", "ln_post.bias", ("enc_d",)),
+        ])
+        # nn.Sequential(Linear, SiLU, Linear, LayerNorm): index 1 has no parameters
+        + _plain("model.vq_adaptor.layers.", "adaptor.", [
+            ("0.weight", "fc1.weight", ("lm_d", "adaptor_in")),
+            ("0.bias", "fc1.bias", ("lm_d",)),
+            ("2.weight", "fc2.weight", ("lm_d", "lm_d")),
+            ("2.bias", "fc2.bias", ("lm_d",)),
+            ("3.weight", "norm.weight", ("lm_d",)),
+            ("3.bias", "norm.bias", ("lm_d",)),
+        ])
+        + _plain("model.language_model.", "", [("embed_tokens.weight", "token_embd.weight", ("vocab", "lm_d"))])
+        + _layers("model.language_model.layers.{N}.", "blk.{N}.", "lm_layers", _renamed(_LM_LAYER, _LLAMA_STYLE_LM))
+        + _plain("model.language_model.", "", [("norm.weight", "output_norm.weight", ("lm_d",))])
+        # tied head: token_embd.weight is also the output projection; a stored lm_head is dropped
+        + [TensorRule("lm_head.weight", None, ("vocab", "lm_d"))]
+        + _DROP_ANY
+    ),
+    # CrispASR's crispasr-quantize keeps enc.*, adaptor.* and the tied token_embd.weight at F16 for this
+    # architecture; the 7 decoder matrices per layer are quantized (their rows, 1024/2048/3072, are 256-multiples)
+    quant_keep_prefixes=("enc.", "adaptor."),
+    quant_keep_names=("token_embd.weight",),
+)
+
+ARCH_SPECS: Dict[str, ArchSpec] = {s.arch: s for s in (MOSS_TRANSCRIBE, MOSS_AUDIO, MOSS_TRANSCRIBE_DIARIZE)}
 
 # config.json model_type → architecture
-MODEL_TYPES: Dict[str, str] = {"moss": "moss_transcribe", "moss_audio": "moss_audio"}
+MODEL_TYPES: Dict[str, str] = {"moss": "moss_transcribe", "moss_audio": "moss_audio",
+                               "moss_transcribe_diarize": "moss_transcribe_diarize"}
