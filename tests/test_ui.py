@@ -51,12 +51,15 @@ def _browser_missing() -> Optional[str]:
 
 
 def _chromium() -> Optional[str]:
-    return (os.environ.get("CRISPMOSS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-            or shutil.which("google-chrome"))
+    if os.environ.get("CRISPMOSS_CHROMIUM"):
+        return shutil.which(os.environ["CRISPMOSS_CHROMIUM"])
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 def _chromedriver() -> Optional[str]:
-    return os.environ.get("CRISPMOSS_CHROMEDRIVER") or shutil.which("chromedriver")
+    if os.environ.get("CRISPMOSS_CHROMEDRIVER"):
+        return shutil.which(os.environ["CRISPMOSS_CHROMEDRIVER"])
+    return shutil.which("chromedriver")
 
 
 needs_server = pytest.mark.skipif(bool(_server_missing()), reason="server extra / httpx not installed")
@@ -67,6 +70,14 @@ needs_browser = pytest.mark.skipif(bool(_server_missing()) or _browser_missing()
 # ----------------------------------------------------------------------------------------------------------------
 # The route itself (no browser needed)
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def test_page_files_are_in_the_package():
+    import crispmoss.server
+
+    ui = Path(crispmoss.server.__file__).resolve().parent / "ui"
+    for name in ("index.html", "app.css", "app.js"):
+        assert (ui / name).is_file() and (ui / name).stat().st_size > 500, name
 
 
 @needs_server
@@ -185,8 +196,13 @@ def _text(d: Any, css: str) -> str:
 
 
 def _shot(d: Any, name: str) -> None:
+    """The whole page (not only the window) as ARTIFACTS/<name>.png."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    d.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+    m = d.execute_cdp_cmd("Page.getLayoutMetrics", {})
+    size = m.get("cssContentSize") or m["contentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+    png = d.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+    (ARTIFACTS / f"{name}.png").write_bytes(base64.b64decode(png["data"]))
 
 
 def _open(d: Any, url: str) -> None:
@@ -427,3 +443,35 @@ def test_keyboard_order_labels_and_phone_width(browser, server):
         _shot(d, "phone")
     finally:
         d.set_window_size(1100, 1300)
+
+
+# Adds a speaker to every segment of the transcription's done event (no tiny model writes speakers), so that the
+# page's speaker column can be seen; everything else passes through unchanged.
+ADD_SPEAKERS = """
+const orig = window.fetch;
+window.fetch = async (url, opts) => {
+  const resp = await orig(url, opts);
+  if (!String(url).includes("audio/transcriptions") || !resp.ok) return resp;
+  const lines = (await resp.text()).split("\\n").map((l) => {
+    if (!l.startsWith("data: ")) return l;
+    const ev = JSON.parse(l.slice(6));
+    if (ev.segments) ev.segments.forEach((s, i) => { s.speaker = "SPEAKER_0" + i; });
+    return "data: " + JSON.stringify(ev);
+  });
+  return new Response(lines.join("\\n"), { status: resp.status, headers: resp.headers });
+};
+"""
+
+
+@needs_browser
+def test_speaker_column_shows_where_segments_have_speakers(browser, server):
+    from selenium.webdriver.common.by import By
+
+    d = browser
+    _open(d, server.url)
+    d.execute_script(ADD_SPEAKERS)
+    _choose(d, JFK)
+    d.find_element(By.ID, "transcribe").click()
+    _wait_state(d, "done", "error")
+    assert d.find_element(By.CSS_SELECTOR, "#segments th.speaker").is_displayed()
+    assert _text(d, "#segments tbody td.speaker") == "SPEAKER_00"

@@ -408,15 +408,19 @@
     if (lang) form.append("language", lang);
     const name = audio.name;
     const t0 = performance.now();
+    let phase = "Sending " + name + " to " + m.id;
+    const tick = () => setStatus(phase + "… " + ((performance.now() - t0) / 1000).toFixed(0) + " s");
+    const timer = setInterval(tick, 1000);
+    tick();
     setState("waiting");
-    setStatus("Sending " + name + " to " + m.id + "…");
     el.result.hidden = false;
     let text = "";
     let done = null;
     try {
       const resp = await fetch("v1/audio/transcriptions", { method: "POST", body: form, headers: authHeaders(), signal });
       if (!resp.ok) throw await failure(resp);
-      setStatus("Transcribing…");
+      phase = "Transcribing";
+      tick();
       for await (const data of sseData(resp)) {
         const e = parseEvent(data);
         if (e.type === "transcript.text.delta") {
@@ -427,6 +431,7 @@
           done = e;
         }
       }
+      clearInterval(timer);
       if (!done) throw new ApiFailure("The answer ended before the transcript was finished (the server may have stopped).");
       result = { name, model: m.id, text: done.text, task: done.task || "transcribe", language: done.language,
                  duration: done.duration, segments: Array.isArray(done.segments) ? done.segments : [],
@@ -444,6 +449,7 @@
       }
       if (!text) el.result.hidden = true;
     } finally {
+      clearInterval(timer);
       end();
     }
   }
