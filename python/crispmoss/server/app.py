@@ -443,7 +443,7 @@ def add_ui_routes(app: FastAPI) -> None:
 
     async def page(request: Request) -> Response:
         body, media = files[request.url.path]
-        return Response(body if request.method == "GET" else b"", media_type=media, headers=UI_HEADERS)
+        return Response(body, media_type=media, headers=UI_HEADERS)  # uvicorn sends no body to a HEAD
 
     for route in files:
         app.add_api_route(route, page, methods=["GET", "HEAD"], include_in_schema=False)
