@@ -222,8 +222,9 @@
       updateControls();
       return;
     }
-    const body = await resp.json();
-    models = Array.isArray(body.data) ? body.data : [];
+    let body = null;
+    try { body = await resp.json(); } catch (e) { /* handled below */ }
+    models = body && Array.isArray(body.data) ? body.data : [];
     const keep = el.model.value;
     el.model.replaceChildren(...models.map((m) => new Option(m.id + " (" + (ARCH_NAMES[m.arch] || m.arch) + ")", m.id)));
     if (models.some((m) => m.id === keep)) el.model.value = keep;
