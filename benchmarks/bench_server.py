@@ -21,9 +21,7 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -145,56 +143,28 @@ def in_process(model_path: str, clips: List[Path], rounds: int, threads: Optiona
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
+    """The server under test: a crispmoss.server.process.ServerProcess with this run's options."""
+
     def __init__(self, model_path: str, max_batch: int, threads: Optional[int], max_new_tokens: int,
                  log_path: Path) -> None:
-        import crispmoss
+        from crispmoss.server.process import ServerProcess
 
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.path.dirname(os.path.dirname(crispmoss.__file__)) + os.pathsep + env.get("PYTHONPATH", "")
-        env.pop("CRISPMOSS_API_KEY", None)
-        cmd = [sys.executable, "-m", "crispmoss", "serve", "-m", model_path, "--host", "127.0.0.1",
-               "--port", str(self.port), "--max-batch", str(max_batch), "--max-queue", str(max_batch),
-               "--max-new-tokens", str(max_new_tokens), "--timeout", "3600"]
+        args = ["-m", model_path, "--max-batch", str(max_batch), "--max-queue", str(max_batch),
+                "--max-new-tokens", str(max_new_tokens), "--timeout", "3600", "--no-ui"]
         if threads:
-            cmd += ["--threads", str(threads)]
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+            args += ["--threads", str(threads)]
+        try:  # a full-size model may take a while to map
+            self.process = ServerProcess(args, log_path, startup_timeout=600)
+        except RuntimeError as e:
+            raise SystemExit(f"bench_server: {e}") from None
+        self.url = self.process.url
         import httpx
 
-        deadline = time.monotonic() + 600  # a full-size model may take a while to map
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"bench_server: the server exited:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit("bench_server: the server did not start within 600 s")
-            time.sleep(0.2)
         self.model_id = httpx.get(self.url + "/v1/models").json()["data"][0]["id"]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        self.process.stop(30)
 
 
 def load(server: Server, clips: List[Path], durations: Dict[str, float], clients: int,
@@ -232,7 +202,7 @@ def load(server: Server, clips: List[Path], durations: Dict[str, float], clients
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     for t in threads:
         t.start()
-    with _meter([server.proc.pid]) as m:
+    with _meter([server.process.proc.pid]) as m:
         barrier.wait()
         t0 = time.perf_counter()
         for t in threads:

@@ -27,7 +27,8 @@ SHARED_AUDIO = Path("/work/shared/audio/jfk.wav")
 NEEDS_TORCH = ["tests/test_convert.py::test_tiny_checkpoint_layout"]
 ENVIRONMENT_SENSITIVE = ["tests/test_tokenizer.py::test_pretokens_match_regex_module"]
 
-FAST = ["test_backends.py", "test_tokenizer.py", "test_convert.py", "test_quantize.py", "test_hostile_gguf.py"]
+FAST = ["test_backends.py", "test_tokenizer.py", "test_convert.py", "test_quantize.py", "test_hostile_gguf.py",
+        "test_ui.py"]  # test_ui: the browser page's files are in the wheel (the rest skips without the server extra)
 NEEDS_SHARED_AUDIO = ["test_mel.py", "test_formats.py"]
 
 

@@ -11,8 +11,6 @@ import base64
 import io
 import os
 import re
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -27,6 +25,7 @@ import soundfile as sf
 import crispmoss
 from crispmoss import AudioError, load_audio
 from crispmoss.formats import render
+from crispmoss.server.process import ServerProcess
 from shared_paths import AUDIO_DIR
 
 JFK = AUDIO_DIR / "jfk.wav"
@@ -145,43 +144,8 @@ def test_transcribe_and_session_take_bytes_and_file_objects(tiny_transcribe_gguf
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, args: List[str], log_path: Path, env_extra: Optional[Dict[str, str]] = None) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        pkg_root = os.path.dirname(os.path.dirname(crispmoss.__file__))
-        env = dict(os.environ, PYTHONPATH=pkg_root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        env.pop("CRISPMOSS_API_KEY", None)
-        env.update(env_extra or {})
-        self._log = open(log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "crispmoss", "serve", "--port", str(self.port), *args],
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        import httpx
-
-        deadline = time.monotonic() + 90
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server did not start:\n{self.log()}")
-            time.sleep(0.2)
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
+class Server(ServerProcess):
+    """A live server (crispmoss.server.process) with the checks these tests make of /health."""
 
     def health(self) -> Dict[str, Any]:
         import httpx
@@ -198,16 +162,6 @@ class Server:
                 return h
             assert time.monotonic() < deadline, f"server still busy: {h}"
             time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 @pytest.fixture(scope="module")
@@ -360,6 +314,16 @@ def test_transcription_stream(client, local, models):
             assert events[-1].type == "transcript.text.done"
             assert "".join(e.delta for e in events[:-1]) == events[-1].text == want
             assert events[-1].usage.output_tokens == N
+        # crispmoss's own stream=true + verbose_json (the browser page's request): the same deltas, and the done
+        # event carries verbose_json's fields; MOSS-Audio transcribes plainly here (a stream has no timed lines)
+        events = list(client.audio.transcriptions.create(model=mid, file=path.open("rb"), stream=True,
+                                                         response_format="verbose_json"))
+        done = events[-1].to_dict()
+        assert "".join(e.delta for e in events[:-1]) == done["text"] == want
+        dur = round(len(load_audio(path)) / 16000, 3)
+        assert (done["task"], done["language"], done["duration"]) == ("transcribe", "unknown", dur)
+        assert [(s["start"], s["end"], s["text"]) for s in done["segments"]] == [(0.0, dur, want)]
+        assert done["usage"]["output_tokens"] == N
 
 
 @needs_server

@@ -326,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (needs the extra crispmoss[server])",
                        description="Serve models over an OpenAI-compatible HTTP API: POST /v1/audio/transcriptions, "
-                                   "POST /v1/chat/completions (MOSS-Audio), GET /v1/models, GET /health. "
+                                   "POST /v1/chat/completions (MOSS-Audio), GET /v1/models, GET /health, and a page to "
+                                   "try them in a browser on GET / (unless --no-ui). "
                                    "Needs pip install \"crispmoss[server]\".")
     from .server.config import add_arguments as add_serve_arguments
 

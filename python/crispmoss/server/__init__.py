@@ -1,9 +1,10 @@
 """``crispmoss serve``: an OpenAI-compatible speech server (optional extra: ``pip install "crispmoss[server]"``).
 
 Endpoints: ``POST /v1/audio/transcriptions`` (multipart, both models), ``POST /v1/chat/completions`` (MOSS-Audio,
-``input_audio`` parts), ``GET /v1/models``, ``GET /health``. Every request runs in a worker thread on the public
-``Model`` / ``Session`` API, so concurrent requests are decoded together by the library's engine, up to
-``--max-batch`` at once with a bounded queue behind them.
+``input_audio`` parts), ``GET /v1/models``, ``GET /health``, and a page to try them in a browser on ``GET /``
+(``ui/``; off with ``--no-ui``). Every request runs in a worker thread on the public ``Model`` / ``Session`` API,
+so concurrent requests are decoded together by the library's engine, up to ``--max-batch`` at once with a bounded
+queue behind them.
 
 This package imports FastAPI only in :mod:`crispmoss.server.app`; :func:`missing_dependencies` says what is
 absent, and ``create_app`` / ``serve`` are imported from there on first use.

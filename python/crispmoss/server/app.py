@@ -17,6 +17,7 @@ import sys
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 
 from fastapi import FastAPI, Request
@@ -34,7 +35,8 @@ from .engine import (ApiError, ClientGone, Job, Registry, Scheduler, ServedModel
                      audio_key, load_models, log, new_id, timeout_error)
 from .protocol import (TRANSCRIBE_INSTRUCTION, ChatRequest, DeltaText, TranscriptionRequest, answer_text, chat_body,
                        chat_chunk, chat_usage,
-                       finish_reason, now, parse_chat, parse_transcription, token_usage, transcription_body)
+                       finish_reason, now, parse_chat, parse_transcription, token_usage, transcription_body,
+                       verbose_fields)
 
 _MiB = 1024 * 1024
 
@@ -417,6 +419,36 @@ class _ApiKey:
         await self.app(scope, receive, send)
 
 
+# The browser page (GET /): static files shipped in the package, served as they are (no template, no build step).
+UI_DIR = Path(__file__).resolve().parent / "ui"
+UI_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
+            "/ui/app.css": ("app.css", "text/css; charset=utf-8"),
+            "/ui/app.js": ("app.js", "text/javascript; charset=utf-8")}
+# The page runs only its own script and talks only to this server; audio plays from blob: URLs of chosen files.
+UI_HEADERS = {"cache-control": "no-cache", "x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
+              "content-security-policy": "default-src 'self'; media-src 'self' blob:; img-src 'self' data:; "
+                                         "object-src 'none'; base-uri 'none'; form-action 'self'; "
+                                         "frame-ancestors 'none'"}
+
+
+def add_ui_routes(app: FastAPI) -> None:
+    """GET / and its two assets; a missing file (a broken install) is logged and leaves the page off."""
+    files: Dict[str, Tuple[bytes, str]] = {}
+    for route, (name, media) in UI_FILES.items():
+        try:
+            files[route] = ((UI_DIR / name).read_bytes(), media)
+        except OSError as e:
+            log.error("the browser page is off: %s is missing from the installed package (%s)", name, e)
+            return
+
+    async def page(request: Request) -> Response:
+        body, media = files[request.url.path]
+        return Response(body, media_type=media, headers=UI_HEADERS)  # uvicorn sends no body to a HEAD
+
+    for route in files:
+        app.add_api_route(route, page, methods=["GET", "HEAD"], include_in_schema=False)
+
+
 def create_app(cfg: ServerConfig, models: Optional[List[ServedModel]] = None) -> FastAPI:
     """The server's ASGI application; ``models`` are loaded from ``cfg.models`` when not given."""
     state = ServerState(cfg, models if models is not None else load_models(cfg))
@@ -441,7 +473,10 @@ def create_app(cfg: ServerConfig, models: Optional[List[ServedModel]] = None) ->
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 404:
+        if exc.status_code == 404 and request.url.path == "/" and not cfg.ui:
+            e = ApiError(404, "the browser page is turned off on this server (--no-ui); the API is under /v1/",
+                         code="not_found")
+        elif exc.status_code == 404:
             e = ApiError(404, f"no route {request.method} {request.url.path} on this server (see the README's "
                               f"Server section)", code="not_found")
         elif exc.status_code == 405:
@@ -459,6 +494,9 @@ def create_app(cfg: ServerConfig, models: Optional[List[ServedModel]] = None) ->
     async def _unexpected(request: Request, exc: Exception) -> Response:
         rec = state.record(request)
         return handled(rec, _fail(state, rec, exc))
+
+    if cfg.ui:
+        add_ui_routes(app)
 
     @app.get("/health")
     async def health() -> Dict[str, Any]:
@@ -601,8 +639,11 @@ async def _transcription_events(state: ServerState, rec: Record, waiter: Waiter,
                 rec.add_result(value)
                 rec.add_job(waiter.job)
                 rec.status = 200
-                yield _sse({"type": "transcript.text.done", "text": text, "logprobs": None,
-                            "usage": token_usage(value)})
+                done: Dict[str, Any] = {"type": "transcript.text.done", "text": text, "logprobs": None,
+                                        "usage": token_usage(value)}
+                if req.response_format == "verbose_json":
+                    done.update(verbose_fields(req, value, answer_text(value, req.timestamps)[1]))
+                yield _sse(done)
                 return
     finally:
         waiter.close()
@@ -687,6 +728,9 @@ def serve(cfg: ServerConfig) -> int:
                     cfg.host)
     log.info("max batch %d, queue %d, upload %g MiB, audio %g s, timeout %g s, session cache %d",
              app.state.crispmoss.max_batch, cfg.max_queue, cfg.max_upload_mb, cfg.max_audio_seconds, cfg.timeout, cfg.session_cache)
+    if cfg.ui:
+        host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        log.info("a page to try it in a browser: http://%s:%d/ (--no-ui turns it off)", host, cfg.port)
     state: ServerState = app.state.crispmoss
 
     class Server(uvicorn.Server):

@@ -32,6 +32,7 @@ class ServerConfig:
     gpu_layers: int = -1
     head_type: Optional[str] = None
     log_requests: bool = True
+    ui: bool = True  # GET / serves the browser page (crispmoss/server/ui/); --no-ui: 404
 
     @property
     def max_upload_bytes(self) -> int:
@@ -115,6 +116,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="LM layers to keep on the GPU (default -1: the whole model)")
     p.add_argument("--head-type", choices=["q8_0", "q4_k", "f16"], default=None,
                    help="compute the output head from a copy of this type made at load (default: as stored)")
+    p.add_argument("--no-ui", action="store_true",
+                   help="do not serve the browser page on / (the API only; / then answers 404)")
     p.add_argument("--quiet", "-q", action="store_true", help="no per-request log lines")
 
 
@@ -126,7 +129,7 @@ def from_args(args: argparse.Namespace) -> ServerConfig:
                         max_audio_seconds=args.max_audio_seconds, timeout=args.timeout,
                         session_cache=args.session_cache, threads=args.threads, max_new_tokens=args.max_new_tokens,
                         backend=args.backend, device=args.device, gpu_layers=args.gpu_layers,
-                        head_type=args.head_type, log_requests=not args.quiet)
+                        head_type=args.head_type, log_requests=not args.quiet, ui=not args.no_ui)
 
 
 __all__ = ["DEFAULT_PORT", "ServerConfig", "add_arguments", "from_args"]

@@ -19,7 +19,9 @@ from ..results import Segment, Transcript, join_texts
 from .engine import ApiError, ServedModel
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
-STREAM_FORMATS = ("json", "text")
+# stream=true with verbose_json is crispmoss's own: the same deltas, and the done event also carries verbose_json's
+# task, language, duration and segments (the browser page shows them without transcribing twice)
+STREAM_FORMATS = ("json", "text", "verbose_json")
 TIMESTAMP_FORMATS = ("verbose_json", "srt", "vtt")  # MOSS-Audio writes its own timed lines for these
 # MOSS-Audio's default instruction for a clip without a question (cpp/models/moss_audio.cpp); an audio-only
 # first user turn is this instruction when the conversation continues, so its prompt matches the first answer's.
@@ -137,8 +139,8 @@ def parse_transcription(fields: Dict[str, List[str]], served: ServedModel,
     req = TranscriptionRequest(served, response_format=fmt)
     req.stream = _bool("stream", _one(fields, "stream") or "false")
     if req.stream and fmt not in STREAM_FORMATS:
-        raise ApiError(400, f"stream=true gives response_format json or text, not {fmt}", param="stream",
-                       code="invalid_value")
+        raise ApiError(400, f"stream=true gives response_format json, text or verbose_json, not {fmt}",
+                       param="stream", code="invalid_value")
 
     grans = list(fields.get("timestamp_granularities[]", [])) + list(fields.get("timestamp_granularities", []))
     for g in grans:
@@ -165,7 +167,10 @@ def parse_transcription(fields: Dict[str, List[str]], served: ServedModel,
     language = _one(fields, "language")
     if language is not None and language.strip():
         req.language = language.strip()
-    req.timestamps = served.accepts_instructions and req.prompt is None and fmt in TIMESTAMP_FORMATS
+    # A stream's deltas are the model's own text, so a streamed answer is never MOSS-Audio's timed lines (their
+    # text is the lines joined without their times).
+    req.timestamps = (served.accepts_instructions and req.prompt is None and fmt in TIMESTAMP_FORMATS
+                      and not req.stream)
     if req.language is not None:
         try:
             language_name(req.language)
@@ -232,6 +237,13 @@ def transcription_body(req: TranscriptionRequest, t: Transcript) -> Tuple[Any, s
         return text + "\n", "text/plain; charset=utf-8"
     if fmt in ("srt", "vtt"):
         return render(t, fmt), ("text/vtt; charset=utf-8" if fmt == "vtt" else "text/plain; charset=utf-8")
+    body = dict(verbose_fields(req, t, segs), text=text,
+                usage={"type": "duration", "seconds": round(t.duration, 3)})
+    return body, "application/json"
+
+
+def verbose_fields(req: TranscriptionRequest, t: Transcript, segs: List[Segment]) -> Dict[str, Any]:
+    """verbose_json's task, language, duration and segments (a segment's ``speaker`` where it has one)."""
     temperature = float(req.gen.get("temperature", 0.0))
     single = len(segs) == 1
     out_segs = []
@@ -240,13 +252,15 @@ def transcription_body(req: TranscriptionRequest, t: Transcript) -> Tuple[Any, s
             toks = list(t.tokens)
         else:
             toks = req.served.model.tokenize(s.text, False) if s.text else []
-        out_segs.append({"id": i, "seek": int(round(s.start * 100)), "start": round(float(s.start), 3),
-                         "end": round(float(s.end), 3), "text": s.text, "tokens": toks, "temperature": temperature,
-                         "avg_logprob": None, "compression_ratio": _compression_ratio(s.text),
-                         "no_speech_prob": None})
-    body = {"task": "transcribe", "language": language_label(req.language), "duration": round(t.duration, 3),
-            "text": text, "segments": out_segs, "usage": {"type": "duration", "seconds": round(t.duration, 3)}}
-    return body, "application/json"
+        seg = {"id": i, "seek": int(round(s.start * 100)), "start": round(float(s.start), 3),
+               "end": round(float(s.end), 3), "text": s.text, "tokens": toks, "temperature": temperature,
+               "avg_logprob": None, "compression_ratio": _compression_ratio(s.text), "no_speech_prob": None}
+        speaker = getattr(s, "speaker", None)
+        if speaker is not None:
+            seg["speaker"] = speaker
+        out_segs.append(seg)
+    return {"task": "transcribe", "language": language_label(req.language), "duration": round(t.duration, 3),
+            "segments": out_segs}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -521,4 +535,4 @@ def now() -> int:
 __all__ = ["ChatRequest", "DEFAULT_SYSTEM_PROMPT", "DeltaText", "RESPONSE_FORMATS", "TRANSCRIBE_INSTRUCTION",
            "TranscriptionRequest", "answer_text", "chat_body", "chat_chunk", "chat_usage", "finish_reason",
            "generation_kwargs", "language_label", "now", "parse_chat", "parse_transcription", "token_usage",
-           "transcription_body"]
+           "transcription_body", "verbose_fields"]
