@@ -445,9 +445,11 @@ def test_keyboard_order_labels_and_phone_width(browser, server):
         d.set_window_size(1100, 1300)
 
 
-# Adds a speaker to every segment of the transcription's done event (no tiny model writes speakers), so that the
-# page's speaker column can be seen; everything else passes through unchanged.
+# Replaces the segments (and text) of the transcription's done event by diarized ones given as arguments[0]
+# (no tiny model writes speakers), so that the page's speaker column and its speaker-aware downloads can be seen;
+# everything else passes through unchanged.
 ADD_SPEAKERS = """
+const diarized = arguments[0];
 const orig = window.fetch;
 window.fetch = async (url, opts) => {
   const resp = await orig(url, opts);
@@ -455,7 +457,7 @@ window.fetch = async (url, opts) => {
   const lines = (await resp.text()).split("\\n").map((l) => {
     if (!l.startsWith("data: ")) return l;
     const ev = JSON.parse(l.slice(6));
-    if (ev.segments) ev.segments.forEach((s, i) => { s.speaker = "SPEAKER_0" + i; });
+    if (ev.segments) { ev.segments = diarized.segments; ev.text = diarized.text; }
     return "data: " + JSON.stringify(ev);
   });
   return new Response(lines.join("\\n"), { status: resp.status, headers: resp.headers });
@@ -463,15 +465,30 @@ window.fetch = async (url, opts) => {
 """
 
 
+# What MOSS-Transcribe-Diarize writes, parsed: several speakers, text needing escapes, a remainder without speaker.
+DIARIZED_TEXT = "[0.48][S01]Welcome <everyone> & all[1.66][2.00][S02]  Thanks,\n  glad  to be here[4.10][4.50][S01]cut off"
+
+
 @needs_browser
-def test_speaker_column_shows_where_segments_have_speakers(browser, server):
+def test_speaker_column_and_downloads_with_speakers(browser, server, downloads):
     from selenium.webdriver.common.by import By
 
+    from crispmoss.formats import render
+    from crispmoss.results import Transcript, diarized_segments
+
+    t = Transcript(text=DIARIZED_TEXT, segments=diarized_segments(DIARIZED_TEXT, 11.0), duration=11.0)
+    assert t.speakers == ["S01", "S02"] and t.segments[-1].speaker is None
     d = browser
     _open(d, server.url)
-    d.execute_script(ADD_SPEAKERS)
+    d.execute_script(ADD_SPEAKERS, {"text": t.text, "segments": [
+        {"start": s.start, "end": s.end, "text": s.text, "speaker": s.speaker} for s in t.segments]})
     _choose(d, JFK)
     d.find_element(By.ID, "transcribe").click()
     _wait_state(d, "done", "error")
     assert d.find_element(By.CSS_SELECTOR, "#segments th.speaker").is_displayed()
-    assert _text(d, "#segments tbody td.speaker") == "SPEAKER_00"
+    cells = d.execute_script("return [...document.querySelectorAll('#segments tbody td.speaker')]"
+                             ".map(c => c.textContent)")
+    assert cells == ["S01", "S02", ""]
+    # the page's own subtitle and text writers give what crispmoss.formats gives for the same segments
+    for fmt in ("srt", "vtt", "txt"):
+        assert _download(d, downloads, fmt, "jfk") == render(t, fmt), fmt

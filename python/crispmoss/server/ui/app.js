@@ -143,28 +143,41 @@
     const p = (n, w) => String(n).padStart(w, "0");
     return p(h, 2) + ":" + p(m, 2) + ":" + p(s, 2) + sep + p(ms, 3);
   }
-  function cues(segments) {
+  function hasSpeaker(s) { return s.speaker !== undefined && s.speaker !== null; }
+  function cues(segments) {  // [start, end, text, speaker or null]
     const out = [];
     for (const s of segments) {
       const text = cueText(s.text || "");
-      if (text) out.push([s.start, Math.max(s.end, s.start), text]);
+      if (text) out.push([s.start, Math.max(s.end, s.start), text, hasSpeaker(s) ? String(s.speaker) : null]);
     }
     return out;
   }
+  const speakerPrefix = (who) => (who === null ? "" : "[" + who + "] ");
+  const vttEscape = (t) => t.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  const WORDS = new RegExp(PY_SPACE + "+", "g");
+  function toTxt(r) {  // with speakers: one "[S01] text" line per segment, as formats.to_txt
+    if (!r.segments.some(hasSpeaker)) return r.text + "\n";
+    const lines = r.segments.filter((s) => (s.text || "").replace(STRIP, ""))
+      .map((s) => speakerPrefix(hasSpeaker(s) ? String(s.speaker) : null) +
+        s.text.replace(STRIP, "").split(WORDS).join(" "));
+    return lines.join("\n") + "\n";
+  }
   const FORMATS = {
-    txt: { mime: "text/plain", make: (r) => r.text + "\n" },
+    txt: { mime: "text/plain", make: toTxt },
     srt: {
       mime: "application/x-subrip",
-      make: (r) => cues(r.segments).map(([a, b, t], i) =>
-        (i + 1) + "\n" + subClock(a, ",") + " --> " + subClock(b, ",") + "\n" + t + "\n").join("\n"),
+      make: (r) => cues(r.segments).map(([a, b, t, who], i) =>
+        (i + 1) + "\n" + subClock(a, ",") + " --> " + subClock(b, ",") + "\n" + speakerPrefix(who) + t + "\n")
+        .join("\n"),
     },
     vtt: {
       mime: "text/vtt",
       make: (r) => {
         const out = ["WEBVTT", ""];
-        for (const [a, b, t] of cues(r.segments)) {
+        for (const [a, b, t, who] of cues(r.segments)) {
+          // a voice span without its closing tag covers the whole cue, as formats.to_vtt writes it
           out.push(subClock(a, ".") + " --> " + subClock(b, "."),
-            t.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;"), "");
+            (who === null ? "" : "<v " + vttEscape(who) + ">") + vttEscape(t), "");
         }
         return out.join("\n");
       },
