@@ -158,24 +158,32 @@ def read_done(out: Path) -> Tuple[Set[str], int]:
 
 
 class JsonlWriter:
-    """Appends rows to OUT, one JSON line each, flushed one by one (see the module text)."""
+    """Appends rows to OUT, one JSON line each, flushed one by one (see the module text). The constructor checks OUT
+    and reads the rows already there (``done``) without touching it; :meth:`open` cuts a torn last line (with
+    ``resume``) or empties OUT (otherwise) and opens it for appending."""
 
     def __init__(self, out: Path, *, resume: bool, overwrite: bool) -> None:
         self.path = out
+        self.resume = resume
         self.done: Set[str] = set()
+        self.end = 0
         if out.is_dir():
             raise InputError(f"--out {out} is a folder; give a .jsonl file")
         if out.exists() and not (resume or overwrite):
             raise InputError(f"{out} exists: --resume to continue it, --overwrite to start it anew")
         if out.exists() and resume:
-            self.done, end = read_done(out)
-            if end < out.stat().st_size:
-                with open(out, "r+b") as f:  # the torn last line of a killed job
-                    f.truncate(end)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(out, "a" if resume else "w", encoding="utf-8")
+            self.done, self.end = read_done(out)
+        self.f: Any = None
         self.written = 0
         self.errors = 0
+
+    def open(self) -> "JsonlWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.resume and self.path.exists() and self.end < self.path.stat().st_size:
+            with open(self.path, "r+b") as f:  # the torn last line of a killed job
+                f.truncate(self.end)
+        self.f = open(self.path, "a" if self.resume else "w", encoding="utf-8")
+        return self
 
     def write(self, row: Dict[str, Any]) -> None:
         self.f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -184,10 +192,11 @@ class JsonlWriter:
         self.errors += row.get("error") is not None
 
     def close(self) -> None:
-        self.f.close()
+        if self.f is not None:
+            self.f.close()
 
     def __enter__(self) -> "JsonlWriter":
-        return self
+        return self.open()
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
@@ -217,15 +226,13 @@ class _Progress:
         sys.stderr.flush()
 
 
-def transcribe_local(paths: List[str], writer: JsonlWriter, model: str, *, threads: Optional[int] = None,
-                     model_kwargs: Optional[Dict[str, Any]] = None, quiet: bool = False, **options: Any) -> None:
-    """Transcribes ``paths`` here, on one Model's batching engine, writing each row as it finishes."""
-    from .model import Model
-
-    m = Model(model, threads, progress=not quiet, **(model_kwargs or {}))
+def transcribe_local(paths: List[str], writer: JsonlWriter, model: Any, *, quiet: bool = False,
+                     **options: Any) -> None:
+    """Transcribes ``paths`` here, on ``model``'s (a :class:`crispmoss.Model`) batching engine, writing each row as
+    it finishes; ``options`` go to :meth:`crispmoss.Model.transcribe_iter`."""
     progress = _Progress(len(paths), quiet)
     t0 = time.perf_counter()
-    events = m.transcribe_iter(paths, **options)
+    events = model.transcribe_iter(paths, **options)
     try:
         for i, result in events:
             row = result_row(paths[i], result, time.perf_counter() - t0)
@@ -244,11 +251,7 @@ def _ray_error(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def transcribe_ray(paths: List[str], writer: JsonlWriter, model: str, *, address: str, actors: Optional[int],
-                   threads_per_actor: Optional[int], batch: Optional[int], model_kwargs: Dict[str, Any],
-                   quiet: bool, **options: Any) -> None:
-    """Transcribes ``paths`` as a Ray Data job (see :mod:`crispmoss.ray`), writing rows as the actors return
-    them."""
+def _ray_modules() -> Any:
     try:
         import ray
         import ray.data
@@ -256,15 +259,27 @@ def transcribe_ray(paths: List[str], writer: JsonlWriter, model: str, *, address
         raise InputError("--ray needs Ray: pip install \"crispmoss[ray]\"") from None
     from . import ray as cray
 
+    return ray, cray
+
+
+def start_ray(address: str, actors: Optional[int], threads_per_actor: Optional[int], quiet: bool) -> Tuple[int, int]:
+    """Joins (or starts) the cluster (:func:`crispmoss.ray.connect`); returns (actors, threads per actor)."""
+    ray, cray = _ray_modules()
     t0 = time.perf_counter()
     cray.connect(address)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = not quiet
+    ray.data.DataContext.get_current().enable_progress_bars = not quiet
     actors, threads = cray.plan_actors(actors, threads_per_actor)
     if not quiet:
-        sys.stderr.write(f"crispmoss transcribe-corpus: Ray cluster ready in {time.perf_counter() - t0:.1f} s; "
-                         f"{len(paths)} inputs on {actors} actor(s) x {threads} thread(s)\n")
-    progress = _Progress(len(paths), True)
+        sys.stderr.write(f"crispmoss transcribe-corpus: Ray cluster ready in {time.perf_counter() - t0:.1f} s: "
+                         f"{actors} actor(s) x {threads} thread(s)\n")
+    return actors, threads
+
+
+def transcribe_ray(paths: List[str], writer: JsonlWriter, model: str, *, actors: int, threads: int,
+                   batch: Optional[int], model_kwargs: Dict[str, Any], **options: Any) -> None:
+    """Transcribes ``paths`` as a Ray Data job on the cluster :func:`start_ray` joined (see
+    :mod:`crispmoss.ray`), writing rows as the actors return them."""
+    ray, cray = _ray_modules()
     try:
         ds = ray.data.from_items([{"path": p} for p in paths])
         out = cray.transcribe_dataset(ds, model=model, concurrency=actors, num_cpus_per_actor=threads,
@@ -272,9 +287,7 @@ def transcribe_ray(paths: List[str], writer: JsonlWriter, model: str, *, address
                                       model_kwargs=model_kwargs, **options)
         for table in out.iter_batches(batch_size=None, batch_format="pyarrow"):
             for row in table.to_pylist():
-                row = {k: row[k] for k in ROW_KEYS}
-                writer.write(row)
-                progress.row(row)
+                writer.write({k: row[k] for k in ROW_KEYS})
     except (ray.exceptions.RayError, ray.data.exceptions.UserCodeException) as e:
         raise InputError(f"the Ray job failed: {_ray_error(e)}") from None
 
@@ -341,18 +354,26 @@ def cmd_transcribe_corpus(args: argparse.Namespace) -> int:
     options = dict(_gen_kwargs(args), timestamps=args.timestamps, language=args.language,
                    max_pass_seconds=args.max_pass_seconds)
     options = {k: v for k, v in options.items() if v is not None}
-    with JsonlWriter(Path(args.out), resume=args.resume, overwrite=args.overwrite) as writer:
-        todo = [p for p in paths if p not in writer.done]
-        if not args.quiet and writer.done:
-            sys.stderr.write(f"crispmoss transcribe-corpus: {len(paths) - len(todo)} of {len(paths)} inputs already "
-                             f"in {args.out}\n")
+    writer = JsonlWriter(Path(args.out), resume=args.resume, overwrite=args.overwrite)
+    todo = [p for p in paths if p not in writer.done]
+    if not args.quiet and writer.done:
+        sys.stderr.write(f"crispmoss transcribe-corpus: {len(paths) - len(todo)} of {len(paths)} inputs already in "
+                         f"{args.out}\n")
+    # the model is loaded (or the cluster joined) and the options checked before OUT is touched
+    if todo and args.ray is not None:
+        actors, threads = start_ray(args.ray, args.actors, args.threads_per_actor, args.quiet)
+    elif todo:
+        from .model import Model
+
+        local = Model(model, args.threads, progress=not args.quiet, batch_size=args.batch, **model_kwargs)
+        options["batch_size"] = args.batch
+        list(local.transcribe_iter([], **options))
+    with writer:
         if todo and args.ray is None:
-            transcribe_local(todo, writer, model, threads=args.threads, quiet=args.quiet,
-                             model_kwargs=dict(model_kwargs, batch_size=args.batch), batch_size=args.batch, **options)
+            transcribe_local(todo, writer, local, quiet=args.quiet, **options)
         elif todo:
-            transcribe_ray(todo, writer, model, address=args.ray, actors=args.actors,
-                           threads_per_actor=args.threads_per_actor, batch=args.batch, model_kwargs=model_kwargs,
-                           quiet=args.quiet, **options)
+            transcribe_ray(todo, writer, model, actors=actors, threads=threads, batch=args.batch,
+                           model_kwargs=model_kwargs, **options)
         if not args.quiet:
             sys.stderr.write(f"crispmoss transcribe-corpus: {writer.written} rows written to {args.out} "
                              f"({writer.errors} with errors)\n")
@@ -360,4 +381,4 @@ def cmd_transcribe_corpus(args: argparse.Namespace) -> int:
 
 
 __all__ = ["JsonlWriter", "ROW_KEYS", "TIMING_KEYS", "add_cli", "list_inputs", "read_done", "result_row",
-           "transcribe_local", "transcribe_ray"]
+           "start_ray", "transcribe_local", "transcribe_ray"]
