@@ -99,6 +99,16 @@ def test_list_and_csv_inputs(corpus, transcribe_gguf, tmp_path, capsys):
     assert rc == 0, err
     assert sorted(r["path"] for r in read_rows(out)) == sorted(pick[:2])
 
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"audio": pick[2:], "n": list(range(len(pick) - 2))}), tmp_path / "t.parquet")
+    out = tmp_path / "c.jsonl"
+    rc, err = _run(capsys, "transcribe-corpus", str(tmp_path / "t.parquet"), "--column", "audio", "--out", str(out),
+                   "-m", transcribe_gguf, "-t", "1", *CLI_OPTIONS, "-q")
+    assert rc == 0, err
+    assert sorted(r["path"] for r in read_rows(out)) == sorted(pick[2:])
+
 
 @pytest.mark.parametrize("make,extra,needles", [
     (lambda d: d / "missing", [], ["input not found"]),

@@ -115,8 +115,8 @@ class Transcriber:
     ``engine_batch_size`` passes decoded together (default: the model's), then maps each batch of rows to rows of
     :func:`crispmoss.corpus.result_row`.
 
-    The audio is in ``column``: default ``"path"`` when the batch has that column (paths), else ``"bytes"``
-    (encoded files, as ``ray.data.read_binary_files`` gives). A row's ``path`` is its path, or the value of a
+    The audio is in ``column``: default ``"bytes"`` when the batch has that column (encoded files, as
+    ``ray.data.read_binary_files`` gives them), else ``"path"`` (paths every node can read). A row's ``path`` is its path, or the value of a
     ``path`` column beside a bytes column (None without one). Other input columns are passed through, except a bytes
     audio column. ``model_kwargs`` go to :class:`crispmoss.Model` (backend, head_type, ...); ``options`` to
     :meth:`crispmoss.Model.transcribe_many` (max_new_tokens, language, timestamps, max_pass_seconds, sampling, ...)
@@ -138,7 +138,7 @@ class Transcriber:
             if self.column not in cols:
                 raise InputError(f"the batch has no column {self.column!r} (columns: {', '.join(cols)})")
             return self.column
-        for name in ("path", "bytes"):
+        for name in ("bytes", "path"):
             if name in cols:
                 return name
         raise InputError(f"the batch has neither a 'path' nor a 'bytes' column (columns: {', '.join(cols)}); "
