@@ -119,6 +119,9 @@ def test_list_and_csv_inputs(corpus, transcribe_gguf, tmp_path, capsys):
     (lambda d: d / "list.txt", ["--actors", "2"], ["--ray"]),
     (lambda d: d / "list.txt", ["--batch", "0"], ["--batch"]),
     (lambda d: d / "list.txt", ["--max-new-tokens", "-1"], ["max_new_tokens"]),  # checked before OUT is made
+    # for a Ray job, checked before joining a cluster (Ray need not be installed to see these)
+    (lambda d: d / "list.txt", ["--ray", "auto", "--top-p", "2"], ["top_p"]),
+    (lambda d: d / "list.txt", ["--ray", "auto", "--max-pass-seconds", "0.01"], ["max_pass_seconds"]),
 ])
 def test_bad_input_is_a_cli_error(transcribe_gguf, tmp_path, capsys, make, extra, needles):
     (tmp_path / "t.csv").write_text("audio\nx.wav\n")
@@ -129,6 +132,14 @@ def test_bad_input_is_a_cli_error(transcribe_gguf, tmp_path, capsys, make, extra
     assert rc == 1
     _error_line(err, *needles)
     assert not out.exists()
+
+
+def test_ray_model_checked_here(tmp_path, capsys):
+    (tmp_path / "list.txt").write_text("x.wav\n")
+    rc, err = _run(capsys, "transcribe-corpus", str(tmp_path / "list.txt"), "--out", str(tmp_path / "o.jsonl"),
+                   "-m", str(tmp_path / "nope.gguf"), "--ray", "auto")
+    assert rc == 1
+    _error_line(err, "nope.gguf: no such file")
 
 
 def test_usage_errors(transcribe_gguf, tmp_path, capsys):

@@ -17,12 +17,13 @@ import argparse
 import csv
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
-from .errors import InputError
+from .errors import InputError, ModelError
 
 # Per-input timings of a row: those of Transcript.timings (summed over passes) and the input's wall time.
 TIMING_KEYS = ("mel_ms", "encode_ms", "prefill_ms", "decode_ms", "n_prompt", "n_prefilled", "n_generated",
@@ -159,8 +160,9 @@ def read_done(out: Path) -> Tuple[Set[str], int]:
 
 class JsonlWriter:
     """Appends rows to OUT, one JSON line each, flushed one by one (see the module text). The constructor checks OUT
-    and reads the rows already there (``done``) without touching it; :meth:`open` cuts a torn last line (with
-    ``resume``) or empties OUT (otherwise) and opens it for appending."""
+    and reads the rows already there (``done``) without touching it; the first row written cuts a torn last line
+    (with ``resume``) or empties OUT (otherwise) and opens it for appending, so a job that fails before its first
+    row leaves OUT as it was."""
 
     def __init__(self, out: Path, *, resume: bool, overwrite: bool) -> None:
         self.path = out
@@ -177,15 +179,16 @@ class JsonlWriter:
         self.written = 0
         self.errors = 0
 
-    def open(self) -> "JsonlWriter":
+    def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.resume and self.path.exists() and self.end < self.path.stat().st_size:
             with open(self.path, "r+b") as f:  # the torn last line of a killed job
                 f.truncate(self.end)
         self.f = open(self.path, "a" if self.resume else "w", encoding="utf-8")
-        return self
 
     def write(self, row: Dict[str, Any]) -> None:
+        if self.f is None:
+            self._open()
         self.f.write(json.dumps(row, ensure_ascii=False) + "\n")
         self.f.flush()
         self.written += 1
@@ -196,7 +199,7 @@ class JsonlWriter:
             self.f.close()
 
     def __enter__(self) -> "JsonlWriter":
-        return self.open()
+        return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
@@ -243,11 +246,13 @@ def transcribe_local(paths: List[str], writer: JsonlWriter, model: Any, *, quiet
 
 
 def _ray_error(exc: BaseException) -> str:
-    """A one-line message for an exception raised through Ray (which wraps the remote traceback)."""
-    cause = getattr(exc, "cause", None) or exc.__cause__
-    if isinstance(cause, BaseException) and cause is not exc:
-        return _ray_error(cause)
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    """A one-line message for an exception raised through Ray, whose text carries the remote traceback: the last
+    crispmoss error in it, else its last line."""
+    text = str(exc)
+    found = re.findall(r"crispmoss\.errors\.(\w+): ([^\n]*)", text)
+    if found:
+        return f"{found[-1][0]}: {found[-1][1]}"
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__
 
 
@@ -260,6 +265,24 @@ def _ray_modules() -> Any:
     from . import ray as cray
 
     return ray, cray
+
+
+def check_remote(model: str, options: Dict[str, Any]) -> None:
+    """What can be checked here of a job that runs elsewhere, so that a typo fails at once and in one line rather
+    than in every Ray actor: the model (a file here, or a published name) and the generation options."""
+    from .hub import parse_name
+    from .longform import check_limit
+    from .model import resolve_sampling
+
+    if not os.path.exists(model) and parse_name(model) is None:
+        raise ModelError(f"{model}: no such file (published model names: moss-transcribe, moss-audio, optionally "
+                         f"with :type)")
+    resolve_sampling(**{k: options.get(k) for k in ("sampling", "temperature", "top_k", "top_p", "min_p",
+                                                     "repetition_penalty", "seed")})
+    n = options.get("max_new_tokens")
+    if n is not None and n < 0:
+        raise InputError(f"max_new_tokens must be >= 0, got {n}")
+    check_limit("moss_transcribe", options.get("max_pass_seconds"))
 
 
 def start_ray(address: str, actors: Optional[int], threads_per_actor: Optional[int], quiet: bool) -> Tuple[int, int]:
@@ -361,6 +384,7 @@ def cmd_transcribe_corpus(args: argparse.Namespace) -> int:
                          f"{args.out}\n")
     # the model is loaded (or the cluster joined) and the options checked before OUT is touched
     if todo and args.ray is not None:
+        check_remote(model, options)
         actors, threads = start_ray(args.ray, args.actors, args.threads_per_actor, args.quiet)
     elif todo:
         from .model import Model
