@@ -14,6 +14,7 @@ with ``--ray`` they run as a Ray Data job on a cluster (:mod:`crispmoss.ray`), w
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import os
@@ -230,9 +231,12 @@ class _Progress:
 
 
 def transcribe_local(paths: List[str], writer: JsonlWriter, model: Any, *, quiet: bool = False,
-                     **options: Any) -> None:
+                     verbose: bool = False, **options: Any) -> None:
     """Transcribes ``paths`` here, on ``model``'s (a :class:`crispmoss.Model`) batching engine, writing each row as
-    it finishes; ``options`` go to :meth:`crispmoss.Model.transcribe_iter`."""
+    it finishes (with ``verbose`` also its timing report on stderr); ``options`` go to
+    :meth:`crispmoss.Model.transcribe_iter`."""
+    from .cli import timing_report
+
     progress = _Progress(len(paths), quiet)
     t0 = time.perf_counter()
     events = model.transcribe_iter(paths, **options)
@@ -241,6 +245,8 @@ def transcribe_local(paths: List[str], writer: JsonlWriter, model: Any, *, quiet
             row = result_row(paths[i], result, time.perf_counter() - t0)
             writer.write(row)
             progress.row(row)
+            if verbose and row["error"] is None:
+                sys.stderr.write(timing_report(os.path.basename(paths[i]), result, time.perf_counter() - t0) + "\n")
     finally:
         events.close()
 
@@ -334,6 +340,10 @@ def add_cli(subparsers: Any) -> Any:
     p.add_argument("--out", required=True, metavar="OUT.jsonl", help="the JSON-lines output")
     _add_model_args(p)
     p.add_argument("--column", default=None, metavar="NAME", help="the column of audio paths of a parquet/CSV INPUT")
+    p.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="decode up to N passes together per model (default 16, fewer when memory is short); with "
+                        "--ray also the rows handed to an actor at a time (default 16)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="skip the inputs OUT already has a row for")
     mode.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
@@ -345,15 +355,11 @@ def add_cli(subparsers: Any) -> Any:
     p.add_argument("--threads-per-actor", type=int, default=None, metavar="N",
                    help="compute threads (and Ray CPUs) of each actor (default: the CPUs of the smallest node, "
                         "at most the free CPUs)")
-    p.add_argument("--language", "-l", default=None, help="language hint for MOSS-Audio (see transcribe)")
-    p.add_argument("--timestamps", action="store_true", help="timed segments written by the model (MOSS-Audio)")
-    p.add_argument("--max-pass-seconds", type=float, default=None,
-                   help="longest audio transcribed in one pass (default 30 MOSS-Transcribe, 120 MOSS-Audio)")
-    p.add_argument("--batch", type=int, default=None, metavar="N",
-                   help="decode up to N passes together per model (default 16, fewer when memory is short); with "
-                        "--ray also the rows handed to an actor at a time (default 16)")
+    # the pass options exactly as `crispmoss transcribe` defines them
+    transcribe = subparsers.choices["transcribe"]
+    for dest in ("language", "timestamps", "max_pass_seconds"):
+        p._add_action(copy.copy(next(a for a in transcribe._actions if a.dest == dest)))
     _add_generation_args(p)
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_transcribe_corpus)
     return p
 
@@ -394,7 +400,7 @@ def cmd_transcribe_corpus(args: argparse.Namespace) -> int:
         list(local.transcribe_iter([], **options))
     with writer:
         if todo and args.ray is None:
-            transcribe_local(todo, writer, local, quiet=args.quiet, **options)
+            transcribe_local(todo, writer, local, quiet=args.quiet, verbose=args.verbose, **options)
         elif todo:
             transcribe_ray(todo, writer, model, actors=actors, threads=threads, batch=args.batch,
                            model_kwargs=model_kwargs, **options)
