@@ -30,8 +30,13 @@ from surface_util import transcribe_gguf  # noqa: F401,E402
 BATCH = 4 if _core.gemv_available() else 1
 
 
+# Token authentication off, explicitly: a head started while ~/.ray/auth_token exists would otherwise turn it on,
+# and Ray's drivers (this process included) do not send the token unless told to before Ray is imported.
+AUTH = {"RAY_AUTH_MODE": "disabled"}
+
+
 def _env(address: str = "") -> dict:
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", **AUTH)
     # Ray's workers import crispmoss as this process does (the source tree of a developer build, or the install)
     src = str(Path(crispmoss.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([src] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -94,8 +99,21 @@ def driver(cluster):
     ray.shutdown()
 
 
+def test_unreachable_cluster_is_a_cli_error(corpus, transcribe_gguf, tmp_path, capsys):
+    # first in this module, before this process joins the test cluster
+    from crispmoss.cli import main
+
+    assert not ray.is_initialized()
+    root, _, _ = corpus
+    rc = main(["transcribe-corpus", str(root), "--out", str(tmp_path / "o.jsonl"), "-m", transcribe_gguf,
+               "--ray", "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "no Ray cluster answers at 127.0.0.1:1" in err, err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
 def test_actor_sizes(driver):
-    # first in this module: the cluster's two CPUs are free
+    # first on the cluster: its two CPUs are free
     with pytest.raises(crispmoss.InputError, match="no node"):
         cray.plan_actors(None, 64)
     assert cray.plan_actors() == (1, 2)          # the head's two CPUs: one actor, two threads

@@ -50,17 +50,47 @@ def schema() -> Any:
 def connect(address: str = "auto") -> None:
     """Joins a Ray cluster unless this process already has: ``"auto"`` joins the one RAY_ADDRESS names (an error
     if it cannot be reached) or a head running on this machine, else starts a local one; anything else is a
-    cluster address (``host:port``, ``ray://host:port``)."""
+    cluster address (``host:port``, ``ray://host:port``). Raises ConnectionError when the cluster cannot be joined."""
     if ray.is_initialized():
         return
     kw: Dict[str, Any] = dict(logging_level=logging.WARNING, configure_logging=True)
-    if address != "auto" or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=None if address == "auto" else address, **kw)
+    try:
+        if address != "auto" or os.environ.get("RAY_ADDRESS"):
+            _reachable(os.environ["RAY_ADDRESS"] if address == "auto" else address)
+            ray.init(address=None if address == "auto" else address, **kw)
+            return
+        try:
+            ray.init(address="auto", **kw)
+        except ConnectionError as e:
+            if "Could not find any running Ray instance" not in str(e):
+                raise
+            ray.init(include_dashboard=False, **kw)  # none running: a local one, gone when this process ends
+    except ConnectionError as e:
+        raise ConnectionError(f"{e}{_auth_hint()}") from None
+
+
+def _reachable(address: str, timeout: float = 10.0) -> None:
+    """Raises ConnectionError at once when nothing listens at a ``host:port`` address (Ray itself retries for
+    minutes); other forms (``ray://``, ``auto``) are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
         return
     try:
-        ray.init(address="auto", **kw)
-    except ConnectionError:
-        ray.init(include_dashboard=False, **kw)
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(f"no Ray cluster answers at {address}: {e.strerror or e}") from None
+
+
+def _auth_hint() -> str:
+    # A head started while a token exists (~/.ray/auth_token, as a local ray.init() leaves it) requires it, but a
+    # driver sends it only with RAY_AUTH_MODE=token set before Ray starts in it (Ray 2.60).
+    has_token = (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                 or os.path.exists(os.path.join(os.path.expanduser("~"), ".ray", "auth_token")))
+    if has_token and os.environ.get("RAY_AUTH_MODE") is None:
+        return " (if the cluster uses token authentication, set RAY_AUTH_MODE=token)"
+    return ""
 
 
 def plan_actors(actors: Optional[int] = None, threads: Optional[int] = None) -> Tuple[int, int]:
