@@ -99,6 +99,21 @@ def driver(cluster):
     ray.shutdown()
 
 
+def test_transcriber_called_directly(corpus, transcribe_gguf):
+    """The callable alone (what each actor runs): a named column of paths, bytes and an empty cell."""
+    root, files, ref = corpus
+    t = cray.Transcriber(transcribe_gguf, threads=1, column="audio", engine_batch_size=BATCH, **OPTIONS)
+    jfk = next(f for f in files if f.endswith("jfk.wav"))
+    table = t({"audio": [jfk, Path(jfk).read_bytes(), None], "id": [7, 8, 9]})
+    rows = table.to_pylist()
+    assert table.column_names[:8] == list(cray.schema().names) and "audio" not in table.column_names
+    assert [r["id"] for r in rows] == [7, 8, 9] and [r["path"] for r in rows] == [jfk, None, None]
+    assert rows[0]["text"] == rows[1]["text"] == ref[jfk] and rows[0]["error"] is rows[1]["error"] is None
+    assert "no audio in column 'audio'" in rows[2]["error"]
+    with pytest.raises(crispmoss.InputError, match="max_new_tokens"):
+        cray.Transcriber(transcribe_gguf, threads=1, max_new_tokens=-1)
+
+
 def test_unreachable_cluster_is_a_cli_error(corpus, transcribe_gguf, tmp_path, capsys):
     # first in this module, before this process joins the test cluster
     from crispmoss.cli import main

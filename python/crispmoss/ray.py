@@ -146,9 +146,9 @@ class Transcriber:
     :func:`crispmoss.corpus.result_row`.
 
     The audio is in ``column``: default ``"bytes"`` when the batch has that column (encoded files, as
-    ``ray.data.read_binary_files`` gives them), else ``"path"`` (paths every node can read). A row's ``path`` is its path, or the value of a
-    ``path`` column beside a bytes column (None without one). Other input columns are passed through, except a bytes
-    audio column. ``model_kwargs`` go to :class:`crispmoss.Model` (backend, head_type, ...); ``options`` to
+    ``ray.data.read_binary_files`` gives them), else ``"path"`` (paths every node can read). A row's ``path`` is the
+    cell's path, or for encoded bytes the value of a ``path`` column (None without one). The other input columns
+    are passed through. ``model_kwargs`` go to :class:`crispmoss.Model` (backend, head_type, ...); ``options`` to
     :meth:`crispmoss.Model.transcribe_many` (max_new_tokens, language, timestamps, max_pass_seconds, sampling, ...)
     and are checked here, so a bad one fails the actor's start rather than every row.
     """
@@ -180,26 +180,29 @@ class Transcriber:
         cols = _columns(batch)
         col = self._column(cols)
         values = cols[col]
-        is_path = all(isinstance(v, (str, os.PathLike)) for v in values if v is not None)
-        names = values if is_path else cols.get("path", [None] * len(values))
+        beside = cols.get("path") if col != "path" else None
+        names: List[Optional[str]] = []
         rows: List[Optional[Dict[str, Any]]] = [None] * len(values)
         audios, where = [], []
         for i, v in enumerate(values):
-            name = None if names[i] is None else str(names[i])
+            if isinstance(v, (str, os.PathLike)):
+                names.append(os.fspath(v))
+            else:
+                names.append(None if beside is None or beside[i] is None else str(beside[i]))
             try:
                 if v is None:
                     raise InputError(f"no audio in column {col!r}")
                 audios.append(_audio(v))
                 where.append(i)
             except InputError as e:
-                rows[i] = result_row(name, e)
+                rows[i] = result_row(names[i], e)
         t0 = time.perf_counter()
         for j, result in self.model.transcribe_iter(audios, **self.options):
             i = where[j]
-            rows[i] = result_row(None if names[i] is None else str(names[i]), result, time.perf_counter() - t0)
+            rows[i] = result_row(names[i], result, time.perf_counter() - t0)
         table = pa.Table.from_pylist(rows, schema=schema())
         for name, vals in cols.items():
-            if name in ROW_KEYS or (name == col and not is_path):
+            if name in ROW_KEYS or name == col:
                 continue
             try:
                 table = table.append_column(name, pa.array(vals))
