@@ -26,7 +26,8 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from .errors import InputError, ModelError
 
-# Per-input timings of a row: those of Transcript.timings (summed over passes) and the input's wall time.
+# Per-input timings of a row: those of Transcript.timings (summed over passes), and wall_ms: from the start of the
+# job (locally) or of the Ray batch that ran the input until it was done.
 TIMING_KEYS = ("mel_ms", "encode_ms", "prefill_ms", "decode_ms", "n_prompt", "n_prefilled", "n_generated",
                "n_passes", "wall_ms")
 ROW_KEYS = ("path", "text", "segments", "duration", "tokens", "stop_reason", "error", "timings")
@@ -66,29 +67,18 @@ def _table_column(path: Path, column: str) -> List[Any]:
         except ImportError:
             raise InputError(f"reading {path} needs pyarrow: pip install pyarrow (or \"crispmoss[ray]\")") from None
         try:
-            table = pq.read_table(path, columns=[column])
-        except KeyError:
-            raise InputError(f"{path} has no column {column!r}") from None
+            names = list(pq.read_schema(path).names)
         except Exception as e:  # not a parquet file, or one pyarrow cannot read
-            if column not in _parquet_names(path):
-                raise InputError(f"{path} has no column {column!r}") from None
             raise InputError(f"cannot read {path} as parquet: {e}") from None
-        return table.column(column).to_pylist()
+        if column not in names:
+            raise InputError(f"{path} has no column {column!r} (columns: {', '.join(names) or 'none'})")
+        return pq.read_table(path, columns=[column]).column(column).to_pylist()
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or column not in reader.fieldnames:
             names = ", ".join(reader.fieldnames or [])
             raise InputError(f"{path} has no column {column!r} (columns: {names or 'none'})")
         return [row[column] for row in reader]
-
-
-def _parquet_names(path: Path) -> List[str]:
-    try:
-        import pyarrow.parquet as pq
-
-        return list(pq.read_schema(path).names)
-    except Exception:
-        return []
 
 
 def list_inputs(source: str, column: Optional[str] = None) -> List[str]:
