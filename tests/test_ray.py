@@ -4,7 +4,6 @@ ones in several passes, a corrupt one, a silent one) give twelve rows whose text
 a job killed half way and resumed writes every input exactly once. Skipped where Ray is not installed."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
