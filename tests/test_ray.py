@@ -91,11 +91,15 @@ def corpus(tmp_path_factory, transcribe_gguf):
 
 @pytest.fixture(scope="module")
 def driver(cluster):
-    """This process joined to the cluster, for the Python API."""
+    """This process joined to the cluster, for the Python API; Ray's SIGTERM handler is taken back out after."""
+    sigterm = signal.getsignal(signal.SIGTERM)
     ray.init(address=cluster, logging_level="WARNING")
     ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        signal.signal(signal.SIGTERM, sigterm)
 
 
 def test_transcriber_called_directly(corpus, transcribe_gguf):
