@@ -1,4 +1,5 @@
-"""The ``crispmoss`` command line: transcribe, ask, serve, info, download, convert, quantize.
+"""The ``crispmoss`` command line: transcribe, ask, serve, info, download, convert, quantize, transcribe-corpus
+(crispmoss/corpus.py).
 
 Exit codes: 0 success, 1 a failure while running (bad model, unreadable audio, out-of-range value), 2 a usage
 error caught while parsing the command line, 130 interrupted. Errors are one line on stderr.
@@ -339,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_convert(sub)
     add_quantize(sub)
+    from .corpus import add_cli as add_corpus
+
+    add_corpus(sub)
     return ap
 
 
