@@ -30,8 +30,10 @@ Session::Session(std::shared_ptr<const AudioLM> model, std::shared_ptr<Engine> e
 }
 
 void Session::set_audio(const float* pcm, size_t n_samples) {
+    model_->check_audio_fits(n_samples);
+    const MelSpec& spec = model_->mel_spec();
     auto t0 = Clock::now();
-    MelSpectrogram mel = log_mel(pcm, n_samples, engine_->n_threads());
+    MelSpectrogram mel = log_mel(pcm, n_samples, spec, engine_->n_threads());
     // The official processors hand the encoder a bfloat16 mel; rounding here keeps us on the same inputs.
     if (mel_bf16_) {
         for (float& v : mel.data) v = ggml_bf16_to_fp32(ggml_fp32_to_bf16(v));
@@ -45,7 +47,7 @@ void Session::set_audio(const float* pcm, size_t n_samples) {
     audio_t_.mel_ms = ms_since(t0);
     mel_ = std::move(mel.data);
     n_frames_ = mel.n_frames;
-    duration_ = static_cast<double>(n_samples) / kMelSampleRate;
+    duration_ = static_cast<double>(n_samples) / spec.sample_rate;
     t0 = Clock::now();
     // The encoder runs on the engine's worker, between other sessions' decode steps.
     engine_->run_job([&](Compute& c) { enc_ = model_->encode(c, mel_.data(), n_frames_); }, &dumps_);

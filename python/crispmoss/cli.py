@@ -15,6 +15,7 @@ from typing import Any, Dict, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
 from .errors import AudioError, CrispMossError, InputError
 from .formats import FORMATS, render
+from .hub import example_names
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif", ".au", ".m4a", ".w64", ".caf"}
 
@@ -41,8 +42,8 @@ def _expand_inputs(items: Sequence[str]) -> List[Tuple[Path, Path]]:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", required=True,
-                   help="GGUF file or published name: moss-transcribe, moss-audio, with :f16/:q8_0/:q4_k "
-                        "(default q4_k), fetched into the Hugging Face cache")
+                   help=f"GGUF file or published name ({example_names()}; the type defaults to q4_k), fetched "
+                        "into the Hugging Face cache")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--backend", choices=["auto", "cpu", "cuda", "metal"], default="auto",
                    help="where to run (default auto: a GPU if this build has a GPU backend that finds one)")
@@ -319,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("download", help="fetch published GGUF files into the Hugging Face cache")
-    p.add_argument("names", nargs="*", help="e.g. moss-transcribe, moss-audio:f16")
+    p.add_argument("names", nargs="*", help=f"e.g. {example_names()}")
     p.add_argument("--list", action="store_true", help="list the published names")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_download)

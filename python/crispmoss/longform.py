@@ -32,19 +32,12 @@ from .audio import SAMPLE_RATE, AudioInput, _check_rate, audio_source, is_encode
 from .errors import AudioError, InputError
 from .results import Segment, Transcript, join_texts
 
-# Single-pass limits in seconds; the README's "Long audio" section gives the reasons.
-DEFAULT_PASS_SECONDS = {"moss_transcribe": 30.0, "moss_audio": 120.0}
 SEARCH_SECONDS = 6.0      # where a cut may go: this many seconds before the limit
 FRAME_SECONDS = 0.1       # RMS frame for choosing the cut
 MIN_TAIL_SECONDS = 1.0    # the last pass is at least this long when the audio allows
 MIN_PASS_SECONDS = 1.0    # smallest accepted limit
 BLOCK_SECONDS = 10.0      # file read granularity
 SILENCE_PEAK = 1e-4       # -80 dBFS
-
-
-def default_pass_seconds(arch: str) -> float:
-    """The single-pass limit for a model architecture."""
-    return DEFAULT_PASS_SECONDS.get(arch, 30.0)
 
 
 @dataclass
@@ -182,10 +175,11 @@ def open_audio(audio: AudioInput, sample_rate: Optional[float] = None) -> Tuple[
     return len(x) / SAMPLE_RATE, iter([x])
 
 
-def check_limit(arch: str, max_pass_seconds: Optional[float]) -> float:
-    """The single-pass limit in seconds: ``max_pass_seconds`` validated, or the architecture's default."""
+def check_limit(max_pass_seconds: Optional[float], default: float) -> float:
+    """The single-pass limit in seconds: ``max_pass_seconds`` validated, or ``default`` (the model's,
+    ``Model.max_pass_seconds``)."""
     if max_pass_seconds is None:
-        return default_pass_seconds(arch)
+        return default
     if isinstance(max_pass_seconds, bool) or not isinstance(max_pass_seconds, (int, float)):
         raise InputError(f"max_pass_seconds must be a number of seconds, got {max_pass_seconds!r}")
     v = float(max_pass_seconds)
@@ -234,5 +228,5 @@ def merge(passes: List[PassResult]) -> Transcript:
                       duration=duration, timings=timings, stop_reason=reason, seed=seed)
 
 
-__all__ = ["DEFAULT_PASS_SECONDS", "PassResult", "Piece", "check_limit", "default_pass_seconds", "file_blocks",
+__all__ = ["PassResult", "Piece", "check_limit", "file_blocks",
            "join_texts", "merge", "open_audio", "quietest_cut", "shift_segments", "split"]

@@ -129,7 +129,7 @@ def _validate(spec: ArchSpec, cfg: dict, hp: Dict[str, object], dims: Dict[str, 
         rp = _lookup(cfg, path)
         if isinstance(rp, dict) and rp.get("rope_type", "default") != "default":
             raise ModelError(f"config.json: RoPE type {rp.get('rope_type')!r} is not supported")
-    if spec.arch == "moss_audio":
+    if "deepstack.num_inject_layers" in hp:  # a DeepStack model (MOSS-Audio)
         taps = [int(v) for k, v in hp.items() if k.startswith("deepstack.tap.")]
         need(len(taps) > 0, "deepstack_encoder_layer_indexes is empty")
         need(all(0 <= t < dims["enc_layers"] for t in taps),

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from ..hub import example_names
+
 DEFAULT_PORT = 8000
 
 
@@ -82,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``crispmoss serve``."""
     d = ServerConfig()
     p.add_argument("-m", "--model", action="append", required=True, metavar="MODEL",
-                   help="GGUF file or published name (moss-transcribe, moss-audio:f16, ...); repeat for several. "
+                   help=f"GGUF file or published name ({example_names()}, ...); repeat for several. "
                         "Listed under its published name, else the file stem")
     p.add_argument("--host", default=d.host, help=f"address to bind (default {d.host}: this machine only)")
     p.add_argument("--port", type=_port, default=d.port, help=f"TCP port (default {d.port})")
