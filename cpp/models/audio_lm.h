@@ -35,6 +35,12 @@ struct ModelSpec {
     std::unique_ptr<AudioLM> (*load)(std::unique_ptr<ModelFile> f) = nullptr;
 };
 
+// ModelSpec::load for a model class constructed from its file.
+template <class M>
+std::unique_ptr<AudioLM> make_model(std::unique_ptr<ModelFile> f) {
+    return std::make_unique<M>(std::move(f));
+}
+
 // The registered models, and the one for a GGUF architecture (nullptr if none).
 const std::vector<const ModelSpec*>& model_specs();
 const ModelSpec* find_model_spec(const std::string& arch);

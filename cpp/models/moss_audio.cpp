@@ -208,21 +208,11 @@ private:
 
 }  // namespace
 
+// Free-form questions, timed lines on request; 1024 new tokens as the official inference code; 120 s passes
+// (README, "Long audio"). quantize keeps the encoder, adapter and DeepStack mergers (the published MOSS-Audio
+// quantizations do quantize the embedding and the untied lm_head).
 extern const ModelSpec kMossAudioSpec;
-const ModelSpec kMossAudioSpec = [] {
-    ModelSpec s;
-    s.arch = kArch;
-    s.name = "MOSS-Audio";
-    s.accepts_instructions = true;
-    s.timestamps = true;
-    s.timed_output = "timed_lines";
-    s.max_new_tokens = 1024;  // the official inference code's default
-    s.pass_seconds = 120;     // README, "Long audio"
-    // The published MOSS-Audio quantizations do quantize the embedding and the untied lm_head.
-    s.keep_prefixes = {"enc.", "adapter.", "deepstack."};
-    s.transcription_instruction = transcription_instruction;
-    s.load = [](std::unique_ptr<ModelFile> f) -> std::unique_ptr<AudioLM> { return std::make_unique<MossAudio>(std::move(f)); };
-    return s;
-}();
+const ModelSpec kMossAudioSpec{kArch, "MOSS-Audio", true, true, "timed_lines", 1024, 120.0,
+                               {"enc.", "adapter.", "deepstack."}, {}, transcription_instruction, make_model<MossAudio>};
 
 }  // namespace cm

@@ -199,25 +199,12 @@ private:
 
 }  // namespace
 
+// Transcription only, no timestamps; 512 new tokens as the official inference code; 30 s passes (README, "Long
+// audio"). quantize keeps the encoder, the adapter and the tied head: llm.embed.weight is both the input table
+// and the output projection, so quantizing it degrades both ends.
 extern const ModelSpec kMossTranscribeSpec;
-const ModelSpec kMossTranscribeSpec = [] {
-    ModelSpec s;
-    s.arch = kArch;
-    s.name = "MOSS-Transcribe";
-    s.accepts_instructions = false;
-    s.timestamps = false;
-    s.timed_output = "text";
-    s.max_new_tokens = 512;  // the official inference code's default
-    s.pass_seconds = 30;     // the length it was trained on (README, "Long audio")
-    // The tied head: llm.embed.weight is both the input table and the output projection, so quantizing it
-    // degrades both ends.
-    s.keep_prefixes = {"enc.", "adapter."};
-    s.keep_names = {"llm.embed.weight"};
-    s.transcription_instruction = transcription_instruction;
-    s.load = [](std::unique_ptr<ModelFile> f) -> std::unique_ptr<AudioLM> {
-        return std::make_unique<MossTranscribe>(std::move(f));
-    };
-    return s;
-}();
+const ModelSpec kMossTranscribeSpec{kArch, "MOSS-Transcribe", false, false, "text", 512, 30.0,
+                                    {"enc.", "adapter."}, {"llm.embed.weight"}, transcription_instruction,
+                                    make_model<MossTranscribe>};
 
 }  // namespace cm

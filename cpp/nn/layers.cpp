@@ -171,23 +171,19 @@ ggml_tensor* GatedMLP::operator()(ggml_context* ctx, ggml_tensor* x) const {
 
 EncoderLayer EncoderLayer::load(const ModelFile& f, const std::string& p, int64_t d, int64_t d_ff) {
     using K = TensorKind;
+    // In file order, so the first missing tensor is the one reported.
+    auto vec = [&](const char* n, int64_t len) { return f.require(p + n, K::Vector, {len}); };
+    auto mat = [&](const char* n, int64_t in, int64_t out) { return f.require(p + n, K::Matrix, {in, out}); };
+    auto bias = [&](const char* n) { return f.optional(p + n, K::Vector, {d}); };  // attention biases may be absent
     EncoderLayer l{};
-    l.attn_norm_w = f.require(p + ".attn_norm.weight", K::Vector, {d});
-    l.attn_norm_b = f.require(p + ".attn_norm.bias", K::Vector, {d});
-    l.q_w = f.require(p + ".attn.q.weight", K::Matrix, {d, d});
-    l.q_b = f.optional(p + ".attn.q.bias", K::Vector, {d});
-    l.k_w = f.require(p + ".attn.k.weight", K::Matrix, {d, d});
-    l.k_b = f.optional(p + ".attn.k.bias", K::Vector, {d});
-    l.v_w = f.require(p + ".attn.v.weight", K::Matrix, {d, d});
-    l.v_b = f.optional(p + ".attn.v.bias", K::Vector, {d});
-    l.o_w = f.require(p + ".attn.o.weight", K::Matrix, {d, d});
-    l.o_b = f.optional(p + ".attn.o.bias", K::Vector, {d});
-    l.ffn_norm_w = f.require(p + ".ffn_norm.weight", K::Vector, {d});
-    l.ffn_norm_b = f.require(p + ".ffn_norm.bias", K::Vector, {d});
-    l.fc1_w = f.require(p + ".ffn.fc1.weight", K::Matrix, {d, d_ff});
-    l.fc1_b = f.require(p + ".ffn.fc1.bias", K::Vector, {d_ff});
-    l.fc2_w = f.require(p + ".ffn.fc2.weight", K::Matrix, {d_ff, d});
-    l.fc2_b = f.require(p + ".ffn.fc2.bias", K::Vector, {d});
+    l.attn_norm_w = vec(".attn_norm.weight", d), l.attn_norm_b = vec(".attn_norm.bias", d);
+    l.q_w = mat(".attn.q.weight", d, d), l.q_b = bias(".attn.q.bias");
+    l.k_w = mat(".attn.k.weight", d, d), l.k_b = bias(".attn.k.bias");
+    l.v_w = mat(".attn.v.weight", d, d), l.v_b = bias(".attn.v.bias");
+    l.o_w = mat(".attn.o.weight", d, d), l.o_b = bias(".attn.o.bias");
+    l.ffn_norm_w = vec(".ffn_norm.weight", d), l.ffn_norm_b = vec(".ffn_norm.bias", d);
+    l.fc1_w = mat(".ffn.fc1.weight", d, d_ff), l.fc1_b = vec(".ffn.fc1.bias", d_ff);
+    l.fc2_w = mat(".ffn.fc2.weight", d_ff, d), l.fc2_b = vec(".ffn.fc2.bias", d);
     return l;
 }
 

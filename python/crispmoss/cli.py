@@ -15,6 +15,7 @@ from typing import Any, Dict, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
 from .errors import AudioError, CrispMossError, InputError
 from .formats import FORMATS, render
+from .backends import add_placement_args
 from .hub import example_names
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif", ".au", ".m4a", ".w64", ".caf"}
@@ -45,14 +46,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help=f"GGUF file or published name ({example_names()}; the type defaults to q4_k), fetched "
                         "into the Hugging Face cache")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    p.add_argument("--backend", choices=["auto", "cpu", "cuda", "metal"], default="auto",
-                   help="where to run (default auto: a GPU if this build has a GPU backend that finds one)")
-    p.add_argument("--device", type=int, default=0, help="GPU index within the backend (default 0)")
-    p.add_argument("--gpu-layers", type=int, default=-1, metavar="N",
-                   help="LM layers to keep on the GPU (default -1: the whole model)")
-    p.add_argument("--head-type", choices=["q8_0", "q4_k", "f16"], default=None,
-                   help="compute the output head from a copy of this type made at load (MOSS-Transcribe's F16 "
-                        "head: q8_0 decodes ~20%% faster on CPU for ~0.3 GB; default: as stored)")
+    add_placement_args(p)
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
