@@ -15,7 +15,7 @@ constexpr const char* kArch = "moss_audio";
 constexpr int kFirstDigitId = 15;  // "0".."9" are ids 15..24
 
 constexpr const char* kTranscribeInstruction = "Please transcribe this audio.";
-constexpr const char* kChineseInstruction = "请转录这段音频。";  // the official Chinese one (moss_audio_usage_guide.md)
+constexpr const char* kChineseInstruction = "请转录这段音频。";  // official (OpenMOSS repo, moss_audio_usage_guide.md)
 constexpr const char* kSystemPrompt = "You are a helpful assistant.";  // the official default
 // The official repo has no timestamped-ASR instruction; this follows the wording and line format of its
 // "Time-Aware QA" prompt (demo/assets/metadata.jsonl) with transcription as the task.

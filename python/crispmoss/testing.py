@@ -191,7 +191,7 @@ class _Dims:
 
 
 _DIMS: Dict[Tuple[str, str], _Dims] = {
-    # tiny: the sizes hf-checkpoints.md lists
+    # tiny: small widths, every dimension distinct enough to catch a transposed shape
     (_TRANSCRIBE, "tiny"): _Dims(2, 64, 4, 128, 32, 96, 128, 2, 48, 4, 2, 16, 96),
     (_AUDIO, "tiny"): _Dims(8, 32, 4, 64, 8, 32, 64, 4, 16, 4, 2, 8, 48, (2, 4, 6)),
     # real widths, few layers (MOSS-Audio keeps three distinct taps, so its encoder has three layers)
