@@ -1,6 +1,7 @@
 #include "session.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "audio/mel.h"
 #include "errors.h"
@@ -23,6 +24,12 @@ std::vector<int32_t> position_keys(const Prompt& p) {
 }
 
 }  // namespace
+
+void GenerateParams::validate() const {
+    sampling.validate();
+    if (max_new_tokens < 0) throw InputError("max_new_tokens must be >= 0, got " + std::to_string(max_new_tokens));
+    if (!(timeout_s >= 0.0) || !std::isfinite(timeout_s)) throw InputError("timeout must be > 0 seconds");
+}
 
 Session::Session(std::shared_ptr<const AudioLM> model, std::shared_ptr<Engine> engine, ggml_type kv_type)
     : model_(std::move(model)), engine_(std::move(engine)), kv_type_(kv_type) {
@@ -63,8 +70,7 @@ Prompt Session::prompt(const PromptRequest& req) const {
 
 GenerateResult Session::generate(const PromptRequest& req, const GenerateParams& params, const PieceCallback& on_piece,
                                  const PollCallback& poll) {
-    params.sampling.validate();
-    if (params.max_new_tokens < 0) throw InputError("max_new_tokens must be >= 0");
+    params.validate();
     const Prompt p = prompt(req);
     const Qwen3Config& cfg = model_->lm().cfg;
     const int n_prompt = static_cast<int>(p.ids.size());

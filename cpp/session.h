@@ -20,6 +20,7 @@ struct GenerateParams {
     int max_new_tokens = 512;
     SamplingParams sampling;
     double timeout_s = 0.0;  // 0: none
+    void validate() const;   // throws InputError: the one check of generation options (Python calls it too)
 };
 
 struct Timings {

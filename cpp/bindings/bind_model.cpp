@@ -263,6 +263,21 @@ void bind_model(py::module_& m) {
         "The instruction a transcription request sends (\"\" = the model's official default); InputError for a "
         "language or timestamps the model cannot take.");
 
+    m.def(
+        "check_generate",
+        [](int max_new_tokens, float temperature, int top_k, float top_p, float min_p, float repetition_penalty,
+           double timeout) {
+            GenerateParams gp;
+            gp.max_new_tokens = max_new_tokens;
+            gp.sampling = SamplingParams{temperature, top_k, top_p, min_p, repetition_penalty, 0};
+            gp.timeout_s = timeout;
+            gp.validate();
+        },
+        py::kw_only(), py::arg("max_new_tokens") = 0, py::arg("temperature") = 0.0f, py::arg("top_k") = 0,
+        py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f, py::arg("repetition_penalty") = 1.0f,
+        py::arg("timeout") = 0.0,
+        "InputError for generation options out of range: the check Session.generate runs, made before any work.");
+
     auto load = [](const std::string& path, const std::string& backend, int device, int n_gpu_layers,
                    const std::string& head_type, bool host_copy) {
         py::gil_scoped_release nogil;

@@ -128,16 +128,12 @@ def resolve_sampling(sampling: Optional[str] = None, *, temperature: Optional[fl
             p[key] = _number(key, v)
     k = int(p["top_k"]) if top_k is None else _integer("top_k", top_k)
     t, tp, mp, rp = p["temperature"], p["top_p"], p["min_p"], p["repetition_penalty"]
-    if not (t >= 0 and math.isfinite(t)):
+    # Beyond what the core's float / int hold; the ranges are checked in C++.
+    if not math.isfinite(t) or abs(t) > 1e30:
         raise InputError(f"temperature must be >= 0, got {t}")
-    if k < 0:
+    if abs(k) >= 2 ** 31:
         raise InputError(f"top_k must be >= 0 (0 = off), got {k}")
-    if not 0 < tp <= 1:
-        raise InputError(f"top_p must be in (0, 1], got {tp}")
-    if not 0 <= mp < 1:
-        raise InputError(f"min_p must be in [0, 1), got {mp}")
-    if not (rp > 0 and math.isfinite(rp)):
-        raise InputError(f"repetition_penalty must be > 0, got {rp}")
+    _core.check_generate(temperature=t, top_k=k, top_p=tp, min_p=mp, repetition_penalty=rp)
     if seed is not None:
         seed = _integer("seed", seed)
         if not 0 <= seed < 2 ** 64:
@@ -346,8 +342,9 @@ class Model:
         if max_new_tokens is None:
             max_new_tokens = self.default_max_new_tokens
         max_new_tokens = _integer("max_new_tokens", max_new_tokens)
-        if max_new_tokens < 0:
+        if not -2 ** 31 <= max_new_tokens < 2 ** 31:
             raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        _core.check_generate(max_new_tokens=max_new_tokens)
         if timeout is not None:
             timeout = _number("timeout", timeout)
             if timeout <= 0:
