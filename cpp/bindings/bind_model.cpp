@@ -297,7 +297,8 @@ void bind_model(py::module_& m) {
              }),
              py::arg("path"), py::kw_only(), py::arg("backend") = "auto", py::arg("device") = 0,
              py::arg("n_gpu_layers") = -1, py::arg("head_type") = "")
-        .def("close", &PyModel::close, "Drops the model (freed once its sessions are gone); later use raises ModelError.")
+        .def("close", &PyModel::close, py::call_guard<py::gil_scoped_release>(),
+             "Drops the model (freed once its sessions are gone); later use raises ModelError.")
         .def_property_readonly("closed", [](const PyModel& s) {
             std::lock_guard<std::mutex> lk(*s.mu);
             return !s.lm_;
