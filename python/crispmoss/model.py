@@ -503,9 +503,8 @@ class Model:
                                  f" but {have / 2**30:.1f} GiB is available; use a smaller batch_size")
 
         def run_pass(samples: np.ndarray, callback: Any, timeout: Optional[float], stop: Any) -> Transcript:
-            session = Session(self, samples)
-            return session._run(None, timestamps, replace(opts, callback=callback, timeout=timeout), join=False,
-                                stop=stop, language=language)
+            return Session(self, samples).transcribe(timestamps=timestamps, language=language, should_stop=stop,
+                                                     options=replace(opts, callback=callback, timeout=timeout))
 
         return PassRunner(run_pass, limit, batch_size=batch_size, timeout=opts.timeout, callback=opts.callback,
                           seed=opts.sampling.seed, sample_rate=sample_rate)
@@ -601,12 +600,20 @@ class Session:
                                           system=self._system(system)))
 
     def transcribe(self, *, timestamps: bool = False, language: Optional[str] = None,
+                   options: Optional[GenerateOptions] = None, should_stop: Optional[Callable[[], bool]] = None,
                    **generate_kwargs: Any) -> Transcript:
         """Transcription of the whole clip with the official instruction (time-aware one with ``timestamps``,
-        MOSS-Audio only). ``language``: see :func:`transcription_instruction`."""
+        MOSS-Audio only). ``language``: see :func:`transcription_instruction`.
+
+        Generation options are keyword arguments (see :meth:`Model.options`), or ``options``: options already
+        resolved by :meth:`Model.options` (e.g. one seed shared by several requests). ``should_stop`` is asked at
+        every decode step and while the request waits: True interrupts it (``stop_reason`` "interrupted")."""
         transcription_instruction(self.model.arch, language, timestamps)  # validated before the options
         _check_gen_kwargs(generate_kwargs)
-        return self._run(None, timestamps, self.model.options(**generate_kwargs), language=language)
+        if options is not None and generate_kwargs:
+            raise InputError("pass either options= or generation keyword arguments, not both")
+        opts = options if options is not None else self.model.options(**generate_kwargs)
+        return self._run(None, timestamps, opts, stop=should_stop, language=language)
 
     def ask(self, prompt: str, *, system: Optional[str] = None, **generate_kwargs: Any) -> Transcript:
         """Answers ``prompt`` about the session's audio (MOSS-Audio). ``system`` replaces the default system
@@ -669,13 +676,13 @@ class Session:
     def _busy(self) -> "Session._Busy":
         return Session._Busy(self)
 
-    def _run(self, prompt: Optional[str], timestamps: bool, opts: GenerateOptions, join: bool = True,
+    def _run(self, prompt: Optional[str], timestamps: bool, opts: GenerateOptions,
              stop: Optional[Callable[[], bool]] = None, system: str = "", language: Optional[str] = None) -> Transcript:
-        """One request. With ``join`` the callback's pieces are those whose concatenation is the returned text
-        (leading and trailing whitespace held back, as ``text`` is stripped); without, the raw pieces. ``stop``
-        is asked at every decode step (and while waiting): True interrupts the request."""
+        """One request. The callback's pieces are those whose concatenation is the returned text (leading and
+        trailing whitespace held back, as ``text`` is stripped). ``stop`` is asked at every decode step (and while
+        waiting): True interrupts the request."""
         s = opts.sampling
-        callback = StreamJoiner(opts.callback) if (join and opts.callback is not None) else opts.callback
+        callback = StreamJoiner(opts.callback) if opts.callback is not None else None
         with self._busy():
             r = self._core.generate(instruction=_normalize(prompt), timestamps=timestamps, language=language or "",
                                     system=system, max_new_tokens=opts.max_new_tokens, temperature=s.temperature,
