@@ -21,9 +21,5 @@ struct AudioError : Error {
 struct InputError : Error {
     using Error::Error;
 };
-// Generation was interrupted (signal, timeout) between two steps.
-struct Interrupted : Error {
-    using Error::Error;
-};
 
 }  // namespace cm

@@ -16,6 +16,7 @@
 #include "errors.h"
 #include "gguf.h"
 #include "log.h"
+#include "models/audio_lm.h"
 
 #ifdef _WIN32
 #ifndef NOMINMAX
@@ -34,26 +35,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// ---- per-model rules, as data ------------------------------------------------------------------------
-// A tensor is a candidate when it is 2-D, its name ends in "weight" and contains no "norm", and neither
-// of the lists below of its architecture matches it. Everything else is copied byte for byte, in its
-// source type (CrispASR's crispasr-quantize does the same: excluded tensors keep their converter type).
-struct ArchRule {
-    const char* arch;
-    std::vector<std::string> keep_prefixes;  // whole sub-networks kept at source precision
-    std::vector<std::string> keep_names;     // single tensors kept at source precision
-};
-
-const std::vector<ArchRule>& arch_rules() {
-    static const std::vector<ArchRule> rules = {
-        // The tied head: llm.embed.weight is both the input table and the output projection, so
-        // quantizing it degrades both ends (spec moss-transcribe.md §2.4).
-        {"moss_transcribe", {"enc.", "adapter."}, {"llm.embed.weight"}},
-        // The published MOSS-Audio quantizations do quantize the embedding and the untied lm_head.
-        {"moss_audio", {"enc.", "adapter.", "deepstack."}, {}},
-    };
-    return rules;
-}
+// A tensor is a candidate when it is 2-D, its name ends in "weight" and contains no "norm", and its model's
+// keep-rules (ModelSpec::keep_prefixes / keep_names, declared in the model's file) do not match it. Everything
+// else is copied byte for byte, in its source type (CrispASR's crispasr-quantize does the same: excluded tensors
+// keep their converter type).
+using ArchRule = ModelSpec;
 
 struct TargetName {
     const char* name;
@@ -72,11 +58,7 @@ bool ends_with(const std::string& s, const std::string& p) {
     return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
 }
 
-const ArchRule* find_rule(const std::string& arch) {
-    for (const auto& r : arch_rules())
-        if (arch == r.arch) return &r;
-    return nullptr;
-}
+const ArchRule* find_rule(const std::string& arch) { return find_model_spec(arch); }
 
 bool is_candidate(const ArchRule& rule, const std::string& name, int n_dims) {
     if (n_dims != 2 || !ends_with(name, "weight") || name.find("norm") != std::string::npos) return false;
@@ -241,7 +223,7 @@ QuantizeReport plan_from(Input& in, ggml_type target, uint64_t file_size) {
     const ArchRule* rule = find_rule(in.arch);
     if (!rule) {
         std::string known;
-        for (const auto& r : arch_rules()) known += std::string(known.empty() ? "" : ", ") + r.arch;
+        for (const ModelSpec* r : model_specs()) known += std::string(known.empty() ? "" : ", ") + r->arch;
         throw ModelError("'" + in.path + "' has architecture '" + in.arch + "', which crispmoss cannot quantize (known: " +
                          known + ")");
     }

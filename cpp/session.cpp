@@ -1,6 +1,7 @@
 #include "session.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "audio/mel.h"
 #include "errors.h"
@@ -24,14 +25,22 @@ std::vector<int32_t> position_keys(const Prompt& p) {
 
 }  // namespace
 
+void GenerateParams::validate() const {
+    sampling.validate();
+    if (max_new_tokens < 0) throw InputError("max_new_tokens must be >= 0, got " + std::to_string(max_new_tokens));
+    if (!(timeout_s >= 0.0) || !std::isfinite(timeout_s)) throw InputError("timeout must be > 0 seconds");
+}
+
 Session::Session(std::shared_ptr<const AudioLM> model, std::shared_ptr<Engine> engine, ggml_type kv_type)
     : model_(std::move(model)), engine_(std::move(engine)), kv_type_(kv_type) {
     if (!engine_ || &engine_->model() != model_.get()) throw Error("internal: a session needs its model's engine");
 }
 
 void Session::set_audio(const float* pcm, size_t n_samples) {
+    model_->check_audio_fits(n_samples);
+    const MelSpec& spec = model_->mel_spec();
     auto t0 = Clock::now();
-    MelSpectrogram mel = log_mel(pcm, n_samples, engine_->n_threads());
+    MelSpectrogram mel = log_mel(pcm, n_samples, spec, engine_->n_threads());
     // The official processors hand the encoder a bfloat16 mel; rounding here keeps us on the same inputs.
     if (mel_bf16_) {
         for (float& v : mel.data) v = ggml_bf16_to_fp32(ggml_fp32_to_bf16(v));
@@ -45,7 +54,7 @@ void Session::set_audio(const float* pcm, size_t n_samples) {
     audio_t_.mel_ms = ms_since(t0);
     mel_ = std::move(mel.data);
     n_frames_ = mel.n_frames;
-    duration_ = static_cast<double>(n_samples) / kMelSampleRate;
+    duration_ = static_cast<double>(n_samples) / spec.sample_rate;
     t0 = Clock::now();
     // The encoder runs on the engine's worker, between other sessions' decode steps.
     engine_->run_job([&](Compute& c) { enc_ = model_->encode(c, mel_.data(), n_frames_); }, &dumps_);
@@ -61,8 +70,7 @@ Prompt Session::prompt(const PromptRequest& req) const {
 
 GenerateResult Session::generate(const PromptRequest& req, const GenerateParams& params, const PieceCallback& on_piece,
                                  const PollCallback& poll) {
-    params.sampling.validate();
-    if (params.max_new_tokens < 0) throw InputError("max_new_tokens must be >= 0");
+    params.validate();
     const Prompt p = prompt(req);
     const Qwen3Config& cfg = model_->lm().cfg;
     const int n_prompt = static_cast<int>(p.ids.size());

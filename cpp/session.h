@@ -20,6 +20,7 @@ struct GenerateParams {
     int max_new_tokens = 512;
     SamplingParams sampling;
     double timeout_s = 0.0;  // 0: none
+    void validate() const;   // throws InputError: the one check of generation options (Python calls it too)
 };
 
 struct Timings {
@@ -48,7 +49,8 @@ public:
 
     // Round the log-mel to bfloat16 before the encoder, as the official processors do (default on).
     void set_mel_bf16(bool on) { mel_bf16_ = on; }
-    // Computes the mel and runs the encoder once; drops any cached prompt.
+    // Computes the mel (the model's front end) and runs the encoder once; drops any cached prompt. Throws
+    // InputError first when the clip's audio rows alone would fill the context (AudioLM::check_audio_fits).
     void set_audio(const float* pcm, size_t n_samples);
     bool has_audio() const { return has_audio_; }
     int n_audio() const { return enc_.n_audio; }

@@ -53,13 +53,13 @@ class StageReport:
 def run_ours(gguf: str, audio: np.ndarray, max_new_tokens: int, *, instruction: str = "",
              kv_type: str = "f32") -> Dict[str, object]:
     model = _core.Model(gguf)
-    session = _core.Session(model, 0, kv_type, True)
+    session = _core.Session(model, n_threads=0, kv_type=kv_type)
     session.enable_dumps(True)
     session.set_audio(np.ascontiguousarray(audio, dtype=np.float32))
-    out = session.generate(instruction, False, True, max_new_tokens)
+    out = session.generate(instruction=instruction, max_new_tokens=max_new_tokens)
     dumps = dict(session.dumps())
     dumps["tokens"] = list(out["tokens"])
-    dumps["prompt_ids"] = list(session.prompt_ids(instruction, False, True))
+    dumps["prompt_ids"] = list(session.prompt_ids(instruction=instruction))
     return dumps
 
 

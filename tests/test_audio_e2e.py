@@ -47,12 +47,12 @@ def test_custom_question(checkpoint):
 def test_prompt_ids_match_the_official_format(checkpoint, seconds, question):
     hf, ggufs, ref = checkpoint
     audio = speech(seconds)
-    session = _core.Session(_core.Model(ggufs["f16"]), 1, "f16", True)
+    session = _core.Session(_core.Model(ggufs["f16"]), n_threads=1)
     session.set_audio(audio)
-    ours = list(session.prompt_ids(question or "", False, True))
+    ours = list(session.prompt_ids(instruction=question or ""))
     assert ours == prompts.audio_prompt_ids(len(audio), question)
     # Without markers the span is only audio placeholders.
-    plain = list(session.prompt_ids(question or "", False, False))
+    plain = list(session.prompt_ids(instruction=question or "", time_markers=False))
     assert plain == prompts.audio_prompt_ids(len(audio), question, enable_time_marker=False)
 
 

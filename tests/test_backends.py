@@ -30,9 +30,9 @@ def clip() -> np.ndarray:
 
 
 def _greedy(core_model, audio: np.ndarray, instruction: str = "") -> list:
-    s = _core.Session(core_model, 1, "f16", True)
+    s = _core.Session(core_model, n_threads=1)
     s.set_audio(audio)
-    return s.generate(instruction, max_new_tokens=N)["tokens"]
+    return s.generate(instruction=instruction, max_new_tokens=N)["tokens"]
 
 
 def test_system_info_lists_the_cpu():
@@ -77,7 +77,7 @@ def test_bad_backend_arguments(tiny_transcribe_gguf_f16):
     with pytest.raises(InputError):
         crispmoss.Model(p, n_gpu_layers=1.5)
     with pytest.raises(InputError, match="backend"):
-        _core.Model(str(p), "tpu")
+        _core.Model(str(p), backend="tpu")
 
 
 def test_auto_matches_cpu(tiny_transcribe_gguf_f16, clip):
@@ -105,11 +105,11 @@ def test_offloaded_weights_give_the_same_tokens(tiny_models, clip, arch):
     """Weights copied out of the mapping (as for a GPU) must compute exactly what the mapped ones do."""
     path = str(tiny_models.gguf(arch, outtype="f16"))
     ask = "" if arch == "moss_transcribe" else "Describe the sound."
-    base = _core.Model(path, "cpu")
+    base = _core.Model(path, backend="cpu")
     ref = _greedy(base, clip, ask)
     n_layer = None
     for n_gpu in (-1, 0, 1):
-        m = _core.Model(path, "cpu", 0, n_gpu, _test_host_copy=True)
+        m = _core._load_with_host_copy(path, n_gpu)
         pl = m.placement
         n_layer = pl["n_layer"]
         assert pl["backend"] == "cpu"
@@ -120,8 +120,8 @@ def test_offloaded_weights_give_the_same_tokens(tiny_models, clip, arch):
         else:
             assert pl["device_bytes"] > 0
         assert _greedy(m, clip, ask) == ref
-    full = _core.Model(path, "cpu", 0, -1, _test_host_copy=True)
-    part = _core.Model(path, "cpu", 0, 1, _test_host_copy=True)
+    full = _core._load_with_host_copy(path, -1)
+    part = _core._load_with_host_copy(path, 1)
     assert full.placement["device_bytes"] > part.placement["device_bytes"]
     # Reading weights back works wherever they live.
     for name in ("llm.blk.%d.attn.q.weight" % (n_layer - 1), "llm.final_norm.weight"):
@@ -129,7 +129,7 @@ def test_offloaded_weights_give_the_same_tokens(tiny_models, clip, arch):
 
 
 def test_more_gpu_layers_than_the_model_has(tiny_transcribe_gguf_f16):
-    m = _core.Model(str(tiny_transcribe_gguf_f16), "cpu", 0, 1000, _test_host_copy=True)
+    m = _core._load_with_host_copy(str(tiny_transcribe_gguf_f16), 1000)
     assert m.placement["n_gpu_layers"] == m.placement["n_layer"] and m.placement["full_offload"]
 
 
@@ -151,10 +151,10 @@ def _gpu_device() -> bool:
 
 
 def _first_logits(core_model, audio: np.ndarray, instruction: str) -> np.ndarray:
-    s = _core.Session(core_model, 1, "f32", True)
+    s = _core.Session(core_model, n_threads=1, kv_type="f32")
     s.enable_dumps(True)
     s.set_audio(audio)
-    s.generate(instruction, max_new_tokens=1)
+    s.generate(instruction=instruction, max_new_tokens=1)
     return np.asarray(s.dumps()["logits"], dtype=np.float64)
 
 
@@ -165,8 +165,8 @@ def test_gpu_matches_cpu(tiny_models, clip, arch, n_gpu):
     """Full, none and partial offload on a real GPU give the CPU's logits (f32 weights and KV: tight)."""
     path = str(tiny_models.gguf(arch, outtype="f32"))
     ask = "" if arch == "moss_transcribe" else "Describe the sound."
-    ref = _first_logits(_core.Model(path, "cpu"), clip, ask)
-    m = _core.Model(path, "auto", 0, n_gpu)
+    ref = _first_logits(_core.Model(path, backend="cpu"), clip, ask)
+    m = _core.Model(path, backend="auto", n_gpu_layers=n_gpu)
     assert m.placement["backend"] != "cpu"
     got = _first_logits(m, clip, ask)
     assert np.abs(got - ref).max() <= 2e-3 * max(1.0, np.abs(ref).max())

@@ -169,7 +169,7 @@ def test_session_on_hostile_arrays(models):
 
 def test_core_set_audio_rejects_bad_buffers(models):
     """Straight to the binding: wrong rank, NaN and too-short buffers raise AudioError in C++."""
-    core = crispmoss._core.Session(models["moss_transcribe"]._core, 1, "f16", True)
+    core = crispmoss._core.Session(models["moss_transcribe"]._core, n_threads=1)
     with pytest.raises(AudioError):
         core.set_audio(np.zeros((2, 400), np.float32))
     with pytest.raises(AudioError, match="non-finite"):

@@ -306,7 +306,7 @@ def _bad_merge(g):
 
 
 def _small_vocab(g):
-    """A consistent 1000-token model whose fixed prompt ids (user/assistant) fall outside its vocabulary."""
+    """A consistent 1000-token model whose vocabulary lacks the template's role tokens (user/assistant)."""
     n = 1000
     g.set_kv(T + "llm.vocab_size", gb.U32, n)
     for k, v in (("bos_token_id", 990), ("eos_token_id", 991), ("start_token_id", 992), ("audio_start_id", 993),
@@ -358,7 +358,9 @@ SEMANTIC = {
     "special_id_outside_vocab": (_kv(T + "eos_token_id", gb.U32, 10 ** 6), r"special token id 1000000 is outside"),
     "tokens_not_strings": (_kv("tokenizer.ggml.tokens", gb.U32, 1), r"tokenizer.ggml.tokens is not an array of strings"),
     "bad_merge": (_bad_merge, r"bad tokenizer data|merge 5"),
-    "prompt_id_outside_vocab": (_small_vocab, r"prompt token id 77091 is outside the vocabulary of 1000"),
+    # The template is tokenized (no fixed ids that could index past the embedding); a vocabulary that cannot spell
+    # its role names as single tokens is refused instead.
+    "prompt_id_outside_vocab": (_small_vocab, r"role '\w+' is \d+ tokens in this vocabulary of 1000, not one"),
     "mel_bins": (_kv(T + "enc.num_mel_bins", gb.U32, 80), r"num_mel_bins must be 128"),
 }
 

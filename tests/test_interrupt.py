@@ -256,10 +256,10 @@ def test_audio_longer_than_context(short_context):
 def test_prompt_longer_than_context_in_core(short_context):
     """The C++ core checks too (a caller that bypasses the Python wrapper gets InputError, not a crash)."""
     m = short_context["moss_transcribe"]
-    core = crispmoss._core.Session(m._core, 1, "f16", True)
+    core = crispmoss._core.Session(m._core, n_threads=1)
     core.set_audio(_speech(4.5))  # 4.5 s = 59 audio rows + 10 prompt tokens > 64
     with pytest.raises(InputError, match=r"the prompt is \d+ tokens long but the model's context is 64"):
-        core.generate("", False, True, 4)
+        core.generate(max_new_tokens=4)
 
 
 def test_instruction_longer_than_context(short_context):

@@ -32,3 +32,16 @@ def _jfk():
     from pathlib import Path
 
     return str(Path(__file__).resolve().parents[2] / "shared" / "audio" / "jfk.wav")
+
+
+def test_cjk_is_one_definition_for_loopfix_and_pass_joining():
+    # Long audio joins pass texts without a space between CJK characters; loopfix reads a mostly-CJK text by
+    # characters. Both ask crispmoss.results.is_cjk: CJK punctuation and fullwidth forms (once CJK only for
+    # joining) and supplementary-plane ideographs (once CJK only for loopfix) count for both.
+    from crispmoss.results import join_texts
+
+    for ch in "。、「ＡＢ１好" + "\U00020000\U0002a6d6":
+        assert join_texts(["x" + ch, ch + "y"]) == "x" + ch + ch + "y"
+        assert collapse_loops(ch * 10) == ch * 3
+    assert collapse_loops("好。" * 6) == "好。" * 3  # half of it punctuation: still read by characters
+    assert join_texts(["a", "好"]) == "a 好" and collapse_loops("the " * 6 + "end") == "the " * 3 + "end"

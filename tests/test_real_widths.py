@@ -87,17 +87,17 @@ def test_quantized_head_copy(real):
     audio = speech(3.0)
     out = {}
     for head in ("", "q8_0"):
-        s = _core.Session(_core.Model(f16, "cpu", 0, -1, False, head), 0, "f16", True)
+        s = _core.Session(_core.Model(f16, backend="cpu", head_type=head), n_threads=0)
         s.enable_dumps(True)
         s.set_audio(audio)
-        r = s.generate("", False, True, 12)
+        r = s.generate(max_new_tokens=12)
         out[head] = (list(r["tokens"]), s.dumps()["logits"])
     (t0, l0), (t1, l1) = out[""], out["q8_0"]
     cos = float(l0 @ l1 / np.linalg.norm(l0) / np.linalg.norm(l1))
     print(f"{arch}: head q8_0 vs f16 logits cosine {cos:.6f}, tokens {t0 == t1}")
     assert cos > 0.999
     with pytest.raises(crispmoss.InputError):
-        _core.Model(f16, "cpu", 0, -1, False, "q4_0_bogus")
+        _core.Model(f16, backend="cpu", head_type="q4_0_bogus")
 
 
 

@@ -176,3 +176,33 @@ def test_system_prompt_replaces_the_default(audio_model, transcribe_model, jfk):
         s.ask("hi", system="  ")
     with pytest.raises(ModelError):
         transcribe_model.session(jfk).generate(None, system="You are a pirate.")
+
+
+def test_bad_text_arguments_are_input_errors(audio_model, jfk):
+    # A str that is not valid Unicode (a lone surrogate) reaches the core as a clear InputError, not pybind's
+    # "incompatible function arguments" TypeError.
+    s = audio_model.session(jfk)
+    for call in (lambda: s.ask("\udcff", max_new_tokens=1), lambda: s.generate("a\udcffb", max_new_tokens=1),
+                 lambda: s.ask("Hi", system="\udcff", max_new_tokens=1), lambda: audio_model.tokenize("\udcff"),
+                 lambda: s.transcribe(language="\udcff", max_new_tokens=1)):
+        with pytest.raises(InputError):
+            call()
+    assert s.ask("Hi", max_new_tokens=1).stop_reason in ("stop", "length")  # the session is still usable
+
+
+def test_prompt_ids_count_audio_without_the_encoder(audio_model, transcribe_model, jfk):
+    for m in (audio_model, transcribe_model):
+        assert m.prompt_ids(jfk) == m.session(jfk).prompt_ids()
+
+
+def test_close_releases_the_model(transcribe_gguf, jfk):
+    with crispmoss.Model(transcribe_gguf, n_threads=1) as m:
+        text = m.transcribe(jfk, max_new_tokens=2).text
+        assert not m.closed
+    assert m.closed
+    for call in (lambda: m.transcribe(jfk, max_new_tokens=2), lambda: m.session(jfk), lambda: m.tokenize("hi"),
+                 lambda: m.arch):
+        with pytest.raises(ModelError, match="closed"):
+            call()
+    m.close()  # twice is harmless
+    assert isinstance(text, str)

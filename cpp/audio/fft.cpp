@@ -157,22 +157,6 @@ RealFFT::RealFFT(size_t n) : n_(n), half_(n >= 2 ? n / 2 : 1) {
 
 // With z[j] = x[2j] + i x[2j+1] and Z its h-point DFT (h = n/2), the even/odd sample spectra are
 // E[k] = (Z[k] + conj Z[h-k]) / 2 and O[k] = -i (Z[k] - conj Z[h-k]) / 2, and X[k] = E[k] + W_n^k O[k].
-void RealFFT::forward(const double* in, cplx* out, cplx* work) const {
-    const size_t h = n_ / 2;
-    cplx* z = work;
-    cplx* zf = work + h;
-    for (size_t j = 0; j < h; ++j) z[j] = cplx(in[2 * j], in[2 * j + 1]);
-    half_.forward(z, zf);
-    for (size_t k = 0; k <= h; ++k) {
-        const cplx zk = zf[k == h ? 0 : k];
-        const cplx zc = std::conj(zf[k == 0 ? 0 : h - k]);
-        const cplx e = 0.5 * (zk + zc);
-        const cplx d = 0.5 * (zk - zc);
-        const cplx o(d.imag(), -d.real());
-        out[k] = e + mul(twiddle_[k], o);
-    }
-}
-
 void RealFFT::power(const double* in, double* power, cplx* work) const {
     const size_t h = n_ / 2;
     cplx* z = work;

@@ -34,7 +34,6 @@ public:
     size_t n_bins() const { return n_ / 2 + 1; }
     // work must hold n/2 + n/2 complex values (packed input and half-length spectrum).
     size_t work_size() const { return n_; }
-    void forward(const double* in, cplx* out, cplx* work) const;
     // |X[k]|^2 for k = 0 .. n/2, written to power (n/2+1 values).
     void power(const double* in, double* power, cplx* work) const;
 

@@ -4,6 +4,9 @@
 #include <cmath>
 #include <exception>
 #include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -163,9 +166,13 @@ MelFilterbank slaney_mel_filterbank(int n_freq, int n_mel, double f_min, double 
     return fb;
 }
 
-const MelFilterbank& whisper_mel_filterbank() {
-    static const MelFilterbank fb = slaney_mel_filterbank(kMelNFreq, kMelBins, 0.0, 8000.0, kMelSampleRate);
-    return fb;
+const MelFilterbank& whisper_mel_filterbank(int n_mel) {
+    static std::mutex mu;
+    static std::map<int, std::unique_ptr<const MelFilterbank>> banks;
+    std::lock_guard<std::mutex> lk(mu);
+    auto& fb = banks[n_mel];
+    if (!fb) fb = std::make_unique<const MelFilterbank>(slaney_mel_filterbank(kMelNFreq, n_mel, 0.0, 8000.0, kMelSampleRate));
+    return *fb;
 }
 
 MelFilterbank mel_filterbank_from_freq_major(const float* data, int n_freq, int n_mel) {
@@ -187,6 +194,15 @@ MelFilterbank mel_filterbank_from_freq_major(const float* data, int n_freq, int 
     }
     find_spans(fb);
     return fb;
+}
+
+MelSpectrogram log_mel(const float* pcm, size_t n, const MelSpec& spec, int n_threads) {
+    if (spec.sample_rate != kMelSampleRate || spec.n_fft != kMelNFFT || spec.hop != kMelHop)
+        throw ModelError("the mel front end computes a 16 kHz STFT with n_fft 400 and hop 160 only, not " +
+                         std::to_string(spec.sample_rate) + " Hz / n_fft " + std::to_string(spec.n_fft) + " / hop " +
+                         std::to_string(spec.hop));
+    if (spec.n_mel < 1 || spec.n_mel > 4096) throw ModelError("mel bins out of range: " + std::to_string(spec.n_mel));
+    return log_mel(pcm, n, whisper_mel_filterbank(spec.n_mel), n_threads);
 }
 
 MelSpectrogram log_mel(const float* pcm, size_t n, int n_threads) {

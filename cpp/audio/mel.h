@@ -35,8 +35,17 @@ struct MelFilterbank {
 // mel_scale="slaney") in float64, stored filter-major.
 MelFilterbank slaney_mel_filterbank(int n_freq, int n_mel, double f_min, double f_max, double sample_rate);
 
-// The 128 x 201 Whisper filterbank, built once.
-const MelFilterbank& whisper_mel_filterbank();
+// The n_mel x 201 Whisper filterbank (Slaney, 0-8000 Hz), built once per n_mel.
+const MelFilterbank& whisper_mel_filterbank(int n_mel = kMelBins);
+
+// A model's mel front end (declared by the model, see models/audio_lm.h). This build computes the Whisper STFT
+// (16 kHz, n_fft 400, hop 160) over the whole clip, unpadded; n_mel is free.
+struct MelSpec {
+    int sample_rate = kMelSampleRate;
+    int n_fft = kMelNFFT;
+    int hop = kMelHop;
+    int n_mel = kMelBins;
+};
 
 // A filterbank stored frequency-major, data[f * n_mel + m] (torch shape [n_freq, n_mel], i.e. the
 // GGUF tensor audio.mel_filters with ne = (n_mel, n_freq)). Throws ModelError on bad sizes or values.
@@ -49,5 +58,7 @@ MelFilterbank mel_filterbank_from_freq_major(const float* data, int n_freq, int 
 MelSpectrogram log_mel(const float* pcm, size_t n, int n_threads);
 // Same with a caller-supplied filterbank (n_freq must be 201); throws ModelError otherwise.
 MelSpectrogram log_mel(const float* pcm, size_t n, const MelFilterbank& filters, int n_threads);
+// Same with the Whisper filterbank of spec.n_mel bins; throws ModelError for an STFT this build does not compute.
+MelSpectrogram log_mel(const float* pcm, size_t n, const MelSpec& spec, int n_threads);
 
 }  // namespace cm

@@ -117,27 +117,91 @@ py::dict timings_dict(const Timings& t) {
     return d;
 }
 
-PromptRequest request(const std::string& instruction, bool timestamps, bool time_markers,
-                      const std::string& system = std::string()) {
+// Text arguments as UTF-8: a str that cannot be encoded (a lone surrogate) is an InputError, not a TypeError.
+std::string utf8_arg(const py::handle& obj, const char* what) {
+    if (obj.is_none()) return std::string();
+    if (!py::isinstance<py::str>(obj)) {
+        throw InputError(std::string(what) + " must be a string, got " + std::string(Py_TYPE(obj.ptr())->tp_name));
+    }
+    Py_ssize_t n = 0;
+    const char* data = PyUnicode_AsUTF8AndSize(obj.ptr(), &n);
+    if (!data) {
+        PyErr_Clear();
+        throw InputError(std::string(what) + " is not valid Unicode text (it holds a lone surrogate)");
+    }
+    return std::string(data, static_cast<size_t>(n));
+}
+
+PromptRequest request(const py::object& instruction, bool timestamps, const py::object& language, bool time_markers,
+                      const py::object& system) {
     PromptRequest r;
-    r.system = system;
-    r.instruction = instruction;
+    r.instruction = utf8_arg(instruction, "the prompt");
     r.timestamps = timestamps;
+    r.language = utf8_arg(language, "language");
     r.time_markers = time_markers;
+    r.system = utf8_arg(system, "the system prompt");
     return r;
+}
+
+py::dict mel_dict(const MelSpec& m) {
+    py::dict d;
+    d["sample_rate"] = m.sample_rate;
+    d["n_fft"] = m.n_fft;
+    d["hop"] = m.hop;
+    d["n_mel"] = m.n_mel;
+    return d;
+}
+
+py::dict spec_dict(const ModelSpec& s) {
+    py::dict d;
+    d["arch"] = s.arch;
+    d["name"] = s.name;
+    d["accepts_instructions"] = s.accepts_instructions;
+    d["timestamps"] = s.timestamps;
+    d["timed_output"] = s.timed_output;
+    d["max_new_tokens"] = s.max_new_tokens;
+    d["pass_seconds"] = s.pass_seconds;
+    d["keep_prefixes"] = s.keep_prefixes;
+    d["keep_names"] = s.keep_names;
+    return d;
+}
+
+const ModelSpec& spec_of(const std::string& arch) {
+    const ModelSpec* s = find_model_spec(arch);
+    if (!s) throw InputError("unknown architecture '" + arch + "'");
+    return *s;
 }
 
 // A loaded model and its engines (one per thread count: each runs its own worker and compute buffers; a Python
 // Model uses one).
+// close() drops both: the weights are freed once the last session using them is gone; any later use of this
+// object raises ModelError.
 struct PyModel {
-    std::shared_ptr<const AudioLM> lm;
+    std::shared_ptr<const AudioLM> lm_;
     std::shared_ptr<std::mutex> mu = std::make_shared<std::mutex>();
     std::shared_ptr<std::map<int, std::shared_ptr<Engine>>> engines =
         std::make_shared<std::map<int, std::shared_ptr<Engine>>>();
 
+    std::shared_ptr<const AudioLM> model() const {
+        std::lock_guard<std::mutex> lk(*mu);
+        if (!lm_) throw ModelError("the model is closed");
+        return lm_;
+    }
+    void close() {
+        std::map<int, std::shared_ptr<Engine>> gone;
+        std::shared_ptr<const AudioLM> lm;
+        {
+            std::lock_guard<std::mutex> lk(*mu);
+            gone.swap(*engines);
+            lm.swap(lm_);
+        }
+        // Engines stop their workers as they are destroyed here (without the lock), unless a session holds them.
+    }
+
     // The engine for n_threads (0: all cores), made with `opts` on first use; later options must agree.
     std::shared_ptr<Engine> engine(int n_threads, const EngineOptions* opts = nullptr) const {
         if (n_threads <= 0) n_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+        std::shared_ptr<const AudioLM> lm = model();
         std::lock_guard<std::mutex> lk(*mu);
         auto it = engines->find(n_threads);
         if (it != engines->end()) {
@@ -169,24 +233,79 @@ py::dict stats_dict(const Engine::Stats& st) {
 void bind_model(py::module_& m) {
     m.def("inspect", [](const std::string& path) { return describe(ModelFile(path)); }, py::arg("path"),
           "Validate a GGUF file's header and tensor table and describe it (no model-specific checks).");
+    m.def(
+        "models",
+        []() {
+            py::list out;
+            for (const ModelSpec* s : model_specs()) out.append(spec_dict(*s));
+            return out;
+        },
+        "The registered architectures: what each model declares (cpp/models/<model>.cpp).");
+    m.def(
+        "language_name", [](const py::object& language) { return language_name(utf8_arg(language, "language")); },
+        py::arg("language"), "The English name of a language code (\"de\") or name; InputError if it is not one.");
+    m.def(
+        "transcription_instruction",
+        [](const std::string& arch, const py::object& language, bool timestamps) {
+            const ModelSpec& s = spec_of(arch);
+            PromptRequest r;
+            r.language = utf8_arg(language, "language");
+            r.timestamps = timestamps;
+            if (r.timestamps && !s.timestamps) {
+                throw InputError(s.name + " writes no timestamps; use a " +
+                                 model_names([](const ModelSpec& x) { return x.timestamps; }) +
+                                 " model for timestamps=True");
+            }
+            return s.transcription_instruction(r.language.empty() ? std::string() : language_name(r.language),
+                                               r.timestamps);
+        },
+        py::arg("arch"), py::arg("language") = py::none(), py::arg("timestamps") = false,
+        "The instruction a transcription request sends (\"\" = the model's official default); InputError for a "
+        "language or timestamps the model cannot take.");
 
-    py::class_<PyModel>(m, "Model")
-        .def(py::init([](const std::string& path, const std::string& backend, int device, int n_gpu_layers,
-                         bool test_host_copy, const std::string& head_type) {
-                 py::gil_scoped_release nogil;
-                 LoadOptions o;
-                 o.backend = backend;
-                 o.device = device;
-                 o.n_gpu_layers = n_gpu_layers;
-                 o.head_type = head_type;
-                 if (test_host_copy) o.test_offload_buft = ggml_backend_cpu_buffer_type();
-                 return PyModel{std::shared_ptr<const AudioLM>(AudioLM::load(path, o))};
+    m.def(
+        "check_generate",
+        [](int max_new_tokens, float temperature, int top_k, float top_p, float min_p, float repetition_penalty,
+           double timeout) {
+            GenerateParams gp;
+            gp.max_new_tokens = max_new_tokens;
+            gp.sampling = SamplingParams{temperature, top_k, top_p, min_p, repetition_penalty, 0};
+            gp.timeout_s = timeout;
+            gp.validate();
+        },
+        py::kw_only(), py::arg("max_new_tokens") = 0, py::arg("temperature") = 0.0f, py::arg("top_k") = 0,
+        py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f, py::arg("repetition_penalty") = 1.0f,
+        py::arg("timeout") = 0.0,
+        "InputError for generation options out of range: the check Session.generate runs, made before any work.");
+
+    auto load = [](const std::string& path, const std::string& backend, int device, int n_gpu_layers,
+                   const std::string& head_type, bool host_copy) {
+        py::gil_scoped_release nogil;
+        LoadOptions o;
+        o.backend = backend;
+        o.device = device;
+        o.n_gpu_layers = n_gpu_layers;
+        o.head_type = head_type;
+        if (host_copy) o.test_offload_buft = ggml_backend_cpu_buffer_type();
+        return PyModel{std::shared_ptr<const AudioLM>(AudioLM::load(path, o))};
+    };
+    py::class_<PyModel> model(m, "Model");
+    model
+        .def(py::init([load](const std::string& path, const std::string& backend, int device, int n_gpu_layers,
+                             const std::string& head_type) {
+                 return load(path, backend, device, n_gpu_layers, head_type, false);
              }),
-             py::arg("path"), py::arg("backend") = "auto", py::arg("device") = 0, py::arg("n_gpu_layers") = -1,
-             py::arg("_test_host_copy") = false, py::arg("head_type") = "")
+             py::arg("path"), py::kw_only(), py::arg("backend") = "auto", py::arg("device") = 0,
+             py::arg("n_gpu_layers") = -1, py::arg("head_type") = "")
+        .def("close", &PyModel::close, py::call_guard<py::gil_scoped_release>(),
+             "Drops the model (freed once its sessions are gone); later use raises ModelError.")
+        .def_property_readonly("closed", [](const PyModel& s) {
+            std::lock_guard<std::mutex> lk(*s.mu);
+            return !s.lm_;
+        })
         .def_property_readonly("placement",
                                [](const PyModel& s) {
-                                   const Placement& p = s.lm->placement();
+                                   const Placement& p = s.model()->placement();
                                    py::dict d;
                                    d["backend"] = p.backend;
                                    d["device"] = p.device ? std::string(ggml_backend_dev_name(p.device)) : std::string("CPU");
@@ -198,41 +317,64 @@ void bind_model(py::module_& m) {
                                    d["notice"] = p.notice;
                                    return d;
                                })
-        .def_property_readonly("arch", [](const PyModel& s) { return s.lm->arch(); })
-        .def_property_readonly("path", [](const PyModel& s) { return s.lm->file().path(); })
-        .def_property_readonly("n_vocab", [](const PyModel& s) { return s.lm->lm().cfg.n_vocab; })
-        .def_property_readonly("n_ctx_train", [](const PyModel& s) { return s.lm->lm().cfg.n_ctx_train; })
-        .def_property_readonly("accepts_instructions", [](const PyModel& s) { return s.lm->accepts_instructions(); })
-        .def("n_audio_tokens", [](const PyModel& s, int n_frames) { return s.lm->n_audio_tokens(n_frames); })
+        .def_property_readonly("arch", [](const PyModel& s) { return s.model()->arch(); })
+        .def_property_readonly("spec", [](const PyModel& s) { return spec_dict(s.model()->spec()); },
+                               "What the model's architecture declares (see _core.models()).")
+        .def_property_readonly("mel", [](const PyModel& s) { return mel_dict(s.model()->mel_spec()); },
+                               "The model's mel front end: sample_rate, n_fft, hop, n_mel.")
+        .def_property_readonly("path", [](const PyModel& s) { return s.model()->file().path(); })
+        .def_property_readonly("n_vocab", [](const PyModel& s) { return s.model()->lm().cfg.n_vocab; })
+        .def_property_readonly("n_ctx_train", [](const PyModel& s) { return s.model()->lm().cfg.n_ctx_train; })
+        .def_property_readonly("accepts_instructions", [](const PyModel& s) { return s.model()->spec().accepts_instructions; })
+        .def("n_audio_tokens", [](const PyModel& s, int n_frames) { return s.model()->n_audio_tokens(n_frames); },
+             py::arg("n_frames"), "Audio rows the encoder yields for n_frames mel frames.")
+        .def("n_audio_tokens_for", [](const PyModel& s, size_t n_samples) { return s.model()->n_audio_tokens_for(n_samples); },
+             py::arg("n_samples"), "Audio rows of a clip of n_samples samples (nothing is run).")
+        .def(
+            "prompt_ids",
+            [](const PyModel& s, size_t n_samples, const py::object& instruction, bool timestamps,
+               const py::object& language, bool time_markers, const py::object& system) {
+                auto lm = s.model();
+                const PromptRequest r = request(instruction, timestamps, language, time_markers, system);
+                if (n_samples < static_cast<size_t>(lm->mel_spec().hop)) {
+                    throw AudioError("audio too short for a mel frame: " + std::to_string(n_samples) + " samples");
+                }
+                lm->check_audio_fits(n_samples);
+                return lm->build_prompt(lm->n_audio_tokens_for(n_samples), r).ids;
+            },
+            py::arg("n_samples"), py::kw_only(), py::arg("instruction") = "", py::arg("timestamps") = false,
+            py::arg("language") = "", py::arg("time_markers") = true, py::arg("system") = "",
+            "The prompt's ids for a clip of n_samples samples (audio rows as the placeholder id), without encoding.")
         .def(
             "kv_bytes_per_position",
             [](const PyModel& s, const std::string& kv_type) {
-                const Qwen3Config& c = s.lm->lm().cfg;
+                const Qwen3Config& c = s.model()->lm().cfg;
                 return size_t(c.n_layer) * 2 * size_t(c.n_head_kv) * size_t(c.head_dim) *
                        ggml_type_size(kv_type_from(kv_type));
             },
             py::arg("kv_type") = "f16", "KV-cache bytes per prompt or generated position.")
-        .def_property_readonly("n_embd", [](const PyModel& s) { return s.lm->lm().cfg.n_embd; })
-        .def("describe", [](const PyModel& s) { return describe(s.lm->file()); })
-        .def("tensor_data", [](const PyModel& s, const std::string& name) { return tensor_data(s.lm->file(), name); })
+        .def_property_readonly("n_embd", [](const PyModel& s) { return s.model()->lm().cfg.n_embd; })
+        .def("describe", [](const PyModel& s) { return describe(s.model()->file()); })
+        .def("tensor_data", [](const PyModel& s, const std::string& name) { return tensor_data(s.model()->file(), name); })
         .def("tokenize",
              [](const PyModel& s, const py::object& text, bool special) {
-                 const std::string bytes = py::isinstance<py::str>(text) ? text.cast<std::string>()
-                                                                        : std::string(text.cast<py::bytes>());
+                 const std::string bytes = py::isinstance<py::bytes>(text) ? std::string(text.cast<py::bytes>())
+                                                                          : utf8_arg(text, "text");
+                 auto lm = s.model();
                  py::gil_scoped_release nogil;
-                 return s.lm->tokenizer().encode(bytes, special);
+                 return lm->tokenizer().encode(bytes, special);
              },
              py::arg("text"), py::arg("special") = true)
         .def("detokenize_bytes",
-             [](const PyModel& s, const std::vector<int32_t>& ids) { return py::bytes(s.lm->tokenizer().decode(ids)); },
+             [](const PyModel& s, const std::vector<int32_t>& ids) { return py::bytes(s.model()->tokenizer().decode(ids)); },
              py::arg("ids"))
         .def("detokenize",
              [](const PyModel& s, const std::vector<int32_t>& ids) {
-                 const std::string b = s.lm->tokenizer().decode(ids);
+                 const std::string b = s.model()->tokenizer().decode(ids);
                  return py::reinterpret_steal<py::str>(PyUnicode_DecodeUTF8(b.data(), b.size(), "replace"));
              },
              py::arg("ids"))
-        .def("is_special", [](const PyModel& s, int32_t id) { return s.lm->tokenizer().is_special(id); })
+        .def("is_special", [](const PyModel& s, int32_t id) { return s.model()->tokenizer().is_special(id); })
         .def(
             "engine",
             [](const PyModel& s, int n_threads, int max_batch, int prefill_chunk) {
@@ -243,20 +385,27 @@ void bind_model(py::module_& m) {
                 s.engine(n_threads, &o);
                 return py::none();
             },
-            py::arg("n_threads") = 0, py::arg("max_batch") = 16, py::arg("prefill_chunk") = 128,
+            py::arg("n_threads") = 0, py::kw_only(), py::arg("max_batch") = 16, py::arg("prefill_chunk") = 128,
             "Starts the engine for n_threads with these settings (sessions made with that thread count use it).")
         .def(
             "engine_stats",
             [](const PyModel& s, int n_threads) { return stats_dict(s.engine(n_threads)->stats()); },
             py::arg("n_threads") = 0, "Slots in use, sequences and encoder passes waiting, decode steps run.");
+    // Tests without a GPU: load with the weights a device would get copied into host memory instead, so the
+    // placement and copy path runs on any machine. Not part of Model's signature.
+    m.def(
+        "_load_with_host_copy",
+        [load](const std::string& path, int n_gpu_layers) { return load(path, "cpu", 0, n_gpu_layers, "", true); },
+        py::arg("path"), py::arg("n_gpu_layers") = -1);
 
     py::class_<Session>(m, "Session")
         .def(py::init([](const PyModel& model, int n_threads, const std::string& kv_type, bool mel_bf16) {
-                 auto s = std::make_unique<Session>(model.lm, model.engine(n_threads), kv_type_from(kv_type));
+                 auto s = std::make_unique<Session>(model.model(), model.engine(n_threads), kv_type_from(kv_type));
                  s->set_mel_bf16(mel_bf16);
                  return s;
              }),
-             py::arg("model"), py::arg("n_threads") = 0, py::arg("kv_type") = "f16", py::arg("mel_bf16") = true)
+             py::arg("model"), py::kw_only(), py::arg("n_threads") = 0, py::arg("kv_type") = "f16",
+             py::arg("mel_bf16") = true)
         .def("set_audio",
              [](Session& s, FloatArray audio) {
                  if (audio.ndim() != 1) throw AudioError("audio must be a 1-D float32 array of 16 kHz samples");
@@ -272,16 +421,18 @@ void bind_model(py::module_& m) {
         .def_property_readonly("n_threads", &Session::n_threads)
         .def("audio_timings", [](Session& s) { return timings_dict(s.audio_timings()); })
         .def("prompt_ids",
-             [](Session& s, const std::string& instruction, bool timestamps, bool time_markers,
-                const std::string& system) {
-                 return s.prompt(request(instruction, timestamps, time_markers, system)).ids;
+             [](Session& s, const py::object& instruction, bool timestamps, const py::object& language,
+                bool time_markers, const py::object& system) {
+                 return s.prompt(request(instruction, timestamps, language, time_markers, system)).ids;
              },
-             py::arg("instruction") = "", py::arg("timestamps") = false, py::arg("time_markers") = true,
-             py::arg("system") = "")
+             py::kw_only(), py::arg("instruction") = "", py::arg("timestamps") = false, py::arg("language") = "",
+             py::arg("time_markers") = true, py::arg("system") = "")
         .def("generate",
-             [](Session& s, const std::string& instruction, bool timestamps, bool time_markers, int max_new_tokens,
-                float temperature, int top_k, float top_p, float min_p, float repetition_penalty, uint64_t seed,
-                double timeout, py::object on_piece, py::object should_stop, const std::string& system) {
+             [](Session& s, const py::object& instruction, bool timestamps, const py::object& language,
+                bool time_markers, const py::object& system, int max_new_tokens, float temperature, int top_k,
+                float top_p, float min_p, float repetition_penalty, uint64_t seed, double timeout,
+                py::object on_piece, py::object should_stop) {
+                 const PromptRequest req = request(instruction, timestamps, language, time_markers, system);
                  GenerateParams gp;
                  gp.max_new_tokens = max_new_tokens;
                  gp.sampling = SamplingParams{temperature, top_k, top_p, min_p, repetition_penalty, seed};
@@ -319,7 +470,7 @@ void bind_model(py::module_& m) {
                  GenerateResult r;
                  {
                      py::gil_scoped_release nogil;
-                     r = s.generate(request(instruction, timestamps, time_markers, system), gp, cb, poll);
+                     r = s.generate(req, gp, cb, poll);
                  }
                  if (pending) throw std::move(*pending);
                  py::dict d;
@@ -329,11 +480,14 @@ void bind_model(py::module_& m) {
                  d["timings"] = timings_dict(r.timings);
                  return d;
              },
-             py::arg("instruction") = "", py::arg("timestamps") = false, py::arg("time_markers") = true,
-             py::arg("max_new_tokens") = 512, py::arg("temperature") = 0.0f, py::arg("top_k") = 0,
-             py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f, py::arg("repetition_penalty") = 1.0f,
-             py::arg("seed") = 0, py::arg("timeout") = 0.0, py::arg("on_piece") = py::none(),
-             py::arg("should_stop") = py::none(), py::arg("system") = "")
+             py::kw_only(), py::arg("instruction") = "", py::arg("timestamps") = false, py::arg("language") = "",
+             py::arg("time_markers") = true, py::arg("system") = "", py::arg("max_new_tokens") = 512,
+             py::arg("temperature") = 0.0f, py::arg("top_k") = 0, py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f,
+             py::arg("repetition_penalty") = 1.0f, py::arg("seed") = 0, py::arg("timeout") = 0.0,
+             py::arg("on_piece") = py::none(), py::arg("should_stop") = py::none(),
+             "Runs one request (keyword arguments only). instruction: \"\" transcribes (with timestamps / a language "
+             "hint where the model takes them); system: the system turn (\"\" = the model's default). Returns "
+             "tokens, text (UTF-8 bytes), stop_reason and timings.")
         .def("enable_dumps", [](Session& s, bool on) { s.dumps().on = on; })
         .def("dumps", [](Session& s) {
             py::dict d;

@@ -93,6 +93,13 @@ py::str to_str_replace(const std::string& s) {
     return py::reinterpret_steal<py::str>(u);
 }
 
+// The bytes of a Python sequence of ids, decoded without the GIL.
+std::string decode_ids(const Tokenizer& t, py::handle ids, bool skip_special) {
+    const std::vector<int32_t> v = to_ids(ids);
+    py::gil_scoped_release nogil;
+    return t.decode(v, skip_special);
+}
+
 }  // namespace
 
 void bind_tokenizer(py::module_& m) {
@@ -135,26 +142,14 @@ round-trips through tokenize / detokenize_bytes.
         .def(
             "detokenize",
             [](const Tokenizer& t, py::handle ids, bool skip_special) {
-                const std::vector<int32_t> v = to_ids(ids);
-                std::string bytes;
-                {
-                    py::gil_scoped_release nogil;
-                    bytes = t.decode(v, skip_special);
-                }
-                return to_str_replace(bytes);
+                return to_str_replace(decode_ids(t, ids, skip_special));
             },
             py::arg("ids"), py::arg("skip_special") = false,
             "Text of ids; bytes that are not valid UTF-8 become U+FFFD.")
         .def(
             "detokenize_bytes",
             [](const Tokenizer& t, py::handle ids, bool skip_special) {
-                const std::vector<int32_t> v = to_ids(ids);
-                std::string bytes;
-                {
-                    py::gil_scoped_release nogil;
-                    bytes = t.decode(v, skip_special);
-                }
-                return py::bytes(bytes);
+                return py::bytes(decode_ids(t, ids, skip_special));
             },
             py::arg("ids"), py::arg("skip_special") = false, "Exact bytes of ids.")
         .def(

@@ -26,8 +26,6 @@ PYBIND11_MODULE(_core, m) {
             raise("AudioError", e.what());
         } catch (const cm::InputError& e) {
             raise("InputError", e.what());
-        } catch (const cm::Interrupted& e) {
-            raise("GenerationInterrupted", e.what());
         } catch (const cm::Error& e) {
             raise("CrispMossError", e.what());  // e.g. a model whose weights give no finite logit
         }

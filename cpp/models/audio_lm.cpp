@@ -1,6 +1,7 @@
 #include "models/audio_lm.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 
@@ -12,6 +13,35 @@
 namespace cm {
 
 AudioLM::AudioLM(std::unique_ptr<ModelFile> f) : file_(std::move(f)) {}
+
+int AudioLM::n_audio_tokens_for(size_t n_samples) const {
+    const size_t frames = n_samples / static_cast<size_t>(mel_.hop);
+    return n_audio_tokens(static_cast<int>(std::min<size_t>(frames, size_t(1) << 30)));
+}
+
+void AudioLM::check_audio_fits(size_t n_samples) const {
+    const int n_audio = n_audio_tokens_for(n_samples);
+    const int n_ctx = lm_.cfg.n_ctx_train;
+    if (n_audio < n_ctx) return;
+    char secs[32];
+    std::snprintf(secs, sizeof secs, "%.1f", static_cast<double>(n_samples) / mel_.sample_rate);
+    throw InputError(std::string(secs) + " s of audio is " + std::to_string(n_audio) +
+                     " audio tokens but the model's context is " + std::to_string(n_ctx) +
+                     " tokens; use Model.transcribe (it splits long audio) or a shorter clip");
+}
+
+std::string AudioLM::instruction(const PromptRequest& req) const {
+    if (req.timestamps && !spec().timestamps) {
+        throw InputError(spec().name + " writes no timestamps; use a " +
+                         model_names([](const ModelSpec& s) { return s.timestamps; }) + " model for timestamps=True");
+    }
+    if (!req.instruction.empty()) {
+        if (!req.language.empty()) throw InputError("a language hint applies to transcription, not to an instruction");
+        return req.instruction;
+    }
+    return spec().transcription_instruction(req.language.empty() ? std::string() : language_name(req.language),
+                                            req.timestamps);
+}
 
 void AudioLM::load_tokenizer(const std::vector<std::pair<int32_t, std::string>>& specials) {
     std::vector<std::string> tokens = file_->str_array("tokenizer.ggml.tokens");
@@ -107,8 +137,11 @@ std::unique_ptr<AudioLM> AudioLM::load(const std::string& path, const LoadOption
     BackendChoice choice = choose_backend(opts.backend, opts.device);
     auto f = std::make_unique<ModelFile>(path);
     const std::string arch = f->arch();
-    if (arch != "moss_transcribe" && arch != "moss_audio") {
-        f->fail("architecture '" + arch + "' is not supported (expected moss_transcribe or moss_audio)");
+    const ModelSpec* spec = find_model_spec(arch);
+    if (!spec) {
+        std::string known;
+        for (const ModelSpec* s : model_specs()) known += (known.empty() ? "" : " or ") + s->arch;
+        f->fail("architecture '" + arch + "' is not supported (expected " + known + ")");
     }
     Placement pl;
     pl.notice = choice.notice;
@@ -122,7 +155,8 @@ std::unique_ptr<AudioLM> AudioLM::load(const std::string& path, const LoadOption
         pl.device = choice.device;
         pl.device_bytes = f->offload(buft, device_tensors(*f, pl));
     }
-    std::unique_ptr<AudioLM> m = arch == "moss_transcribe" ? load_moss_transcribe(std::move(f)) : load_moss_audio(std::move(f));
+    std::unique_ptr<AudioLM> m = spec->load(std::move(f));
+    m->spec_ = spec;
     pl.n_layer = m->lm().cfg.n_layer;
     m->placement_ = pl;
     if (!opts.head_type.empty()) m->copy_head(opts.head_type);

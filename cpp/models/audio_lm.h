@@ -1,11 +1,13 @@
-// The interface both MOSS models implement: audio → embeddings for the decoder, and the prompt around them.
-// Everything else (decoder, tokenizer, sampler, generate loop, sessions) is shared.
+// What a model is: its registry entry (ModelSpec: the facts of an architecture, declared in its model file) and
+// the interface every model implements (AudioLM: audio → embeddings for the decoder, and the prompt around them).
+// Everything else (decoder, tokenizer, sampler, generate loop, sessions) is shared. registry.cpp lists the models.
 #pragma once
 
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "audio/mel.h"
 #include "compute.h"
 #include "model_file.h"
 #include "nn/qwen3.h"
@@ -13,6 +15,41 @@
 namespace cm {
 
 class Tokenizer;
+class AudioLM;
+
+// One architecture, declared once in its model file (cpp/models/<model>.cpp) and listed in registry.cpp.
+struct ModelSpec {
+    std::string arch;  // GGUF general.architecture
+    std::string name;  // product name in messages, e.g. "MOSS-Transcribe"
+    bool accepts_instructions = false;  // free-form prompts (else transcription only)
+    bool timestamps = false;            // writes timed lines on request (PromptRequest::timestamps)
+    // How the answer with timestamps is parsed in Python (crispmoss.results): "timed_lines", or "text".
+    std::string timed_output = "text";
+    int max_new_tokens = 512;   // default generation length of the official inference code
+    double pass_seconds = 30;   // single-pass length: longer audio is split into passes (crispmoss.longform)
+    // quantize keeps these at their source precision: whole sub-networks by name prefix, single tensors by name
+    std::vector<std::string> keep_prefixes, keep_names;
+    // The instruction of a transcription request with an optional language hint (a name from language_name();
+    // "" = none): "" for the model's official default. Throws InputError for a request the model cannot take.
+    std::string (*transcription_instruction)(const std::string& language, bool timestamps) = nullptr;
+    std::unique_ptr<AudioLM> (*load)(std::unique_ptr<ModelFile> f) = nullptr;
+};
+
+// ModelSpec::load for a model class constructed from its file.
+template <class M>
+std::unique_ptr<AudioLM> make_model(std::unique_ptr<ModelFile> f) {
+    return std::make_unique<M>(std::move(f));
+}
+
+// The registered models, and the one for a GGUF architecture (nullptr if none).
+const std::vector<const ModelSpec*>& model_specs();
+const ModelSpec* find_model_spec(const std::string& arch);
+// The names of the registered models that `pred` accepts, joined with " or " (for messages).
+std::string model_names(bool (*pred)(const ModelSpec&));
+
+// The English name of a language given as an ISO 639 code ("de") or a name ("german", "Deutsch" stays as given,
+// capitalised); throws InputError for anything that is not a plausible language name.
+std::string language_name(const std::string& language);
 
 // Encoder output for one clip: rows spliced into the prompt, plus optional DeepStack rows per LM layer.
 struct EncodedAudio {
@@ -26,6 +63,7 @@ struct EncodedAudio {
 struct PromptRequest {
     std::string instruction;  // empty: the model's default task (transcription)
     bool timestamps = false;  // ask for the time-aware transcription (MOSS-Audio)
+    std::string language;     // transcription only: a language hint (see ModelSpec::transcription_instruction)
     bool time_markers = true;  // MOSS-Audio: digit markers every 2 s inside the audio span
     std::string system;        // MOSS-Audio: the system turn's text (empty: "You are a helpful assistant.")
 };
@@ -67,15 +105,24 @@ class AudioLM {
 public:
     virtual ~AudioLM();
 
-    // Opens a GGUF of either architecture; throws ModelError for anything else.
+    // Opens a GGUF of a registered architecture; throws ModelError for anything else.
     static std::unique_ptr<AudioLM> load(const std::string& path, const LoadOptions& opts = LoadOptions());
 
-    virtual std::string arch() const = 0;
+    const ModelSpec& spec() const { return *spec_; }
+    const std::string& arch() const { return spec_->arch; }
+    // The model's mel front end (from its GGUF hyper-parameters).
+    const MelSpec& mel_spec() const { return mel_; }
     // Number of audio rows the encoder yields for `n_frames` mel frames.
     virtual int n_audio_tokens(int n_frames) const = 0;
+    // ... and for a clip of n_samples samples, without running anything.
+    int n_audio_tokens_for(size_t n_samples) const;
+    // The context check, once for every path (sessions, prompt_ids): throws InputError when a clip of n_samples
+    // samples gives more audio rows than the decoder's context holds.
+    void check_audio_fits(size_t n_samples) const;
     virtual EncodedAudio encode(Compute& c, const float* mel, int n_frames) const = 0;
+    // The prompt around n_audio audio rows; an empty instruction asks for a transcription (with the request's
+    // language hint). Throws InputError for a request the model cannot take.
     virtual Prompt build_prompt(int n_audio, const PromptRequest& req) const = 0;
-    virtual bool accepts_instructions() const = 0;
     virtual std::vector<int32_t> stop_ids() const = 0;
 
     const ModelFile& file() const { return *file_; }
@@ -85,20 +132,22 @@ public:
 
 protected:
     explicit AudioLM(std::unique_ptr<ModelFile> f);
+    // The transcription instruction for req (its own, or the model's for its language and timestamps).
+    std::string instruction(const PromptRequest& req) const;
     void load_tokenizer(const std::vector<std::pair<int32_t, std::string>>& specials);
 
     std::unique_ptr<ModelFile> file_;
     Qwen3Weights lm_;
     std::shared_ptr<Tokenizer> tokenizer_;
     Placement placement_;
+    MelSpec mel_;
 
 private:
+    const ModelSpec* spec_ = nullptr;
     void copy_head(const std::string& type);
     ggml_context* head_ctx_ = nullptr;
     ggml_backend_buffer_t head_buf_ = nullptr;
 };
 
-std::unique_ptr<AudioLM> load_moss_transcribe(std::unique_ptr<ModelFile> f);
-std::unique_ptr<AudioLM> load_moss_audio(std::unique_ptr<ModelFile> f);
 
 }  // namespace cm

@@ -11,7 +11,27 @@
 namespace cm {
 namespace {
 
+constexpr const char* kArch = "moss_audio";
 constexpr int kFirstDigitId = 15;  // "0".."9" are ids 15..24
+
+constexpr const char* kTranscribeInstruction = "Please transcribe this audio.";
+constexpr const char* kChineseInstruction = "请转录这段音频。";  // official (OpenMOSS repo, moss_audio_usage_guide.md)
+constexpr const char* kSystemPrompt = "You are a helpful assistant.";  // the official default
+// The official repo has no timestamped-ASR instruction; this follows the wording and line format of its
+// "Time-Aware QA" prompt (demo/assets/metadata.jsonl) with transcription as the task.
+constexpr const char* kTimestampInstruction =
+    "Transcribe the speech in this audio in chronological order. Output one segment per line using this "
+    "format:\nstart_sec - end_sec: transcript\nUse plain decimal seconds for start_sec and end_sec. Cover "
+    "the full timeline from beginning to end when possible.";
+
+// No hint or English: "" (the official instruction, or the timestamp one); Chinese: the official Chinese one; any
+// other language: "Please transcribe this audio in <Language>." (a hint in the official style, not an official
+// prompt).
+std::string transcription_instruction(const std::string& language, bool timestamps) {
+    if (language.empty() || language == "English") return "";
+    if (language == "Chinese" && !timestamps) return kChineseInstruction;
+    return "Please transcribe this audio in " + language + (timestamps ? " with timestamps." : ".");
+}
 
 struct Hparams : nn::EncoderConfig {
     int n_inject;
@@ -23,8 +43,11 @@ class MossAudio final : public AudioLM {
 public:
     explicit MossAudio(std::unique_ptr<ModelFile> f) : AudioLM(std::move(f)) {
         const ModelFile& m = *file_;
-        const std::string a = "moss_audio.";
-        static_cast<nn::EncoderConfig&>(hp_) = nn::EncoderConfig::read(m, "moss_audio");
+        const std::string a = std::string(kArch) + ".";
+        static_cast<nn::EncoderConfig&>(hp_) = nn::EncoderConfig::read(m, kArch);
+        // The stem's three halvings must leave the 16 frequency rows stem_proj was trained on.
+        if (hp_.n_mel != 128) m.fail(a + "enc.num_mel_bins must be 128");
+        mel_.n_mel = hp_.n_mel;
         const int n_taps = m.u32_in(a + "deepstack.num_taps", 3, 0, 64);
         const int defaults[] = {8, 16, 24};
         for (int i = 0; i < n_taps; ++i) {
@@ -46,10 +69,10 @@ public:
                 if (hp_.taps[i] == hp_.taps[j]) m.fail("DeepStack taps " + std::to_string(j) + " and " + std::to_string(i) + " both read encoder layer " + std::to_string(hp_.taps[i]));
             }
         }
-        lm_ = Qwen3Weights::load(m, Qwen3Config::read(m, "moss_audio"));
+        lm_ = Qwen3Weights::load(m, Qwen3Config::read(m, kArch));
         if (hp_.n_inject > lm_.cfg.n_layer) m.fail("more DeepStack injections than LM layers");
-        const int64_t d = hp_.d, flat = int64_t(hp_.conv_ch) * (hp_.n_mel / 8), d_lm = lm_.cfg.n_embd;
-        stem_ = nn::ConvStem::load(m, "enc.", hp_.n_mel, hp_.conv_ch);
+        const int64_t d = hp_.d, flat = int64_t(hp_.conv_ch) * nn::ConvStem::out_len(hp_.n_mel), d_lm = lm_.cfg.n_embd;
+        stem_ = nn::ConvStem::load(m, "enc.", hp_.conv_ch);
         stem_w_ = m.require("enc.stem_proj.weight", TensorKind::Matrix, {flat, d});
         stem_b_ = m.require("enc.stem_proj.bias", TensorKind::Vector, {d});
         for (int il = 0; il < hp_.n_layer; ++il) {
@@ -69,8 +92,6 @@ public:
         }
     }
 
-    std::string arch() const override { return "moss_audio"; }
-    bool accepts_instructions() const override { return true; }
     std::vector<int32_t> stop_ids() const override { return {hp_.eos, hp_.bos}; }
 
     int n_audio_tokens(int n_frames) const override {
@@ -91,7 +112,7 @@ public:
         for (int i = 0; i < hp_.n_inject; ++i) tap_of_layer[hp_.taps[i]] = i;
         std::vector<ggml_tensor*> ds(hp_.n_inject, nullptr);
         for (int il = 0; il < hp_.n_layer; ++il) {
-            h = nn::encoder_layer(ctx, layers_[il], h, hp_.n_head, n, 1, nullptr, hp_.eps);
+            h = nn::encoder_layer(ctx, layers_[il], h, hp_.n_head, hp_.eps);
             if (il == 0) g.dump("enc.layer0", h);
             auto it = tap_of_layer.find(il);
             if (it != tap_of_layer.end()) {
@@ -141,20 +162,11 @@ public:
         }
         for (; emitted < n_audio; ++emitted) token(hp_.audio_id, emitted);
         token(hp_.audio_end, -1);
-        std::string instruction = req.instruction;
-        if (instruction.empty()) instruction = req.timestamps ? kTimestampInstruction : kTranscribeInstruction;
-        text("\n" + instruction + "<|im_end|>\n<|im_start|>assistant\n");
+        std::string ins = instruction(req);
+        if (ins.empty()) ins = req.timestamps ? kTimestampInstruction : kTranscribeInstruction;
+        text("\n" + ins + "<|im_end|>\n<|im_start|>assistant\n");
         return p;
     }
-
-    static constexpr const char* kTranscribeInstruction = "Please transcribe this audio.";
-    static constexpr const char* kSystemPrompt = "You are a helpful assistant.";  // the official default
-    // The official repo has no timestamped-ASR instruction; this follows the wording and line format of its
-    // "Time-Aware QA" prompt (demo/assets/metadata.jsonl) with transcription as the task.
-    static constexpr const char* kTimestampInstruction =
-        "Transcribe the speech in this audio in chronological order. Output one segment per line using this "
-        "format:\nstart_sec - end_sec: transcript\nUse plain decimal seconds for start_sec and end_sec. Cover "
-        "the full timeline from beginning to end when possible.";
 
 private:
     // The conv stem + stem_proj over the whole clip, in pieces of kStemPiece output frames so its memory does
@@ -196,6 +208,11 @@ private:
 
 }  // namespace
 
-std::unique_ptr<AudioLM> load_moss_audio(std::unique_ptr<ModelFile> f) { return std::make_unique<MossAudio>(std::move(f)); }
+// Free-form questions, timed lines on request; 1024 new tokens as the official inference code; 120 s passes
+// (README, "Long audio"). quantize keeps the encoder, adapter and DeepStack mergers (the published MOSS-Audio
+// quantizations do quantize the embedding and the untied lm_head).
+extern const ModelSpec kMossAudioSpec;
+const ModelSpec kMossAudioSpec{kArch, "MOSS-Audio", true, true, "timed_lines", 1024, 120.0,
+                               {"enc.", "adapter.", "deepstack."}, {}, transcription_instruction, make_model<MossAudio>};
 
 }  // namespace cm

@@ -6,11 +6,21 @@
 #include "errors.h"
 #include "models/audio_lm.h"
 #include "nn/layers.h"
+#include "text/tokenizer.h"
 
 namespace cm {
 namespace {
 
-constexpr int kUserId = 872, kNewlineId = 198, kAssistantId = 77091, kPlaceholderId = 0;
+constexpr const char* kArch = "moss_transcribe";
+constexpr int32_t kPlaceholderId = 0;  // what audio positions hold in Prompt::ids (the rows replace them)
+
+// No instruction: the model recognises the language itself. English and Chinese, the languages it covers, are
+// accepted as a no-op hint; other languages are refused.
+std::string transcription_instruction(const std::string& language, bool /*timestamps*/) {
+    if (language.empty() || language == "English" || language == "Chinese") return "";
+    throw InputError("MOSS-Transcribe takes no language hint and covers only English and Chinese; use a " +
+                     model_names([](const ModelSpec& s) { return s.accepts_instructions; }) + " model for " + language);
+}
 
 struct Hparams : nn::EncoderConfig {
     int n_window, n_window_infer, out_dim;
@@ -21,8 +31,11 @@ class MossTranscribe final : public AudioLM {
 public:
     explicit MossTranscribe(std::unique_ptr<ModelFile> f) : AudioLM(std::move(f)) {
         const ModelFile& m = *file_;
-        const std::string a = "moss_transcribe.";
-        static_cast<nn::EncoderConfig&>(hp_) = nn::EncoderConfig::read(m, "moss_transcribe");
+        const std::string a = std::string(kArch) + ".";
+        static_cast<nn::EncoderConfig&>(hp_) = nn::EncoderConfig::read(m, kArch);
+        // The stem's three halvings must leave the 16 frequency rows conv_out was trained on.
+        if (hp_.n_mel != 128) m.fail(a + "enc.num_mel_bins must be 128");
+        mel_.n_mel = hp_.n_mel;
         hp_.n_window = m.u32_in(a + "enc.n_window", 50, 1, 4096);
         hp_.n_window_infer = m.u32_in(a + "enc.n_window_infer", 800, 1, 1 << 16);
         hp_.out_dim = m.u32_in(a + "enc.output_dim", 2048, 1, 1 << 16);
@@ -32,9 +45,9 @@ public:
         hp_.audio_start = m.u32(a + "audio_start_id", 151669);
         hp_.audio_end = m.u32(a + "audio_end_id", 151670);
         if (hp_.n_window_infer < 2 * hp_.n_window) m.fail("encoder windowing hyper-parameters out of range");
-        lm_ = Qwen3Weights::load(m, Qwen3Config::read(m, "moss_transcribe"));
-        const int64_t d = hp_.d, flat = int64_t(hp_.conv_ch) * (hp_.n_mel / 8);
-        stem_ = nn::ConvStem::load(m, "enc.", hp_.n_mel, hp_.conv_ch);
+        lm_ = Qwen3Weights::load(m, Qwen3Config::read(m, kArch));
+        const int64_t d = hp_.d, flat = int64_t(hp_.conv_ch) * nn::ConvStem::out_len(hp_.n_mel);
+        stem_ = nn::ConvStem::load(m, "enc.", hp_.conv_ch);
         conv_out_ = m.require("enc.conv_out.weight", TensorKind::Matrix, {flat, d});
         for (int il = 0; il < hp_.n_layer; ++il) {
             layers_.push_back(nn::EncoderLayer::load(m, "enc.blk." + std::to_string(il), d, hp_.d_ff));
@@ -49,17 +62,20 @@ public:
         pos_ = nn::sinusoids(tokens_per_chunk(chunk_frames()), d);
         load_tokenizer({{hp_.bos, "<|endoftext|>"}, {hp_.start, "<|im_start|>"}, {hp_.eos, "<|im_end|>"},
                         {hp_.audio_start, "<|audio_bos|>"}, {hp_.audio_end, "<|audio_eos|>"}});
-        // The prompt's fixed ids index the embedding: a smaller vocabulary would read past it.
-        for (int32_t id : {kUserId, kNewlineId, kAssistantId, kPlaceholderId}) {
-            if (id >= lm_.cfg.n_vocab) {
-                m.fail("the prompt token id " + std::to_string(id) + " is outside the vocabulary of " +
-                       std::to_string(lm_.cfg.n_vocab));
+        // The template's text is tokenized once: its ids index the embedding like any prompt id.
+        head_ = tokenizer().encode("<|im_start|>user\n<|audio_bos|>", true);
+        tail_ = tokenizer().encode("<|audio_eos|><|im_end|>\n<|im_start|>assistant\n", true);
+        // The model was trained on Qwen's vocabulary, where each role name is one token; a vocabulary that
+        // spells them in pieces gives a prompt the model has never seen.
+        for (const char* role : {"user", "assistant"}) {
+            const size_t n = tokenizer().encode(role, false).size();
+            if (n != 1) {
+                m.fail(std::string("the chat template's role '") + role + "' is " + std::to_string(n) +
+                       " tokens in this vocabulary of " + std::to_string(lm_.cfg.n_vocab) + ", not one");
             }
         }
     }
 
-    std::string arch() const override { return "moss_transcribe"; }
-    bool accepts_instructions() const override { return false; }
     std::vector<int32_t> stop_ids() const override { return {hp_.eos, hp_.bos}; }
 
     int n_audio_tokens(int n_frames) const override {
@@ -92,15 +108,14 @@ public:
                 }
                 for (int t = 0; t < tokens_per_chunk(len); ++t) rows.push_back(ci * tpc + t);
             }
-            const int64_t L = static_cast<int64_t>(rows.size());
             Compute::Graph g(c);
             ggml_context* ctx = g.ctx();
             ggml_tensor* h = stem_chunks(ctx, g.input(GGML_TYPE_F32, {chunk_len, hp_.n_mel, 1, nc}, x.data(), "mel"));
             h = ggml_add(ctx, h, g.input(GGML_TYPE_F32, {hp_.d, tpc}, pos_.data(), "pos"));
             h = ggml_get_rows(ctx, ggml_reshape_2d(ctx, h, hp_.d, int64_t(tpc) * nc),
-                              g.input(GGML_TYPE_I32, {L}, rows.data(), "valid"));
+                              g.input(GGML_TYPE_I32, {int64_t(rows.size())}, rows.data(), "valid"));
             for (int il = 0; il < hp_.n_layer; ++il) {
-                h = nn::encoder_layer(ctx, layers_[il], h, hp_.n_head, L, 1, nullptr, hp_.eps);
+                h = nn::encoder_layer(ctx, layers_[il], h, hp_.n_head, hp_.eps);
                 if (il == 0) g.dump("enc.layer0", h);
             }
             h = nn::layer_norm(ctx, h, ln_post_w_, ln_post_b_, hp_.eps);
@@ -130,20 +145,20 @@ public:
         return out;
     }
 
+    // ChatML without text: "<|im_start|>user\n<|audio_bos|>" audio "<|audio_eos|><|im_end|>\n<|im_start|>assistant\n".
     Prompt build_prompt(int n_audio, const PromptRequest& req) const override {
         if (!req.system.empty()) throw InputError("MOSS-Transcribe takes no system prompt");
         if (!req.instruction.empty()) throw InputError("MOSS-Transcribe takes no instruction: it only transcribes");
+        instruction(req);  // validates the language hint and timestamps; the prompt has no text either way
         Prompt p;
-        p.ids = {hp_.start, kUserId, kNewlineId, hp_.audio_start};
+        p.ids = head_;
         p.audio_row.assign(p.ids.size(), -1);
         for (int i = 0; i < n_audio; ++i) {
             p.ids.push_back(kPlaceholderId);
             p.audio_row.push_back(i);
         }
-        for (int32_t id : {hp_.audio_end, hp_.eos, kNewlineId, hp_.start, kAssistantId, kNewlineId}) {
-            p.ids.push_back(id);
-            p.audio_row.push_back(-1);
-        }
+        p.ids.insert(p.ids.end(), tail_.begin(), tail_.end());
+        p.audio_row.resize(p.ids.size(), -1);
         return p;
     }
 
@@ -179,12 +194,17 @@ private:
     ggml_tensor *proj2_w_ = nullptr, *proj2_b_ = nullptr;
     nn::GatedMLP adapter_;
     std::vector<float> pos_;
+    std::vector<int32_t> head_, tail_;  // the template's ids before and after the audio rows
 };
 
 }  // namespace
 
-std::unique_ptr<AudioLM> load_moss_transcribe(std::unique_ptr<ModelFile> f) {
-    return std::make_unique<MossTranscribe>(std::move(f));
-}
+// Transcription only, no timestamps; 512 new tokens as the official inference code; 30 s passes (README, "Long
+// audio"). quantize keeps the encoder, the adapter and the tied head: llm.embed.weight is both the input table
+// and the output projection, so quantizing it degrades both ends.
+extern const ModelSpec kMossTranscribeSpec;
+const ModelSpec kMossTranscribeSpec{kArch, "MOSS-Transcribe", false, false, "text", 512, 30.0,
+                                    {"enc.", "adapter."}, {"llm.embed.weight"}, transcription_instruction,
+                                    make_model<MossTranscribe>};
 
 }  // namespace cm

@@ -171,50 +171,46 @@ ggml_tensor* GatedMLP::operator()(ggml_context* ctx, ggml_tensor* x) const {
 
 EncoderLayer EncoderLayer::load(const ModelFile& f, const std::string& p, int64_t d, int64_t d_ff) {
     using K = TensorKind;
+    // In file order, so the first missing tensor is the one reported.
+    auto vec = [&](const char* n, int64_t len) { return f.require(p + n, K::Vector, {len}); };
+    auto mat = [&](const char* n, int64_t in, int64_t out) { return f.require(p + n, K::Matrix, {in, out}); };
+    auto bias = [&](const char* n) { return f.optional(p + n, K::Vector, {d}); };  // attention biases may be absent
     EncoderLayer l{};
-    l.attn_norm_w = f.require(p + ".attn_norm.weight", K::Vector, {d});
-    l.attn_norm_b = f.require(p + ".attn_norm.bias", K::Vector, {d});
-    l.q_w = f.require(p + ".attn.q.weight", K::Matrix, {d, d});
-    l.q_b = f.optional(p + ".attn.q.bias", K::Vector, {d});
-    l.k_w = f.require(p + ".attn.k.weight", K::Matrix, {d, d});
-    l.k_b = f.optional(p + ".attn.k.bias", K::Vector, {d});
-    l.v_w = f.require(p + ".attn.v.weight", K::Matrix, {d, d});
-    l.v_b = f.optional(p + ".attn.v.bias", K::Vector, {d});
-    l.o_w = f.require(p + ".attn.o.weight", K::Matrix, {d, d});
-    l.o_b = f.optional(p + ".attn.o.bias", K::Vector, {d});
-    l.ffn_norm_w = f.require(p + ".ffn_norm.weight", K::Vector, {d});
-    l.ffn_norm_b = f.require(p + ".ffn_norm.bias", K::Vector, {d});
-    l.fc1_w = f.require(p + ".ffn.fc1.weight", K::Matrix, {d, d_ff});
-    l.fc1_b = f.require(p + ".ffn.fc1.bias", K::Vector, {d_ff});
-    l.fc2_w = f.require(p + ".ffn.fc2.weight", K::Matrix, {d_ff, d});
-    l.fc2_b = f.require(p + ".ffn.fc2.bias", K::Vector, {d});
+    l.attn_norm_w = vec(".attn_norm.weight", d), l.attn_norm_b = vec(".attn_norm.bias", d);
+    l.q_w = mat(".attn.q.weight", d, d), l.q_b = bias(".attn.q.bias");
+    l.k_w = mat(".attn.k.weight", d, d), l.k_b = bias(".attn.k.bias");
+    l.v_w = mat(".attn.v.weight", d, d), l.v_b = bias(".attn.v.bias");
+    l.o_w = mat(".attn.o.weight", d, d), l.o_b = bias(".attn.o.bias");
+    l.ffn_norm_w = vec(".ffn_norm.weight", d), l.ffn_norm_b = vec(".ffn_norm.bias", d);
+    l.fc1_w = mat(".ffn.fc1.weight", d, d_ff), l.fc1_b = vec(".ffn.fc1.bias", d_ff);
+    l.fc2_w = mat(".ffn.fc2.weight", d_ff, d), l.fc2_b = vec(".ffn.fc2.bias", d);
     return l;
 }
 
-ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor* x, int n_head, int64_t L,
-                           int64_t B, ggml_tensor* key_mask, float eps) {
-    const int64_t d = x->ne[0];
+ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor* x, int n_head, float eps) {
+    const int64_t d = x->ne[0], L = x->ne[1];
     const int64_t hd = d / n_head;
     ggml_tensor* h = layer_norm(ctx, x, l.attn_norm_w, l.attn_norm_b, eps);
-    // [d, L*B] → [hd, L, H, B]: one flash-attention batch entry per window.
+    // [d, L] → [hd, L, H]
     auto heads = [&](ggml_tensor* t) {
-        return ggml_permute(ctx, ggml_reshape_4d(ctx, t, hd, n_head, L, B), 0, 2, 1, 3);
+        return ggml_permute(ctx, ggml_reshape_3d(ctx, t, hd, n_head, L), 0, 2, 1, 3);
     };
     ggml_tensor* q = heads(linear(ctx, h, l.q_w, l.q_b));
     ggml_tensor* k = heads(linear(ctx, h, l.k_w, l.k_b));
     ggml_tensor* v = heads(linear(ctx, h, l.v_w, l.v_b));
-    ggml_tensor* a = ggml_flash_attn_ext(ctx, q, k, v, key_mask, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, 0.0f);
+    ggml_tensor* a = ggml_flash_attn_ext(ctx, q, k, v, nullptr, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, 0.0f);
     ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
-    a = ggml_reshape_2d(ctx, a, d, L * B);
+    a = ggml_reshape_2d(ctx, a, d, L);
     x = ggml_add(ctx, x, linear(ctx, a, l.o_w, l.o_b));
     h = layer_norm(ctx, x, l.ffn_norm_w, l.ffn_norm_b, eps);
     h = gelu_erf(ctx, linear(ctx, h, l.fc1_w, l.fc1_b), l.fc1_w);
     return ggml_add(ctx, x, linear(ctx, h, l.fc2_w, l.fc2_b));
 }
 
-ConvStem ConvStem::load(const ModelFile& f, const std::string& p, int64_t n_mel, int64_t ch) {
+int64_t ConvStem::out_len(int64_t n) { return conv_out_len(conv_out_len(conv_out_len(n))); }
+
+ConvStem ConvStem::load(const ModelFile& f, const std::string& p, int64_t ch) {
     using K = TensorKind;
-    (void)n_mel;
     ConvStem s{};
     s.w1 = f.require(p + "conv1.weight", K::Conv, {3, 3, 1, ch});
     s.b1 = f.require(p + "conv1.bias", K::Vector, {ch});
@@ -255,7 +251,7 @@ ggml_tensor* ConvStem::operator()(ggml_context* ctx, ggml_tensor* x) const {
 EncoderConfig EncoderConfig::read(const ModelFile& m, const std::string& arch) {
     const std::string a = arch + ".";
     EncoderConfig c{};
-    c.n_mel = m.u32(a + "enc.num_mel_bins", 128);
+    c.n_mel = m.u32_in(a + "enc.num_mel_bins", 128, 1, 4096);
     c.n_layer = m.u32_in(a + "enc.encoder_layers", 32, 1, 256);
     c.d = m.u32_in(a + "enc.d_model", 1280, 2, 1 << 16);
     c.n_head = m.u32_in(a + "enc.encoder_attention_heads", 20, 1, 1024);
@@ -263,8 +259,6 @@ EncoderConfig EncoderConfig::read(const ModelFile& m, const std::string& arch) {
     c.conv_ch = m.u32_in(a + "enc.downsample_hidden_size", 480, 1, 1 << 14);
     c.eps = m.f32_in(a + "enc.layer_norm_eps", 1e-5f, 0.0f, 1.0f);
     c.adapter_hidden = m.u32_in(a + "adapter.hidden_size", 8192, 1, 1 << 20);
-    // 128 bins: the stem's three halvings must leave the 16 frequency rows its projection was trained on.
-    if (c.n_mel != 128) m.fail(a + "enc.num_mel_bins must be 128");
     if (c.d % c.n_head != 0) m.fail("encoder width is not a multiple of its heads");
     if (c.d % 2 != 0) m.fail(a + "enc.d_model must be even (sinusoidal positions)");
     return c;

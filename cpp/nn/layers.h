@@ -39,16 +39,15 @@ struct EncoderLayer {
     static EncoderLayer load(const ModelFile& f, const std::string& prefix, int64_t d, int64_t d_ff);
 };
 
-// Runs an encoder layer over `x` = [d, L * B]: B independent sequences of L tokens that attend only within
-// themselves (windowed attention); `key_mask` (F16 [L, L, 1, B] or null) hides padded keys.
-ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor* x, int n_head, int64_t L,
-                           int64_t B, ggml_tensor* key_mask, float eps);
+// Runs an encoder layer over `x` = [d, L]: L tokens with full attention among themselves.
+ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor* x, int n_head, float eps);
 
-// 3 x (Conv2d 3x3 stride 2 pad 1 + GELU) on x = [W=time, H=freq(128), 1, N] → [d_conv*16, T', N] with the
-// feature index c*16 + f that the reference's flatten produces.
+// 3 x (Conv2d 3x3 stride 2 pad 1 + GELU) on x = [W=time, H=freq, 1, N] → [d_conv*F', T', N] with the
+// feature index c*F' + f that the reference's flatten produces (F' = out_len(freq), T' = out_len(time)).
 struct ConvStem {
     ggml_tensor *w1, *b1, *w2, *b2, *w3, *b3;
-    static ConvStem load(const ModelFile& f, const std::string& prefix, int64_t n_mel, int64_t channels);
+    static ConvStem load(const ModelFile& f, const std::string& prefix, int64_t channels);
+    static int64_t out_len(int64_t n);
     ggml_tensor* operator()(ggml_context* ctx, ggml_tensor* x) const;
 };
 

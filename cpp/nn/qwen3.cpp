@@ -51,9 +51,7 @@ Qwen3Weights Qwen3Weights::load(const ModelFile& f, const Qwen3Config& c) {
         l.q_norm = f.require(p + "attn.q_norm.weight", K::Vector, {c.head_dim});
         l.k_norm = f.require(p + "attn.k_norm.weight", K::Vector, {c.head_dim});
         l.ffn_norm = f.require(p + "ffn_norm.weight", K::Vector, {d});
-        l.gate = f.require(p + "ffn.gate.weight", K::Matrix, {d, c.n_ff});
-        l.up = f.require(p + "ffn.up.weight", K::Matrix, {d, c.n_ff});
-        l.down = f.require(p + "ffn.down.weight", K::Matrix, {c.n_ff, d});
+        l.ffn = nn::GatedMLP::load(f, p + "ffn", d, c.n_ff, d);
         w.layers.push_back(l);
     }
     return w;
@@ -134,8 +132,7 @@ ggml_tensor* layer_rest(ggml_context* ctx, const Qwen3Config& cfg, const Qwen3La
                         ggml_tensor* attn) {
     x = ggml_add(ctx, x, nn::mul_mat(ctx, l.wo, attn));
     ggml_tensor* h = nn::rms_norm(ctx, x, l.ffn_norm, cfg.rms_eps);
-    h = ggml_swiglu_split(ctx, nn::mul_mat(ctx, l.gate, h), nn::mul_mat(ctx, l.up, h));
-    return ggml_add(ctx, x, nn::mul_mat(ctx, l.down, h));
+    return ggml_add(ctx, x, l.ffn(ctx, h));
 }
 
 }  // namespace

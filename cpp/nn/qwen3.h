@@ -9,6 +9,7 @@
 
 #include "compute.h"
 #include "model_file.h"
+#include "nn/layers.h"
 
 namespace cm {
 
@@ -20,7 +21,8 @@ struct Qwen3Config {
 };
 
 struct Qwen3Layer {
-    ggml_tensor *attn_norm, *wq, *wk, *wv, *wo, *q_norm, *k_norm, *ffn_norm, *gate, *up, *down;
+    ggml_tensor *attn_norm, *wq, *wk, *wv, *wo, *q_norm, *k_norm, *ffn_norm;
+    nn::GatedMLP ffn;  // SwiGLU
 };
 
 struct Qwen3Weights {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <sstream>
 #include <unordered_set>
 
 #include "errors.h"
@@ -10,11 +11,17 @@
 namespace cm {
 
 void SamplingParams::validate() const {
-    if (!(temperature >= 0.0f) || !std::isfinite(temperature)) throw InputError("temperature must be >= 0");
-    if (top_k < 0) throw InputError("top_k must be >= 0");
-    if (!(top_p > 0.0f && top_p <= 1.0f)) throw InputError("top_p must be in (0, 1]");
-    if (!(min_p >= 0.0f && min_p < 1.0f)) throw InputError("min_p must be in [0, 1)");
-    if (!(repetition_penalty > 0.0f) || !std::isfinite(repetition_penalty)) throw InputError("repetition_penalty must be > 0");
+    auto got = [](double v) {
+        std::ostringstream s;
+        s << ", got " << v;
+        return s.str();
+    };
+    if (!(temperature >= 0.0f) || !std::isfinite(temperature)) throw InputError("temperature must be >= 0" + got(temperature));
+    if (top_k < 0) throw InputError("top_k must be >= 0 (0 = off)" + got(top_k));
+    if (!(top_p > 0.0f && top_p <= 1.0f)) throw InputError("top_p must be in (0, 1]" + got(top_p));
+    if (!(min_p >= 0.0f && min_p < 1.0f)) throw InputError("min_p must be in [0, 1)" + got(min_p));
+    if (!(repetition_penalty > 0.0f) || !std::isfinite(repetition_penalty))
+        throw InputError("repetition_penalty must be > 0" + got(repetition_penalty));
 }
 
 int32_t argmax(const std::vector<float>& logits) {

@@ -5,7 +5,7 @@ import io
 import math
 import numbers
 import os
-from typing import Any, BinaryIO, Optional, Tuple, Union
+from typing import Any, BinaryIO, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from .errors import AudioError, InputError
 SAMPLE_RATE = 16000
 # Both processors resample with a high-quality polyphase filter; soxr "HQ" is at least as good.
 _RESAMPLE_QUALITY = "HQ"
+BLOCK_SECONDS = 10.0  # file_blocks' read granularity
 # A 2-D array whose smaller side is at most this many rows is taken as (channels, n).
 _MAX_CHANNELS_FIRST = 8
 
@@ -171,9 +172,22 @@ def _to_mono(arr: np.ndarray) -> np.ndarray:
             f"(n, channels) or (channels, n) with at most {_MAX_CHANNELS_FIRST} channels")
     if arr.shape[1] == 0 or arr.shape[0] == 0:
         raise AudioError(f"audio array has shape {arr.shape}, which holds no samples")
-    if arr.shape[1] == 1:
-        return arr[:, 0]
-    return arr.mean(axis=1, dtype=np.float64)
+    return _downmix(arr)
+
+
+def _downmix(frames: np.ndarray) -> np.ndarray:
+    """Mono of a (n, channels) array: the one channel, or the channels' average in float64."""
+    if frames.shape[1] == 1:
+        return frames[:, 0]
+    return frames.mean(axis=1, dtype=np.float64)
+
+
+def _finite_float32(mono: np.ndarray, where: str = "", offset: int = 0) -> np.ndarray:
+    """``mono`` as contiguous float32; AudioError at its first NaN/inf sample (numbered from ``offset``)."""
+    if not np.all(np.isfinite(mono)):
+        bad = offset + int(np.flatnonzero(~np.isfinite(mono))[0])
+        raise AudioError(f"audio contains NaN or infinite samples{where} (first at sample {bad})")
+    return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 def load_audio(audio: AudioInput, sample_rate: Optional[float] = None) -> np.ndarray:
@@ -211,11 +225,7 @@ def load_audio(audio: AudioInput, sample_rate: Optional[float] = None) -> np.nda
         data = _to_float(data)
         where = ""
 
-    mono = _to_mono(data)
-    if not np.all(np.isfinite(mono)):
-        bad = int(np.flatnonzero(~np.isfinite(mono))[0])
-        raise AudioError(f"audio contains NaN or infinite samples{where} (first at sample {bad})")
-    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    mono = _finite_float32(_to_mono(data), where)
 
     if rate != SAMPLE_RATE:
         import soxr
@@ -225,6 +235,67 @@ def load_audio(audio: AudioInput, sample_rate: Optional[float] = None) -> np.nda
         if mono.size == 0:
             raise AudioError(f"audio is empty after resampling from {rate:g} Hz to {SAMPLE_RATE} Hz{where}")
     return mono
+
+
+def file_blocks(path: "os.PathLike[str] | str | bytes | bytearray | memoryview | BinaryIO",
+                sample_rate: Optional[float] = None,
+                block_s: float = BLOCK_SECONDS) -> Tuple[float, Iterator[np.ndarray]]:
+    """Opens an audio file (a path, encoded bytes or a binary file object; see :func:`crispmoss.audio.audio_source`)
+    for block-wise reading as float32 mono 16 kHz (the same samples :func:`crispmoss.load_audio` returns, without
+    holding the whole file). Returns the duration from the header (seconds, 0 if unknown) and the block iterator."""
+    import soundfile as sf
+
+    source, name = audio_source(path)
+    try:
+        f = sf.SoundFile(source)
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as exc:
+        raise AudioError(f"cannot read audio file {name}: {read_error(exc, source)}") from exc
+    rate = float(f.samplerate)
+    if sample_rate is not None and _check_rate(sample_rate) != rate:
+        f.close()
+        raise AudioError(f"sample_rate={sample_rate!r} does not match {name}, which is {rate:g} Hz "
+                         f"(leave sample_rate out for files)")
+    duration = f.frames / rate if f.frames and f.frames > 0 else 0.0
+    block = max(1, int(block_s * rate))
+
+    def blocks() -> Iterator[np.ndarray]:
+        import soxr
+
+        stream = None if rate == SAMPLE_RATE else soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32",
+                                                                         quality=_RESAMPLE_QUALITY)
+        seen = 0
+        with f:
+            while True:
+                try:
+                    data = f.read(block, dtype="float32", always_2d=True)
+                except (sf.SoundFileError, RuntimeError, OSError, ValueError) as exc:
+                    raise AudioError(f"cannot read audio file {name}: {exc}") from exc
+                last = len(data) < block
+                if len(data):
+                    mono = _finite_float32(_downmix(data), f" in {name}", seen)
+                    seen += len(mono)
+                    out = mono if stream is None else stream.resample_chunk(mono, last=last)
+                    if len(out):
+                        yield out
+                elif stream is not None:
+                    out = stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+                    if len(out):
+                        yield out
+                if last:
+                    break
+            if seen == 0:
+                raise AudioError(f"audio file has no samples: {name}")
+
+    return duration, blocks()
+
+
+def open_audio(audio: AudioInput, sample_rate: Optional[float] = None) -> Tuple[float, Iterator[np.ndarray]]:
+    """Duration (seconds, 0 if unknown) and 16 kHz mono blocks of a path, encoded bytes or a binary file object
+    (streamed) or an array (in memory)."""
+    if is_encoded(audio):
+        return file_blocks(audio, sample_rate)
+    x = load_audio(audio, sample_rate)
+    return len(x) / SAMPLE_RATE, iter([x])
 
 
 def log_mel(audio: AudioInput, n_threads: int = 0, *, sample_rate: Optional[float] = None) -> np.ndarray:
@@ -240,4 +311,4 @@ def log_mel(audio: AudioInput, n_threads: int = 0, *, sample_rate: Optional[floa
     return _core.log_mel(pcm, int(min(n_threads, 1024)))
 
 
-__all__ = ["SAMPLE_RATE", "audio_source", "is_encoded", "load_audio", "log_mel"]
+__all__ = ["SAMPLE_RATE", "audio_source", "file_blocks", "is_encoded", "load_audio", "log_mel", "open_audio"]

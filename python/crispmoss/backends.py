@@ -73,3 +73,16 @@ def format_system_info(info: Dict[str, Any]) -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.stdout.write(format_system_info(system_info()))
+
+
+def add_placement_args(p: Any, device_type: Any = int) -> None:
+    """The command-line options of where a Model runs (``crispmoss transcribe ...`` and ``crispmoss serve``):
+    --backend, --device, --gpu-layers, --head-type (see :class:`crispmoss.Model`)."""
+    p.add_argument("--backend", choices=list(BACKENDS), default="auto",
+                   help="where to run (default auto: a GPU if this build has a GPU backend that finds one)")
+    p.add_argument("--device", type=device_type, default=0, help="GPU index within the backend (default 0)")
+    p.add_argument("--gpu-layers", type=int, default=-1, metavar="N",
+                   help="LM layers to keep on the GPU (default -1: the whole model)")
+    p.add_argument("--head-type", choices=["q8_0", "q4_k", "f16"], default=None,
+                   help="compute the output head from a copy of this type made at load (MOSS-Transcribe's F16 "
+                        "head: q8_0 decodes ~20%% faster on CPU for ~0.3 GB; default: as stored)")

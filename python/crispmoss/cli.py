@@ -16,6 +16,8 @@ from typing import Any, Dict, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
 from .errors import AudioError, CrispMossError, InputError
 from .formats import FORMATS, render
+from .backends import add_placement_args
+from .hub import example_names
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".aiff", ".aif", ".au", ".m4a", ".w64", ".caf"}
 
@@ -42,17 +44,10 @@ def _expand_inputs(items: Sequence[str]) -> List[Tuple[Path, Path]]:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", required=True,
-                   help="GGUF file or published name: moss-transcribe, moss-audio, with :f16/:q8_0/:q4_k "
-                        "(default q4_k), fetched into the Hugging Face cache")
+                   help=f"GGUF file or published name ({example_names()}; the type defaults to q4_k), fetched "
+                        "into the Hugging Face cache")
     p.add_argument("-t", "--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    p.add_argument("--backend", choices=["auto", "cpu", "cuda", "metal"], default="auto",
-                   help="where to run (default auto: a GPU if this build has a GPU backend that finds one)")
-    p.add_argument("--device", type=int, default=0, help="GPU index within the backend (default 0)")
-    p.add_argument("--gpu-layers", type=int, default=-1, metavar="N",
-                   help="LM layers to keep on the GPU (default -1: the whole model)")
-    p.add_argument("--head-type", choices=["q8_0", "q4_k", "f16"], default=None,
-                   help="compute the output head from a copy of this type made at load (MOSS-Transcribe's F16 "
-                        "head: q8_0 decodes ~20%% faster on CPU for ~0.3 GB; default: as stored)")
+    add_placement_args(p)
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
@@ -320,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("download", help="fetch published GGUF files into the Hugging Face cache")
-    p.add_argument("names", nargs="*", help="e.g. moss-transcribe, moss-audio:f16")
+    p.add_argument("names", nargs="*", help=f"e.g. {example_names()}")
     p.add_argument("--list", action="store_true", help="list the published names")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_download)

@@ -19,8 +19,4 @@ class InputError(CrispMossError, ValueError):
     """An argument is out of range or a prompt does not fit the model's context."""
 
 
-class GenerationInterrupted(CrispMossError):
-    """Generation stopped early because of a timeout."""
-
-
-__all__ = ["CrispMossError", "ModelError", "AudioError", "InputError", "GenerationInterrupted"]
+__all__ = ["CrispMossError", "ModelError", "AudioError", "InputError"]

@@ -1,4 +1,4 @@
-"""Published GGUF files by name: ``moss-transcribe``, ``moss-audio:f16`` ... fetched from the Hugging Face Hub.
+"""Published GGUF files by name (the keys of :data:`MODELS`, e.g. with ``:f16``), fetched from the Hugging Face Hub.
 
 A name is ``<model>[:<type>]``; the type defaults to ``q4_k``. Files land in the Hugging Face cache
 (``HF_HUB_CACHE`` / ``HF_HOME``), so a second use is offline. ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE`` are read at
@@ -23,27 +23,29 @@ class PublishedModel:
     file_pattern: str  # with "{type}"
     types: Tuple[str, ...]
     arch: str
+    aliases: Tuple[str, ...] = ()  # longer spellings people will type (the architecture name is one too)
 
     def filename(self, type_: str) -> str:
         return self.file_pattern.format(type=type_)
 
 
+# The one table of published names.
 MODELS: Dict[str, PublishedModel] = {
     "moss-transcribe": PublishedModel("cstr/MOSS-Transcribe-preview-2B-GGUF", "moss-transcribe-preview-2b-{type}.gguf",
-                                      ("f16", "q8_0", "q4_k"), "moss_transcribe"),
+                                      ("f16", "q8_0", "q4_k"), "moss_transcribe",
+                                      ("moss-transcribe-preview-2b", "moss-transcribe-preview")),
     "moss-audio": PublishedModel("cstr/MOSS-Audio-4B-Instruct-GGUF", "moss-audio-4b-instruct-{type}.gguf",
-                                 ("f16", "q4_k"), "moss_audio"),
+                                 ("f16", "q4_k"), "moss_audio", ("moss-audio-4b-instruct", "moss-audio-4b")),
 }
 
-# Longer spellings people will type.
-ALIASES = {
-    "moss-transcribe-preview-2b": "moss-transcribe",
-    "moss-transcribe-preview": "moss-transcribe",
-    "moss_transcribe": "moss-transcribe",
-    "moss-audio-4b-instruct": "moss-audio",
-    "moss-audio-4b": "moss-audio",
-    "moss_audio": "moss-audio",
-}
+ALIASES = {alias: key for key, m in MODELS.items() for alias in (*m.aliases, m.arch)}
+
+
+def example_names() -> str:
+    """The published names for help texts: "a, b, ..." with one typed example."""
+    names = list(MODELS)
+    typed = next(f"{k}:{t}" for k, m in reversed(MODELS.items()) for t in m.types if t != DEFAULT_TYPE)
+    return ", ".join(names + [typed])
 
 
 def available() -> List[str]:
@@ -69,7 +71,7 @@ def _env_true(name: str) -> bool:
 
 
 def download(name: str, *, cache_dir: Optional[str] = None, progress: bool = True) -> str:
-    """Fetches the GGUF for ``name`` (e.g. ``"moss-audio:f16"``) into the Hugging Face cache; returns its path.
+    """Fetches the GGUF for ``name`` (``<published name>[:<type>]``) into the Hugging Face cache; returns its path.
 
     Raises ModelError for an unknown name or type, when the Hub cannot be reached and the file is not cached,
     and when ``HF_HUB_OFFLINE`` is set and the file is not cached.
@@ -119,7 +121,7 @@ def resolve(model: Union[str, "os.PathLike[str]"], *, cache_dir: Optional[str] =
     if not looks_like_path and parse_name(path) is not None:
         return download(path, cache_dir=cache_dir, progress=progress)
     raise ModelError(f"{path}: no such file (published model names: {', '.join(MODELS)}, "
-                     f"optionally with :type, e.g. moss-audio:f16)")
+                     f"optionally with :type, e.g. {example_names().split(', ')[-1]})")
 
 
 __all__ = ["DEFAULT_TYPE", "MODELS", "PublishedModel", "available", "download", "parse_name", "resolve"]

@@ -17,34 +17,26 @@ The passes of a recording are decoded together by the model's engine, up to ``ba
 after another. At most ``batch_size`` passes' audio, mel, encoder output and KV cache exist at a time, so memory
 is bounded by the limit and the batch size, not by the length of the recording.
 
-This module holds the pure parts (cuts, file streaming, merging); it imports nothing from the model.
+This module holds the pure parts (cuts, merging); it imports nothing from the model. Files are streamed by
+:func:`crispmoss.audio.file_blocks`, beside :func:`crispmoss.load_audio` and with the same downmix.
 """
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, replace
-from typing import BinaryIO, Iterable, Iterator, List, Optional, Tuple
+from typing import Iterable, Iterator, List, Optional
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioInput, _check_rate, audio_source, is_encoded, load_audio, read_error
-from .errors import AudioError, InputError
+from .audio import SAMPLE_RATE, file_blocks, open_audio  # noqa: F401 (file streaming lives in audio; re-exported)
+from .errors import InputError
 from .results import Segment, Transcript, join_texts
 
-# Single-pass limits in seconds; the README's "Long audio" section gives the reasons.
-DEFAULT_PASS_SECONDS = {"moss_transcribe": 30.0, "moss_audio": 120.0}
 SEARCH_SECONDS = 6.0      # where a cut may go: this many seconds before the limit
 FRAME_SECONDS = 0.1       # RMS frame for choosing the cut
 MIN_TAIL_SECONDS = 1.0    # the last pass is at least this long when the audio allows
 MIN_PASS_SECONDS = 1.0    # smallest accepted limit
-BLOCK_SECONDS = 10.0      # file read granularity
 SILENCE_PEAK = 1e-4       # -80 dBFS
-
-
-def default_pass_seconds(arch: str) -> float:
-    """The single-pass limit for a model architecture."""
-    return DEFAULT_PASS_SECONDS.get(arch, 30.0)
 
 
 @dataclass
@@ -115,77 +107,11 @@ def split(blocks: Iterable[np.ndarray], limit_s: float, *, search_s: float = SEA
         index += 1
 
 
-def file_blocks(path: "os.PathLike[str] | str | bytes | bytearray | memoryview | BinaryIO",
-                sample_rate: Optional[float] = None,
-                block_s: float = BLOCK_SECONDS) -> Tuple[float, Iterator[np.ndarray]]:
-    """Opens an audio file (a path, encoded bytes or a binary file object; see :func:`crispmoss.audio.audio_source`)
-    for block-wise reading as float32 mono 16 kHz (the same samples :func:`crispmoss.load_audio` returns, without
-    holding the whole file). Returns the duration from the header (seconds, 0 if unknown) and the block iterator."""
-    import soundfile as sf
-
-    source, name = audio_source(path)
-    try:
-        f = sf.SoundFile(source)
-    except (sf.SoundFileError, RuntimeError, OSError, ValueError, TypeError) as exc:
-        raise AudioError(f"cannot read audio file {name}: {read_error(exc, source)}") from exc
-    rate = float(f.samplerate)
-    if sample_rate is not None and _check_rate(sample_rate) != rate:
-        f.close()
-        raise AudioError(f"sample_rate={sample_rate!r} does not match {name}, which is {rate:g} Hz "
-                         f"(leave sample_rate out for files)")
-    duration = f.frames / rate if f.frames and f.frames > 0 else 0.0
-    block = max(1, int(block_s * rate))
-
-    def blocks() -> Iterator[np.ndarray]:
-        import soxr
-
-        stream = None if rate == SAMPLE_RATE else soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32",
-                                                                         quality="HQ")
-        seen = 0
-        with f:
-            while True:
-                try:
-                    data = f.read(block, dtype="float32", always_2d=True)
-                except (sf.SoundFileError, RuntimeError, OSError, ValueError) as exc:
-                    raise AudioError(f"cannot read audio file {name}: {exc}") from exc
-                last = len(data) < block
-                if len(data):
-                    # Same downmix as load_audio: average in float64, then float32.
-                    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float64)
-                    mono = np.ascontiguousarray(mono, dtype=np.float32)
-                    bad = ~np.isfinite(mono)
-                    if bad.any():
-                        raise AudioError(f"audio contains NaN or infinite samples in {name} "
-                                         f"(first at sample {seen + int(np.flatnonzero(bad)[0])})")
-                    seen += len(mono)
-                    out = mono if stream is None else stream.resample_chunk(mono, last=last)
-                    if len(out):
-                        yield out
-                elif stream is not None:
-                    out = stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-                    if len(out):
-                        yield out
-                if last:
-                    break
-            if seen == 0:
-                raise AudioError(f"audio file has no samples: {name}")
-
-    return duration, blocks()
-
-
-def open_audio(audio: AudioInput, sample_rate: Optional[float] = None) -> Tuple[float, Iterator[np.ndarray]]:
-    """Duration (seconds, 0 if unknown) and 16 kHz mono blocks of a path, encoded bytes or a binary file object
-    (streamed) or an array (in memory)."""
-    if is_encoded(audio):
-        return file_blocks(audio, sample_rate)
-    x = load_audio(audio, sample_rate)
-    return len(x) / SAMPLE_RATE, iter([x])
-
-
-def check_limit(arch: str, max_pass_seconds: Optional[float]) -> float:
-    """The single-pass limit in seconds: ``max_pass_seconds`` validated, or the architecture's default."""
+def check_limit(max_pass_seconds: Optional[float], default: float) -> float:
+    """The single-pass limit in seconds: ``max_pass_seconds`` validated, or ``default`` (the model's,
+    ``Model.max_pass_seconds``)."""
     if max_pass_seconds is None:
-        return default_pass_seconds(arch)
+        return default
     if isinstance(max_pass_seconds, bool) or not isinstance(max_pass_seconds, (int, float)):
         raise InputError(f"max_pass_seconds must be a number of seconds, got {max_pass_seconds!r}")
     v = float(max_pass_seconds)
@@ -235,5 +161,5 @@ def merge(passes: List[PassResult]) -> Transcript:
                       duration=duration, timings=timings, stop_reason=reason, seed=seed)
 
 
-__all__ = ["DEFAULT_PASS_SECONDS", "PassResult", "Piece", "check_limit", "default_pass_seconds", "file_blocks",
+__all__ = ["PassResult", "Piece", "check_limit", "file_blocks",
            "join_texts", "merge", "open_audio", "quietest_cut", "shift_segments", "split"]

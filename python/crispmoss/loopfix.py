@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from typing import List, Sequence
 
+from .results import is_cjk
+
 MAX_REPEATS = 3
 MAX_N = 12
-
-
-def _is_cjk(ch: str) -> bool:
-    o = ord(ch)
-    return (0x3040 <= o <= 0x30FF or 0x3400 <= o <= 0x4DBF or 0x4E00 <= o <= 0x9FFF or 0xAC00 <= o <= 0xD7AF
-            or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FA1F)
 
 
 def _collapse(units: Sequence[str], max_n: int, max_repeats: int) -> List[str]:
@@ -43,7 +39,7 @@ def collapse_loops(text: str, max_repeats: int = MAX_REPEATS, max_n: int = MAX_N
     if max_repeats < 1:
         raise ValueError("max_repeats must be >= 1")
     letters = [c for c in text if not c.isspace()]
-    if letters and sum(map(_is_cjk, letters)) * 2 > len(letters):
+    if letters and sum(map(is_cjk, letters)) * 2 > len(letters):
         return "".join(_collapse(list(text), max_n * 2, max_repeats))
     words = text.split(" ")
     return " ".join(_collapse(words, max_n, max_repeats))

@@ -27,9 +27,6 @@ from .results import Segment, StreamJoiner, Transcript, parse_timed_lines
 
 PieceCallback = Callable[[str], Optional[bool]]
 
-# Default generation lengths of the official inference code.
-DEFAULT_MAX_NEW_TOKENS = {"moss_transcribe": 512, "moss_audio": 1024}
-
 # Sampling presets. "official" is what the MOSS-Audio scripts (hf_inference.py, infer.py, app.py) use;
 # their serving guide uses greedy decoding for transcription, which is our default.
 SAMPLING_PRESETS: Dict[str, Dict[str, float]] = {
@@ -131,16 +128,12 @@ def resolve_sampling(sampling: Optional[str] = None, *, temperature: Optional[fl
             p[key] = _number(key, v)
     k = int(p["top_k"]) if top_k is None else _integer("top_k", top_k)
     t, tp, mp, rp = p["temperature"], p["top_p"], p["min_p"], p["repetition_penalty"]
-    if not (t >= 0 and math.isfinite(t)):
+    # Beyond what the core's float / int hold; the ranges are checked in C++.
+    if not math.isfinite(t) or abs(t) > 1e30:
         raise InputError(f"temperature must be >= 0, got {t}")
-    if k < 0:
+    if abs(k) >= 2 ** 31:
         raise InputError(f"top_k must be >= 0 (0 = off), got {k}")
-    if not 0 < tp <= 1:
-        raise InputError(f"top_p must be in (0, 1], got {tp}")
-    if not 0 <= mp < 1:
-        raise InputError(f"min_p must be in [0, 1), got {mp}")
-    if not (rp > 0 and math.isfinite(rp)):
-        raise InputError(f"repetition_penalty must be > 0, got {rp}")
+    _core.check_generate(temperature=t, top_k=k, top_p=tp, min_p=mp, repetition_penalty=rp)
     if seed is not None:
         seed = _integer("seed", seed)
         if not 0 <= seed < 2 ** 64:
@@ -172,52 +165,21 @@ def _check_gen_kwargs(kwargs: Dict[str, Any]) -> None:
 # Transcription instructions
 # --------------------------------------------------------------------------------------------------------------
 
-LANGUAGES = {
-    "en": "English", "zh": "Chinese", "yue": "Cantonese", "de": "German", "fr": "French", "es": "Spanish",
-    "it": "Italian", "pt": "Portuguese", "nl": "Dutch", "ru": "Russian", "uk": "Ukrainian", "pl": "Polish",
-    "ja": "Japanese", "ko": "Korean", "ar": "Arabic", "hi": "Hindi", "tr": "Turkish", "vi": "Vietnamese",
-    "th": "Thai", "id": "Indonesian", "sv": "Swedish", "cs": "Czech", "el": "Greek", "he": "Hebrew",
-}
-_CHINESE = {"zh", "chinese", "mandarin", "cmn", "zh-cn", "zh-hans"}
-# The official Chinese transcription instruction (moss_audio_usage_guide.md).
-_ZH_INSTRUCTION = "请转录这段音频。"
-
-
 def language_name(language: str) -> str:
-    """The English name of ``language`` (an ISO 639 code such as "de" or a name such as "german")."""
-    if not isinstance(language, str) or not language.strip():
-        raise InputError(f"language must be a language code or name, got {language!r}")
-    s = language.strip()
-    if len(s) > 40 or not all(c.isalpha() or c in " -_" for c in s):
-        raise InputError(f"language must be a language code or name, got {language!r}")
-    low = s.lower().replace("_", "-")
-    if low in _CHINESE:
-        return "Chinese"
-    return LANGUAGES.get(low, s[:1].upper() + s[1:].lower())
+    """The English name of ``language`` (an ISO 639 code such as "de" or a name such as "german"); InputError if
+    it is not a plausible language name. The table lives in the C++ core (cpp/models/registry.cpp)."""
+    return _core.language_name(language)
 
 
 def transcription_instruction(arch: str, language: Optional[str], timestamps: bool) -> str:
-    """The instruction a transcription request sends ("" = the model's official default).
+    """The instruction a transcription request to a model of architecture ``arch`` sends ("" = the model's official
+    default), as the model declares it in C++ (``ModelSpec::transcription_instruction``).
 
-    MOSS-Audio: no hint or English → the official "Please transcribe this audio." (or the timestamp
-    instruction); Chinese → the official "请转录这段音频。"; any other language → "Please transcribe this audio
-    in <Language>." (a hint in the style of the official prompt, not an official prompt). MOSS-Transcribe takes
-    no instruction and recognises the language itself: English and Chinese, the languages it covers, are accepted
-    as a no-op, other languages raise InputError.
+    A model that takes instructions gets its official instruction for no hint or English, its official Chinese one
+    for Chinese, and "Please transcribe this audio in <Language>." otherwise; a transcription-only model accepts
+    the languages it covers as a no-op hint and raises InputError for others, and for ``timestamps``.
     """
-    if language is None:
-        return ""
-    name = language_name(language)
-    if arch != "moss_audio":
-        if name in ("English", "Chinese"):
-            return ""
-        raise InputError(f"MOSS-Transcribe takes no language hint and covers only English and Chinese; "
-                         f"use a MOSS-Audio model for {name}")
-    if name == "English":
-        return ""
-    if name == "Chinese" and not timestamps:
-        return _ZH_INSTRUCTION
-    return f"Please transcribe this audio in {name}" + (" with timestamps." if timestamps else ".")
+    return _core.transcription_instruction(arch, language, bool(timestamps))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -227,8 +189,8 @@ def transcription_instruction(arch: str, language: Optional[str], timestamps: bo
 class Model:
     """A MOSS-Transcribe or MOSS-Audio GGUF model, mmapped once and shared by all its sessions.
 
-    ``model`` is a path to a .gguf file or a published name: ``"moss-transcribe"``, ``"moss-audio"``, with an
-    optional type (``"moss-transcribe:q8_0"``, ``"moss-audio:f16"``; default q4_k), fetched once into the
+    ``model`` is a path to a .gguf file or a published name (a key of ``crispmoss.hub.MODELS``) with an
+    optional ``:<type>`` (default q4_k; ``crispmoss.hub.available()`` lists them), fetched once into the
     Hugging Face cache. ``n_threads`` defaults to all cores. ``kv_type`` ("f16" or "f32") is the KV-cache
     precision; ``mel_bf16`` rounds the log-mel to bfloat16 as the official processors do.
 
@@ -275,7 +237,9 @@ class Model:
             raise InputError(f"kv_type must be 'f16' or 'f32', got {kv_type!r}")
         self.name = os.fspath(model)
         self.path = resolve(model, cache_dir=cache_dir, progress=progress)
-        self._core = _core.Model(self.path, backend, device, n_gpu_layers, False, head_type or "")
+        self._core = _core.Model(self.path, backend=backend, device=device, n_gpu_layers=n_gpu_layers,
+                                 head_type=head_type or "")
+        self.spec: Dict[str, Any] = dict(self._core.spec)
         self.placement: Dict[str, Any] = dict(self._core.placement)
         notice_once(self.placement.pop("notice"))
         self.n_threads = int(n_threads or 0)
@@ -284,7 +248,7 @@ class Model:
         self.batch_size = self.default_batch_size() if batch_size is None else _batch_size(batch_size)
         # The engine: one worker thread that runs encoders, prefill chunks and batched decode steps for every
         # session of this Model.
-        self._core.engine(self.n_threads, self.batch_size, PREFILL_CHUNK)
+        self._core.engine(self.n_threads, max_batch=self.batch_size, prefill_chunk=PREFILL_CHUNK)
 
     # --- properties -----------------------------------------------------------------------------------------
     @property
@@ -294,7 +258,7 @@ class Model:
 
     @property
     def arch(self) -> str:
-        """"moss_transcribe" or "moss_audio"."""
+        """The GGUF architecture (one of ``[s["arch"] for s in crispmoss._core.models()]``)."""
         return self._core.arch
 
     @property
@@ -309,15 +273,14 @@ class Model:
 
     @property
     def default_max_new_tokens(self) -> int:
-        """512 for MOSS-Transcribe, 1024 for MOSS-Audio, as in the official inference code."""
-        return DEFAULT_MAX_NEW_TOKENS.get(self.arch, 512)
+        """The official inference code's default, as the model declares it (512 MOSS-Transcribe, 1024 MOSS-Audio)."""
+        return int(self.spec["max_new_tokens"])
 
     @property
     def max_pass_seconds(self) -> float:
-        """Audio longer than this is transcribed in several passes (see crispmoss.longform)."""
-        from .longform import default_pass_seconds
-
-        return default_pass_seconds(self.arch)
+        """Audio longer than this is transcribed in several passes (see crispmoss.longform); the model declares it
+        (30 s MOSS-Transcribe, 120 s MOSS-Audio)."""
+        return float(self.spec["pass_seconds"])
 
     def slot_bytes(self, pass_seconds: Optional[float] = None, max_new_tokens: Optional[int] = None) -> int:
         """Memory one decoding sequence holds while it runs: its KV cache for the prompt of a ``pass_seconds`` clip
@@ -326,13 +289,15 @@ class Model:
         by all sequences, and not counted."""
         seconds = self.max_pass_seconds if pass_seconds is None else float(pass_seconds)
         new = self.default_max_new_tokens if max_new_tokens is None else int(max_new_tokens)
-        frames = int(seconds * 100)
-        n_audio = self._core.n_audio_tokens(frames)
+        mel = self._core.mel
+        samples = int(seconds * mel["sample_rate"])
+        frames = samples // mel["hop"]
+        n_audio = self._core.n_audio_tokens_for(samples)
         # the prompt around the audio: template, instruction, MOSS-Audio's time markers (one per 2 s, few tokens)
         positions = n_audio + 64 + int(seconds / 2) * 3 + new
         positions = (positions + 255) // 256 * 256
         kv = positions * self._core.kv_bytes_per_position(self.kv_type)
-        audio = int(seconds * SAMPLE_RATE) * 4 + frames * 128 * 4
+        audio = samples * 4 + frames * mel["n_mel"] * 4
         encoded = n_audio * self._core.n_embd * 4 * 4  # rows + up to three DeepStack copies
         return int(kv + audio + encoded)
 
@@ -349,11 +314,20 @@ class Model:
     def __repr__(self) -> str:
         return f"crispmoss.Model({self.name!r}, arch={self.arch!r})"
 
+    def close(self) -> None:
+        """Releases the model: its engine stops and its weights are freed once no session uses them. Any later
+        use raises ModelError. Closing twice is harmless."""
+        self._core.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._core.closed)
+
     def __enter__(self) -> "Model":
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        return None
+        self.close()
 
     # --- options --------------------------------------------------------------------------------------------
     def options(self, *, max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
@@ -368,8 +342,9 @@ class Model:
         if max_new_tokens is None:
             max_new_tokens = self.default_max_new_tokens
         max_new_tokens = _integer("max_new_tokens", max_new_tokens)
-        if max_new_tokens < 0:
+        if not -2 ** 31 <= max_new_tokens < 2 ** 31:
             raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        _core.check_generate(max_new_tokens=max_new_tokens)
         if timeout is not None:
             timeout = _number("timeout", timeout)
             if timeout <= 0:
@@ -400,8 +375,11 @@ class Model:
 
     def prompt_ids(self, audio: AudioInput, prompt: Optional[str] = None, *, sample_rate: Optional[float] = None,
                    timestamps: bool = False) -> List[int]:
-        """The token ids of the prompt the model will see for ``audio`` (audio rows as placeholder ids)."""
-        return self.session(audio, sample_rate).prompt_ids(prompt, timestamps=timestamps)
+        """The token ids of the prompt the model will see for ``audio`` (audio rows as placeholder ids); counts the
+        audio rows from the clip's length, without running the encoder."""
+        _check_prompt(self, prompt)
+        samples = load_audio(audio, sample_rate)
+        return list(self._core.prompt_ids(len(samples), instruction=_normalize(prompt), timestamps=timestamps))
 
     def transcribe(self, audio: AudioInput, *, sample_rate: Optional[float] = None, timestamps: bool = False,
                    language: Optional[str] = None, max_pass_seconds: Optional[float] = None,
@@ -513,10 +491,8 @@ class Model:
         from .longform import check_limit
 
         _check_gen_kwargs(generate_kwargs)
-        limit = check_limit(self.arch, max_pass_seconds)
-        if timestamps and not self.accepts_instructions:
-            raise InputError("MOSS-Transcribe writes no timestamps; use a MOSS-Audio model for timestamps=True")
-        instruction = transcription_instruction(self.arch, language, timestamps) or None  # validated before reading
+        limit = check_limit(max_pass_seconds, self.max_pass_seconds)
+        transcription_instruction(self.arch, language, timestamps)  # validated before reading any audio
         opts = self.options(**generate_kwargs)  # one seed for every pass
         if check_memory:
             need = batch_size * self.slot_bytes(min(limit, 3600.0), opts.max_new_tokens)
@@ -527,9 +503,8 @@ class Model:
                                  f" but {have / 2**30:.1f} GiB is available; use a smaller batch_size")
 
         def run_pass(samples: np.ndarray, callback: Any, timeout: Optional[float], stop: Any) -> Transcript:
-            session = Session(self, samples)
-            return session._run(instruction, timestamps, replace(opts, callback=callback, timeout=timeout), join=False,
-                                stop=stop)
+            return Session(self, samples).transcribe(timestamps=timestamps, language=language, should_stop=stop,
+                                                     options=replace(opts, callback=callback, timeout=timeout))
 
         return PassRunner(run_pass, limit, batch_size=batch_size, timeout=opts.timeout, callback=opts.callback,
                           seed=opts.sampling.seed, sample_rate=sample_rate)
@@ -547,6 +522,17 @@ class Model:
         if not self.accepts_instructions:
             raise ModelError("MOSS-Transcribe takes no instruction: use transcribe(), or a MOSS-Audio model for ask()")
         return self.session(audio, sample_rate).ask(prompt, system=system, **generate_kwargs)
+
+
+# How a model's answer with timestamps is read (ModelSpec::timed_output); "text" has no parser.
+_TIMED_PARSERS: Dict[str, Callable[[str], List[Segment]]] = {"timed_lines": parse_timed_lines}
+
+
+def _check_prompt(model: Model, prompt: Optional[str]) -> None:
+    if prompt is not None and not isinstance(prompt, str):
+        raise InputError(f"the prompt must be a string, got {type(prompt).__name__}")
+    if prompt and not model.accepts_instructions:
+        raise ModelError("MOSS-Transcribe takes no instruction: use transcribe(), or a MOSS-Audio model for ask()")
 
 
 def _now() -> float:
@@ -587,19 +573,16 @@ class Session:
 
     def __init__(self, model: Model, audio: AudioInput, *, sample_rate: Optional[float] = None) -> None:
         self.model = model
-        self._core = _core.Session(model._core, model.n_threads, model.kv_type, model.mel_bf16)
+        self._core = _core.Session(model._core, n_threads=model.n_threads, kv_type=model.kv_type,
+                                   mel_bf16=model.mel_bf16)
         self._lock = threading.Lock()
         self._owner: Optional[int] = None
         self.duration = 0.0
         self._set_samples(load_audio(audio, sample_rate))
 
     def _set_samples(self, samples: np.ndarray) -> None:
-        """Encodes new audio on this session's buffers (the cached prompt is dropped)."""
-        n_audio = self.model._core.n_audio_tokens(len(samples) // 160)
-        if n_audio >= self.model.n_ctx:
-            raise InputError(f"{len(samples) / SAMPLE_RATE:.1f} s of audio is {n_audio} audio tokens but the model's "
-                             f"context is {self.model.n_ctx} tokens; use Model.transcribe (it splits long audio) "
-                             f"or a shorter clip")
+        """Encodes new audio on this session's buffers (the cached prompt is dropped); InputError (from the core)
+        when its audio rows alone would fill the model's context."""
         with self._busy():
             self._core.set_audio(np.ascontiguousarray(samples, dtype=np.float32))
         self.duration = float(len(samples)) / SAMPLE_RATE
@@ -613,17 +596,24 @@ class Session:
                    system: Optional[str] = None) -> List[int]:
         """The prompt's token ids (audio rows appear as the placeholder id)."""
         self._check_prompt(prompt)
-        return list(self._core.prompt_ids(_normalize(prompt), timestamps, True, self._system(system)))
+        return list(self._core.prompt_ids(instruction=_normalize(prompt), timestamps=timestamps,
+                                          system=self._system(system)))
 
     def transcribe(self, *, timestamps: bool = False, language: Optional[str] = None,
+                   options: Optional[GenerateOptions] = None, should_stop: Optional[Callable[[], bool]] = None,
                    **generate_kwargs: Any) -> Transcript:
         """Transcription of the whole clip with the official instruction (time-aware one with ``timestamps``,
-        MOSS-Audio only). ``language``: see :func:`transcription_instruction`."""
-        if timestamps and not self.model.accepts_instructions:
-            raise InputError("MOSS-Transcribe writes no timestamps; use a MOSS-Audio model for timestamps=True")
-        instruction = transcription_instruction(self.model.arch, language, timestamps)
+        MOSS-Audio only). ``language``: see :func:`transcription_instruction`.
+
+        Generation options are keyword arguments (see :meth:`Model.options`), or ``options``: options already
+        resolved by :meth:`Model.options` (e.g. one seed shared by several requests). ``should_stop`` is asked at
+        every decode step and while the request waits: True interrupts it (``stop_reason`` "interrupted")."""
+        transcription_instruction(self.model.arch, language, timestamps)  # validated before the options
         _check_gen_kwargs(generate_kwargs)
-        return self._run(instruction or None, timestamps, self.model.options(**generate_kwargs))
+        if options is not None and generate_kwargs:
+            raise InputError("pass either options= or generation keyword arguments, not both")
+        opts = options if options is not None else self.model.options(**generate_kwargs)
+        return self._run(None, timestamps, opts, stop=should_stop, language=language)
 
     def ask(self, prompt: str, *, system: Optional[str] = None, **generate_kwargs: Any) -> Transcript:
         """Answers ``prompt`` about the session's audio (MOSS-Audio). ``system`` replaces the default system
@@ -665,10 +655,7 @@ class Session:
         return _normalize(system)
 
     def _check_prompt(self, prompt: Optional[str]) -> None:
-        if prompt is not None and not isinstance(prompt, str):
-            raise InputError(f"the prompt must be a string, got {type(prompt).__name__}")
-        if prompt and not self.model.accepts_instructions:
-            raise ModelError("MOSS-Transcribe takes no instruction: use transcribe(), or a MOSS-Audio model for ask()")
+        _check_prompt(self.model, prompt)
 
     class _Busy:
         def __init__(self, s: "Session") -> None:
@@ -689,21 +676,24 @@ class Session:
     def _busy(self) -> "Session._Busy":
         return Session._Busy(self)
 
-    def _run(self, prompt: Optional[str], timestamps: bool, opts: GenerateOptions, join: bool = True,
-             stop: Optional[Callable[[], bool]] = None, system: str = "") -> Transcript:
-        """One request. With ``join`` the callback's pieces are those whose concatenation is the returned text
-        (leading and trailing whitespace held back, as ``text`` is stripped); without, the raw pieces. ``stop``
-        is asked at every decode step (and while waiting): True interrupts the request."""
+    def _run(self, prompt: Optional[str], timestamps: bool, opts: GenerateOptions,
+             stop: Optional[Callable[[], bool]] = None, system: str = "", language: Optional[str] = None) -> Transcript:
+        """One request. The callback's pieces are those whose concatenation is the returned text (leading and
+        trailing whitespace held back, as ``text`` is stripped). ``stop`` is asked at every decode step (and while
+        waiting): True interrupts the request."""
         s = opts.sampling
-        callback = StreamJoiner(opts.callback) if (join and opts.callback is not None) else opts.callback
+        callback = StreamJoiner(opts.callback) if opts.callback is not None else None
         with self._busy():
-            r = self._core.generate(_normalize(prompt), timestamps, True, int(opts.max_new_tokens), float(s.temperature),
-                                    int(s.top_k), float(s.top_p), float(s.min_p), float(s.repetition_penalty),
-                                    int(s.seed or 0), float(opts.timeout or 0.0), callback, stop, system)
+            r = self._core.generate(instruction=_normalize(prompt), timestamps=timestamps, language=language or "",
+                                    system=system, max_new_tokens=opts.max_new_tokens, temperature=s.temperature,
+                                    top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
+                                    repetition_penalty=s.repetition_penalty, seed=s.seed or 0,
+                                    timeout=opts.timeout or 0.0, on_piece=callback, should_stop=stop)
         text = r["text"].decode("utf-8", errors="replace").strip()
         if opts.collapse_loops:
             text = collapse_loops(text)
-        segments = parse_timed_lines(text) if timestamps else []
+        parse = _TIMED_PARSERS.get(self.model.spec["timed_output"]) if timestamps else None
+        segments = parse(text) if parse is not None else []
         if not segments:
             segments = [Segment(0.0, self.duration, text)]
         return Transcript(text=text, tokens=list(r["tokens"]), segments=segments, duration=self.duration,
@@ -749,5 +739,5 @@ class Session:
         return pieces()
 
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "GenerateOptions", "LANGUAGES", "Model", "OFFICIAL_SAMPLING", "SAMPLING_PRESETS",
+__all__ = ["GenerateOptions", "Model", "OFFICIAL_SAMPLING", "SAMPLING_PRESETS",
            "Sampling", "Session", "language_name", "resolve_sampling", "transcription_instruction"]

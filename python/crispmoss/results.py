@@ -94,9 +94,13 @@ def parse_timed_lines(text: str, offset: float = 0.0) -> List[Segment]:
     return segments
 
 
-def _cjk(ch: str) -> bool:
+def is_cjk(ch: str) -> bool:
+    """Whether ``ch`` belongs to a script written without spaces between words (CJK radicals, punctuation, kana
+    and ideographs incl. the supplementary planes, Hangul syllables, compatibility ideographs, fullwidth forms).
+    The one definition: joining passes (:func:`join_texts`) and :mod:`crispmoss.loopfix` both use it."""
     o = ord(ch)
-    return (0x2E80 <= o <= 0x9FFF) or (0xAC00 <= o <= 0xD7AF) or (0xF900 <= o <= 0xFAFF) or (0xFF00 <= o <= 0xFFEF)
+    return (0x2E80 <= o <= 0x9FFF or 0xAC00 <= o <= 0xD7AF or 0xF900 <= o <= 0xFAFF or 0xFF00 <= o <= 0xFFEF
+            or 0x20000 <= o <= 0x2FA1F)
 
 
 def join_texts(texts: Any) -> str:
@@ -107,7 +111,7 @@ def join_texts(texts: Any) -> str:
         if not t:
             continue
         if out:
-            out += "" if (_cjk(out[-1]) and _cjk(t[0])) else " "
+            out += "" if (is_cjk(out[-1]) and is_cjk(t[0])) else " "
         out += t
     return out
 
@@ -135,7 +139,7 @@ class StreamJoiner:
                 return True
             self.in_pass = True
             if self.last_char:
-                piece = ("" if (_cjk(self.last_char) and _cjk(piece[0])) else " ") + piece
+                piece = ("" if (is_cjk(self.last_char) and is_cjk(piece[0])) else " ") + piece
         text = self.pending + piece
         body = text.rstrip()
         self.pending = text[len(body):]
@@ -281,5 +285,5 @@ def diarized_segments(text: str, duration: Optional[float] = None) -> List[Segme
     return segments
 
 
-__all__ = ["Segment", "StreamJoiner", "Transcript", "diarized_segments", "join_texts", "parse_diarized",
+__all__ = ["Segment", "StreamJoiner", "Transcript", "diarized_segments", "is_cjk", "join_texts", "parse_diarized",
            "parse_timed_lines"]

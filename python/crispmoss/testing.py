@@ -22,6 +22,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .convert.tables import MODEL_TYPES, MOSS_AUDIO, MOSS_TRANSCRIBE
 from .errors import InputError
 from .vocab import QWEN_SPECIAL_TOKENS, gpt2_vocab, load_tiktoken_ranks, recover_merges, token_to_str
 
@@ -43,7 +44,10 @@ __all__ = [
     "GGUFTensor",
 ]
 
-ARCHS = ("moss_transcribe", "moss_audio")
+# The architectures (their converter tables name them); config.json model types by architecture.
+_TRANSCRIBE, _AUDIO = MOSS_TRANSCRIBE.arch, MOSS_AUDIO.arch
+ARCHS = (_TRANSCRIBE, _AUDIO)
+_HF_MODEL_TYPE = {arch: model_type for model_type, arch in MODEL_TYPES.items()}
 SIZES = ("tiny", "real_layer", "full")
 VOCAB_SIZE = 151936
 
@@ -110,7 +114,7 @@ def special_tokens(arch: str) -> Dict[int, str]:
     """id → text of the added (special) tokens of a MOSS checkpoint."""
     _check_arch(arch)
     toks = dict(QWEN_SPECIAL_TOKENS)
-    if arch == "moss_audio":
+    if arch == _AUDIO:
         toks[151654] = "<|AUDIO|>"
     return toks
 
@@ -188,14 +192,14 @@ class _Dims:
 
 
 _DIMS: Dict[Tuple[str, str], _Dims] = {
-    # tiny: the sizes hf-checkpoints.md lists
-    ("moss_transcribe", "tiny"): _Dims(2, 64, 4, 128, 32, 96, 128, 2, 48, 4, 2, 16, 96),
-    ("moss_audio", "tiny"): _Dims(8, 32, 4, 64, 8, 32, 64, 4, 16, 4, 2, 8, 48, (2, 4, 6)),
+    # tiny: small widths, every dimension distinct enough to catch a transposed shape
+    (_TRANSCRIBE, "tiny"): _Dims(2, 64, 4, 128, 32, 96, 128, 2, 48, 4, 2, 16, 96),
+    (_AUDIO, "tiny"): _Dims(8, 32, 4, 64, 8, 32, 64, 4, 16, 4, 2, 8, 48, (2, 4, 6)),
     # real widths, few layers (MOSS-Audio keeps three distinct taps, so its encoder has three layers)
-    ("moss_transcribe", "real_layer"): _Dims(2, 1280, 20, 5120, 480, 2048, 8192, 2, 2048, 16, 8, 128, 6144),
-    ("moss_audio", "real_layer"): _Dims(3, 1280, 20, 5120, 480, 1280, 8192, 3, 2560, 32, 8, 128, 9728, (0, 1, 2)),
-    ("moss_transcribe", "full"): _Dims(32, 1280, 20, 5120, 480, 2048, 8192, 28, 2048, 16, 8, 128, 6144),
-    ("moss_audio", "full"): _Dims(32, 1280, 20, 5120, 480, 1280, 8192, 36, 2560, 32, 8, 128, 9728, (8, 16, 24)),
+    (_TRANSCRIBE, "real_layer"): _Dims(2, 1280, 20, 5120, 480, 2048, 8192, 2, 2048, 16, 8, 128, 6144),
+    (_AUDIO, "real_layer"): _Dims(3, 1280, 20, 5120, 480, 1280, 8192, 3, 2560, 32, 8, 128, 9728, (0, 1, 2)),
+    (_TRANSCRIBE, "full"): _Dims(32, 1280, 20, 5120, 480, 2048, 8192, 28, 2048, 16, 8, 128, 6144),
+    (_AUDIO, "full"): _Dims(32, 1280, 20, 5120, 480, 1280, 8192, 36, 2560, 32, 8, 128, 9728, (8, 16, 24)),
 }
 
 _NUM_MEL_BINS = 128
@@ -250,8 +254,8 @@ def _qwen3_config(d: _Dims, tied: bool, with_architectures: bool) -> dict:
 def checkpoint_config(arch: str, sizes: str = "tiny") -> dict:
     """The config.json contents ``make_checkpoint`` writes for (arch, sizes)."""
     d = _dims(arch, sizes)
-    lm = _qwen3_config(d, tied=(arch == "moss_transcribe"), with_architectures=(arch == "moss_audio"))
-    if arch == "moss_transcribe":
+    lm = _qwen3_config(d, tied=(arch == _TRANSCRIBE), with_architectures=(arch == _AUDIO))
+    if arch == _TRANSCRIBE:
         cfg = {
             "adapter_hidden_size": d.adapter,
             "architectures": ["MossForCausalLM"],
@@ -281,7 +285,7 @@ def checkpoint_config(arch: str, sizes: str = "tiny") -> dict:
         top = {k: v for k, v in lm.items() if k not in ("model_type",)}
         top["ignore_index"] = -100
         top["language_config"] = lm
-        top["model_type"] = "moss"
+        top["model_type"] = _HF_MODEL_TYPE[_TRANSCRIBE]
         top["transformers_version"] = "4.57.1"
         cfg.update(top)
         return dict(sorted(cfg.items()))
@@ -309,8 +313,8 @@ def checkpoint_config(arch: str, sizes: str = "tiny") -> dict:
             "pretrained_path": "",
         },
         "auto_map": {
-            "AutoConfig": "configuration_moss_audio.MossAudioConfig",
-            "AutoProcessor": "processing_moss_audio.MossAudioProcessor",
+            "AutoConfig": f"configuration_{_HF_MODEL_TYPE[_AUDIO]}.MossAudioConfig",
+            "AutoProcessor": f"processing_{_HF_MODEL_TYPE[_AUDIO]}.MossAudioProcessor",
         },
         "bos_token_id": 151643,
         "deepstack_num_inject_layers": len(d.taps),
@@ -318,7 +322,7 @@ def checkpoint_config(arch: str, sizes: str = "tiny") -> dict:
         "eos_token_id": 151645,
         "ignore_index": -100,
         "language_config": lm,
-        "model_type": "moss_audio",
+        "model_type": _HF_MODEL_TYPE[_AUDIO],
         "num_hidden_layers": d.lm_layers,
         "tie_word_embeddings": False,
         "transformers_version": "4.57.1",
@@ -394,7 +398,7 @@ def _tensor_specs(arch: str, sizes: str) -> List[_Spec]:
     d = _dims(arch, sizes)
     c = d.conv_ch
     flat = c * (_NUM_MEL_BINS // 8)
-    if arch == "moss_transcribe":
+    if arch == _TRANSCRIBE:
         e = "model.audio_model."
         out: List[_Spec] = []
         for i, cin in ((1, 1), (2, c), (3, c)):
@@ -530,8 +534,8 @@ def make_checkpoint(
 ) -> Path:
     """Write a random MOSS checkpoint in the official Hugging Face layout and return its directory.
 
-    arch: "moss_transcribe" or "moss_audio". sizes: "tiny" (small widths, few layers), "real_layer" (the real
-    widths and head counts, 2 LM / 2 encoder layers; MOSS-Audio 3 + 3 so its three DeepStack taps are distinct)
+    arch: one of ARCHS (MOSS-Transcribe's, MOSS-Audio's). sizes: "tiny" (small widths, few layers), "real_layer"
+    (the real widths and head counts, 2 LM / 2 encoder layers; MOSS-Audio 3 + 3 so its three DeepStack taps differ)
     or "full" (the real configuration). The vocabulary always has the real 151,936 rows. shards=1 writes a single
     ``model.safetensors``; more writes ``model-0000i-of-0000n.safetensors`` plus the index. Values depend only on
     (arch, sizes, seed), not on the sharding.

@@ -1,7 +1,7 @@
 """Hugging Face → GGUF conversion for MOSS-Transcribe-preview-2B and MOSS-Audio-4B-Instruct checkpoints.
 
     from crispmoss.convert import convert
-    convert("MOSS-Transcribe-preview-2B/", "moss-transcribe-f16.gguf", outtype="f16")
+    convert("MOSS-Transcribe-preview-2B/", "MOSS-Transcribe-preview-2B-f16.gguf", outtype="f16")
 
 The output follows the schema of the CrispASR-published GGUFs (metadata keys, tensor names and types).
 """

@@ -136,12 +136,13 @@ def _validate(spec: ArchSpec, cfg: dict, hp: Dict[str, object], dims: Dict[str, 
         rp = _lookup(cfg, path)
         if isinstance(rp, dict) and rp.get("rope_type", "default") != "default":
             raise ModelError(f"config.json: RoPE type {rp.get('rope_type')!r} is not supported")
-    if spec.arch == "moss_transcribe_diarize":
+    if "enc_pos" in dims:  # a Whisper encoder over whole windows (MOSS-Transcribe-Diarize)
         # the runtime encodes whole 30 s windows: 3000 mel frames, 1500 positions after the stride-2 conv
         need(dims["enc_pos"] == 1500, f"max_source_positions must be 1500 (30 s windows), got {dims['enc_pos']}")
+    if "merge" in dims:  # encoder frames merged before the adaptor
         need(dims["adaptor_in"] == dims["enc_d"] * dims["merge"],
              f"adaptor_input_dim {dims['adaptor_in']} != d_model {dims['enc_d']} x audio_merge_size {dims['merge']}")
-    if spec.arch == "moss_audio":
+    if "deepstack.num_inject_layers" in hp:  # a DeepStack model (MOSS-Audio)
         taps = [int(v) for k, v in hp.items() if k.startswith("deepstack.tap.")]
         need(len(taps) > 0, "deepstack_encoder_layer_indexes is empty")
         need(all(0 <= t < dims["enc_layers"] for t in taps),

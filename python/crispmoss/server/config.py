@@ -7,6 +7,9 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from ..backends import add_placement_args
+from ..hub import example_names
+
 DEFAULT_PORT = 8000
 
 
@@ -83,7 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``crispmoss serve``."""
     d = ServerConfig()
     p.add_argument("-m", "--model", action="append", required=True, metavar="MODEL",
-                   help="GGUF file or published name (moss-transcribe, moss-audio:f16, ...); repeat for several. "
+                   help=f"GGUF file or published name ({example_names()}, ...); repeat for several. "
                         "Listed under its published name, else the file stem")
     p.add_argument("--host", default=d.host, help=f"address to bind (default {d.host}: this machine only)")
     p.add_argument("--port", type=_port, default=d.port, help=f"TCP port (default {d.port})")
@@ -109,13 +112,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=_nonneg_int, default=None, metavar="N",
                    help="default generation cap of a request that sets none (default: the model's own, 512 "
                         "MOSS-Transcribe, 1024 MOSS-Audio)")
-    p.add_argument("--backend", choices=["auto", "cpu", "cuda", "metal"], default="auto",
-                   help="where to run (default auto: a GPU if this build has a GPU backend that finds one)")
-    p.add_argument("--device", type=_nonneg_int, default=0, help="GPU index within the backend (default 0)")
-    p.add_argument("--gpu-layers", type=int, default=-1, metavar="N",
-                   help="LM layers to keep on the GPU (default -1: the whole model)")
-    p.add_argument("--head-type", choices=["q8_0", "q4_k", "f16"], default=None,
-                   help="compute the output head from a copy of this type made at load (default: as stored)")
+    add_placement_args(p, device_type=_nonneg_int)
     p.add_argument("--no-ui", action="store_true",
                    help="do not serve the browser page on / (the API only; / then answers 404)")
     p.add_argument("--quiet", "-q", action="store_true", help="no per-request log lines")

@@ -120,8 +120,8 @@ def _published_id(key: str, type_: str) -> str:
 
 
 def model_id(spec: str, path: str) -> str:
-    """The id a model is listed under: its published name where it has one (``moss-transcribe``,
-    ``moss-audio:f16``; the type only when it is not the default q4_k), else the file's stem."""
+    """The id a model is listed under: its published name where it has one (a key of ``crispmoss.hub.MODELS``,
+    with ``:<type>`` only when the type is not the default q4_k), else the file's stem."""
     from ..hub import MODELS, parse_name
 
     if not os.path.exists(spec):

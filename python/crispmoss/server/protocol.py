@@ -23,10 +23,10 @@ RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 # task, language, duration and segments (the browser page shows them without transcribing twice)
 STREAM_FORMATS = ("json", "text", "verbose_json")
 TIMESTAMP_FORMATS = ("verbose_json", "srt", "vtt")  # MOSS-Audio writes its own timed lines for these
-# MOSS-Audio's default instruction for a clip without a question (cpp/models/moss_audio.cpp); an audio-only
+# MOSS-Audio's default instruction for a clip without a question (its model file in cpp/models); an audio-only
 # first user turn is this instruction when the conversation continues, so its prompt matches the first answer's.
 TRANSCRIBE_INSTRUCTION = "Please transcribe this audio."
-# The system prompt MOSS-Audio is always given (cpp/models/moss_audio.cpp); a system message equal to it is
+# The system prompt MOSS-Audio is always given (its model file in cpp/models); a system message equal to it is
 # accepted, any other is not supported yet.
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
