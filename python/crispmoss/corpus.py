@@ -17,6 +17,7 @@ import argparse
 import copy
 import csv
 import json
+import math
 import os
 import re
 import sys
@@ -266,19 +267,18 @@ def _ray_modules() -> Any:
 def check_remote(model: str, options: Dict[str, Any]) -> None:
     """What can be checked here of a job that runs elsewhere, so that a typo fails at once and in one line rather
     than in every Ray actor: the model (a file here, or a published name) and the generation options."""
-    from .hub import parse_name
+    from .hub import example_names, parse_name
     from .longform import check_limit
     from .model import resolve_sampling
 
     if not os.path.exists(model) and parse_name(model) is None:
-        raise ModelError(f"{model}: no such file (published model names: moss-transcribe, moss-audio, optionally "
-                         f"with :type)")
+        raise ModelError(f"{model}: no such file (published model names: {example_names()})")
     resolve_sampling(**{k: options.get(k) for k in ("sampling", "temperature", "top_k", "top_p", "min_p",
                                                      "repetition_penalty", "seed")})
     n = options.get("max_new_tokens")
     if n is not None and n < 0:
         raise InputError(f"max_new_tokens must be >= 0, got {n}")
-    check_limit("moss_transcribe", options.get("max_pass_seconds"))
+    check_limit(options.get("max_pass_seconds"), math.inf)  # validation only: each model applies its own default
 
 
 def start_ray(address: str, actors: Optional[int], threads_per_actor: Optional[int], quiet: bool) -> Tuple[int, int]:

@@ -22,9 +22,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .convert.tables import MODEL_TYPES, MOSS_AUDIO, MOSS_TRANSCRIBE
+from .convert.tables import MODEL_TYPES, MOSS_AUDIO, MOSS_TRANSCRIBE, MOSS_TRANSCRIBE_DIARIZE
 from .errors import InputError
-from .vocab import QWEN_SPECIAL_TOKENS, gpt2_vocab, load_tiktoken_ranks, recover_merges, token_to_str
+from .vocab import QWEN_SPECIAL_TOKENS, gpt2_vocab, load_tiktoken_ranks, recover_merges
 
 __all__ = [
     "ARCHS",
@@ -727,7 +727,7 @@ def read_gguf(path: "os.PathLike[str] | str", load_data: bool = True) -> GGUFCon
 # @ 0e3d1403: configuration_/modeling_/processing_moss_transcribe_diarize.py).
 # ----------------------------------------------------------------------------------------------------------
 
-DIARIZE_ARCH = "moss_transcribe_diarize"
+DIARIZE_ARCH = MOSS_TRANSCRIBE_DIARIZE.arch
 DIARIZE_N_MELS = 80
 DIARIZE_AUDIO_TOKEN_ID = 151671
 DIARIZE_MERGE = 4
