@@ -56,12 +56,14 @@ cmake -S . -B "$BUILD" -G Ninja \
 echo "== build (crispmoss_core, crispmoss-tool.exe, ggml DLLs)"
 cmake --build "$BUILD" --target crispmoss-tool -j "$JOBS"
 
-exe="$BUILD/crispmoss-tool.exe"
+# The wheel's layout: the executable (there: the extension) and every ggml DLL in one folder.
+stage="$BUILD/stage"
+rm -rf "$stage" && mkdir -p "$stage"
+cp "$BUILD/crispmoss-tool.exe" "$BUILD"/bin/*.dll "$stage/"
+exe="$stage/crispmoss-tool.exe"
 file "$exe"
-dlls=$(find "$BUILD" -maxdepth 2 -name '*.dll' -printf '%f\n' | sort | tr '\n' ' ')
-echo "DLLs: $dlls"
-# The tool must import only Windows' own DLLs, the GCC runtime and ggml's.
-x86_64-w64-mingw32-objdump -p "$exe" | sed -n 's/^\s*DLL Name: //p' | sort | tr '\n' ' '; echo
+echo "DLLs: $(cd "$stage" && ls *.dll | tr '\n' ' ')"
+echo "crispmoss-tool.exe imports: $(x86_64-w64-mingw32-objdump -p "$exe" | sed -n 's/^\s*DLL Name: //p' | sort | tr '\n' ' ')"
 
 # Run it where wine is installed (apt-get install wine64): quantize a small synthetic model, compare the bytes
 # with this machine's crispmoss when that is importable, and check that a truncated copy is refused.
@@ -71,7 +73,7 @@ if [ "${SKIP_WINE:-0}" = 1 ] || [ -z "$wine" ] || ! python -c "import gguf, nump
 else
   echo "== run under wine ($wine)"
   rt=$(dirname "$(x86_64-w64-mingw32-g++-posix -print-libgcc-file-name)")
-  export WINEPATH="$rt;/usr/x86_64-w64-mingw32/lib;$PWD/$BUILD/bin;$PWD/$BUILD" WINEDEBUG=-all
+  export WINEPATH="$rt;/usr/x86_64-w64-mingw32/lib" WINEDEBUG=-all
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   python - "$tmp/in.gguf" <<'PY'
@@ -84,9 +86,13 @@ w.add_tensor("llm.blk.0.ffn.down.weight", rng.standard_normal((256, 288)).astype
 w.add_tensor("llm.final_norm.weight", np.ones(256, np.float32))
 w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
 PY
-  "$wine" "$BUILD/crispmoss-tool.exe" inspect "$tmp/in.gguf"
+  # ggml scores the CPU variants found next to the executable and loads the best one, as in the wheel.
+  backends=$("$wine" "$exe" backends | tr -d '\r')
+  echo "$backends"
+  grep -q '^backend cpu$' <<<"$backends" || { echo "no CPU backend loaded" >&2; exit 1; }
+  "$wine" "$exe" inspect "$tmp/in.gguf"
   for t in q8_0 q4_k f16; do
-    "$wine" "$BUILD/crispmoss-tool.exe" quantize "$tmp/in.gguf" "$tmp/win.$t.gguf" $t 2
+    "$wine" "$exe" quantize "$tmp/in.gguf" "$tmp/win.$t.gguf" $t 2
     if python -c "import crispmoss._core" 2>/dev/null; then
       python -c "import crispmoss, sys; crispmoss.quantize(sys.argv[1], sys.argv[2], sys.argv[3], progress=False)" \
         "$tmp/in.gguf" "$tmp/native.$t.gguf" $t
@@ -95,7 +101,7 @@ PY
     fi
   done
   head -c 3000 "$tmp/in.gguf" >"$tmp/cut.gguf"
-  if msg=$("$wine" "$BUILD/crispmoss-tool.exe" quantize "$tmp/cut.gguf" "$tmp/cut.q8_0.gguf" q8_0 2>&1); then
+  if msg=$("$wine" "$exe" quantize "$tmp/cut.gguf" "$tmp/cut.q8_0.gguf" q8_0 2>&1); then
     echo "a truncated file was accepted" >&2
     exit 1
   fi

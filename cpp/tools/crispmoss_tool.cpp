@@ -3,6 +3,7 @@
 // It exists so the core can be built, linked and run where the Python extension cannot be built: the
 // Windows cross-compile check (scripts/check_windows_build.sh) links every core object into it.
 //
+//   crispmoss-tool backends                          loads ggml's backends from the executable's folder, lists devices
 //   crispmoss-tool inspect  MODEL.gguf               architecture, tensor count, file size
 //   crispmoss-tool quantize IN.gguf OUT.gguf TYPE [N_THREADS]
 //
@@ -10,8 +11,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <string>
 
+#include "backend.h"
 #include "errors.h"
 #include "model_file.h"
 #include "quantize.h"
@@ -20,9 +23,19 @@ namespace {
 
 int usage() {
     std::fprintf(stderr,
-                 "usage: crispmoss-tool inspect MODEL.gguf\n"
+                 "usage: crispmoss-tool backends\n"
+                 "       crispmoss-tool inspect MODEL.gguf\n"
                  "       crispmoss-tool quantize IN.gguf OUT.gguf TYPE [N_THREADS]\n");
     return 2;
+}
+
+int backends(const char* argv0) {
+    cm::load_backends(std::filesystem::absolute(std::filesystem::u8path(argv0)).parent_path().u8string());
+    for (const auto& b : cm::compiled_backends()) std::printf("backend %s\n", b.c_str());
+    for (const auto& d : cm::devices()) {
+        std::printf("device %s (%s, %s): %s\n", d.name.c_str(), d.backend.c_str(), d.type.c_str(), d.description.c_str());
+    }
+    return 0;
 }
 
 int inspect(const std::string& path) {
@@ -48,6 +61,7 @@ int quantize(const std::string& in, const std::string& out, const std::string& t
 int main(int argc, char** argv) {
     const std::string cmd = argc > 1 ? argv[1] : "";
     try {
+        if (cmd == "backends" && argc == 2) return backends(argv[0]);
         if (cmd == "inspect" && argc == 3) return inspect(argv[2]);
         if (cmd == "quantize" && (argc == 5 || argc == 6)) {
             char* end = nullptr;
