@@ -8,8 +8,9 @@
 # (so an unresolved symbol anywhere fails the link). Before compiling it checks that no file in cpp/ outside
 # cpp/fuzz/ and cpp/platform/ includes a POSIX-only header or uses a GCC overflow builtin.
 #
-#   scripts/check_windows_build.sh            # full check (all CPU variants; ~10-20 min on 2 cores, cached after)
-#   CPU_VARIANTS=one scripts/check_windows_build.sh   # one baseline CPU backend: a quick check
+#   scripts/check_windows_build.sh                    # full check into build/windows (every CPU variant;
+#                                                     # ~30-60 min on 2 busy cores, seconds when unchanged)
+#   CPU_VARIANTS=one scripts/check_windows_build.sh   # one baseline CPU backend, build/windows-one: ~3 min
 #
 # Where wine is installed it also runs crispmoss-tool.exe: quantizing a small synthetic GGUF must give the same
 # bytes as this machine's crispmoss (when importable), and a truncated file must be refused (SKIP_WINE=1: don't).
@@ -18,11 +19,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BUILD=${BUILD:-build/windows}
 JOBS=${JOBS:-2}
 case "${CPU_VARIANTS:-all}" in
-  all) variants=ON ;;
-  one) variants=OFF ;;
+  all) variants=ON; BUILD=${BUILD:-build/windows} ;;
+  one) variants=OFF; BUILD=${BUILD:-build/windows-one} ;;  # its own folder: no stale DLLs of the other kind
   *) echo "CPU_VARIANTS must be 'all' or 'one'" >&2; exit 2 ;;
 esac
 
