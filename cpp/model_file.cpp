@@ -1,23 +1,21 @@
 #include "model_file.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
+#include <filesystem>
 #include <string_view>
+#include <system_error>
 #include <type_traits>
 #include <unordered_set>
 
+#include "checked.h"
 #include "errors.h"
 #ifndef GGML_BACKEND_DL
 #include "ggml-cpu.h"
 #endif
 #include "log.h"
+#include "platform/mapped_file.h"
 #include "text/utf8.h"
 
 namespace cm {
@@ -250,7 +248,7 @@ void check_header(const ModelFile& f, const uint8_t* p, size_t size) {
             if (ne[j] == 0) f.fail(t + " has an empty dimension (ne[" + std::to_string(j) + "] = 0)");
         }
         for (int j = 0; j < GGML_MAX_DIMS; ++j) {
-            if (__builtin_mul_overflow(n_elements, ne[j], &n_elements)) {
+            if (mul_overflow(n_elements, ne[j], &n_elements)) {
                 f.fail(t + " has dimensions whose product overflows 64 bits");
             }
         }
@@ -266,7 +264,7 @@ void check_header(const ModelFile& f, const uint8_t* p, size_t size) {
                    " elements, not a multiple of its block size " + std::to_string(blck));
         }
         uint64_t nbytes = 0;
-        if (__builtin_mul_overflow(static_cast<uint64_t>(n_elements / blck), ggml_type_size(gt), &nbytes) ||
+        if (mul_overflow(static_cast<uint64_t>(n_elements / blck), static_cast<uint64_t>(ggml_type_size(gt)), &nbytes) ||
             nbytes > size) {
             f.fail("truncated or corrupt: " + t + " needs more bytes than the whole file (" + std::to_string(size) +
                    " bytes) holds");
@@ -310,34 +308,33 @@ ModelFile::ModelFile(const std::string& path) : path_(path) {
         ~Release() {
             if (keep) return;
             if (f.buffer_) ggml_backend_buffer_free(f.buffer_);
-            if (f.map_) ::munmap(f.map_, f.map_size_);
             if (f.meta_) ggml_free(f.meta_);
             if (f.gguf_) gguf_free(f.gguf_);
             f.buffer_ = nullptr;
-            f.map_ = nullptr;
             f.meta_ = nullptr;
             f.gguf_ = nullptr;
+            f.map_.reset();
         }
     } release{*this};
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) fail("no such file");
-    if (!S_ISREG(st.st_mode)) fail("not a regular file");
-    file_size_ = static_cast<size_t>(st.st_size);
     {
-        char magic[4] = {0, 0, 0, 0};
-        std::ifstream f(path, std::ios::binary);
-        if (!f) fail("cannot open for reading");
-        f.read(magic, 4);
-        if (f.gcount() != 4 || std::memcmp(magic, "GGUF", 4) != 0) fail("not a GGUF file (bad magic)");
+        namespace fs = std::filesystem;
+        std::error_code ec;
+        const fs::file_status st = fs::status(fs::u8path(path), ec);
+        if (ec || !fs::exists(st)) fail("no such file");
+        if (!fs::is_regular_file(st)) fail("not a regular file");
     }
-    map_file();
+    std::string map_error;
+    map_ = platform::MappedFile::open(path, map_error);
+    if (!map_) fail(map_error);
+    file_size_ = map_->size();
+    if (file_size_ < 4 || std::memcmp(map_->data(), "GGUF", 4) != 0) fail("not a GGUF file (bad magic)");
     // Our own walk first: it bounds every count, length and offset by the file size and names the key or
     // tensor at fault, so ggml's reader only ever sees a well-formed header.
-    check_header(*this, static_cast<const uint8_t*>(map_), file_size_);
+    check_header(*this, map_->data(), file_size_);
     {
         LogCapture log;
         gguf_init_params params{/*no_alloc=*/true, /*ctx=*/&meta_};
-        gguf_ = gguf_init_from_buffer(map_, map_size_, params);
+        gguf_ = gguf_init_from_buffer(map_->data(), file_size_, params);
         if (!gguf_) {
             std::string why = log.text();
             fail("invalid or truncated GGUF" + (why.empty() ? std::string() : " (" + why + ")"));
@@ -358,10 +355,12 @@ ModelFile::ModelFile(const std::string& path) : path_(path) {
     if (gguf_get_kv_type(gguf_, k) != GGUF_TYPE_STRING) fail("general.architecture is not a string");
     arch_ = gguf_get_val_str(gguf_, k);
     if (n == 0) fail("contains no tensors");
-    buffer_ = ggml_backend_cpu_buffer_from_ptr(map_, map_size_);
+    // ggml's buffer API takes a writable pointer; weights buffers are only ever read.
+    void* base_ptr = const_cast<uint8_t*>(map_->data());
+    buffer_ = ggml_backend_cpu_buffer_from_ptr(base_ptr, file_size_);
     if (!buffer_) fail("cannot wrap the mapping in a ggml buffer");
     ggml_backend_buffer_set_usage(buffer_, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
-    char* base = static_cast<char*>(map_) + data_off;
+    char* base = static_cast<char*>(base_ptr) + data_off;
     for (ggml_tensor* t = ggml_get_first_tensor(meta_); t; t = ggml_get_next_tensor(meta_, t)) {
         const int64_t id = gguf_find_tensor(gguf_, ggml_get_name(t));
         if (id < 0) fail(std::string("tensor '") + ggml_get_name(t) + "' is not in the tensor table");
@@ -374,31 +373,21 @@ ModelFile::~ModelFile() {
     if (dev_buffer_) ggml_backend_buffer_free(dev_buffer_);
     if (dev_meta_) ggml_free(dev_meta_);
     if (buffer_) ggml_backend_buffer_free(buffer_);
-    if (map_) ::munmap(map_, map_size_);
     if (meta_) ggml_free(meta_);
     if (gguf_) gguf_free(gguf_);
 }
 
-void ModelFile::map_file() {
-    int fd = ::open(path_.c_str(), O_RDONLY);
-    if (fd < 0) fail("cannot open for reading");
-    map_size_ = file_size_;
-    map_ = ::mmap(nullptr, map_size_, PROT_READ, MAP_SHARED, fd, 0);
-    ::close(fd);
-    if (map_ == MAP_FAILED) {
-        map_ = nullptr;
-        fail("mmap failed");
-    }
-}
+void ModelFile::release_pages(const void* p, size_t n) const { map_->release(p, n); }
 
-void ModelFile::release_pages(const void* p, size_t n) const {
-    const auto* b = static_cast<const char*>(p);
-    const auto* m = static_cast<const char*>(map_);
-    if (!m || b < m || b + n > m + map_size_ || n == 0) return;
-    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-    const uintptr_t lo = (reinterpret_cast<uintptr_t>(b) + page - 1) / page * page;
-    const uintptr_t hi = (reinterpret_cast<uintptr_t>(b) + n) / page * page;
-    if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+void ModelFile::release_all_pages() const { map_->release(map_->data(), map_->size()); }
+
+void ModelFile::advise_sequential() const { map_->advise_sequential(); }
+
+gguf_context* ModelFile::copy_header() const {
+    gguf_init_params params{/*no_alloc=*/true, /*ctx=*/nullptr};
+    gguf_context* g = gguf_init_from_buffer(map_->data(), file_size_, params);
+    if (!g) fail("internal: the validated header could not be parsed a second time");
+    return g;
 }
 
 bool ModelFile::has_key(const std::string& key) const { return gguf_find_key(gguf_, key.c_str()) >= 0; }

@@ -1,7 +1,8 @@
-// A GGUF model file: validated header, typed hyper-parameter access, tensors mmapped in place.
+// A GGUF model file: validated header, typed hyper-parameter access, tensors mapped in place (through
+// platform/mapped_file.h). Every reader of GGUF input goes through it: the model loader, inspect() and quantize.
 //
-// Opening never trusts the file: the header is parsed by ggml's gguf reader, every tensor's data range is
-// checked against the file size before anything is mapped, and each model checks the tensors it needs
+// Opening never trusts the file: our own walk bounds every count, length and offset of the header by the file
+// size before ggml's gguf reader parses it, every tensor's data range is checked against the file size, and each model checks the tensors it needs
 // (name, shape, type) through `require()`. Any problem throws cm::ModelError naming the file and the
 // tensor or key at fault.
 #pragma once
@@ -18,6 +19,10 @@
 #include "gguf.h"
 
 namespace cm {
+
+namespace platform {
+class MappedFile;
+}
 
 // What kind of data a tensor slot may hold.
 enum class TensorKind {
@@ -74,11 +79,17 @@ public:
     // page cache and fault back in when read). For a table read once to make a copy and afterwards only a few
     // rows at a time. No-op for memory outside the mapping or where the OS has no such call.
     void release_pages(const void* p, size_t n) const;
+    // As release_pages() for the whole mapping (quantize: after the header was parsed and copied).
+    void release_all_pages() const;
+    // Hint that the mapping will be read once, front to back (quantize streams the file this way).
+    void advise_sequential() const;
+    // A fresh, modifiable copy of the (validated) header without tensor data: the caller owns it
+    // (gguf_free). Quantize writes its output header from it.
+    gguf_context* copy_header() const;
 
     [[noreturn]] void fail(const std::string& what) const;
 
 private:
-    void map_file();
     void check_tensor(const ggml_tensor* t, TensorKind kind, const std::vector<int64_t>& ne) const;
 
     std::string path_;
@@ -86,8 +97,7 @@ private:
     size_t file_size_ = 0;
     gguf_context* gguf_ = nullptr;
     ggml_context* meta_ = nullptr;
-    void* map_ = nullptr;
-    size_t map_size_ = 0;
+    std::unique_ptr<platform::MappedFile> map_;
     ggml_backend_buffer_t buffer_ = nullptr;
     ggml_context* dev_meta_ = nullptr;
     ggml_backend_buffer_t dev_buffer_ = nullptr;

@@ -15,20 +15,8 @@
 
 #include "errors.h"
 #include "gguf.h"
-#include "log.h"
+#include "model_file.h"
 #include "models/audio_lm.h"
-
-#ifdef _WIN32
-#ifndef NOMINMAX
-#define NOMINMAX
-#endif
-#include <windows.h>
-#else
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#endif
 
 namespace cm {
 namespace {
@@ -81,142 +69,30 @@ std::string type_name(ggml_type t) {
     return n ? n : ("type " + std::to_string(int(t)));
 }
 
-// ---- input mapping -----------------------------------------------------------------------------------
-class MappedFile {
-public:
-    explicit MappedFile(const std::string& path) {
-#ifdef _WIN32
-        file_ = CreateFileW(fs::u8path(path).wstring().c_str(), GENERIC_READ, FILE_SHARE_READ, nullptr,
-                            OPEN_EXISTING, FILE_FLAG_SEQUENTIAL_SCAN, nullptr);
-        if (file_ == INVALID_HANDLE_VALUE) throw ModelError("cannot open '" + path + "'");
-        LARGE_INTEGER sz;
-        if (!GetFileSizeEx(file_, &sz)) {
-            CloseHandle(file_);
-            throw ModelError("cannot stat '" + path + "'");
-        }
-        size_ = size_t(sz.QuadPart);
-        if (size_ > 0) {
-            mapping_ = CreateFileMappingW(file_, nullptr, PAGE_READONLY, 0, 0, nullptr);
-            if (mapping_) data_ = static_cast<const uint8_t*>(MapViewOfFile(mapping_, FILE_MAP_READ, 0, 0, 0));
-            if (!data_) {
-                if (mapping_) CloseHandle(mapping_);
-                CloseHandle(file_);
-                throw ModelError("cannot map '" + path + "'");
-            }
-        }
-#else
-        fd_ = ::open(path.c_str(), O_RDONLY);
-        if (fd_ < 0) throw ModelError("cannot open '" + path + "': " + std::strerror(errno));
-        struct stat st {};
-        if (fstat(fd_, &st) != 0) {
-            ::close(fd_);
-            throw ModelError("cannot stat '" + path + "': " + std::strerror(errno));
-        }
-        size_ = size_t(st.st_size);
-        if (size_ > 0) {
-            void* p = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
-            if (p == MAP_FAILED) {
-                ::close(fd_);
-                throw ModelError("cannot map '" + path + "': " + std::strerror(errno));
-            }
-            data_ = static_cast<const uint8_t*>(p);
-            posix_madvise(p, size_, POSIX_MADV_SEQUENTIAL);
-        }
-#endif
-    }
-    ~MappedFile() {
-#ifdef _WIN32
-        if (data_) UnmapViewOfFile(data_);
-        if (mapping_) CloseHandle(mapping_);
-        if (file_ != INVALID_HANDLE_VALUE) CloseHandle(file_);
-#else
-        if (data_) munmap(const_cast<uint8_t*>(data_), size_);
-        if (fd_ >= 0) ::close(fd_);
-#endif
-    }
-    MappedFile(const MappedFile&) = delete;
-    MappedFile& operator=(const MappedFile&) = delete;
+// ---- input ------------------------------------------------------------------------------------------
+// Read through ModelFile, so quantize gets the loader's hostile-input checks (header walk, tensor table,
+// data ranges) and its one file mapping.
 
-    const uint8_t* data() const { return data_; }
-    size_t size() const { return size_; }
-
-    // Consumed pages are dropped so resident memory stays bounded on models larger than RAM.
-    void release(size_t begin, size_t end) const {
-#ifndef _WIN32
-        const size_t page = size_t(sysconf(_SC_PAGESIZE));
-        const size_t b = (begin + page - 1) / page * page;
-        const size_t e = end / page * page;
-        // madvise, not posix_madvise: glibc makes POSIX_MADV_DONTNEED a no-op. On this read-only private
-        // mapping MADV_DONTNEED only drops clean pages, which are re-read from the file if touched again.
-        if (data_ && e > b) madvise(const_cast<uint8_t*>(data_) + b, e - b, MADV_DONTNEED);
-#else
-        (void)begin;
-        (void)end;
-#endif
-    }
-
-private:
-    const uint8_t* data_ = nullptr;
-    size_t size_ = 0;
-#ifdef _WIN32
-    HANDLE file_ = INVALID_HANDLE_VALUE;
-    HANDLE mapping_ = nullptr;
-#else
-    int fd_ = -1;
-#endif
-};
-
-// ---- parsed input --------------------------------------------------------------------------------------
-struct GgufHandle {
-    gguf_context* gguf = nullptr;
-    ggml_context* meta = nullptr;
-    ~GgufHandle() {
-        if (gguf) gguf_free(gguf);
-        if (meta) ggml_free(meta);
-    }
-};
-
+// Friendlier messages than ModelFile's for the two mistakes a user makes at the command line.
 void check_input_path(const std::string& path) {
     std::error_code ec;
     const auto st = fs::status(fs::u8path(path), ec);
     if (ec || !fs::exists(st)) throw ModelError("model file not found: '" + path + "'");
     if (fs::is_directory(st)) throw ModelError("'" + path + "' is a directory, not a GGUF file");
-    std::FILE* f = std::fopen(path.c_str(), "rb");
-    if (!f) throw ModelError("cannot open '" + path + "': " + std::strerror(errno));
-    char magic[4] = {0, 0, 0, 0};
-    const size_t n = std::fread(magic, 1, 4, f);
-    std::fclose(f);
-    if (n != 4 || std::memcmp(magic, "GGUF", 4) != 0)
-        throw ModelError("'" + path + "' is not a GGUF file (bad magic)");
 }
 
-// Opens the header; with `shapes` a no_alloc ggml context holding each tensor's shape is created too.
-void open_gguf(const std::string& path, GgufHandle& h, bool shapes) {
-    gguf_init_params params{};
-    params.no_alloc = true;
-    params.ctx = shapes ? &h.meta : nullptr;
-    LogCapture log;  // ggml explains its refusal only through its log
-    h.gguf = gguf_init_from_file(path.c_str(), params);
-    if (!h.gguf) {
-        std::string why = log.text();
-        std::replace(why.begin(), why.end(), '\n', ';');
-        throw ModelError("'" + path + "' is a malformed GGUF file" + (why.empty() ? std::string() : ": " + why));
+// Owns the output header: a copy of the input's, which the plan's types are written into.
+struct HeaderCopy {
+    gguf_context* gguf = nullptr;
+    ~HeaderCopy() {
+        if (gguf) gguf_free(gguf);
     }
-}
-
-std::string read_arch(const std::string& path, const gguf_context* g) {
-    const int64_t k = gguf_find_key(g, "general.architecture");
-    if (k < 0) throw ModelError("'" + path + "' has no general.architecture key");
-    if (gguf_get_kv_type(g, k) != GGUF_TYPE_STRING)
-        throw ModelError("'" + path + "': general.architecture is not a string");
-    return gguf_get_val_str(g, k);
-}
+};
 
 struct Input {
     std::string path;
-    GgufHandle h;
+    std::unique_ptr<ModelFile> file;
     std::string arch;
-    size_t data_offset = 0;
 };
 
 QuantizeReport plan_from(Input& in, ggml_type target, uint64_t file_size) {
@@ -231,21 +107,18 @@ QuantizeReport plan_from(Input& in, ggml_type target, uint64_t file_size) {
     rep.arch = in.arch;
     rep.target = target;
     rep.in_bytes = file_size;
-    const int64_t n = gguf_get_n_tensors(in.h.gguf);
+    const gguf_context* g = in.file->gguf();
+    const int64_t n = gguf_get_n_tensors(g);
     rep.tensors.reserve(size_t(n));
     for (int64_t i = 0; i < n; ++i) {
         TensorPlan p;
-        p.name = gguf_get_tensor_name(in.h.gguf, i);
-        const ggml_tensor* t = ggml_get_tensor(in.h.meta, p.name.c_str());
+        p.name = gguf_get_tensor_name(g, i);
+        // ModelFile has checked every tensor's type, shape and data range against the file.
+        const ggml_tensor* t = in.file->find(p.name);
         if (!t) throw ModelError("'" + in.path + "': tensor '" + p.name + "' missing from the metadata context");
         p.src_type = t->type;
         p.n_dims = ggml_n_dims(t);
         for (int d = 0; d < 4; ++d) p.ne[d] = t->ne[d];
-
-        const size_t off = in.data_offset + gguf_get_tensor_offset(in.h.gguf, i);
-        const size_t nbytes = ggml_nbytes(t);
-        if (off > file_size || nbytes > file_size - off)
-            throw ModelError("'" + in.path + "' is truncated: tensor '" + p.name + "' extends past the end of the file");
 
         p.dst_type = p.src_type;
         p.candidate = is_candidate(*rule, p.name, p.n_dims);
@@ -274,10 +147,15 @@ QuantizeReport plan_from(Input& in, ggml_type target, uint64_t file_size) {
 void load_input(const std::string& path, Input& in) {
     check_input_path(path);
     in.path = path;
-    open_gguf(path, in.h, true);
-    if (!in.h.meta) throw ModelError("'" + path + "': ggml's reader returned no tensor metadata");
-    in.arch = read_arch(path, in.h.gguf);
-    in.data_offset = gguf_get_data_offset(in.h.gguf);
+    try {
+        in.file = std::make_unique<ModelFile>(path);
+    } catch (const ModelError& e) {
+        // ModelFile's messages start with "<path>: "; say once that the file is unusable as GGUF.
+        std::string why = e.what();
+        if (why.compare(0, path.size() + 2, path + ": ") == 0) why.erase(0, path.size() + 2);
+        throw ModelError("'" + path + "' is a malformed GGUF file: " + why);
+    }
+    in.arch = in.file->arch();
 }
 
 // ---- output ----------------------------------------------------------------------------------------------
@@ -367,19 +245,18 @@ int64_t block_elems() {
     return v;
 }
 
-// Copies `n` bytes of the mapping from `off`, dropping consumed pages as it goes.
-void copy_range(const MappedFile& map, size_t off, size_t n, PartFile& out) {
+// Copies the `n` mapped bytes at `src`, dropping consumed pages as it goes.
+void copy_range(const ModelFile& file, const uint8_t* src, size_t n, PartFile& out) {
     const size_t step = size_t(64) << 20;
     for (size_t done = 0; done < n; done += step) {
         const size_t len = std::min(step, n - done);
-        out.write(map.data() + off + done, len);
-        map.release(off + done, off + done + len);
+        out.write(src + done, len);
+        file.release_pages(src + done, len);
     }
 }
 
-void convert_tensor(const MappedFile& map, size_t src_off, const TensorPlan& p, int n_threads, PartFile& out,
+void convert_tensor(const ModelFile& file, const uint8_t* src, const TensorPlan& p, int n_threads, PartFile& out,
                     std::vector<float>& f32, std::vector<uint8_t>& q, const QuantizePoll& poll) {
-    const uint8_t* src = map.data() + src_off;
     const int64_t ne0 = p.ne[0];
     const int64_t nrows = p.ne[1] * p.ne[2] * p.ne[3];
     const size_t src_row = ggml_row_size(p.src_type, ne0);
@@ -391,7 +268,7 @@ void convert_tensor(const MappedFile& map, size_t src_off, const TensorPlan& p, 
         q.resize(size_t(rows) * dst_row);
         convert_rows(src + size_t(r0) * src_row, p.src_type, q.data(), p.dst_type, rows, ne0, n_threads, f32);
         out.write(q.data(), q.size());
-        map.release(src_off + size_t(r0) * src_row, src_off + size_t(r0 + rows) * src_row);
+        file.release_pages(src + size_t(r0) * src_row, size_t(rows) * src_row);
     }
 }
 
@@ -429,10 +306,7 @@ QuantizeReport plan_quantization(const std::string& in_path, ggml_type target) {
     file_type_for(target);  // validates the target
     Input in;
     load_input(in_path, in);
-    std::error_code ec;
-    const uint64_t size = fs::file_size(fs::u8path(in_path), ec);
-    if (ec) throw ModelError("cannot stat '" + in_path + "': " + ec.message());
-    return plan_from(in, target, size);
+    return plan_from(in, target, in.file->file_size());
 }
 
 QuantizeReport quantize_file(const std::string& in_path, const std::string& out_path, ggml_type target,
@@ -448,14 +322,13 @@ QuantizeReport quantize_file(const std::string& in_path, const std::string& out_
         if (fs::exists(fs::u8path(out_path), ec) && fs::equivalent(fs::u8path(in_path), fs::u8path(out_path), ec))
             throw InputError("output path '" + out_path + "' is the input file; choose another name");
     }
-    MappedFile map(in_path);
-    QuantizeReport rep = plan_from(in, target, map.size());
+    in.file->advise_sequential();
+    QuantizeReport rep = plan_from(in, target, in.file->file_size());
     rep.n_threads = resolve_threads(n_threads);
 
-    // The output header is the input's own, re-read: it keeps the KV order and general.alignment, which a
+    // The output header is a copy of the input's: it keeps the KV order and general.alignment, which a
     // fresh gguf_init_empty context would not honour for the data layout.
-    GgufHandle out_meta;
-    open_gguf(in_path, out_meta, false);
+    HeaderCopy out_meta{in.file->copy_header()};
     gguf_context* og = out_meta.gguf;
     gguf_set_val_u32(og, "general.quantization_version", GGML_QNT_VERSION);
     gguf_set_val_u32(og, "general.file_type", ftype);
@@ -466,6 +339,8 @@ QuantizeReport quantize_file(const std::string& in_path, const std::string& out_
     std::vector<uint8_t> meta(meta_size);
     gguf_get_meta_data(og, meta.data());
     const size_t alignment = gguf_get_alignment(og);
+    // The header (a vocabulary can take megabytes) has been read twice and is not needed again.
+    in.file->release_all_pages();
 
     ggml_quantize_init(target);
 
@@ -479,14 +354,13 @@ QuantizeReport quantize_file(const std::string& in_path, const std::string& out_
     for (int i = 0; i < total; ++i) {
         const TensorPlan& p = rep.tensors[size_t(i)];
         out.pad_to(uint64_t(meta_size) + gguf_get_tensor_offset(og, i));
-        const size_t src_off = in.data_offset + gguf_get_tensor_offset(in.h.gguf, i);
-        const ggml_tensor* t = ggml_get_tensor(in.h.meta, p.name.c_str());
-        const size_t src_bytes = ggml_nbytes(t);
+        const ggml_tensor* t = in.file->find(p.name);
+        const auto* src = static_cast<const uint8_t*>(t->data);
         const uint64_t start = out.pos();
         if (p.dst_type == p.src_type)
-            copy_range(map, src_off, src_bytes, out);
+            copy_range(*in.file, src, ggml_nbytes(t), out);
         else
-            convert_tensor(map, src_off, p, rep.n_threads, out, f32, q, poll);
+            convert_tensor(*in.file, src, p, rep.n_threads, out, f32, q, poll);
         if (out.pos() - start != gguf_get_tensor_size(og, i))
             throw ModelError("internal error: tensor '" + p.name + "' wrote " + std::to_string(out.pos() - start) +
                              " bytes, header says " + std::to_string(gguf_get_tensor_size(og, i)));

@@ -3,7 +3,8 @@
 // The output keeps every KV pair and every tensor (same names, same order, same shapes); only the types
 // of the eligible LM matrices change. It is written as a stream: metadata first (all sizes are known from
 // the planned types), then tensor by tensor in bounded row blocks, so neither model is ever held in memory
-// whole. The input is mmapped. Writing goes to "<out>.part" and is renamed into place at the end, so a
+// whole. The input is read through ModelFile (its hostile-input checks and its file mapping), and its pages
+// are dropped as they are consumed. Writing goes to "<out>.part" and is renamed into place at the end, so a
 // failed or interrupted run never leaves a half-written model under the requested name.
 #pragma once
 

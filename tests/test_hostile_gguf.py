@@ -16,6 +16,7 @@ import pytest
 
 import crispmoss
 from crispmoss import ModelError
+from crispmoss.quantize import quantize, quantize_plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cpp" / "fuzz"))
 import gguf_bytes as gb  # noqa: E402
@@ -249,6 +250,28 @@ def test_structural(tmp_path, case):
         assert p in str(e.value)
 
 
+def test_quantize_small_file_is_valid(tmp_path):
+    """Control for the next test: quantize takes the synthetic base (its tensors are copied as they are)."""
+    p = _write(tmp_path, "small", small().to_bytes())
+    out = tmp_path / "out.gguf"
+    quantize(p, out, "q8_0", progress=False)
+    assert [t[0] for t in crispmoss._core.inspect(str(out))["tensors"]] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("case", sorted(STRUCTURAL))
+def test_quantize_rejects_structural(tmp_path, case):
+    """quantize reads its input through the loader's checks: every hostile file fails with the loader's reason
+    (huge counts, bad offsets, truncation, ...), before any output exists, never with a crash."""
+    make, pattern = STRUCTURAL[case]
+    p = _write(tmp_path, case, make())
+    out = tmp_path / "out.gguf"
+    for run in (lambda: quantize_plan(p, "q8_0"), lambda: quantize(p, out, "q4_k", progress=False)):
+        with pytest.raises(ModelError, match=pattern) as e:
+            run()
+        assert f"'{p}' is a malformed GGUF file" in str(e.value)
+    assert list(tmp_path.iterdir()) == [Path(p)]
+
+
 # --------------------------------------------------------------------------------------------------------
 # Semantic corruptions of real (tiny) model files.
 # --------------------------------------------------------------------------------------------------------
@@ -409,16 +432,32 @@ def test_audio_semantic(tmp_path, audio_parts, case):
         crispmoss.Model(p)
 
 
+def _cuts(raw: bytes) -> list:
+    """Truncation points across the header, metadata, tensor table and data of a model file."""
+    hl = raw.index(b"audio.mel_filters")
+    return sorted({0, 3, 4, 8, 16, 24, 30, 100, hl - 5, hl + 40, len(raw) // 2, len(raw) - 1}
+                  | {int(x) for x in np.linspace(hl, len(raw) - 1, 12)})
+
+
 def test_every_truncation_point_fails_cleanly(tmp_path, transcribe_parts):
     """Cutting the file anywhere (header, metadata, tensor table, data) gives ModelError, never a crash."""
     raw = transcribe_parts.to_bytes()
-    hl = raw.index(b"audio.mel_filters")
-    cuts = sorted({0, 3, 4, 8, 16, 24, 30, 100, hl - 5, hl + 40, len(raw) // 2, len(raw) - 1}
-                  | {int(x) for x in np.linspace(hl, len(raw) - 1, 12)})
-    for cut in cuts:
+    for cut in _cuts(raw):
         p = _write(tmp_path, f"cut{cut}", raw[:cut])
         with pytest.raises(ModelError, match=r"bad magic|truncated|past the end|remain|cannot hold"):
             crispmoss.Model(p)
+
+
+def test_quantize_every_truncation_point_fails_cleanly(tmp_path, transcribe_parts):
+    """The same cuts through quantize: ModelError naming the truncation, no output left behind."""
+    raw = transcribe_parts.to_bytes()
+    out = tmp_path / "out" / "q.gguf"
+    out.parent.mkdir()
+    for cut in _cuts(raw):
+        p = _write(tmp_path, f"cut{cut}", raw[:cut])
+        with pytest.raises(ModelError, match=r"malformed GGUF file: .*(bad magic|truncated|past the end|remain|cannot hold)"):
+            quantize(p, out, "q8_0", progress=False)
+    assert list(out.parent.iterdir()) == []
 
 
 def test_not_a_file(tmp_path):

@@ -11,7 +11,7 @@ namespace {
 
 // exp(-2 pi i j / n) with the angle reduced first so that large j keep full precision.
 cplx unit_root(size_t j, size_t n) {
-    const double a = -2.0 * M_PI * static_cast<double>(j % n) / static_cast<double>(n);
+    const double a = -2.0 * kPi * static_cast<double>(j % n) / static_cast<double>(n);
     return {std::cos(a), std::sin(a)};
 }
 
@@ -107,8 +107,8 @@ void FFT::transform(const cplx* in, size_t stride, cplx* out, size_t n, size_t l
         break;
     }
     case 5: {
-        const double c1 = std::cos(2.0 * M_PI / 5.0), c2 = std::cos(4.0 * M_PI / 5.0);
-        const double s1 = -std::sin(2.0 * M_PI / 5.0), s2 = -std::sin(4.0 * M_PI / 5.0);
+        const double c1 = std::cos(2.0 * kPi / 5.0), c2 = std::cos(4.0 * kPi / 5.0);
+        const double s1 = -std::sin(2.0 * kPi / 5.0), s2 = -std::sin(4.0 * kPi / 5.0);
         for (size_t k = 0; k < m; ++k) {
             const cplx a0 = out[k];
             const cplx a1 = mul(out[k + m], tw[k * tw_step]);

@@ -10,6 +10,9 @@ namespace cm {
 
 using cplx = std::complex<double>;
 
+// pi (M_PI is POSIX, not ISO C++: MSVC and mingw-w64 in ISO mode do not define it).
+constexpr double kPi = 3.14159265358979323846;
+
 // Complex forward DFT X[k] = sum_j x[j] exp(-2 pi i j k / n) of a fixed length n >= 1.
 class FFT {
 public:

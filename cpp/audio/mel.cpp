@@ -69,7 +69,7 @@ struct Frontend {
     Frontend() : window(kMelNFFT) {
         // periodic Hann = numpy.hanning(401)[:-1]
         for (int i = 0; i < kMelNFFT; ++i)
-            window[i] = 0.5 - 0.5 * std::cos(2.0 * M_PI * static_cast<double>(i) / kMelNFFT);
+            window[i] = 0.5 - 0.5 * std::cos(2.0 * kPi * static_cast<double>(i) / kMelNFFT);
     }
 };
 
