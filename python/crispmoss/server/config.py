@@ -5,7 +5,7 @@ import argparse
 import math
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 from ..backends import add_placement_args
 from ..hub import example_names
@@ -42,34 +42,22 @@ class ServerConfig:
         return int(self.max_upload_mb * 1024 * 1024)
 
 
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    return v
+def _arg_parser(cast: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse ``type=`` that converts with ``cast`` and accepts what ``ok`` accepts, else says ``expected``."""
+    def parse(s: str) -> Any:
+        try:
+            v = cast(s)
+        except ValueError:
+            v = None
+        if v is None or not ok(v):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {s!r}")
+        return v
+    return parse
 
 
-def _nonneg_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
-    return v
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
-    return v
+_positive_int = _arg_parser(int, lambda v: v >= 1, "a positive integer")
+_nonneg_int = _arg_parser(int, lambda v: v >= 0, "an integer >= 0")
+_positive_float = _arg_parser(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
 
 
 def _port(s: str) -> int:
