@@ -18,7 +18,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Tuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -611,10 +611,16 @@ def create_app(cfg: ServerConfig, models: Optional[List[ServedModel]] = None) ->
     return app
 
 
-async def _transcription_events(state: ServerState, rec: Record, waiter: Waiter,
-                                req: TranscriptionRequest) -> AsyncIterator[str]:
+async def _relay(state: ServerState, rec: Record, waiter: Waiter, final_text: Callable[[Any], str],
+                 delta_event: Callable[[str], Any], done_events: Callable[[Any], List[str]],
+                 head: Sequence[str] = ()) -> AsyncIterator[str]:
+    """The server-sent events of one streamed request (transcription or chat): ``head``, then each text piece as
+    ``delta_event(piece)``; when the job is done, whatever the final text adds to the pieces streamed so far, then
+    ``done_events(result)``. A failure becomes an error event; a client gone ends it quietly (499)."""
     deltas = DeltaText()
     try:
+        for ev in head:
+            yield ev
         while True:
             try:
                 kind, value = await waiter.next()
@@ -627,68 +633,54 @@ async def _transcription_events(state: ServerState, rec: Record, waiter: Waiter,
             if kind == "delta":
                 d = deltas.push(value)
                 if d:
-                    yield _sse({"type": "transcript.text.delta", "delta": d, "logprobs": None})
+                    yield _sse(delta_event(d))
             elif kind == "done":
-                text, _ = answer_text(value, req.timestamps)
-                rest, ok = deltas.finish(text)
+                rest, ok = deltas.finish(final_text(value))
                 if not ok:
                     rec.note = "stream-text-mismatch"
                     log.warning("%s: streamed pieces disagree with the final text", rec.id)
                 if rest:
-                    yield _sse({"type": "transcript.text.delta", "delta": rest, "logprobs": None})
+                    yield _sse(delta_event(rest))
                 rec.add_result(value)
                 rec.add_job(waiter.job)
                 rec.status = 200
-                done: Dict[str, Any] = {"type": "transcript.text.done", "text": text, "logprobs": None,
-                                        "usage": token_usage(value)}
-                if req.response_format == "verbose_json":
-                    done.update(verbose_fields(req, value, answer_text(value, req.timestamps)[1]))
-                yield _sse(done)
+                for ev in done_events(value):
+                    yield ev
                 return
     finally:
         waiter.close()
         state.log_when_done(rec, waiter.job)
 
 
-async def _chat_events(state: ServerState, rec: Record, waiter: Waiter, req: ChatRequest, cid: str,
-                       created: int) -> AsyncIterator[str]:
+def _transcription_events(state: ServerState, rec: Record, waiter: Waiter,
+                          req: TranscriptionRequest) -> AsyncIterator[str]:
+    def done_events(value: Any) -> List[str]:
+        text, timed = answer_text(value, req.timestamps)
+        done: Dict[str, Any] = {"type": "transcript.text.done", "text": text, "logprobs": None,
+                                "usage": token_usage(value)}
+        if req.response_format == "verbose_json":
+            done.update(verbose_fields(req, value, timed))
+        return [_sse(done)]
+
+    return _relay(state, rec, waiter, lambda value: answer_text(value, req.timestamps)[0],
+                  lambda d: {"type": "transcript.text.delta", "delta": d, "logprobs": None}, done_events)
+
+
+def _chat_events(state: ServerState, rec: Record, waiter: Waiter, req: ChatRequest, cid: str,
+                 created: int) -> AsyncIterator[str]:
     mid = req.served.id
     wu = req.include_usage
-    deltas = DeltaText()
-    try:
-        yield _sse(chat_chunk(cid, created, mid, {"role": "assistant", "content": "", "refusal": None},
-                              with_usage=wu))
-        while True:
-            try:
-                kind, value = await waiter.next()
-            except ClientGone:
-                rec.status = 499
-                return
-            except Exception as exc:  # noqa: BLE001
-                yield _sse(_fail(state, rec, exc).body())
-                return
-            if kind == "delta":
-                d = deltas.push(value)
-                if d:
-                    yield _sse(chat_chunk(cid, created, mid, {"content": d}, with_usage=wu))
-            elif kind == "done":
-                rest, ok = deltas.finish(value.text)
-                if not ok:
-                    rec.note = "stream-text-mismatch"
-                    log.warning("%s: streamed pieces disagree with the final text", rec.id)
-                if rest:
-                    yield _sse(chat_chunk(cid, created, mid, {"content": rest}, with_usage=wu))
-                yield _sse(chat_chunk(cid, created, mid, {}, finish_reason(value), with_usage=wu))
-                if wu:
-                    yield _sse(chat_chunk(cid, created, mid, None, usage=chat_usage(value), with_usage=True))
-                rec.add_result(value)
-                rec.add_job(waiter.job)
-                rec.status = 200
-                yield "data: [DONE]\n\n"
-                return
-    finally:
-        waiter.close()
-        state.log_when_done(rec, waiter.job)
+
+    def done_events(value: Any) -> List[str]:
+        out = [_sse(chat_chunk(cid, created, mid, {}, finish_reason(value), with_usage=wu))]
+        if wu:
+            out.append(_sse(chat_chunk(cid, created, mid, None, usage=chat_usage(value), with_usage=True)))
+        return out + ["data: [DONE]\n\n"]
+
+    head = [_sse(chat_chunk(cid, created, mid, {"role": "assistant", "content": "", "refusal": None},
+                            with_usage=wu))]
+    return _relay(state, rec, waiter, lambda value: value.text,
+                  lambda d: chat_chunk(cid, created, mid, {"content": d}, with_usage=wu), done_events, head)
 
 
 # --------------------------------------------------------------------------------------------------------------
