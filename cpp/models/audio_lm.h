@@ -22,6 +22,9 @@ struct ModelSpec {
     std::string arch;  // GGUF general.architecture
     std::string name;  // product name in messages, e.g. "MOSS-Transcribe"
     bool accepts_instructions = false;  // free-form prompts (else transcription only)
+    // The instruction a prompt without one gets and the default system prompt ("" = the model's template has
+    // none); crispmoss.server continues a conversation from the former.
+    std::string default_instruction, system_prompt;
     bool timestamps = false;            // writes timed lines on request (PromptRequest::timestamps)
     // How the answer with timestamps is parsed in Python (crispmoss.results): "timed_lines", or "text".
     std::string timed_output = "text";
