@@ -486,3 +486,15 @@ def test_layer_count_limits_run(tmp_path, transcribe_parts):
     g.set_kv(T + "llm.num_layers", gb.U32, 257)
     with pytest.raises(ModelError, match=r"num_layers is 257, outside \[1, 256\]"):
         crispmoss.Model(g.write(tmp_path / "deeper.gguf"))
+
+
+def test_fuzz_seeds_name_architectures_from_the_converter_tables(tmp_path):
+    """cpp/fuzz/make_seeds.py writes one micro file per architecture, named from crispmoss.convert.tables."""
+    import make_seeds
+
+    from crispmoss import _core, testing
+
+    make_seeds.gguf_seeds(tmp_path)
+    for arch in testing.ARCHS:
+        path = tmp_path / "gguf" / f"{arch}-micro.gguf"
+        assert _core.inspect(str(path))["architecture"] == arch
