@@ -148,6 +148,9 @@ protected:
 private:
     const ModelSpec* spec_ = nullptr;
     void copy_head(const std::string& type);
+    // The file's optional audio.mel_filters / audio.mel_window (written by converters, published files carry them)
+    // must be the front end mel_ computes; otherwise ModelError (another front end would be silently mis-read).
+    void check_front_end() const;
     ggml_context* head_ctx_ = nullptr;
     ggml_backend_buffer_t head_buf_ = nullptr;
 };
