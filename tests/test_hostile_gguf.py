@@ -344,6 +344,23 @@ def _small_vocab(g):
     emb.data = emb.data[: row * n]
 
 
+def _scale_values(name, index, factor):
+    """Multiplies element ``index`` (None: the largest) of the F32 tensor ``name`` by ``factor``."""
+    def fn(g):
+        t = g.find_tensor(name)
+        v = np.frombuffer(t.data, np.float32).copy()
+        v[int(np.argmax(v)) if index is None else index] *= factor
+        t.data = v.tobytes()
+    return fn
+
+
+def _other_filterbank(g):
+    """An 80-bin-style front end squeezed into the 128 x 201 slot: the filters of the upper half of the band."""
+    t = g.find_tensor("audio.mel_filters")
+    v = np.frombuffer(t.data, np.float32).reshape(201, 128)
+    t.data = np.ascontiguousarray(np.roll(v, 1, axis=1)).tobytes()
+
+
 def _nan_float(key):
     return lambda g: g.set_kv(key, gb.F32, float("nan"))
 
@@ -385,6 +402,13 @@ SEMANTIC = {
     # its role names as single tokens is refused instead.
     "prompt_id_outside_vocab": (_small_vocab, r"role '\w+' is \d+ tokens in this vocabulary of 1000, not one"),
     "mel_bins": (_kv(T + "enc.num_mel_bins", gb.U32, 80), r"num_mel_bins must be 128"),
+    # the front end a file declares must be the one the runtime computes (else it would be silently mis-read)
+    "mel_filters_altered": (_scale_values("audio.mel_filters", None, 1.001),
+                            r"audio.mel_filters \(a different mel filterbank\) differs .* at element"),
+    "mel_filters_other_bank": (_other_filterbank, r"audio.mel_filters \(a different mel filterbank\) differs"),
+    "mel_filters_shape": (_swap_dims("audio.mel_filters"), r"audio.mel_filters has 201 x 128 weights, not 128 mel"),
+    "mel_filters_f16": (_retype_f16("audio.mel_filters"), r"tensor 'audio.mel_filters' must be f32"),
+    "mel_window_altered": (_scale_values("audio.mel_window", 100, 0.99), r"audio.mel_window \(not the periodic Hann"),
 }
 
 
@@ -394,6 +418,14 @@ def test_roundtrip_loads(tmp_path, transcribe_parts):
     m = crispmoss.Model(p)
     assert m.arch == "moss_transcribe"
     assert m._core.n_vocab == 151936
+
+
+def test_front_end_tensors_are_optional(tmp_path, transcribe_parts):
+    """Files without audio.mel_filters / audio.mel_window load (the runtime computes the bank itself)."""
+    g = transcribe_parts.copy()
+    for name in ("audio.mel_filters", "audio.mel_window"):
+        g.drop_tensor(name)
+    assert crispmoss.Model(g.write(tmp_path / "no_front_end.gguf")).arch == "moss_transcribe"
 
 
 @pytest.mark.parametrize("case", sorted(SEMANTIC))
@@ -525,3 +557,15 @@ def test_layer_count_limits_run(tmp_path, transcribe_parts):
     g.set_kv(T + "llm.num_layers", gb.U32, 257)
     with pytest.raises(ModelError, match=r"num_layers is 257, outside \[1, 256\]"):
         crispmoss.Model(g.write(tmp_path / "deeper.gguf"))
+
+
+def test_fuzz_seeds_name_architectures_from_the_converter_tables(tmp_path):
+    """cpp/fuzz/make_seeds.py writes one micro file per architecture, named from crispmoss.convert.tables."""
+    import make_seeds
+
+    from crispmoss import _core, testing
+
+    make_seeds.gguf_seeds(tmp_path)
+    for arch in testing.ARCHS:
+        path = tmp_path / "gguf" / f"{arch}-micro.gguf"
+        assert _core.inspect(str(path))["architecture"] == arch

@@ -237,6 +237,8 @@ def test_models_health_and_api_key(server, client, models):
     ids = [m.id for m in client.models.list().data]
     assert ids == [models["tr_id"], models["au_id"]]
     assert client.models.retrieve(models["au_id"]).id == models["au_id"]
+    # crispmoss's own fields: the product name comes from the model's registry entry (the page shows it)
+    assert [m.name for m in client.models.list().data] == ["MOSS-Transcribe", "MOSS-Audio"]
     h = httpx.get(server.url + "/health").json()  # no key needed
     assert set(h) == {"status", "busy_slots", "queued"} and h["status"] == "ok"
     for key in ("wrong-key", None):
@@ -398,8 +400,7 @@ def test_chat_completions_match_the_library_and_reuse_the_session(client, local,
     assert ids[:len(head)] == head
     # an audio-only first turn continues as the model's own transcription instruction, so the follow-up's
     # prompt starts with the one its first answer was given
-    from crispmoss.server.protocol import DEFAULT_SYSTEM_PROMPT, TRANSCRIBE_INSTRUCTION
-
+    TRANSCRIBE_INSTRUCTION, DEFAULT_SYSTEM_PROMPT = au.spec["default_instruction"], au.spec["system_prompt"]
     assert s.prompt_ids(None) == s.prompt_ids(TRANSCRIBE_INSTRUCTION)
     assert DEFAULT_SYSTEM_PROMPT in au.detokenize(head)
     b1 = client.chat.completions.create(model=models["au_id"], messages=[_user(LIBRI_0880)]).choices[0].message.content

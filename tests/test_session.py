@@ -206,3 +206,32 @@ def test_close_releases_the_model(transcribe_gguf, jfk):
             call()
     m.close()  # twice is harmless
     assert isinstance(text, str)
+
+
+def test_generation_options_are_in_the_signatures(audio_model, jfk):
+    import inspect
+
+    from crispmoss.model import GenerateOptions, Model, Session
+
+    keys = [p for p in inspect.signature(Model.options).parameters if p != "self"]
+    for fn in (Model.transcribe, Model.segments, Model.transcribe_many, Model.transcribe_iter, Model.ask,
+               Session.transcribe, Session.ask, Session.generate):
+        params = inspect.signature(fn).parameters
+        assert not any(p.kind is p.VAR_KEYWORD for p in params.values()), fn.__qualname__
+        for k in keys + ["options"]:
+            assert params[k].kind is params[k].KEYWORD_ONLY, (fn.__qualname__, k)
+            assert params[k].default == inspect.signature(Model.options).parameters.get(k, params["options"]).default
+    with pytest.raises(TypeError, match="max_tokens"):
+        audio_model.transcribe(jfk, max_tokens=3)
+    # options= is the same request as its keywords; both at once is refused
+    opts = audio_model.options(max_new_tokens=3, temperature=0.7, seed=11)
+    assert isinstance(opts, GenerateOptions)
+    s = audio_model.session(jfk)
+    a = s.ask("what?", options=opts)
+    assert a.tokens == s.ask("what?", max_new_tokens=3, temperature=0.7, seed=11).tokens
+    assert audio_model.transcribe(jfk, options=opts).tokens == audio_model.transcribe(
+        jfk, max_new_tokens=3, temperature=0.7, seed=11).tokens
+    with pytest.raises(InputError, match="either options="):
+        s.generate("what?", options=opts, top_k=2)
+    with pytest.raises(InputError, match="GenerateOptions"):
+        s.ask("what?", options={"max_new_tokens": 3})

@@ -281,6 +281,8 @@ def test_transcribe_stream_segments_and_downloads(browser, server, models, local
     assert _state(d) == "idle"
     options = d.execute_script("return [...document.querySelectorAll('#model option')].map(o => o.value)")
     assert options == [models["tr_id"], models["au_id"]]
+    labels = d.execute_script("return [...document.querySelectorAll('#model option')].map(o => o.text)")
+    assert labels == [models["tr_id"] + " (MOSS-Transcribe)", models["au_id"] + " (MOSS-Audio)"]
     _shot(d, "empty")
 
     d.execute_script(HOLD_STREAM)

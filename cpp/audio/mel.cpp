@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <exception>
 #include <limits>
 #include <map>
@@ -173,6 +174,46 @@ const MelFilterbank& whisper_mel_filterbank(int n_mel) {
     auto& fb = banks[n_mel];
     if (!fb) fb = std::make_unique<const MelFilterbank>(slaney_mel_filterbank(kMelNFreq, n_mel, 0.0, 8000.0, kMelSampleRate));
     return *fb;
+}
+
+namespace {
+
+// "" if data[i] (i < n) equals expected(i) within tol, else where it first differs.
+template <class F>
+std::string first_difference(const char* what, const float* data, int64_t n, double tol, F expected) {
+    for (int64_t i = 0; i < n; ++i) {
+        const double e = expected(i);
+        if (!(std::abs(static_cast<double>(data[i]) - e) <= tol)) {
+            char buf[256];
+            std::snprintf(buf, sizeof buf, "%s differs from the front end this runtime computes at element %lld "
+                          "(%.9g, expected %.9g)", what, static_cast<long long>(i), static_cast<double>(data[i]), e);
+            return buf;
+        }
+    }
+    return "";
+}
+
+}  // namespace
+
+std::string mel_filters_mismatch(const float* data, int64_t n_mel, int64_t n_freq, const MelSpec& spec) {
+    if (n_mel != spec.n_mel || n_freq != spec.n_fft / 2 + 1)
+        return "audio.mel_filters has " + std::to_string(n_mel) + " x " + std::to_string(n_freq) + " weights, not " +
+               std::to_string(spec.n_mel) + " mel bins x " + std::to_string(spec.n_fft / 2 + 1) + " frequencies";
+    if (spec.n_fft != kMelNFFT) return "";  // log_mel refuses this STFT anyway
+    const MelFilterbank& fb = whisper_mel_filterbank(spec.n_mel);
+    double peak = 0.0;
+    for (double w : fb.weights) peak = std::max(peak, w);
+    // element f * n_mel + m of the file is filter m at frequency f
+    return first_difference("audio.mel_filters (a different mel filterbank)", data, n_mel * n_freq, 1e-5 * peak,
+                            [&](int64_t i) { return fb.weights[size_t(i % n_mel) * fb.n_freq + size_t(i / n_mel)]; });
+}
+
+std::string mel_window_mismatch(const float* data, int64_t n, const MelSpec& spec) {
+    if (n != spec.n_fft)
+        return "audio.mel_window has " + std::to_string(n) + " samples, not n_fft = " + std::to_string(spec.n_fft);
+    if (spec.n_fft != kMelNFFT) return "";
+    return first_difference("audio.mel_window (not the periodic Hann window)", data, n, 1e-6,
+                            [](int64_t i) { return frontend().window[size_t(i)]; });
 }
 
 MelFilterbank mel_filterbank_from_freq_major(const float* data, int n_freq, int n_mel) {

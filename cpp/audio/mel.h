@@ -5,6 +5,8 @@
 // (x + 4) / 4, and the last STFT frame dropped so that T = n_samples / 160.
 #pragma once
 #include <cstddef>
+#include <cstdint>
+#include <string>
 #include <vector>
 
 namespace cm {
@@ -50,6 +52,12 @@ struct MelSpec {
 // A filterbank stored frequency-major, data[f * n_mel + m] (torch shape [n_freq, n_mel], i.e. the
 // GGUF tensor audio.mel_filters with ne = (n_mel, n_freq)). Throws ModelError on bad sizes or values.
 MelFilterbank mel_filterbank_from_freq_major(const float* data, int n_freq, int n_mel);
+
+// The front-end tensors a GGUF file may carry (audio.mel_filters, frequency-major with ne = (n_mel, n_freq);
+// audio.mel_window, n_fft samples) compared with what log_mel computes for `spec`: "" when they match within F32
+// rounding (1e-5 of the largest weight), else what differs (for a ModelError naming the file).
+std::string mel_filters_mismatch(const float* data, int64_t n_mel, int64_t n_freq, const MelSpec& spec);
+std::string mel_window_mismatch(const float* data, int64_t n, const MelSpec& spec);
 
 // Log-mel of mono 16 kHz float PCM. n_threads: 0 = hardware concurrency; the result does not
 // depend on it. Throws AudioError for empty input, non-finite samples or fewer than 160 samples

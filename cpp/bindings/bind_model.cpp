@@ -157,6 +157,8 @@ py::dict spec_dict(const ModelSpec& s) {
     d["arch"] = s.arch;
     d["name"] = s.name;
     d["accepts_instructions"] = s.accepts_instructions;
+    d["default_instruction"] = s.default_instruction;
+    d["system_prompt"] = s.system_prompt;
     d["timestamps"] = s.timestamps;
     d["timed_output"] = s.timed_output;
     d["max_new_tokens"] = s.max_new_tokens;

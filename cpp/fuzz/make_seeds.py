@@ -10,8 +10,9 @@ OUT_DIR/vocab.gguf  the real Qwen vocabulary (tokens + merges) for fuzz_tokenize
 OUT_DIR/tokenizer/  text seeds: the tokenizer test corpus, special tokens, invalid UTF-8
 OUT_DIR/mel/        sample buffers: real speech, silence, extremes, short clips, a filterbank case
 
-The micro vocabulary cannot hold the fixed prompt ids (user = 872, assistant = 77091), so the micro models stop
-at that last load check; everything before it (header, keys, every tensor, tokenizer) is exercised.
+The micro vocabulary does not spell the chat template's role names ("user", "assistant") as single tokens, so the
+micro models stop at that last load check; everything before it (header, keys, every tensor, tokenizer) is
+exercised.
 """
 from __future__ import annotations
 
@@ -38,11 +39,12 @@ N_VOCAB = 300
 def _micro_checkpoints(tmp: Path):
     from crispmoss import testing
     from crispmoss.convert import convert
+    from crispmoss.convert.tables import MOSS_AUDIO, MOSS_TRANSCRIBE
 
     # Smallest dimensions the converter and loaders accept (MOSS-Audio needs three distinct tap layers).
     micro = {
-        "moss_transcribe": testing._Dims(1, 8, 2, 8, 2, 8, 8, 1, 8, 2, 1, 4, 8),
-        "moss_audio": testing._Dims(3, 8, 2, 8, 2, 8, 8, 3, 8, 2, 1, 4, 8, (0, 1, 2)),
+        MOSS_TRANSCRIBE.arch: testing._Dims(1, 8, 2, 8, 2, 8, 8, 1, 8, 2, 1, 4, 8),
+        MOSS_AUDIO.arch: testing._Dims(3, 8, 2, 8, 2, 8, 8, 3, 8, 2, 1, 4, 8, (0, 1, 2)),
     }
     out = {}
     for arch, dims in micro.items():
@@ -90,8 +92,10 @@ def _vocab_only(g: gb.GGUF) -> gb.GGUF:
 
 
 def _structural_seeds() -> dict:
+    from crispmoss.convert.tables import MOSS_TRANSCRIBE
+
     g = gb.GGUF()
-    g.kv.append(gb.KV("general.architecture", gb.STRING, "moss_transcribe"))
+    g.kv.append(gb.KV("general.architecture", gb.STRING, MOSS_TRANSCRIBE.arch))
     g.kv.append(gb.KV("general.alignment", gb.U32, 32))
     g.kv.append(gb.KV("general.tags", gb.ARRAY, [b"a", b"b"], gb.STRING))
     g.kv.append(gb.KV("general.ints", gb.ARRAY, [1, 2, 3], gb.I64))

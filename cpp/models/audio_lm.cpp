@@ -94,6 +94,25 @@ std::function<bool(const std::string&)> device_tensors(const ModelFile& f, const
 
 }  // namespace
 
+void AudioLM::check_front_end() const {
+    auto floats = [this](const ggml_tensor* t) {  // the tensor's F32 values, wherever its buffer lives
+        if (t->type != GGML_TYPE_F32) file_->fail(std::string("tensor '") + t->name + "' must be f32");
+        std::vector<float> v(static_cast<size_t>(ggml_nelements(t)));
+        ggml_backend_tensor_get(t, v.data(), 0, ggml_nbytes(t));
+        return v;
+    };
+    if (const ggml_tensor* t = file_->find("audio.mel_filters")) {
+        if (ggml_n_dims(t) != 2) file_->fail("tensor 'audio.mel_filters' must be 2-D (n_mel, n_freq)");
+        const std::string bad = mel_filters_mismatch(floats(t).data(), t->ne[0], t->ne[1], mel_);
+        if (!bad.empty()) file_->fail(bad);
+    }
+    if (const ggml_tensor* t = file_->find("audio.mel_window")) {
+        if (ggml_n_dims(t) != 1) file_->fail("tensor 'audio.mel_window' must be 1-D");
+        const std::string bad = mel_window_mismatch(floats(t).data(), t->ne[0], mel_);
+        if (!bad.empty()) file_->fail(bad);
+    }
+}
+
 AudioLM::~AudioLM() {
     if (head_buf_) ggml_backend_buffer_free(head_buf_);
     if (head_ctx_) ggml_free(head_ctx_);
@@ -157,6 +176,7 @@ std::unique_ptr<AudioLM> AudioLM::load(const std::string& path, const LoadOption
     }
     std::unique_ptr<AudioLM> m = spec->load(std::move(f));
     m->spec_ = spec;
+    m->check_front_end();
     pl.n_layer = m->lm().cfg.n_layer;
     m->placement_ = pl;
     if (!opts.head_type.empty()) m->copy_head(opts.head_type);

@@ -22,6 +22,9 @@ struct ModelSpec {
     std::string arch;  // GGUF general.architecture
     std::string name;  // product name in messages, e.g. "MOSS-Transcribe"
     bool accepts_instructions = false;  // free-form prompts (else transcription only)
+    // The instruction a prompt without one gets and the default system prompt ("" = the model's template has
+    // none); crispmoss.server continues a conversation from the former.
+    std::string default_instruction, system_prompt;
     bool timestamps = false;            // writes timed lines on request (PromptRequest::timestamps)
     // How the answer with timestamps is parsed in Python (crispmoss.results): "timed_lines", or "text".
     std::string timed_output = "text";
@@ -145,6 +148,9 @@ protected:
 private:
     const ModelSpec* spec_ = nullptr;
     void copy_head(const std::string& type);
+    // The file's optional audio.mel_filters / audio.mel_window (written by converters, published files carry them)
+    // must be the front end mel_ computes; otherwise ModelError (another front end would be silently mis-read).
+    void check_front_end() const;
     ggml_context* head_ctx_ = nullptr;
     ggml_backend_buffer_t head_buf_ = nullptr;
 };

@@ -212,7 +212,8 @@ private:
 // (README, "Long audio"). quantize keeps the encoder, adapter and DeepStack mergers (the published MOSS-Audio
 // quantizations do quantize the embedding and the untied lm_head).
 extern const ModelSpec kMossAudioSpec;
-const ModelSpec kMossAudioSpec{kArch, "MOSS-Audio", true, true, "timed_lines", 1024, 120.0,
-                               {"enc.", "adapter.", "deepstack."}, {}, transcription_instruction, make_model<MossAudio>};
+const ModelSpec kMossAudioSpec{kArch, "MOSS-Audio", true, kTranscribeInstruction, kSystemPrompt, true,
+                               "timed_lines", 1024, 120.0, {"enc.", "adapter.", "deepstack."}, {},
+                               transcription_instruction, make_model<MossAudio>};
 
 }  // namespace cm

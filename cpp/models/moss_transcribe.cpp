@@ -203,7 +203,7 @@ private:
 // audio"). quantize keeps the encoder, the adapter and the tied head: llm.embed.weight is both the input table
 // and the output projection, so quantizing it degrades both ends.
 extern const ModelSpec kMossTranscribeSpec;
-const ModelSpec kMossTranscribeSpec{kArch, "MOSS-Transcribe", false, false, "text", 512, 30.0,
+const ModelSpec kMossTranscribeSpec{kArch, "MOSS-Transcribe", false, "", "", false, "text", 512, 30.0,
                                     {"enc.", "adapter."}, {"llm.embed.weight"}, transcription_instruction,
                                     make_model<MossTranscribe>};
 

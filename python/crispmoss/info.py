@@ -14,7 +14,7 @@ def describe(path: "os.PathLike[str] | str") -> Dict[str, Any]:
 
     raw = _core.inspect(os.fspath(path))
     arch = raw["architecture"]
-    # MOSS-Transcribe-Diarize's published files prefix their keys "moss_diarize.", not with the arch name
+    # a converter table's key prefix can differ from its architecture (MOSS-Transcribe-Diarize's published files)
     prefix = ARCH_SPECS[arch].prefix if arch in ARCH_SPECS else arch
     hparams = {k[len(prefix) + 1:]: v for k, v in raw["metadata"].items() if k.startswith(prefix + ".")}
     by_type: Dict[str, Dict[str, int]] = defaultdict(lambda: {"tensors": 0, "bytes": 0})

@@ -154,11 +154,18 @@ class GenerateOptions:
     collapse_loops: bool = False  # CrispASR-style repetition clean-up of the text (tokens stay raw)
 
 
-def _check_gen_kwargs(kwargs: Dict[str, Any]) -> None:
-    unknown = sorted(set(kwargs) - set(_GEN_KEYS))
-    if unknown:
-        raise TypeError(f"unexpected keyword argument(s): {', '.join(unknown)} (generation options are "
-                        f"{', '.join(_GEN_KEYS)})")
+def _resolve(model: "Model", given: Dict[str, Any]) -> GenerateOptions:
+    """The options of a request method called with the keyword parameters in ``given`` (its ``locals()``): its
+    ``options`` if it got one, else :meth:`Model.options` of its generation keywords; both at once is InputError."""
+    options = given["options"]
+    kwargs = {k: given[k] for k in _GEN_KEYS}
+    if options is None:
+        return model.options(**kwargs)
+    if not isinstance(options, GenerateOptions):
+        raise InputError(f"options must be a GenerateOptions (from Model.options), got {type(options).__name__}")
+    if any(v is not None and v is not False for v in kwargs.values()):
+        raise InputError("pass either options= or generation keyword arguments, not both")
+    return options
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -335,7 +342,14 @@ class Model:
                 min_p: Optional[float] = None, repetition_penalty: Optional[float] = None,
                 seed: Optional[int] = None, timeout: Optional[float] = None,
                 callback: Optional[PieceCallback] = None, collapse_loops: bool = False) -> GenerateOptions:
-        """Validated generation options; every request method takes these as keyword arguments.
+        """Validated generation options; every request method takes these as keyword parameters (or the result of
+        this method as ``options=``: e.g. one random seed reused by several requests).
+
+        ``max_new_tokens``: most tokens to generate (default :attr:`default_max_new_tokens`; 0 = prefill only).
+        ``sampling``: a preset name (see :func:`resolve_sampling`; default greedy), refined by ``temperature``
+        (0 = greedy), ``top_k`` (0 = off), ``top_p``, ``min_p``, ``repetition_penalty`` (1 = off) and ``seed``
+        (default: a random one when sampling). ``timeout``: seconds before the request stops with
+        ``stop_reason`` "timeout". ``callback(piece)`` receives the text as it is decoded (return False to stop).
 
         ``collapse_loops`` cuts back-to-back repeats of a word n-gram beyond three copies out of the text
         (off by default: the official code returns the raw greedy output; see :mod:`crispmoss.loopfix`)."""
@@ -383,7 +397,11 @@ class Model:
 
     def transcribe(self, audio: AudioInput, *, sample_rate: Optional[float] = None, timestamps: bool = False,
                    language: Optional[str] = None, max_pass_seconds: Optional[float] = None,
-                   batch_size: Optional[int] = None, **generate_kwargs: Any) -> Transcript:
+                   batch_size: Optional[int] = None, max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
+                   temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                   min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
+                   timeout: Optional[float] = None, callback: Optional[PieceCallback] = None, collapse_loops: bool = False,
+                   options: Optional[GenerateOptions] = None) -> Transcript:
         """Transcribes ``audio`` (a path or an array) of any length.
 
         Up to :attr:`max_pass_seconds` (30 s MOSS-Transcribe, 120 s MOSS-Audio) the clip goes through the model in
@@ -393,27 +411,42 @@ class Model:
         memory is bounded by the batch, not the length. ``segments`` has one segment per pass (or the model's timed
         lines with ``timestamps``, MOSS-Audio only) in absolute seconds. ``language`` is a hint (MOSS-Audio; see
         :func:`transcription_instruction`). A ``callback`` receives the joined text piece by piece, in order; the
-        pieces concatenated equal ``text``. Generation options: see :meth:`options`.
+        pieces concatenated equal ``text``.
+
+        Generation options (the same keyword parameters on every request method; see :meth:`options` for what each
+        means and its default): ``max_new_tokens``, ``sampling``, ``temperature``, ``top_k``, ``top_p``,
+        ``min_p``, ``repetition_penalty``, ``seed``, ``timeout``, ``callback``, ``collapse_loops``; or
+        ``options``, a :class:`GenerateOptions` from :meth:`options` (e.g. one seed reused by several requests)
+        instead of them. An unknown keyword is a TypeError; a bad value an InputError.
         """
         from .longform import merge
 
-        return merge(list(self._passes(audio, sample_rate=sample_rate, timestamps=timestamps, language=language,
-                                       max_pass_seconds=max_pass_seconds, batch_size=batch_size,
-                                       **generate_kwargs)))
+        return merge(list(self._passes(audio, sample_rate, batch_size, _resolve(self, locals()),
+                                       timestamps=timestamps, language=language, max_pass_seconds=max_pass_seconds)))
 
-    def segments(self, audio: AudioInput, *, sample_rate: Optional[float] = None, timestamps: bool = False,
-                 language: Optional[str] = None, max_pass_seconds: Optional[float] = None,
-                 batch_size: Optional[int] = None, **generate_kwargs: Any) -> Iterator[Segment]:
-        """Like :meth:`transcribe`, but yields the segments of each pass, in order, as soon as it is decoded."""
-        for p in self._passes(audio, sample_rate=sample_rate, timestamps=timestamps, language=language,
-                              max_pass_seconds=max_pass_seconds, batch_size=batch_size, **generate_kwargs):
+    def segments(self, audio: AudioInput, *, timestamps: bool = False, language: Optional[str] = None,
+                 max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
+                 temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                 min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
+                 timeout: Optional[float] = None, callback: Optional[PieceCallback] = None, collapse_loops: bool = False,
+                 options: Optional[GenerateOptions] = None,
+                 sample_rate: Optional[float] = None, max_pass_seconds: Optional[float] = None,
+                 batch_size: Optional[int] = None) -> Iterator[Segment]:
+        """Like :meth:`transcribe` (the same parameters), but yields the segments of each pass, in order, as soon as
+        it is decoded."""
+        for p in self._passes(audio, sample_rate, batch_size, _resolve(self, locals()), timestamps=timestamps,
+                              language=language, max_pass_seconds=max_pass_seconds):
             yield from p.transcript.segments
 
     def transcribe_many(self, inputs: Iterable[AudioInput], *, batch_size: Optional[int] = None,
                         progress: bool = False, on_error: str = "raise", sample_rate: Optional[float] = None,
                         timestamps: bool = False, language: Optional[str] = None,
-                        max_pass_seconds: Optional[float] = None,
-                        **generate_kwargs: Any) -> List[Union[Transcript, BaseException]]:
+                        max_pass_seconds: Optional[float] = None, max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
+                        temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                        min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
+                        timeout: Optional[float] = None, callback: Optional[PieceCallback] = None, collapse_loops: bool = False,
+                        options: Optional[GenerateOptions] = None,
+                        ) -> List[Union[Transcript, BaseException]]:
         """Transcribes many inputs (paths, encoded bytes, file objects or arrays), decoding up to ``batch_size``
         passes of them together (default :attr:`batch_size`); returns one Transcript per input, in input order,
         each equal to what :meth:`transcribe` gives for it alone. Long inputs are split into passes as there.
@@ -422,7 +455,8 @@ class Model:
         the rest; ``on_error="return"`` puts the exception in that input's place and finishes the others.
         ``progress=True`` prints a line per finished input and the overall audio seconds per second to stderr.
         ``timeout`` counts per input from its first pass; a streaming ``callback`` is not accepted (use
-        :meth:`transcribe` per input for streaming). Raises InputError before any work when ``batch_size`` passes
+        :meth:`transcribe` per input for streaming); the other generation options are those of :meth:`transcribe`.
+        Raises InputError before any work when ``batch_size`` passes
         of the single-pass length (:meth:`slot_bytes`) would not fit in the available memory.
         """
         import sys
@@ -433,7 +467,8 @@ class Model:
         results: List[Any] = [None] * len(inputs)
         t0, audio_s, n_done = _now(), 0.0, 0
         events = self.transcribe_iter(inputs, batch_size=batch_size, sample_rate=sample_rate, timestamps=timestamps,
-                                      language=language, max_pass_seconds=max_pass_seconds, **generate_kwargs)
+                                      language=language, max_pass_seconds=max_pass_seconds,
+                                      options=_resolve(self, locals()))
         try:
             for i, result in events:
                 n_done += 1
@@ -452,22 +487,26 @@ class Model:
 
     def transcribe_iter(self, inputs: Iterable[AudioInput], *, batch_size: Optional[int] = None,
                         on_pass: Optional[Callable[[int, Any], None]] = None, sample_rate: Optional[float] = None,
+                        max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
+                        temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                        min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
+                        timeout: Optional[float] = None, callback: Optional[PieceCallback] = None, collapse_loops: bool = False,
+                        options: Optional[GenerateOptions] = None,
                         timestamps: bool = False, language: Optional[str] = None,
-                        max_pass_seconds: Optional[float] = None,
-                        **generate_kwargs: Any) -> Iterator[Any]:
+                        max_pass_seconds: Optional[float] = None) -> Iterator[Any]:
         """What :meth:`transcribe_many` runs on: yields ``(index, Transcript)`` for each input as soon as it is
         finished (in the order they finish), or ``(index, exception)`` for one that failed (the exception names the
         input); the others go on. ``on_pass(index, PassResult)`` is called for every pass of every input, in pass
-        order per input. Closing the iterator early stops what runs."""
+        order per input. Closing the iterator early stops what runs. Generation options: see :meth:`transcribe`."""
         from .longform import merge
 
-        if generate_kwargs.get("callback") is not None:
+        opts = _resolve(self, locals())
+        if opts.callback is not None:
             raise InputError("transcribe_many takes no callback (stream with transcribe() per input)")
         inputs = list(inputs)
         bs = self.batch_size if batch_size is None else _batch_size(batch_size)
-        runner = self._runner(bs, sample_rate=sample_rate, timestamps=timestamps, language=language,
-                              max_pass_seconds=max_pass_seconds, check_memory=batch_size is not None,
-                              **generate_kwargs)
+        runner = self._runner(bs, opts, sample_rate=sample_rate, timestamps=timestamps, language=language,
+                              max_pass_seconds=max_pass_seconds, check_memory=batch_size is not None)
         passes: Dict[int, List[Any]] = {}
         events = runner.run(inputs)
         try:
@@ -485,15 +524,14 @@ class Model:
             events.close()
 
     # --- passes -----------------------------------------------------------------------------------------------
-    def _runner(self, batch_size: int, *, sample_rate: Optional[float], timestamps: bool, language: Optional[str],
-                max_pass_seconds: Optional[float], check_memory: bool = False, **generate_kwargs: Any) -> Any:
+    def _runner(self, batch_size: int, opts: GenerateOptions, *, sample_rate: Optional[float], timestamps: bool,
+                language: Optional[str], max_pass_seconds: Optional[float], check_memory: bool = False) -> Any:
+        """The pass runner of a request; ``opts`` (resolved once: one seed for every pass)."""
         from .batch import PassRunner
         from .longform import check_limit
 
-        _check_gen_kwargs(generate_kwargs)
         limit = check_limit(max_pass_seconds, self.max_pass_seconds)
         transcription_instruction(self.arch, language, timestamps)  # validated before reading any audio
-        opts = self.options(**generate_kwargs)  # one seed for every pass
         if check_memory:
             need = batch_size * self.slot_bytes(min(limit, 3600.0), opts.max_new_tokens)
             have = available_memory()
@@ -509,19 +547,25 @@ class Model:
         return PassRunner(run_pass, limit, batch_size=batch_size, timeout=opts.timeout, callback=opts.callback,
                           seed=opts.sampling.seed, sample_rate=sample_rate)
 
-    def _passes(self, audio: AudioInput, *, batch_size: Optional[int] = None, **kwargs: Any) -> Iterator[Any]:
+    def _passes(self, audio: AudioInput, sample_rate: Optional[float], batch_size: Optional[int],
+                opts: GenerateOptions, **kwargs: Any) -> Iterator[Any]:
         from .batch import passes_of
 
         bs = self.batch_size if batch_size is None else _batch_size(batch_size)
-        return passes_of(self._runner(bs, **kwargs), audio)
+        return passes_of(self._runner(bs, opts, sample_rate=sample_rate, **kwargs), audio)
 
     def ask(self, audio: AudioInput, prompt: str, *, sample_rate: Optional[float] = None,
-            system: Optional[str] = None, **generate_kwargs: Any) -> Transcript:
+            system: Optional[str] = None, max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
+            temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
+            min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
+            timeout: Optional[float] = None, callback: Optional[PieceCallback] = None, collapse_loops: bool = False,
+            options: Optional[GenerateOptions] = None) -> Transcript:
         """Answers a free-form question about ``audio`` (MOSS-Audio only; the whole clip in one pass); ``system``
-        replaces the default system prompt."""
+        replaces the default system prompt. Generation options: see :meth:`transcribe`."""
         if not self.accepts_instructions:
             raise ModelError("MOSS-Transcribe takes no instruction: use transcribe(), or a MOSS-Audio model for ask()")
-        return self.session(audio, sample_rate).ask(prompt, system=system, **generate_kwargs)
+        opts = _resolve(self, locals())
+        return self.session(audio, sample_rate).ask(prompt, system=system, options=opts)
 
 
 # How a model's answer with timestamps is read (ModelSpec::timed_output); "text" has no parser.
@@ -600,41 +644,48 @@ class Session:
                                           system=self._system(system)))
 
     def transcribe(self, *, timestamps: bool = False, language: Optional[str] = None,
-                   options: Optional[GenerateOptions] = None, should_stop: Optional[Callable[[], bool]] = None,
-                   **generate_kwargs: Any) -> Transcript:
+                   should_stop: Optional[Callable[[], bool]] = None, max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
+                   temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                   min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
+                   timeout: Optional[float] = None, callback: Optional[PieceCallback] = None, collapse_loops: bool = False,
+                   options: Optional[GenerateOptions] = None) -> Transcript:
         """Transcription of the whole clip with the official instruction (time-aware one with ``timestamps``,
         MOSS-Audio only). ``language``: see :func:`transcription_instruction`.
 
-        Generation options are keyword arguments (see :meth:`Model.options`), or ``options``: options already
-        resolved by :meth:`Model.options` (e.g. one seed shared by several requests). ``should_stop`` is asked at
-        every decode step and while the request waits: True interrupts it (``stop_reason`` "interrupted")."""
+        Generation options: see :meth:`Model.transcribe` (the keyword parameters, or ``options`` already resolved
+        by :meth:`Model.options`). ``should_stop`` is asked at every decode step and while the request waits: True
+        interrupts it (``stop_reason`` "interrupted")."""
         transcription_instruction(self.model.arch, language, timestamps)  # validated before the options
-        _check_gen_kwargs(generate_kwargs)
-        if options is not None and generate_kwargs:
-            raise InputError("pass either options= or generation keyword arguments, not both")
-        opts = options if options is not None else self.model.options(**generate_kwargs)
+        opts = _resolve(self.model, locals())
         return self._run(None, timestamps, opts, stop=should_stop, language=language)
 
-    def ask(self, prompt: str, *, system: Optional[str] = None, **generate_kwargs: Any) -> Transcript:
+    def ask(self, prompt: str, *, system: Optional[str] = None, max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
+            temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
+            min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
+            timeout: Optional[float] = None, callback: Optional[PieceCallback] = None, collapse_loops: bool = False,
+            options: Optional[GenerateOptions] = None) -> Transcript:
         """Answers ``prompt`` about the session's audio (MOSS-Audio). ``system`` replaces the default system
-        prompt ("You are a helpful assistant.")."""
+        prompt. Generation options: see :meth:`Model.transcribe`."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError("the question is empty")
         self._check_prompt(prompt)
-        _check_gen_kwargs(generate_kwargs)
-        return self._run(prompt, False, self.model.options(**generate_kwargs), system=self._system(system))
+        return self._run(prompt, False, _resolve(self.model, locals()), system=self._system(system))
 
     def generate(self, prompt: Optional[str] = None, *, stream: bool = False, system: Optional[str] = None,
-                 **generate_kwargs: Any) -> Union[Transcript, Iterator[str]]:
+                 max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
+                 temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                 min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
+                 timeout: Optional[float] = None, callback: Optional[PieceCallback] = None, collapse_loops: bool = False,
+                 options: Optional[GenerateOptions] = None) -> Union[Transcript, Iterator[str]]:
         """Runs ``prompt`` (None: transcription) with an optional ``system`` prompt (MOSS-Audio).
 
         ``stream=True`` returns an iterator of text pieces (whole UTF-8 characters) as they are decoded; closing
         it early stops generation. Otherwise returns a Transcript; a ``callback`` receives each piece (return
-        False to stop). The pieces concatenated equal the returned text.
+        False to stop). The pieces concatenated equal the returned text. Generation options: see
+        :meth:`Model.transcribe`.
         """
         self._check_prompt(prompt)
-        _check_gen_kwargs(generate_kwargs)
-        opts = self.model.options(**generate_kwargs)
+        opts = _resolve(self.model, locals())
         sys_text = self._system(system)
         if stream:
             if opts.callback is not None:

@@ -33,7 +33,7 @@ from ..errors import AudioError
 from .config import ServerConfig
 from .engine import (ApiError, ClientGone, Job, Registry, Scheduler, ServedModel, SessionCache, api_error,
                      audio_key, load_models, log, new_id, timeout_error)
-from .protocol import (TRANSCRIBE_INSTRUCTION, ChatRequest, DeltaText, TranscriptionRequest, answer_text, chat_body,
+from .protocol import (ChatRequest, DeltaText, TranscriptionRequest, answer_text, chat_body,
                        chat_chunk, chat_usage,
                        finish_reason, now, parse_chat, parse_transcription, token_usage, transcription_body,
                        verbose_fields)
@@ -308,7 +308,7 @@ def chat_work(state: ServerState, req: ChatRequest) -> Callable[[Job], Any]:
             job.emit("started", seconds)
             kw = dict(req.gen, **job.generate_kwargs())
             if req.instruction or req.system:
-                t = s.ask(req.instruction or TRANSCRIBE_INSTRUCTION, system=req.system, **kw)
+                t = s.ask(req.instruction or req.served.model.spec["default_instruction"], system=req.system, **kw)
             else:
                 t = s.transcribe(**kw)
         return job.check_result(t)

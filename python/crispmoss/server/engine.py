@@ -108,9 +108,12 @@ class ServedModel:
         return bool(self.model.accepts_instructions)
 
     def card(self) -> Dict[str, Any]:
-        """The model's entry in ``GET /v1/models``."""
+        """The model's entry in ``GET /v1/models``: OpenAI's fields, plus crispmoss's own ``arch`` (the GGUF
+        architecture), ``name`` (the product name its registry entry declares, e.g. for display) and
+        ``accepts_instructions``."""
         return {"id": self.id, "object": "model", "created": self.created, "owned_by": "crispmoss",
-                "arch": self.arch, "accepts_instructions": self.accepts_instructions}
+                "arch": self.arch, "name": self.model.spec["name"],
+                "accepts_instructions": self.accepts_instructions}
 
 
 def _published_id(key: str, type_: str) -> str:

@@ -23,12 +23,6 @@ RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 # task, language, duration and segments (the browser page shows them without transcribing twice)
 STREAM_FORMATS = ("json", "text", "verbose_json")
 TIMESTAMP_FORMATS = ("verbose_json", "srt", "vtt")  # MOSS-Audio writes its own timed lines for these
-# MOSS-Audio's default instruction for a clip without a question (its model file in cpp/models); an audio-only
-# first user turn is this instruction when the conversation continues, so its prompt matches the first answer's.
-TRANSCRIBE_INSTRUCTION = "Please transcribe this audio."
-# The system prompt MOSS-Audio is always given (its model file in cpp/models); a system message equal to it is
-# accepted, any other is not supported yet.
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -405,8 +399,9 @@ def parse_chat(body: Any, served: ServedModel, default_max_new_tokens: Optional[
             raise ApiError(400, f"messages[{len(messages) - 1}] has no text", param="messages",
                            code="invalid_value")
         # Earlier turns as ChatML, exactly as the model's chat template writes them; the model's prompt builder
-        # closes the last one and opens the assistant's turn.
-        parts = [first or TRANSCRIBE_INSTRUCTION]
+        # closes the last one and opens the assistant's turn. An audio-only first turn is the model's default
+        # instruction (its ModelSpec), so the prompt matches the one the first answer was given.
+        parts = [first or served.model.spec["default_instruction"]]
         for role, text, _ in turns[1:]:
             parts.append(f"<|im_end|>\n<|im_start|>{role}\n{text}")
         instruction = "".join(parts)
@@ -532,7 +527,6 @@ def now() -> int:
     return int(time.time())
 
 
-__all__ = ["ChatRequest", "DEFAULT_SYSTEM_PROMPT", "DeltaText", "RESPONSE_FORMATS", "TRANSCRIBE_INSTRUCTION",
-           "TranscriptionRequest", "answer_text", "chat_body", "chat_chunk", "chat_usage", "finish_reason",
+__all__ = ["ChatRequest", "DeltaText", "RESPONSE_FORMATS", "TranscriptionRequest", "answer_text", "chat_body", "chat_chunk", "chat_usage", "finish_reason",
            "generation_kwargs", "language_label", "now", "parse_chat", "parse_transcription", "token_usage",
            "transcription_body", "verbose_fields"]

@@ -15,7 +15,6 @@
     askReset: $("ask-reset"),
   };
   const KEY_STORE = "crispmoss.apiKey";  // sessionStorage only: gone when the tab closes
-  const ARCH_NAMES = { moss_transcribe: "MOSS-Transcribe", moss_audio: "MOSS-Audio" };
 
   let models = [];
   let audio = null;        // {blob, name, url}
@@ -239,7 +238,7 @@
     try { body = await resp.json(); } catch (e) { /* handled below */ }
     models = body && Array.isArray(body.data) ? body.data : [];
     const keep = el.model.value;
-    el.model.replaceChildren(...models.map((m) => new Option(m.id + " (" + (ARCH_NAMES[m.arch] || m.arch) + ")", m.id)));
+    el.model.replaceChildren(...models.map((m) => new Option(m.id + " (" + (m.name || m.arch) + ")", m.id)));
     if (models.some((m) => m.id === keep)) el.model.value = keep;
     el.model.disabled = models.length === 0;
     showError(models.length ? "" : "The server lists no models.");
