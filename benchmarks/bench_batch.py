@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from typing import Any, Dict, List
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import _harness  # noqa: E402
 from _tree import audio_dir, use_tree  # noqa: E402
 
 use_tree()
@@ -153,18 +153,7 @@ WORKERS = {"ours_decode": w_ours_decode, "llama_decode": w_llama_decode, "worklo
 
 
 def run_worker(name: str, args: Dict[str, Any], timeout: float = 3600) -> Dict[str, Any]:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(args, f)
-        arg_path = f.name
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    t0 = time.time()
-    p = subprocess.run([sys.executable, __file__, "--worker", name, arg_path], capture_output=True, text=True,
-                       timeout=timeout, env=env)
-    os.unlink(arg_path)
-    if p.returncode != 0:
-        return {"ok": False, "error": p.stderr[-3000:], "wall": time.time() - t0}
-    return {"ok": True, "result": json.loads(p.stdout.strip().splitlines()[-1]), "wall": time.time() - t0}
+    return _harness.run_worker(__file__, [name], args, timeout=timeout)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -277,9 +266,7 @@ def main() -> int:
                     "max_new_tokens": a.max_new_tokens})
         report["workloads"] = work
 
-    out = HERE / "results" / f"batch-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    out = _harness.write_report(report, "batch")
     print_table(report)
     print(f"\nwritten {out}")
     return 0

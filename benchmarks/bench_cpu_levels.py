@@ -26,7 +26,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from typing import Any, Dict, List
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import _harness  # noqa: E402
 from _tree import use_tree  # noqa: E402
 
 use_tree()
@@ -72,19 +72,10 @@ def worker(a: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def run_worker(level: str, args: Dict[str, Any], timeout: float = 1800) -> Dict[str, Any]:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(args, f)
-        arg_path = f.name
-    env = dict(os.environ, CRISPMOSS_CPU=level, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, CRISPMOSS_CPU=level)
     env.pop("CRISPMOSS_GEMV", None)
-    try:
-        p = subprocess.run([sys.executable, __file__, "--worker", arg_path], capture_output=True, text=True,
-                           timeout=timeout, env=env)
-    finally:
-        os.unlink(arg_path)
-    if p.returncode != 0:
-        return {"ok": False, "error": p.stderr[-3000:]}
-    return {"ok": True, **json.loads(p.stdout.strip().splitlines()[-1])}
+    r = _harness.run_worker(__file__, [], args, timeout=timeout, env=env)
+    return {"ok": True, **r["result"]} if r["ok"] else {"ok": False, "error": r["error"]}
 
 
 def smoke_model(tmp: Path) -> str:
@@ -155,12 +146,8 @@ def main() -> int:
     tmp.cleanup()
     print_table(report)
     # a smoke run's numbers mean nothing: written only where --out asks
-    out = Path(args.out) if args.out else (None if args.smoke else
-                                           HERE / "results" / f"cpu-levels-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwritten: {out}")
+    if args.out or not args.smoke:
+        print(f"\nwritten: {_harness.write_report(report, 'cpu-levels', args.out)}")
     return 0 if all(e["ok"] for m in report["models"].values() for e in m["levels"].values()) else 1
 
 

@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import _harness  # noqa: E402
 from _tree import audio_dir, use_tree  # noqa: E402
 
 use_tree()
@@ -207,9 +208,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     for r in report["runs"].values():
         r.pop("stderr", None)
-    dest = HERE / "results" / f"ray-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    dest.parent.mkdir(exist_ok=True)
-    dest.write_text(json.dumps(report, indent=1) + "\n")
+    dest = _harness.write_report(report, "ray")
     print_table(report)
     print(f"\nwritten {dest}")
     return 0

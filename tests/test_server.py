@@ -502,26 +502,24 @@ def _wait_log(server: "Server", needle: str, timeout: float = 10.0) -> str:
         time.sleep(0.05)
 
 
-def _tr_error(client, status: int, code: Optional[str] = None, **kw: Any) -> Dict[str, Any]:
+def _api_error(create: Any, status: int, code: Optional[str] = None, **kw: Any) -> Dict[str, Any]:
+    """The error object of a request the openai client's ``create`` must fail with ``status`` (and ``code``)."""
     import openai
 
     with pytest.raises(openai.APIStatusError) as e:
-        client.audio.transcriptions.create(**kw)
+        create(**kw)
     assert e.value.status_code == status, e.value.response.text
     body = e.value.response.json()
     _check_error(body, code)
     return body["error"]
+
+
+def _tr_error(client, status: int, code: Optional[str] = None, **kw: Any) -> Dict[str, Any]:
+    return _api_error(client.audio.transcriptions.create, status, code, **kw)
 
 
 def _chat_error(client, status: int, code: Optional[str] = None, **kw: Any) -> Dict[str, Any]:
-    import openai
-
-    with pytest.raises(openai.APIStatusError) as e:
-        client.chat.completions.create(**kw)
-    assert e.value.status_code == status, e.value.response.text
-    body = e.value.response.json()
-    _check_error(body, code)
-    return body["error"]
+    return _api_error(client.chat.completions.create, status, code, **kw)
 
 
 @needs_server
