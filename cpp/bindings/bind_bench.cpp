@@ -11,6 +11,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include "cpu/amx.h"
 #include "cpu/gemm.h"
 #include "cpu/gemv.h"
 #include "cpu/level.h"
@@ -283,6 +284,55 @@ void bind_bench(py::module_& m) {
             return y;
         },
         py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("level") = "", "y = x @ f16(w).T through our F16 matrix kernel (tests).");
+    m.def("amx_usable", &cpu::amx_usable, "Whether the AMX tile kernels can run here (CPU, OS permission).");
+    m.def(
+        "amx_test",
+        [](py::array_t<float, py::array::c_style | py::array::forcecast> w,
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth, bool split) {
+            if (w.ndim() != 2 || x.ndim() != 2 || x.shape(1) != w.shape(1) || nth < 1)
+                throw InputError("amx_test: w [rows, k], x [n, k], nth >= 1");
+            if (!cpu::amx_usable()) throw InputError("amx_test: this CPU or OS cannot run the AMX tiles");
+            const int64_t rows = w.shape(0), k = w.shape(1), n = x.shape(0);
+            std::vector<ggml_fp16_t> wh(size_t(rows * k));
+            ggml_fp32_to_fp16_row(w.data(), wh.data(), rows * k);
+            const auto pw = cpu::amx_pack_f16(wh.data(), k * sizeof(ggml_fp16_t), rows, k, split);
+            const size_t plane = size_t(cpu::amx_rows_pad(n) * cpu::amx_k_pad(k));
+            std::vector<uint16_t> xb(plane * (split ? 2 : 1));
+            py::array_t<float> y({n, rows});
+            for (int t = 0; t < nth; ++t) {  // the splits of the ggml custom ops with nth threads
+                const int64_t n_pad = cpu::amx_rows_pad(n);
+                cpu::amx_convert_rows(x.data(), k, n, k, n_pad * t / nth, n_pad * (t + 1) / nth, xb.data(),
+                                      split ? xb.data() + plane : nullptr);
+            }
+            for (int t = 0; t < nth; ++t) {
+                int64_t r0, r1;
+                cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
+                cpu::amx_gemm(*pw, r0, r1, xb.data(), xb.data() + plane, n, y.mutable_data(), rows);
+            }
+            return y;
+        },
+        py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("split") = false,
+        "y = x @ f16(w).T on the AMX tiles, BF16 or the exact split (tests).");
+    m.def(
+        "amx_conv_test",
+        [](py::array_t<float, py::array::c_style | py::array::forcecast> w,
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth, bool split) {
+            // w [OC, C, 3, 3], x [B, H, W, C] (channel-last) -> y [B, OH, OW, OC]
+            if (w.ndim() != 4 || w.shape(2) != 3 || w.shape(3) != 3 || x.ndim() != 4 || x.shape(3) != w.shape(1) || nth < 1)
+                throw InputError("amx_conv_test: w [OC, C, 3, 3], x [B, H, W, C], nth >= 1");
+            if (!cpu::amx_usable()) throw InputError("amx_conv_test: this CPU or OS cannot run the AMX tiles");
+            const int64_t OC = w.shape(0), C = w.shape(1), B = x.shape(0), H = x.shape(1), W = x.shape(2);
+            const int64_t OH = (H - 1) / 2 + 1, OW = (W - 1) / 2 + 1, P = B * OH * OW;
+            std::vector<ggml_fp16_t> wh(size_t(OC * C * 9));
+            ggml_fp32_to_fp16_row(w.data(), wh.data(), OC * C * 9);
+            const auto pw = cpu::amx_pack_f16(wh.data(), 9 * C * sizeof(ggml_fp16_t), OC, 9 * C, split, C);
+            const cpu::ConvInput in{x.data(), C, W, H, B, size_t(C), size_t(C * W), size_t(C * W * H)};
+            py::array_t<float> y({B, OH, OW, OC});
+            for (int t = 0; t < nth; ++t) cpu::amx_conv3x3(*pw, in, P * t / nth, P * (t + 1) / nth, y.mutable_data(), OC);
+            return y;
+        },
+        py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("split") = false,
+        "3x3 / stride 2 / padding 1 convolution on the AMX tiles, channel-last (tests).");
     m.def(
         "gelu_test",
         [](py::array_t<float, py::array::c_style | py::array::forcecast> x, const std::string& level) {

@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
+#include "cpu/amx.h"
 #include "cpu/gemm.h"
 #include "cpu/gemv.h"
 #include "ggml-backend.h"
@@ -111,6 +114,63 @@ void conv_op(ggml_tensor* dst, int ith, int nth, void*) {
                   static_cast<float*>(dst->data), dst->nb[1] / sizeof(float));
 }
 
+// Weights with an AMX copy (AudioLM::pack_for_amx): every product of theirs runs on the tiles.
+std::mutex g_amx_mu;
+std::unordered_map<const ggml_tensor*, const cpu::AmxMatrix*> g_amx;
+
+const cpu::AmxMatrix* amx_of(const ggml_tensor* w) {
+    std::lock_guard<std::mutex> lock(g_amx_mu);
+    const auto it = g_amx.find(w);
+    return it == g_amx.end() ? nullptr : it->second;
+}
+
+size_t amx_plane(const ggml_tensor* xb) { return size_t(xb->ne[0]) * size_t(xb->ne[1]); }
+
+// ggml custom op: src[0] (F32 rows) → BF16 rows of the tiles' A operand (hi, then lo for the exact split),
+// rows split over threads.
+void amx_rows_op(ggml_tensor* dst, int ith, int nth, void*) {
+    const ggml_tensor* x = dst->src[0];
+    const int64_t n_pad = dst->ne[1];
+    auto* hi = static_cast<uint16_t*>(dst->data);
+    cpu::amx_convert_rows(static_cast<const float*>(x->data), x->nb[1] / sizeof(float), x->ne[1], x->ne[0],
+                          n_pad * ith / nth, n_pad * (ith + 1) / nth, hi, dst->ne[2] == 2 ? hi + amx_plane(dst) : nullptr);
+}
+
+// ggml custom op: dst = src[0] x src[1] with src[0]'s AMX copy (userdata) and src[1] from amx_rows_op, weight
+// rows split over threads in 32-row blocks.
+void amx_op(ggml_tensor* dst, int ith, int nth, void* ud) {
+    const auto& w = *static_cast<const cpu::AmxMatrix*>(ud);
+    const ggml_tensor* xb = dst->src[1];
+    int64_t r0, r1;
+    cpu::amx_thread_rows(w.rows, ith, nth, &r0, &r1);
+    const auto* hi = static_cast<const uint16_t*>(xb->data);
+    cpu::amx_gemm(w, r0, r1, hi, hi + amx_plane(xb), dst->ne[1], static_cast<float*>(dst->data),
+                  dst->nb[1] / sizeof(float));
+}
+
+ggml_tensor* amx_mul_mat(ggml_context* ctx, ggml_tensor* w, const cpu::AmxMatrix* pw, ggml_tensor* x) {
+    ggml_tensor* xa[1] = {x};
+    ggml_tensor* xb = ggml_custom_4d(ctx, GGML_TYPE_BF16, pw->k_pad, cpu::amx_rows_pad(x->ne[1]), pw->split ? 2 : 1, 1,
+                                     xa, 1, amx_rows_op, GGML_N_TASKS_MAX, nullptr);
+    ggml_tensor* args[2] = {w, xb};
+    ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, amx_op, GGML_N_TASKS_MAX,
+                                    const_cast<cpu::AmxMatrix*>(pw));
+    ggml_format_name(y, "amx %s", w->name);
+    return y;
+}
+
+// ggml custom op: the stem's convolution on the tiles, src[1] channel-last [C, W, H, B], output positions split
+// over threads.
+void amx_conv_op(ggml_tensor* dst, int ith, int nth, void* ud) {
+    const ggml_tensor* in = dst->src[1];
+    const int64_t P = dst->ne[1];
+    const size_t f = sizeof(float);
+    const cpu::ConvInput ci{static_cast<const float*>(in->data), in->ne[0], in->ne[1], in->ne[2], in->ne[3],
+                            in->nb[1] / f, in->nb[2] / f, in->nb[3] / f};
+    cpu::amx_conv3x3(*static_cast<const cpu::AmxMatrix*>(ud), ci, P * ith / nth, P * (ith + 1) / nth,
+                     static_cast<float*>(dst->data), dst->nb[1] / f);
+}
+
 // ggml custom op: dst = GELU(src[0]) elementwise, in 16-value-aligned slices per thread.
 void gelu_op(ggml_tensor* dst, int ith, int nth, void*) {
     const int64_t n = ggml_nelements(dst);
@@ -120,6 +180,15 @@ void gelu_op(ggml_tensor* dst, int ith, int nth, void*) {
 }
 
 }  // namespace
+
+void amx_attach(const ggml_tensor* w, const cpu::AmxMatrix* m) {
+    std::lock_guard<std::mutex> lock(g_amx_mu);
+    if (m) {
+        g_amx[w] = m;
+    } else {
+        g_amx.erase(w);
+    }
+}
 
 ggml_tensor* gelu_erf(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* near) {
     if (x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x) || !cpu_kernels_for(near)) {
@@ -133,6 +202,10 @@ ggml_tensor* gelu_erf(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* near
 }
 
 ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x) {
+    if (const cpu::AmxMatrix* pw = amx_of(w);
+        pw && x->type == GGML_TYPE_F32 && x->ne[2] == 1 && x->ne[3] == 1 && x->nb[0] == sizeof(float)) {
+        return amx_mul_mat(ctx, w, pw, x);
+    }
     // The transpose is a graph node of its own, so ggml's threads share it before the product starts.
     if (use_gemm(w, x)) return gemm_t(ctx, w, ggml_cont(ctx, ggml_transpose(ctx, x)));
     if (!use_gemv(w, x)) return ggml_mul_mat(ctx, w, x);
@@ -239,6 +312,26 @@ ggml_tensor* ConvStem::operator()(ggml_context* ctx, ggml_tensor* x) const {
         y = gelu_erf(ctx, ggml_add(ctx, y, b), w);
         return ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, y, w->ne[3], OW, OH, B), 2, 0, 1, 3));
     };
+    const cpu::AmxMatrix* pw[3] = {amx_of(w1), amx_of(w2), amx_of(w3)};
+    if (pw[0] && pw[1] && pw[2] && x->type == GGML_TYPE_F32 && x->ne[2] == 1) {
+        // On the tiles, channel-last throughout ([C, W, H, B]: the products' natural output), so no permutes
+        // between the convolutions; the mel input [W, H, 1, B] is such a view as it is.
+        ggml_tensor* h = ggml_view_4d(ctx, x, 1, x->ne[0], x->ne[1], x->ne[3], x->nb[0], x->nb[1], x->nb[3], 0);
+        const ggml_tensor* ws[3] = {w1, w2, w3};
+        ggml_tensor* bs[3] = {b1, b2, b3};
+        for (int i = 0; i < 3; ++i) {
+            const int64_t OW = (h->ne[1] - 1) / 2 + 1, OH = (h->ne[2] - 1) / 2 + 1, B = h->ne[3], OC = ws[i]->ne[3];
+            ggml_tensor* args[2] = {ggml_reshape_2d(ctx, const_cast<ggml_tensor*>(ws[i]), 9 * ws[i]->ne[2], OC), h};
+            ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, OC, OW * OH * B, 1, 1, args, 2, amx_conv_op,
+                                            GGML_N_TASKS_MAX, const_cast<cpu::AmxMatrix*>(pw[i]));
+            ggml_format_name(y, "amx conv %s", ws[i]->name);
+            y = gelu_erf(ctx, ggml_add(ctx, y, bs[i]), ws[i]);
+            h = ggml_reshape_4d(ctx, y, OC, OW, OH, B);
+        }
+        // [C, T', F, N] → [F, C, T', N] → [F*C, T', N], as below
+        const int64_t C = h->ne[0], T = h->ne[1], F = h->ne[2], N = h->ne[3];
+        return ggml_reshape_3d(ctx, ggml_cont(ctx, ggml_permute(ctx, h, 1, 2, 0, 3)), F * C, T, N);
+    }
     x = conv(x, w1, b1);
     x = conv(x, w2, b2);
     x = conv(x, w3, b3);

@@ -6,11 +6,19 @@
 #include "ggml.h"
 #include "model_file.h"
 
+namespace cm::cpu {
+struct AmxMatrix;
+}
+
 namespace cm::nn {
 
 // W x: ggml_mul_mat, or for one activation row against Q4_K/Q8_0/F16 weights in host memory our AVX-512
 // matrix-vector kernel (cpu/gemv.h) where the CPU has it.
 ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x);
+
+// Gives weight w an AMX copy (cpu/amx.h; nullptr takes it away): from then on mul_mat and the conv stem run all
+// of w's products on the tiles. The caller keeps m alive while attached (AudioLM::pack_for_amx).
+void amx_attach(const ggml_tensor* w, const cpu::AmxMatrix* m);
 
 // GELU (erf form). On the CPU (judged by `near`, a weight of the same part of the graph: its buffer is host
 // memory) and with AVX-512, our vectorized kernel (cpu/gemv.h); else ggml_gelu_erf.
