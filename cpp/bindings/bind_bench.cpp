@@ -314,6 +314,90 @@ void bind_bench(py::module_& m) {
         py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("split") = false,
         "y = x @ f16(w).T on the AMX tiles, BF16 or the exact split (tests).");
     m.def(
+        "amx_bench",
+        [](int64_t rows, int64_t k, int64_t n, int nth, int reps, bool split) {
+            if (!cpu::amx_usable()) throw InputError("amx_bench: this CPU or OS cannot run the AMX tiles");
+            if (rows < 1 || k < 1 || n < 1 || nth < 1 || reps < 1) throw InputError("amx_bench: sizes, nth, reps >= 1");
+            py::gil_scoped_release nogil;
+            std::vector<float> w(size_t(rows * k)), x(size_t(n * k)), y(size_t(n * rows));
+            for (size_t i = 0; i < w.size(); ++i) w[i] = float(int(i * 2654435761u % 2001) - 1000) * 1e-3f;
+            for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i * 40503u % 2001) - 1000) * 1e-3f;
+            std::vector<ggml_fp16_t> wh(w.size());
+            ggml_fp32_to_fp16_row(w.data(), wh.data(), rows * k);
+            const auto pw = cpu::amx_pack_f16(wh.data(), k * sizeof(ggml_fp16_t), rows, k, split);
+            const int64_t n_pad = cpu::amx_rows_pad(n);
+            const size_t plane = size_t(n_pad * cpu::amx_k_pad(k));
+            std::vector<uint16_t> xb(plane * 2);
+            double best = 1e30;
+            for (int rep = 0; rep < reps; ++rep) {  // as the two ggml custom ops: rows converted, then the product
+                const auto t0 = Clock::now();
+                std::vector<std::thread> pool;
+                for (int t = 0; t < nth; ++t) {
+                    pool.emplace_back([&, t] {
+                        cpu::amx_convert_rows(x.data(), k, n, k, n_pad * t / nth, n_pad * (t + 1) / nth, xb.data(),
+                                              split ? xb.data() + plane : nullptr);
+                    });
+                }
+                for (auto& th : pool) th.join();
+                pool.clear();
+                for (int t = 0; t < nth; ++t) {
+                    pool.emplace_back([&, t] {
+                        int64_t r0, r1;
+                        cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
+                        cpu::amx_gemm(*pw, r0, r1, xb.data(), xb.data() + plane, n, y.data(), rows);
+                    });
+                }
+                for (auto& th : pool) th.join();
+                best = std::min(best, ms_since(t0));
+            }
+            return best;
+        },
+        py::arg("rows"), py::arg("k"), py::arg("n"), py::arg("nth") = 1, py::arg("reps") = 5, py::arg("split") = false,
+        "Best ms of our AMX product (activation conversion included) for a rows x k weight and n activation rows.");
+    m.def(
+        "amx_peak",
+        [](int nth, int64_t iters) {
+            if (!cpu::amx_usable()) throw InputError("amx_peak: this CPU or OS cannot run the AMX tiles");
+            py::gil_scoped_release nogil;
+            const auto t0 = Clock::now();
+            std::vector<std::thread> pool;
+            std::vector<double> flop(size_t(std::max(nth, 1)));
+            for (int t = 0; t < nth; ++t) pool.emplace_back([&, t] { flop[size_t(t)] = cpu::amx_peak_run(iters); });
+            for (auto& th : pool) th.join();
+            const double s = ms_since(t0) / 1000;
+            double sum = 0;
+            for (double f : flop) sum += f;
+            return sum / s / 1e9;
+        },
+        py::arg("nth") = 1, py::arg("iters") = 2000000,
+        "GFLOP/s of TDPBF16PS on resident tiles over nth threads: the tile unit's limit (benchmarks).");
+    m.def(
+        "gemm_bench",
+        [](int64_t rows, int64_t k, int64_t n, int nth, int reps, const std::string& level) {
+            const cpu::Level lv = test_level("gemm_bench", level);
+            py::gil_scoped_release nogil;
+            std::vector<ggml_fp16_t> wh(size_t(rows * k));
+            for (size_t i = 0; i < wh.size(); ++i) wh[i] = ggml_fp32_to_fp16(float(int(i * 2654435761u % 2001) - 1000) * 1e-3f);
+            std::vector<float> xt(size_t(n * k), 0.5f), y(size_t(n * rows));
+            double best = 1e30;
+            for (int rep = 0; rep < reps; ++rep) {
+                const auto t0 = Clock::now();
+                std::vector<std::thread> pool;
+                for (int t = 0; t < nth; ++t) {
+                    pool.emplace_back([&, t] {
+                        const auto [r0, r1] = cpu::gemm_thread_rows(rows, t, nth);
+                        if (r0 < r1) cpu::gemm_f16(wh.data(), k * sizeof(ggml_fp16_t), k, r0, r1, xt.data(), n, n,
+                                                   y.data(), rows, lv);
+                    });
+                }
+                for (auto& th : pool) th.join();
+                best = std::min(best, ms_since(t0));
+            }
+            return best;
+        },
+        py::arg("rows"), py::arg("k"), py::arg("n"), py::arg("nth") = 1, py::arg("reps") = 5, py::arg("level") = "",
+        "Best ms of our F16 matrix kernel (FMA tiles) for a rows x k weight and n activation rows (x given transposed).");
+    m.def(
         "amx_conv_test",
         [](py::array_t<float, py::array::c_style | py::array::forcecast> w,
            py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth, bool split) {

@@ -42,18 +42,23 @@ bool detect() {
     return (granted >> kXfeatureXtiledata) & 1;
 }
 
-struct alignas(64) TileConfig {
-    uint8_t palette = 1, start_row = 0;
-    uint8_t reserved[14] = {};
-    uint16_t colsb[16] = {};
-    uint8_t rows[16] = {};
-};
-
 // All 8 tiles 16 rows x 64 bytes: C 0..3 (16 x 16 F32), A 4..5 (16 x 32 BF16), B 6..7 (16 pairs x 16 BF16 pairs).
+// The 64-byte configuration is written as bytes: the intrinsic reads it through its own struct type, and stores
+// through another type could be dropped as dead under strict aliasing (they were: SIGILL at the first tile load).
+// GCC's tile load intrinsic takes its address as a plain register operand: the compiler does not know that it
+// reads memory, and may drop or sink stores to what it loads (it did, for stack buffers). A compiler barrier
+// before tile loads of memory written nearby.
+#define CM_MEMORY_BARRIER() __asm__ __volatile__("" ::: "memory")
+
 CM_AMX_FN void configure() {
-    TileConfig cfg;
-    for (int i = 0; i < 8; ++i) cfg.colsb[i] = 64, cfg.rows[i] = 16;
-    _tile_loadconfig(&cfg);
+    alignas(64) unsigned char cfg[64] = {};
+    cfg[0] = 1;  // palette 1
+    for (int i = 0; i < 8; ++i) {
+        cfg[16 + 2 * i] = 64;  // colsb[i], little-endian 16 bits
+        cfg[48 + i] = 16;      // rows[i]
+    }
+    CM_MEMORY_BARRIER();
+    _tile_loadconfig(cfg);
 }
 
 CM_BF16_FN inline __m256i to_bf16(__m512 v) { return (__m256i)_mm512_cvtneps_pbh(v); }
@@ -142,15 +147,16 @@ inline void tail_out(const CTile& t) {
 }
 
 // C[a][b] (tiles 2a + b) += A_a B_b over nkb steps of 32 values of k, for TA activation tiles (16 rows each, xs
-// values apart) and TB weight panels (pe values apart). SPLIT: + A_lo B_hi + A_hi B_lo.
-template <int TA, int TB, bool SPLIT>
-CM_AMX_FN void micro(const uint16_t* xh, const uint16_t* xl, int64_t xs, const uint16_t* wh, const uint16_t* wl,
+// values apart) and TB weight panels (pe values apart).
+template <int TA, int TB>
+CM_AMX_FN void micro(const uint16_t* xh, const uint16_t*, int64_t xs, const uint16_t* wh, const uint16_t*,
                      int64_t pe, int64_t nkb, const CTile* c, bool first) {
     const size_t xb = size_t(xs) * 2;
     const int64_t a1 = 16 * xs;
     for (int i = 0; i < TA * 2; ++i) {
         if ((i & 1) < TB) tail_in(c[i], first);
     }
+    CM_MEMORY_BARRIER();
     if (first) {
         _tile_zero(0);
         if constexpr (TB == 2) _tile_zero(1);
@@ -172,22 +178,6 @@ CM_AMX_FN void micro(const uint16_t* xh, const uint16_t* xl, int64_t xs, const u
         if constexpr (TB == 2) _tile_dpbf16ps(1, 4, 7);
         if constexpr (TA == 2) _tile_dpbf16ps(2, 5, 6);
         if constexpr (TA == 2 && TB == 2) _tile_dpbf16ps(3, 5, 7);
-        if constexpr (SPLIT) {
-            _tile_loadd(6, wl + wo, 64);  // hi x lo
-            if constexpr (TB == 2) _tile_loadd(7, wl + pe + wo, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            if constexpr (TB == 2) _tile_dpbf16ps(1, 4, 7);
-            if constexpr (TA == 2) _tile_dpbf16ps(2, 5, 6);
-            if constexpr (TA == 2 && TB == 2) _tile_dpbf16ps(3, 5, 7);
-            _tile_loadd(4, xl + xo, xb);  // lo x hi
-            if constexpr (TA == 2) _tile_loadd(5, xl + a1 + xo, xb);
-            _tile_loadd(6, wh + wo, 64);
-            if constexpr (TB == 2) _tile_loadd(7, wh + pe + wo, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            if constexpr (TB == 2) _tile_dpbf16ps(1, 4, 7);
-            if constexpr (TA == 2) _tile_dpbf16ps(2, 5, 6);
-            if constexpr (TA == 2 && TB == 2) _tile_dpbf16ps(3, 5, 7);
-        }
     }
     _tile_stored(0, c[0].p, c[0].stride);
     if constexpr (TB == 2) _tile_stored(1, c[1].p, c[1].stride);
@@ -198,10 +188,50 @@ CM_AMX_FN void micro(const uint16_t* xh, const uint16_t* xl, int64_t xs, const u
     }
 }
 
+// The exact split: C[b] (tile b) += Ah Bh_b + Al Bh_b + Ah Bl_b for one activation tile (A hi 2, lo 3) and TB
+// weight panels (B hi 4 + 2b, lo 5 + 2b): every operand has a tile of its own, no tile is reloaded in a step.
+template <int TA, int TB>
+CM_AMX_FN void micro_split(const uint16_t* xh, const uint16_t* xl, int64_t xs, const uint16_t* wh, const uint16_t* wl,
+                           int64_t pe, int64_t nkb, const CTile* c, bool first) {
+    static_assert(TA == 1, "one activation tile");
+    const size_t xb = size_t(xs) * 2;
+    tail_in(c[0], first);
+    if constexpr (TB == 2) tail_in(c[1], first);
+    CM_MEMORY_BARRIER();
+    if (first) {
+        _tile_zero(0);
+        if constexpr (TB == 2) _tile_zero(1);
+    } else {
+        _tile_loadd(0, c[0].p, c[0].stride);
+        if constexpr (TB == 2) _tile_loadd(1, c[1].p, c[1].stride);
+    }
+    for (int64_t kb = 0; kb < nkb; ++kb) {
+        const int64_t xo = kb * 32, wo = kb * 512;
+        _tile_loadd(2, xh + xo, xb);
+        _tile_loadd(3, xl + xo, xb);
+        _tile_loadd(4, wh + wo, 64);
+        _tile_loadd(5, wl + wo, 64);
+        _tile_dpbf16ps(0, 2, 4);
+        _tile_dpbf16ps(0, 3, 4);
+        _tile_dpbf16ps(0, 2, 5);
+        if constexpr (TB == 2) {
+            _tile_loadd(6, wh + pe + wo, 64);
+            _tile_loadd(7, wl + pe + wo, 64);
+            _tile_dpbf16ps(1, 2, 6);
+            _tile_dpbf16ps(1, 3, 6);
+            _tile_dpbf16ps(1, 2, 7);
+        }
+    }
+    _tile_stored(0, c[0].p, c[0].stride);
+    if constexpr (TB == 2) _tile_stored(1, c[1].p, c[1].stride);
+    tail_out(c[0]);
+    if constexpr (TB == 2) tail_out(c[1]);
+}
+
 using MicroFn = void (*)(const uint16_t*, const uint16_t*, int64_t, const uint16_t*, const uint16_t*, int64_t, int64_t,
                          const CTile*, bool);
-template <bool S>
-constexpr MicroFn kMicro[2][2] = {{micro<1, 1, S>, micro<1, 2, S>}, {micro<2, 1, S>, micro<2, 2, S>}};
+constexpr MicroFn kMicro[2][2] = {{micro<1, 1>, micro<1, 2>}, {micro<2, 1>, micro<2, 2>}};
+constexpr MicroFn kMicroSplit[2] = {micro_split<1, 1>, micro_split<1, 2>};
 
 // Activation rows a block of the product keeps in L2 (with a k slice) while the thread's weight panels pass.
 constexpr int64_t kTokBlock = 128;
@@ -214,7 +244,6 @@ CM_AMX_FN void gemm(const AmxMatrix& w, int64_t r0, int64_t r1, const uint16_t* 
     const int64_t kb_n = w.k_pad / 32, pe = kb_n * 512;
     const int64_t n_slices = (kb_n + kSliceSteps - 1) / kSliceSteps;
     alignas(64) float buf[4][256];
-    const auto& fns = w.split ? kMicro<true> : kMicro<false>;
     for (int64_t s = 0; s < n_slices; ++s) {
         const int64_t kb0 = kb_n * s / n_slices, kb1 = kb_n * (s + 1) / n_slices;
         for (int64_t jb = 0; jb < n; jb += kTokBlock) {
@@ -223,8 +252,9 @@ CM_AMX_FN void gemm(const AmxMatrix& w, int64_t r0, int64_t r1, const uint16_t* 
                 const int tb = r + 16 < r1 ? 2 : 1;
                 const uint16_t* wh = w.hi + (r / 16) * pe + kb0 * 512;
                 const uint16_t* wl = w.lo ? w.lo + (r / 16) * pe + kb0 * 512 : nullptr;
-                for (int64_t j = jb; j < je; j += 32) {
-                    const int ta = j + 16 < je ? 2 : 1;
+                const int64_t step = w.split ? 16 : 32;  // activation rows per kernel call
+                for (int64_t j = jb; j < je; j += step) {
+                    const int ta = j + 16 < je && !w.split ? 2 : 1;
                     CTile c[4];
                     for (int a = 0; a < ta; ++a) {
                         for (int b = 0; b < tb; ++b) {
@@ -232,7 +262,7 @@ CM_AMX_FN void gemm(const AmxMatrix& w, int64_t r0, int64_t r1, const uint16_t* 
                                                   r1 - r - 16 * b, buf[2 * a + b]);
                         }
                     }
-                    fns[ta - 1][tb - 1](xh + j * xs + kb0 * 32, xl ? xl + j * xs + kb0 * 32 : nullptr, xs, wh, wl, pe,
+                    (w.split ? kMicroSplit[tb - 1] : kMicro[ta - 1][tb - 1])(xh + j * xs + kb0 * 32, xl ? xl + j * xs + kb0 * 32 : nullptr, xs, wh, wl, pe,
                                         kb1 - kb0, c, s == 0);
                 }
             }
@@ -277,6 +307,29 @@ CM_AMX_FN void conv_entry(const AmxMatrix& w, const ConvInput& in, int64_t p0, i
     _tile_release();
 }
 
+CM_AMX_FN double peak_run(int64_t iters) {
+    configure();
+    alignas(64) uint16_t zeros[512] = {};
+    CM_MEMORY_BARRIER();
+    _tile_loadd(4, zeros, 64);
+    _tile_loadd(5, zeros, 64);
+    _tile_loadd(6, zeros, 64);
+    _tile_loadd(7, zeros, 64);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t i = 0; i < iters; ++i) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_release();
+    CM_MEMORY_BARRIER();
+    return double(iters) * 4 * 2 * 16 * 16 * 32;
+}
+
 void free_aligned(uint16_t* p) { std::free(p); }
 
 }  // namespace
@@ -285,6 +338,8 @@ bool amx_usable() {
     static const bool ok = detect();
     return ok;
 }
+
+double amx_peak_run(int64_t iters) { return peak_run(iters); }
 
 std::unique_ptr<AmxMatrix> amx_pack_f16(const void* w, size_t row_bytes, int64_t rows, int64_t k, bool split,
                                         int64_t conv_c) {
@@ -323,6 +378,7 @@ void amx_gemm(const AmxMatrix&, int64_t, int64_t, const uint16_t*, const uint16_
     std::abort();
 }
 void amx_conv3x3(const AmxMatrix&, const ConvInput&, int64_t, int64_t, float*, size_t) { std::abort(); }
+double amx_peak_run(int64_t) { std::abort(); }
 
 #endif
 

@@ -74,4 +74,8 @@ struct ConvInput {
 };
 void amx_conv3x3(const AmxMatrix& w, const ConvInput& in, int64_t p0, int64_t p1, float* y, size_t ldy);
 
+// The tile unit's own limit on this thread: `iters` x 4 TDPBF16PS on resident tiles (no memory traffic). Returns
+// the FLOP done (2 x 16 x 16 x 32 a product); the caller times it (benchmarks).
+double amx_peak_run(int64_t iters);
+
 }  // namespace cm::cpu
