@@ -25,7 +25,17 @@ void amx_attach(const ggml_tensor* w, const cpu::AmxMatrix* m);
 ggml_tensor* gelu_erf(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* near);
 
 // y = W x (+ b). W is [in, out] in ggml order, x is [in, n].
-ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b = nullptr);
+// amx_x: x as the tiles' operand (amx_operand), shared by several products of the same x; nullptr makes it here.
+// On the tiles the bias is added inside the product (the same F32 addition).
+ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b = nullptr,
+                    ggml_tensor* amx_x = nullptr);
+
+// GELU(W x + b), bias and GELU inside the product on the tiles (same bits as gelu_erf(linear(...))).
+ggml_tensor* linear_gelu(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b);
+
+// x converted for the tiles' products with w (nullptr where w has no AMX copy or x does not fit): pass it to
+// linear() for each weight of the same input width.
+ggml_tensor* amx_operand(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* w);
 ggml_tensor* layer_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, float eps);
 ggml_tensor* rms_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, float eps);
 
