@@ -148,7 +148,9 @@ void amx_rows_op(ggml_tensor* dst, int ith, int nth, void*) {
 
 // Columns [c0, c1) of rows [j0, j1) of y: + bias (src b, F32, one value a column), then GELU in place. The same
 // F32 addition as ggml_add and the same GELU as gelu_erf(): the unfused graph's bits.
-void amx_epilogue(float* y, size_t ldy, int64_t j0, int64_t j1, int64_t c0, int64_t c1, const ggml_tensor* b, bool gelu) {
+// (+ residual src r: F32 rows, the shape of y, as ggml_add(r, y)).
+void amx_epilogue(float* y, size_t ldy, int64_t j0, int64_t j1, int64_t c0, int64_t c1, const ggml_tensor* b, bool gelu,
+                  const ggml_tensor* r = nullptr) {
     const float* bias = b ? static_cast<const float*>(b->data) : nullptr;
     for (int64_t j = j0; j < j1 && c0 < c1; ++j) {
         float* row = y + j * ldy;
@@ -156,6 +158,10 @@ void amx_epilogue(float* y, size_t ldy, int64_t j0, int64_t j1, int64_t c0, int6
             for (int64_t c = c0; c < c1; ++c) row[c] += bias[c];
         }
         if (gelu) cpu::gelu_erf(row + c0, row + c0, c1 - c0);
+        if (r) {
+            const auto* res = reinterpret_cast<const float*>(static_cast<const char*>(r->data) + j * r->nb[1]);
+            for (int64_t c = c0; c < c1; ++c) row[c] = res[c] + row[c];
+        }
     }
 }
 
@@ -170,7 +176,7 @@ void amx_op(ggml_tensor* dst, int ith, int nth, void* ud) {
     auto* y = static_cast<float*>(dst->data);
     const size_t ldy = dst->nb[1] / sizeof(float);
     cpu::amx_gemm(*call.m, r0, r1, hi, hi + amx_plane(xb), dst->ne[1], y, ldy);
-    amx_epilogue(y, ldy, 0, dst->ne[1], r0, r1, dst->src[2], call.gelu);
+    amx_epilogue(y, ldy, 0, dst->ne[1], r0, r1, dst->src[2], call.gelu, dst->src[3]);
 }
 
 // ggml custom op: the stem's convolution on the tiles (+ bias, GELU), src[1] channel-last [C, W, H, B], output
@@ -185,6 +191,50 @@ void amx_conv_op(ggml_tensor* dst, int ith, int nth, void* ud) {
     auto* y = static_cast<float*>(dst->data);
     cpu::amx_conv3x3(*call.m, ci, p0, p1, y, ldy);
     amx_epilogue(y, ldy, p0, p1, 0, dst->ne[0], dst->src[2], call.gelu);
+}
+
+// Layer-norm epsilons, interned: the fused op's userdata points at one.
+const float* intern_eps(float eps) {
+    static std::mutex mu;
+    static std::vector<std::unique_ptr<float>> all;
+    std::lock_guard<std::mutex> lock(mu);
+    for (const auto& e : all) {
+        if (*e == eps) return e.get();
+    }
+    all.push_back(std::make_unique<float>(eps));
+    return all.back().get();
+}
+
+// ggml custom op: as amx_rows_op for LayerNorm(src[0]) * src[1] + src[2] (eps: userdata), the normed rows never
+// stored in F32: ggml_norm's arithmetic (mean and variance summed in double), then the weight and bias.
+void amx_norm_rows_op(ggml_tensor* dst, int ith, int nth, void* ud) {
+    const ggml_tensor* x = dst->src[0];
+    const auto* w = static_cast<const float*>(dst->src[1]->data);
+    const auto* b = static_cast<const float*>(dst->src[2]->data);
+    const float eps = *static_cast<const float*>(ud);
+    const int64_t n = x->ne[1], k = x->ne[0], kp = dst->ne[0], n_pad = dst->ne[1];
+    const int64_t j0 = n_pad * ith / nth, j1 = n_pad * (ith + 1) / nth;
+    auto* hi = static_cast<uint16_t*>(dst->data);
+    uint16_t* lo = dst->ne[2] == 2 ? hi + amx_plane(dst) : nullptr;
+    std::vector<float> row(static_cast<size_t>(k));
+    for (int64_t j = j0; j < j1; ++j) {
+        if (j >= n) {  // padding rows: zeros
+            cpu::amx_convert_rows(nullptr, 0, 0, k, j, j + 1, hi, lo);
+            continue;
+        }
+        const auto* xr = reinterpret_cast<const float*>(static_cast<const char*>(x->data) + j * x->nb[1]);
+        double sum = 0;
+        for (int64_t i = 0; i < k; ++i) sum += xr[i];
+        const float mean = float(sum / double(k));
+        double sum2 = 0;
+        for (int64_t i = 0; i < k; ++i) {
+            row[size_t(i)] = xr[i] - mean;
+            sum2 += double(row[size_t(i)] * row[size_t(i)]);
+        }
+        const float scale = 1.0f / std::sqrt(float(sum2 / double(k)) + eps);
+        for (int64_t i = 0; i < k; ++i) row[size_t(i)] = row[size_t(i)] * scale * w[i] + b[i];
+        cpu::amx_convert_rows(row.data(), size_t(k), 1, k, 0, 1, hi + j * kp, lo ? lo + j * kp : nullptr);
+    }
 }
 
 // x's rows as the tiles' operand for w's copy.
@@ -202,11 +252,11 @@ bool amx_takes(const ggml_tensor* x) {
 
 // W x (+ b, GELU) on the tiles; xb: x already converted for a weight of the same k and mode, or nullptr.
 ggml_tensor* amx_linear(ggml_context* ctx, ggml_tensor* w, const AmxEntry& e, ggml_tensor* x, ggml_tensor* b, bool gelu,
-                        ggml_tensor* xb) {
+                        ggml_tensor* xb, ggml_tensor* res = nullptr) {
     const cpu::AmxMatrix& m = *e.plain.m;
     if (!xb || xb->ne[0] != m.k_pad || (xb->ne[2] == 2) != m.split || xb->src[0] != x) xb = amx_rows(ctx, m, x);
-    ggml_tensor* args[3] = {w, xb, b};
-    ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, b ? 3 : 2, amx_op,
+    ggml_tensor* args[4] = {w, xb, b, res};
+    ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, res ? 4 : b ? 3 : 2, amx_op,
                                     GGML_N_TASKS_MAX, const_cast<AmxCall*>(gelu ? &e.gelu : &e.plain));
     ggml_format_name(y, "amx %s", w->name);
     return y;
@@ -234,6 +284,25 @@ void amx_attach(const ggml_tensor* w, const cpu::AmxMatrix* m) {
 ggml_tensor* amx_operand(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* w) {
     const AmxEntry* e = amx_of(w);
     return e && amx_takes(x) ? amx_rows(ctx, *e->plain.m, x) : nullptr;
+}
+
+ggml_tensor* amx_norm_operand(ggml_context* ctx, ggml_tensor* x, ggml_tensor* nw, ggml_tensor* nb, float eps,
+                              std::initializer_list<const ggml_tensor*> ws) {
+    const AmxEntry* first = amx_of(*ws.begin());
+    if (!first || !amx_takes(x) || x->nb[1] % sizeof(float) != 0) return nullptr;
+    const cpu::AmxMatrix& m = *first->plain.m;
+    for (const ggml_tensor* w : ws) {
+        const AmxEntry* e = amx_of(w);
+        if (!e || e->plain.m->k_pad != m.k_pad || e->plain.m->split != m.split || e->plain.m->k != x->ne[0]) return nullptr;
+    }
+    for (const ggml_tensor* t : {nw, nb}) {
+        if (t->type != GGML_TYPE_F32 || ggml_nelements(t) != x->ne[0] || !ggml_is_contiguous(t)) return nullptr;
+    }
+    ggml_tensor* args[3] = {x, nw, nb};
+    ggml_tensor* xb = ggml_custom_4d(ctx, GGML_TYPE_BF16, m.k_pad, cpu::amx_rows_pad(x->ne[1]), m.split ? 2 : 1, 1, args, 3,
+                                     amx_norm_rows_op, GGML_N_TASKS_MAX, const_cast<float*>(intern_eps(eps)));
+    ggml_set_name(xb, "amx norm rows");
+    return xb;
 }
 
 ggml_tensor* gelu_erf(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* near) {
@@ -268,12 +337,22 @@ ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tens
     return b ? ggml_add(ctx, y, b) : y;
 }
 
-ggml_tensor* linear_gelu(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b) {
+ggml_tensor* linear_gelu(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, ggml_tensor* amx_x) {
     const AmxEntry* e = amx_of(w);
     if (e && amx_takes(x) && b && b->type == GGML_TYPE_F32 && ggml_nelements(b) == w->ne[1] && ggml_is_contiguous(b)) {
-        return amx_linear(ctx, w, *e, x, b, true, nullptr);
+        return amx_linear(ctx, w, *e, x, b, true, amx_x);
     }
     return gelu_erf(ctx, linear(ctx, x, w, b), w);
+}
+
+ggml_tensor* linear_add(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, ggml_tensor* res) {
+    const AmxEntry* e = amx_of(w);
+    if (e && amx_takes(x) && b && b->type == GGML_TYPE_F32 && ggml_nelements(b) == w->ne[1] && ggml_is_contiguous(b) &&
+        res->type == GGML_TYPE_F32 && res->ne[0] == w->ne[1] && res->ne[1] == x->ne[1] && res->ne[2] == 1 &&
+        res->ne[3] == 1 && res->nb[0] == sizeof(float)) {
+        return amx_linear(ctx, w, *e, x, b, false, nullptr, res);
+    }
+    return ggml_add(ctx, res, linear(ctx, x, w, b));
 }
 
 ggml_tensor* layer_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, float eps) {
@@ -318,22 +397,23 @@ EncoderLayer EncoderLayer::load(const ModelFile& f, const std::string& p, int64_
 ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor* x, int n_head, float eps) {
     const int64_t d = x->ne[0], L = x->ne[1];
     const int64_t hd = d / n_head;
-    ggml_tensor* h = layer_norm(ctx, x, l.attn_norm_w, l.attn_norm_b, eps);
+    // On the tiles: the norm made in the conversion of its rows, once for q, k and v (then `h` stands for x).
+    ggml_tensor* hx = amx_norm_operand(ctx, x, l.attn_norm_w, l.attn_norm_b, eps, {l.q_w, l.k_w, l.v_w});
+    ggml_tensor* h = hx ? x : layer_norm(ctx, x, l.attn_norm_w, l.attn_norm_b, eps);
     // [d, L] → [hd, L, H]
     auto heads = [&](ggml_tensor* t) {
         return ggml_permute(ctx, ggml_reshape_3d(ctx, t, hd, n_head, L), 0, 2, 1, 3);
     };
-    ggml_tensor* hx = amx_operand(ctx, h, l.q_w);  // on the tiles: h converted once for q, k and v
     ggml_tensor* q = heads(linear(ctx, h, l.q_w, l.q_b, hx));
     ggml_tensor* k = heads(linear(ctx, h, l.k_w, l.k_b, hx));
     ggml_tensor* v = heads(linear(ctx, h, l.v_w, l.v_b, hx));
     ggml_tensor* a = ggml_flash_attn_ext(ctx, q, k, v, nullptr, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, 0.0f);
     ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
     a = ggml_reshape_2d(ctx, a, d, L);
-    x = ggml_add(ctx, x, linear(ctx, a, l.o_w, l.o_b));
-    h = layer_norm(ctx, x, l.ffn_norm_w, l.ffn_norm_b, eps);
-    h = linear_gelu(ctx, h, l.fc1_w, l.fc1_b);
-    return ggml_add(ctx, x, linear(ctx, h, l.fc2_w, l.fc2_b));
+    x = linear_add(ctx, a, l.o_w, l.o_b, x);
+    hx = amx_norm_operand(ctx, x, l.ffn_norm_w, l.ffn_norm_b, eps, {l.fc1_w});
+    h = linear_gelu(ctx, hx ? x : layer_norm(ctx, x, l.ffn_norm_w, l.ffn_norm_b, eps), l.fc1_w, l.fc1_b, hx);
+    return linear_add(ctx, h, l.fc2_w, l.fc2_b, x);
 }
 
 int64_t ConvStem::out_len(int64_t n) { return conv_out_len(conv_out_len(conv_out_len(n))); }

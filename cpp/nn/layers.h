@@ -1,6 +1,7 @@
 // Graph pieces written once and shared by both models' encoders, adapters and the decoder.
 #pragma once
 
+#include <initializer_list>
 #include <vector>
 
 #include "ggml.h"
@@ -31,7 +32,16 @@ ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tens
                     ggml_tensor* amx_x = nullptr);
 
 // GELU(W x + b), bias and GELU inside the product on the tiles (same bits as gelu_erf(linear(...))).
-ggml_tensor* linear_gelu(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b);
+ggml_tensor* linear_gelu(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b,
+                         ggml_tensor* amx_x = nullptr);
+
+// res + (W x + b), the residual added inside the product on the tiles (same bits as ggml_add(res, linear(...))).
+ggml_tensor* linear_add(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, ggml_tensor* res);
+
+// LayerNorm(x) * nw + nb (eps) converted for the tiles' products with every weight in ws, without storing the
+// normed rows; nullptr unless all of ws have AMX copies of x's width. Pass it with x itself to linear() & co.
+ggml_tensor* amx_norm_operand(ggml_context* ctx, ggml_tensor* x, ggml_tensor* nw, ggml_tensor* nb, float eps,
+                              std::initializer_list<const ggml_tensor*> ws);
 
 // x converted for the tiles' products with w (nullptr where w has no AMX copy or x does not fit): pass it to
 // linear() for each weight of the same input width.
