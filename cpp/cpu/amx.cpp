@@ -11,8 +11,8 @@
 #define CM_AMX 1
 #include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+
+#include "platform/tile_permission.h"
 #if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"  // GCC 12 + AVX-512 intrinsics, see gemv.cpp
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -34,12 +34,7 @@ bool detect() {
     unsigned a, b, c, d;
     __cpuid_count(7, 1, a, b, c, d);
     if (!(a & (1u << 5))) return false;  // AVX512-BF16 (the conversions)
-    // Linux gives a process the 8 KB tile data state only on request (once per process, for all its threads).
-    constexpr long kArchGetXcompPerm = 0x1022, kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-    if (::syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) return false;
-    unsigned long granted = 0;
-    if (::syscall(SYS_arch_prctl, kArchGetXcompPerm, &granted) != 0) return false;
-    return (granted >> kXfeatureXtiledata) & 1;
+    return platform::request_tile_data();  // Linux: the tile data state only on request
 }
 
 // All 8 tiles 16 rows x 64 bytes: C 0..3 (16 x 16 F32), A 4..5 (16 x 32 BF16), B 6..7 (16 pairs x 16 BF16 pairs).
