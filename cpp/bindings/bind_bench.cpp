@@ -162,26 +162,34 @@ cpu::Level test_level(const char* fn, const std::string& name) {
     return lv;
 }
 
+// Runs fn(t) on nth threads, one std::thread each (their start, ~50 us, is inside the time).
+template <class Fn>
+double run_threads_ms(int nth, Fn&& fn) {
+    const auto t0 = Clock::now();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < nth; ++t) pool.emplace_back([&fn, t] { fn(t); });
+    for (auto& th : pool) th.join();
+    return ms_since(t0);
+}
+
+// Best of `reps` wall times (ms) of run_threads_ms(nth, fn).
+template <class Fn>
+double best_ms(int nth, int reps, Fn&& fn) {
+    double best = 1e30;
+    for (int rep = 0; rep < reps; ++rep) best = std::min(best, run_threads_ms(nth, fn));
+    return best;
+}
+
 // Best of `reps` wall times (ms) of cpu::gemv over all rows, split as the ggml custom op splits them over nth
 // threads (one std::thread each; their start, ~50 us, is inside the time).
 double best_gemv_ms(ggml_type type, const uint8_t* q, size_t rb, int64_t rows, int64_t cols, const float* x, int n_x,
                     float* y, int nth, int reps, cpu::Level lv) {
     const size_t per = cpu::gemv_scratch_bytes(type, cols) * size_t(n_x) + 1;
     std::vector<std::vector<uint8_t>> scratch(static_cast<size_t>(nth), std::vector<uint8_t>(per));
-    double best = 1e30;
-    for (int rep = 0; rep < reps; ++rep) {
-        const auto t0 = Clock::now();
-        std::vector<std::thread> pool;
-        for (int t = 0; t < nth; ++t) {
-            pool.emplace_back([&, t] {
-                cpu::gemv(type, q, rb, cols, rows * t / nth, rows * (t + 1) / nth, x, cols, n_x, y, rows,
-                          scratch[size_t(t)].data(), lv);
-            });
-        }
-        for (auto& th : pool) th.join();
-        best = std::min(best, ms_since(t0));
-    }
-    return best;
+    return best_ms(nth, reps, [&](int t) {
+        cpu::gemv(type, q, rb, cols, rows * t / nth, rows * (t + 1) / nth, x, cols, n_x, y, rows,
+                  scratch[size_t(t)].data(), lv);
+    });
 }
 
 }  // namespace
@@ -330,25 +338,15 @@ void bind_bench(py::module_& m) {
             std::vector<uint16_t> xb(plane * 2);
             double best = 1e30;
             for (int rep = 0; rep < reps; ++rep) {  // as the two ggml custom ops: rows converted, then the product
-                const auto t0 = Clock::now();
-                std::vector<std::thread> pool;
-                for (int t = 0; t < nth; ++t) {
-                    pool.emplace_back([&, t] {
-                        cpu::amx_convert_rows(x.data(), k, n, k, n_pad * t / nth, n_pad * (t + 1) / nth, xb.data(),
-                                              split ? xb.data() + plane : nullptr);
-                    });
-                }
-                for (auto& th : pool) th.join();
-                pool.clear();
-                for (int t = 0; t < nth; ++t) {
-                    pool.emplace_back([&, t] {
-                        int64_t r0, r1;
-                        cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
-                        cpu::amx_gemm(*pw, r0, r1, xb.data(), xb.data() + plane, n, y.data(), rows);
-                    });
-                }
-                for (auto& th : pool) th.join();
-                best = std::min(best, ms_since(t0));
+                const double ms = run_threads_ms(nth, [&](int t) {
+                    cpu::amx_convert_rows(x.data(), k, n, k, n_pad * t / nth, n_pad * (t + 1) / nth, xb.data(),
+                                          split ? xb.data() + plane : nullptr);
+                });
+                best = std::min(best, ms + run_threads_ms(nth, [&](int t) {
+                    int64_t r0, r1;
+                    cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
+                    cpu::amx_gemm(*pw, r0, r1, xb.data(), xb.data() + plane, n, y.data(), rows);
+                }));
             }
             return best;
         },
@@ -359,12 +357,8 @@ void bind_bench(py::module_& m) {
         [](int nth, int64_t iters) {
             if (!cpu::amx_usable()) throw InputError("amx_peak: this CPU or OS cannot run the AMX tiles");
             py::gil_scoped_release nogil;
-            const auto t0 = Clock::now();
-            std::vector<std::thread> pool;
             std::vector<double> flop(size_t(std::max(nth, 1)));
-            for (int t = 0; t < nth; ++t) pool.emplace_back([&, t] { flop[size_t(t)] = cpu::amx_peak_run(iters); });
-            for (auto& th : pool) th.join();
-            const double s = ms_since(t0) / 1000;
+            const double s = run_threads_ms(nth, [&](int t) { flop[size_t(t)] = cpu::amx_peak_run(iters); }) / 1000;
             double sum = 0;
             for (double f : flop) sum += f;
             return sum / s / 1e9;
@@ -379,21 +373,10 @@ void bind_bench(py::module_& m) {
             std::vector<ggml_fp16_t> wh(size_t(rows * k));
             for (size_t i = 0; i < wh.size(); ++i) wh[i] = ggml_fp32_to_fp16(float(int(i * 2654435761u % 2001) - 1000) * 1e-3f);
             std::vector<float> xt(size_t(n * k), 0.5f), y(size_t(n * rows));
-            double best = 1e30;
-            for (int rep = 0; rep < reps; ++rep) {
-                const auto t0 = Clock::now();
-                std::vector<std::thread> pool;
-                for (int t = 0; t < nth; ++t) {
-                    pool.emplace_back([&, t] {
-                        const auto [r0, r1] = cpu::gemm_thread_rows(rows, t, nth);
-                        if (r0 < r1) cpu::gemm_f16(wh.data(), k * sizeof(ggml_fp16_t), k, r0, r1, xt.data(), n, n,
-                                                   y.data(), rows, lv);
-                    });
-                }
-                for (auto& th : pool) th.join();
-                best = std::min(best, ms_since(t0));
-            }
-            return best;
+            return best_ms(nth, reps, [&](int t) {
+                const auto [r0, r1] = cpu::gemm_thread_rows(rows, t, nth);
+                if (r0 < r1) cpu::gemm_f16(wh.data(), k * sizeof(ggml_fp16_t), k, r0, r1, xt.data(), n, n, y.data(), rows, lv);
+            });
         },
         py::arg("rows"), py::arg("k"), py::arg("n"), py::arg("nth") = 1, py::arg("reps") = 5, py::arg("level") = "",
         "Best ms of our F16 matrix kernel (FMA tiles) for a rows x k weight and n activation rows (x given transposed).");
