@@ -56,7 +56,10 @@ std::string weight_role(const ggml_tensor* w) {
 
 // nn::mul_mat's own kernels: the only custom ops with two sources (weight, activations). One activation row
 // is the matrix-vector kernel, several (given transposed) the matrix kernel.
-bool is_own_product(const ggml_tensor* t) { return t->op == GGML_OP_CUSTOM && t->src[0] && t->src[1]; }
+// (F32 out: the AMX operand conversions, BF16 out, take sources too.)
+bool is_own_product(const ggml_tensor* t) {
+    return t->op == GGML_OP_CUSTOM && t->src[0] && t->src[1] && t->type == GGML_TYPE_F32;
+}
 
 std::string key_of(const ggml_tensor* t) {
     const bool own = is_own_product(t);

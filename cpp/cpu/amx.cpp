@@ -1,6 +1,7 @@
 #include "cpu/amx.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -82,6 +83,40 @@ CM_BF16_FN void convert_rows(const float* x, size_t ldx, int64_t n, int64_t k, i
         if (done) convert_span(x + j * ldx, k, h, l);
         std::memset(h + done, 0, size_t(kp - done) * 2);
         if (l) std::memset(l + done, 0, size_t(kp - done) * 2);
+    }
+}
+
+CM_BF16_FN void norm_rows(const float* x, size_t ldx, int64_t n, int64_t k, const float* w, const float* b, float eps,
+                          int64_t j0, int64_t j1, uint16_t* hi, uint16_t* lo) {
+    const int64_t kp = amx_k_pad(k);
+    for (int64_t j = j0; j < j1; ++j) {
+        uint16_t* h = hi + j * kp;
+        uint16_t* l = lo ? lo + j * kp : nullptr;
+        std::memset(h, 0, size_t(kp) * 2);
+        if (l) std::memset(l, 0, size_t(kp) * 2);
+        if (j >= n) continue;
+        const float* xr = x + j * ldx;
+        __m512 s = _mm512_setzero_ps();
+        for (int64_t i = 0; i < k; i += 16) {
+            const __mmask16 m = k - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (k - i)) - 1);
+            s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(m, xr + i));
+        }
+        const __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(s) / float(k));
+        __m512 s2 = _mm512_setzero_ps();
+        for (int64_t i = 0; i < k; i += 16) {
+            const __mmask16 m = k - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (k - i)) - 1);
+            const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, xr + i), mean);
+            s2 = _mm512_fmadd_ps(d, d, s2);
+        }
+        const __m512 scale = _mm512_set1_ps(1.0f / std::sqrt(_mm512_reduce_add_ps(s2) / float(k) + eps));
+        for (int64_t i = 0; i < k; i += 16) {
+            const __mmask16 m = k - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (k - i)) - 1);
+            const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + i), mean), scale);
+            const __m512 v = _mm512_add_ps(_mm512_mul_ps(d, _mm512_maskz_loadu_ps(m, w + i)), _mm512_maskz_loadu_ps(m, b + i));
+            const __m256i hv = to_bf16(v);
+            _mm256_mask_storeu_epi16(h + i, m, hv);
+            if (l) _mm256_mask_storeu_epi16(l + i, m, to_bf16(_mm512_sub_ps(v, from_bf16(hv))));
+        }
     }
 }
 
@@ -354,6 +389,11 @@ void amx_convert_rows(const float* x, size_t ldx, int64_t n, int64_t k, int64_t 
     convert_rows(x, ldx, n, k, j0, j1, hi, lo);
 }
 
+void amx_norm_rows(const float* x, size_t ldx, int64_t n, int64_t k, const float* w, const float* b, float eps,
+                   int64_t j0, int64_t j1, uint16_t* hi, uint16_t* lo) {
+    norm_rows(x, ldx, n, k, w, b, eps, j0, j1, hi, lo);
+}
+
 void amx_gemm(const AmxMatrix& w, int64_t r0, int64_t r1, const uint16_t* xh, const uint16_t* xl, int64_t n,
               float* y, size_t ldy) {
     if (r0 < r1 && n > 0) gemm_entry(w, r0, r1, xh, w.split ? xl : nullptr, n, y, ldy);
@@ -374,6 +414,10 @@ void amx_gemm(const AmxMatrix&, int64_t, int64_t, const uint16_t*, const uint16_
 }
 void amx_conv3x3(const AmxMatrix&, const ConvInput&, int64_t, int64_t, float*, size_t) { std::abort(); }
 double amx_peak_run(int64_t) { std::abort(); }
+void amx_norm_rows(const float*, size_t, int64_t, int64_t, const float*, const float*, float, int64_t, int64_t,
+                   uint16_t*, uint16_t*) {
+    std::abort();
+}
 
 #endif
 

@@ -49,6 +49,11 @@ std::unique_ptr<AmxMatrix> amx_pack_f16(const void* w, size_t row_bytes, int64_t
 void amx_convert_rows(const float* x, size_t ldx, int64_t n, int64_t k, int64_t j0, int64_t j1, uint16_t* hi,
                       uint16_t* lo);
 
+// As amx_convert_rows for LayerNorm(x) * w + b (eps), row by row: mean and variance over the row's k values
+// in F32 lanes, then the normed values rounded to BF16 (never stored in F32).
+void amx_norm_rows(const float* x, size_t ldx, int64_t n, int64_t k, const float* w, const float* b, float eps,
+                   int64_t j0, int64_t j1, uint16_t* hi, uint16_t* lo);
+
 // y[j * ldy + r] = sum over i of x[j][i] w[r][i] for weight rows [r0, r1) (r0 a multiple of 16) and the n
 // activation rows of xh (+ xl when w.split; from amx_convert_rows). Sums in a fixed order: the result does not
 // depend on how rows are split over threads.

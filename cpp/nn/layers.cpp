@@ -206,35 +206,15 @@ const float* intern_eps(float eps) {
 }
 
 // ggml custom op: as amx_rows_op for LayerNorm(src[0]) * src[1] + src[2] (eps: userdata), the normed rows never
-// stored in F32: ggml_norm's arithmetic (mean and variance summed in double), then the weight and bias.
+// stored in F32 (cpu::amx_norm_rows).
 void amx_norm_rows_op(ggml_tensor* dst, int ith, int nth, void* ud) {
     const ggml_tensor* x = dst->src[0];
-    const auto* w = static_cast<const float*>(dst->src[1]->data);
-    const auto* b = static_cast<const float*>(dst->src[2]->data);
-    const float eps = *static_cast<const float*>(ud);
-    const int64_t n = x->ne[1], k = x->ne[0], kp = dst->ne[0], n_pad = dst->ne[1];
-    const int64_t j0 = n_pad * ith / nth, j1 = n_pad * (ith + 1) / nth;
+    const int64_t n_pad = dst->ne[1];
     auto* hi = static_cast<uint16_t*>(dst->data);
-    uint16_t* lo = dst->ne[2] == 2 ? hi + amx_plane(dst) : nullptr;
-    std::vector<float> row(static_cast<size_t>(k));
-    for (int64_t j = j0; j < j1; ++j) {
-        if (j >= n) {  // padding rows: zeros
-            cpu::amx_convert_rows(nullptr, 0, 0, k, j, j + 1, hi, lo);
-            continue;
-        }
-        const auto* xr = reinterpret_cast<const float*>(static_cast<const char*>(x->data) + j * x->nb[1]);
-        double sum = 0;
-        for (int64_t i = 0; i < k; ++i) sum += xr[i];
-        const float mean = float(sum / double(k));
-        double sum2 = 0;
-        for (int64_t i = 0; i < k; ++i) {
-            row[size_t(i)] = xr[i] - mean;
-            sum2 += double(row[size_t(i)] * row[size_t(i)]);
-        }
-        const float scale = 1.0f / std::sqrt(float(sum2 / double(k)) + eps);
-        for (int64_t i = 0; i < k; ++i) row[size_t(i)] = row[size_t(i)] * scale * w[i] + b[i];
-        cpu::amx_convert_rows(row.data(), size_t(k), 1, k, 0, 1, hi + j * kp, lo ? lo + j * kp : nullptr);
-    }
+    cpu::amx_norm_rows(static_cast<const float*>(x->data), x->nb[1] / sizeof(float), x->ne[1], x->ne[0],
+                       static_cast<const float*>(dst->src[1]->data), static_cast<const float*>(dst->src[2]->data),
+                       *static_cast<const float*>(ud), n_pad * ith / nth, n_pad * (ith + 1) / nth, hi,
+                       dst->ne[2] == 2 ? hi + amx_plane(dst) : nullptr);
 }
 
 // x's rows as the tiles' operand for w's copy.
