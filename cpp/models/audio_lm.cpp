@@ -157,7 +157,11 @@ void AudioLM::copy_head(const std::string& type_name) {
 
 void AudioLM::pack_for_amx() {
     const char* mode = std::getenv("CRISPMOSS_AMX");
-    const std::string m = mode ? mode : "";
+    std::string m = mode ? mode : "";
+    if (m != "" && m != "bf16" && m != "split" && m != "off" && m != "0") {
+        std::fprintf(stderr, "crispmoss: unknown CRISPMOSS_AMX=%s (bf16|split|off); using bf16\n", m.c_str());
+        m = "bf16";
+    }
     if (m == "off" || m == "0" || cpu::active_level() != cpu::Level::amx || !cpu::amx_usable()) return;
     const bool split = m == "split";
     for (ggml_tensor* t : file_->tensors()) {
