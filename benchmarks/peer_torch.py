@@ -62,7 +62,8 @@ def _assign(module, sd, what: str) -> None:
 
 
 class TorchModel:
-    def __init__(self, arch: str, hf_dir: Path, dtype_name: str) -> None:
+    def __init__(self, arch: str, hf_dir: Path, dtype_name: str, with_lm: bool = True) -> None:
+        """with_lm=False: encoder, adapter and mergers only (bench_encoders.py; the LM's weights are not read)."""
         import torch
         from reference import qwen3_config
         from transformers.models.qwen3.modeling_qwen3 import Qwen3Model, Qwen3RotaryEmbedding
@@ -85,13 +86,14 @@ class TorchModel:
             with torch.device("meta"):
                 self.encoder = Qwen3OmniMoeAudioEncoder(ecfg)
                 self.adapter = SwiGLUAdapter(int(ecfg.output_dim), hid, int(lang["hidden_size"]))
-                self.lm = Qwen3Model(qwen3_config(lang, "sdpa"))
+                self.lm = Qwen3Model(qwen3_config(lang, "sdpa")) if with_lm else None
             _assign(self.encoder, lazy.take("model.audio_model."), "encoder")
             self.encoder.positional_embedding = SinusoidsPositionEmbedding(ecfg.max_source_positions, ecfg.d_model)
             _assign(self.adapter, lazy.take("model.audio_adapter."), "adapter")
-            _assign(self.lm, lazy.take("model.language_model."), "lm")
-            head = lazy.take("lm_head.")
-            self.head = head["weight"] if head else self.lm.embed_tokens.weight
+            if with_lm:
+                _assign(self.lm, lazy.take("model.language_model."), "lm")
+                head = lazy.take("lm_head.")
+                self.head = head["weight"] if head else self.lm.embed_tokens.weight
             self.mergers = []
             self.n_window = int(ecfg.n_window)
         else:
@@ -109,16 +111,19 @@ class TorchModel:
                     n_merge = min(n_merge, int(cfg["deepstack_num_inject_layers"]))
                 self.mergers = torch.nn.ModuleList(
                     [SwiGLUAdapter(d_out, hid, int(lang["hidden_size"])) for _ in range(n_merge)])
-                self.lm = Qwen3Model(qwen3_config(lang, "sdpa"))
+                self.lm = Qwen3Model(qwen3_config(lang, "sdpa")) if with_lm else None
             _assign(self.encoder, lazy.take("audio_encoder."), "encoder")
             _assign(self.adapter, lazy.take("audio_adapter."), "adapter")
             _assign(self.mergers, lazy.take("deepstack_audio_merger_list."), "mergers")
-            _assign(self.lm, lazy.take("language_model."), "lm")
-            self.head = lazy.take("lm_head.")["weight"]
-        self.lm.rotary_emb = Qwen3RotaryEmbedding(config=self.lm.config)
-        for m in (self.encoder, self.adapter, self.lm):
+            if with_lm:
+                _assign(self.lm, lazy.take("language_model."), "lm")
+                self.head = lazy.take("lm_head.")["weight"]
+        parts = [self.encoder, self.adapter] + ([self.lm] if with_lm else [])
+        if with_lm:
+            self.lm.rotary_emb = Qwen3RotaryEmbedding(config=self.lm.config)
+        for m in parts:
             m.eval()
-        leftover = [n for m in (self.encoder, self.adapter, self.lm) for n, t in
+        leftover = [n for m in parts for n, t in
                     list(m.named_parameters()) + list(m.named_buffers()) if t.is_meta]
         if leftover:
             raise ValueError(f"tensors left on the meta device: {leftover[:5]}")

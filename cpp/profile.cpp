@@ -56,12 +56,16 @@ std::string weight_role(const ggml_tensor* w) {
 
 // nn::mul_mat's own kernels: the only custom ops with two sources (weight, activations). One activation row
 // is the matrix-vector kernel, several (given transposed) the matrix kernel.
-bool is_own_product(const ggml_tensor* t) { return t->op == GGML_OP_CUSTOM && t->src[0] && t->src[1]; }
+// (F32 out: the AMX operand conversions, BF16 out, take sources too.)
+bool is_own_product(const ggml_tensor* t) {
+    return t->op == GGML_OP_CUSTOM && t->src[0] && t->src[1] && t->type == GGML_TYPE_F32;
+}
 
 std::string key_of(const ggml_tensor* t) {
     const bool own = is_own_product(t);
     const bool vec = own && t->ne[1] == 1;
-    std::string k = own ? (vec ? "GEMV" : "GEMM") : t->op == GGML_OP_CUSTOM ? std::string("CUSTOM ") + t->name
+    const bool amx = own && std::strncmp(t->name, "amx", 3) == 0;  // nn::mul_mat's and the stem's tile products
+    std::string k = own ? (amx ? "AMX" : vec ? "GEMV" : "GEMM") : t->op == GGML_OP_CUSTOM ? std::string("CUSTOM ") + t->name
                                                                            : ggml_op_desc(t);
     const ggml_tensor* w = t->src[0];
     if (own) {

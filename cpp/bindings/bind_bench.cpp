@@ -11,6 +11,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include "cpu/amx.h"
 #include "cpu/gemm.h"
 #include "cpu/gemv.h"
 #include "cpu/level.h"
@@ -161,26 +162,34 @@ cpu::Level test_level(const char* fn, const std::string& name) {
     return lv;
 }
 
+// Runs fn(t) on nth threads, one std::thread each (their start, ~50 us, is inside the time).
+template <class Fn>
+double run_threads_ms(int nth, Fn&& fn) {
+    const auto t0 = Clock::now();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < nth; ++t) pool.emplace_back([&fn, t] { fn(t); });
+    for (auto& th : pool) th.join();
+    return ms_since(t0);
+}
+
+// Best of `reps` wall times (ms) of run_threads_ms(nth, fn).
+template <class Fn>
+double best_ms(int nth, int reps, Fn&& fn) {
+    double best = 1e30;
+    for (int rep = 0; rep < reps; ++rep) best = std::min(best, run_threads_ms(nth, fn));
+    return best;
+}
+
 // Best of `reps` wall times (ms) of cpu::gemv over all rows, split as the ggml custom op splits them over nth
 // threads (one std::thread each; their start, ~50 us, is inside the time).
 double best_gemv_ms(ggml_type type, const uint8_t* q, size_t rb, int64_t rows, int64_t cols, const float* x, int n_x,
                     float* y, int nth, int reps, cpu::Level lv) {
     const size_t per = cpu::gemv_scratch_bytes(type, cols) * size_t(n_x) + 1;
     std::vector<std::vector<uint8_t>> scratch(static_cast<size_t>(nth), std::vector<uint8_t>(per));
-    double best = 1e30;
-    for (int rep = 0; rep < reps; ++rep) {
-        const auto t0 = Clock::now();
-        std::vector<std::thread> pool;
-        for (int t = 0; t < nth; ++t) {
-            pool.emplace_back([&, t] {
-                cpu::gemv(type, q, rb, cols, rows * t / nth, rows * (t + 1) / nth, x, cols, n_x, y, rows,
-                          scratch[size_t(t)].data(), lv);
-            });
-        }
-        for (auto& th : pool) th.join();
-        best = std::min(best, ms_since(t0));
-    }
-    return best;
+    return best_ms(nth, reps, [&](int t) {
+        cpu::gemv(type, q, rb, cols, rows * t / nth, rows * (t + 1) / nth, x, cols, n_x, y, rows,
+                  scratch[size_t(t)].data(), lv);
+    });
 }
 
 }  // namespace
@@ -283,6 +292,114 @@ void bind_bench(py::module_& m) {
             return y;
         },
         py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("level") = "", "y = x @ f16(w).T through our F16 matrix kernel (tests).");
+    m.def("amx_usable", &cpu::amx_usable, "Whether the AMX tile kernels can run here (CPU, OS permission).");
+    m.def(
+        "amx_test",
+        [](py::array_t<float, py::array::c_style | py::array::forcecast> w,
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth, bool split) {
+            if (w.ndim() != 2 || x.ndim() != 2 || x.shape(1) != w.shape(1) || nth < 1)
+                throw InputError("amx_test: w [rows, k], x [n, k], nth >= 1");
+            if (!cpu::amx_usable()) throw InputError("amx_test: this CPU or OS cannot run the AMX tiles");
+            const int64_t rows = w.shape(0), k = w.shape(1), n = x.shape(0);
+            std::vector<ggml_fp16_t> wh(size_t(rows * k));
+            ggml_fp32_to_fp16_row(w.data(), wh.data(), rows * k);
+            const auto pw = cpu::amx_pack_f16(wh.data(), k * sizeof(ggml_fp16_t), rows, k, split);
+            const size_t plane = size_t(cpu::amx_rows_pad(n) * cpu::amx_k_pad(k));
+            std::vector<uint16_t> xb(plane * (split ? 2 : 1));
+            py::array_t<float> y({n, rows});
+            for (int t = 0; t < nth; ++t) {  // the splits of the ggml custom ops with nth threads
+                const int64_t n_pad = cpu::amx_rows_pad(n);
+                cpu::amx_convert_rows(x.data(), k, n, k, n_pad * t / nth, n_pad * (t + 1) / nth, xb.data(),
+                                      split ? xb.data() + plane : nullptr);
+            }
+            for (int t = 0; t < nth; ++t) {
+                int64_t r0, r1;
+                cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
+                cpu::amx_gemm(*pw, r0, r1, xb.data(), xb.data() + plane, n, y.mutable_data(), rows);
+            }
+            return y;
+        },
+        py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("split") = false,
+        "y = x @ f16(w).T on the AMX tiles, BF16 or the exact split (tests).");
+    m.def(
+        "amx_bench",
+        [](int64_t rows, int64_t k, int64_t n, int nth, int reps, bool split) {
+            if (!cpu::amx_usable()) throw InputError("amx_bench: this CPU or OS cannot run the AMX tiles");
+            if (rows < 1 || k < 1 || n < 1 || nth < 1 || reps < 1) throw InputError("amx_bench: sizes, nth, reps >= 1");
+            py::gil_scoped_release nogil;
+            std::vector<float> w(size_t(rows * k)), x(size_t(n * k)), y(size_t(n * rows));
+            for (size_t i = 0; i < w.size(); ++i) w[i] = float(int(i * 2654435761u % 2001) - 1000) * 1e-3f;
+            for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i * 40503u % 2001) - 1000) * 1e-3f;
+            std::vector<ggml_fp16_t> wh(w.size());
+            ggml_fp32_to_fp16_row(w.data(), wh.data(), rows * k);
+            const auto pw = cpu::amx_pack_f16(wh.data(), k * sizeof(ggml_fp16_t), rows, k, split);
+            const int64_t n_pad = cpu::amx_rows_pad(n);
+            const size_t plane = size_t(n_pad * cpu::amx_k_pad(k));
+            std::vector<uint16_t> xb(plane * 2);
+            double best = 1e30;
+            for (int rep = 0; rep < reps; ++rep) {  // as the two ggml custom ops: rows converted, then the product
+                const double ms = run_threads_ms(nth, [&](int t) {
+                    cpu::amx_convert_rows(x.data(), k, n, k, n_pad * t / nth, n_pad * (t + 1) / nth, xb.data(),
+                                          split ? xb.data() + plane : nullptr);
+                });
+                best = std::min(best, ms + run_threads_ms(nth, [&](int t) {
+                    int64_t r0, r1;
+                    cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
+                    cpu::amx_gemm(*pw, r0, r1, xb.data(), xb.data() + plane, n, y.data(), rows);
+                }));
+            }
+            return best;
+        },
+        py::arg("rows"), py::arg("k"), py::arg("n"), py::arg("nth") = 1, py::arg("reps") = 5, py::arg("split") = false,
+        "Best ms of our AMX product (activation conversion included) for a rows x k weight and n activation rows.");
+    m.def(
+        "amx_peak",
+        [](int nth, int64_t iters) {
+            if (!cpu::amx_usable()) throw InputError("amx_peak: this CPU or OS cannot run the AMX tiles");
+            py::gil_scoped_release nogil;
+            std::vector<double> flop(size_t(std::max(nth, 1)));
+            const double s = run_threads_ms(nth, [&](int t) { flop[size_t(t)] = cpu::amx_peak_run(iters); }) / 1000;
+            double sum = 0;
+            for (double f : flop) sum += f;
+            return sum / s / 1e9;
+        },
+        py::arg("nth") = 1, py::arg("iters") = 2000000,
+        "GFLOP/s of TDPBF16PS on resident tiles over nth threads: the tile unit's limit (benchmarks).");
+    m.def(
+        "gemm_bench",
+        [](int64_t rows, int64_t k, int64_t n, int nth, int reps, const std::string& level) {
+            const cpu::Level lv = test_level("gemm_bench", level);
+            py::gil_scoped_release nogil;
+            std::vector<ggml_fp16_t> wh(size_t(rows * k));
+            for (size_t i = 0; i < wh.size(); ++i) wh[i] = ggml_fp32_to_fp16(float(int(i * 2654435761u % 2001) - 1000) * 1e-3f);
+            std::vector<float> xt(size_t(n * k), 0.5f), y(size_t(n * rows));
+            return best_ms(nth, reps, [&](int t) {
+                const auto [r0, r1] = cpu::gemm_thread_rows(rows, t, nth);
+                if (r0 < r1) cpu::gemm_f16(wh.data(), k * sizeof(ggml_fp16_t), k, r0, r1, xt.data(), n, n, y.data(), rows, lv);
+            });
+        },
+        py::arg("rows"), py::arg("k"), py::arg("n"), py::arg("nth") = 1, py::arg("reps") = 5, py::arg("level") = "",
+        "Best ms of our F16 matrix kernel (FMA tiles) for a rows x k weight and n activation rows (x given transposed).");
+    m.def(
+        "amx_conv_test",
+        [](py::array_t<float, py::array::c_style | py::array::forcecast> w,
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth, bool split) {
+            // w [OC, C, 3, 3], x [B, H, W, C] (channel-last) -> y [B, OH, OW, OC]
+            if (w.ndim() != 4 || w.shape(2) != 3 || w.shape(3) != 3 || x.ndim() != 4 || x.shape(3) != w.shape(1) || nth < 1)
+                throw InputError("amx_conv_test: w [OC, C, 3, 3], x [B, H, W, C], nth >= 1");
+            if (!cpu::amx_usable()) throw InputError("amx_conv_test: this CPU or OS cannot run the AMX tiles");
+            const int64_t OC = w.shape(0), C = w.shape(1), B = x.shape(0), H = x.shape(1), W = x.shape(2);
+            const int64_t OH = (H - 1) / 2 + 1, OW = (W - 1) / 2 + 1, P = B * OH * OW;
+            std::vector<ggml_fp16_t> wh(size_t(OC * C * 9));
+            ggml_fp32_to_fp16_row(w.data(), wh.data(), OC * C * 9);
+            const auto pw = cpu::amx_pack_f16(wh.data(), 9 * C * sizeof(ggml_fp16_t), OC, 9 * C, split, C);
+            const cpu::ConvInput in{x.data(), C, W, H, B, size_t(C), size_t(C * W), size_t(C * W * H)};
+            py::array_t<float> y({B, OH, OW, OC});
+            for (int t = 0; t < nth; ++t) cpu::amx_conv3x3(*pw, in, P * t / nth, P * (t + 1) / nth, y.mutable_data(), OC);
+            return y;
+        },
+        py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("split") = false,
+        "3x3 / stride 2 / padding 1 convolution on the AMX tiles, channel-last (tests).");
     m.def(
         "gelu_test",
         [](py::array_t<float, py::array::c_style | py::array::forcecast> x, const std::string& level) {

@@ -330,6 +330,7 @@ void bind_model(py::module_& m) {
                                    d["n_gpu_layers"] = p.n_gpu_layers;
                                    d["full_offload"] = p.full;
                                    d["device_bytes"] = p.device_bytes;
+                                   d["amx_bytes"] = p.amx_bytes;
                                    d["notice"] = p.notice;
                                    return d;
                                })

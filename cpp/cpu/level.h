@@ -4,8 +4,8 @@
 //   none    no kernels of ours (not x86-64, a CPU without AVX2/FMA/F16C, or CRISPMOSS_GEMV=ggml): ggml's serve all
 //   avx2    AVX2 + FMA + F16C (Haswell and later, AMD Zen): cpu/gemv_avx2.cpp, the AVX2 tile of cpu/gemm.cpp
 //   avx512  AVX-512 F/BW/VL/DQ + VNNI (Ice Lake, Sapphire Rapids, Zen 4): cpu/gemv.cpp, gemm.cpp's 512-bit tile
-//   amx     avx512 plus the AMX tiles (AMX-TILE, AMX-BF16, tile state enabled in XCR0): today the avx512 kernels
-//           (our products are memory-bound matrix-vector ones or the F16 GEMM; the AMX item adds tile kernels)
+//   amx     avx512 plus the AMX tiles (AMX-TILE, AMX-BF16, tile state enabled in XCR0): the avx512 kernels, and the
+//           encoder side's matrix products on the BF16 tiles (cpu/amx.h; where the OS grants the tile data)
 //
 // CRISPMOSS_CPU=avx2|avx512|amx forces a level (tests and benchmarks run every level on one machine); a level the
 // CPU lacks falls back to the best it has, an unknown value to the default, each with one line on stderr. Every

@@ -6,6 +6,9 @@
 #include <functional>
 
 #include "backend.h"
+#include "cpu/level.h"
+#include "ggml-backend.h"
+#include "nn/layers.h"
 #include "errors.h"
 #include "quantize.h"
 #include "text/tokenizer.h"
@@ -126,6 +129,7 @@ void AudioLM::check_front_end() const {
 }
 
 AudioLM::~AudioLM() {
+    for (ggml_tensor* t : file_->tensors()) nn::amx_attach(t, nullptr);
     if (head_buf_) ggml_backend_buffer_free(head_buf_);
     if (head_ctx_) ggml_free(head_ctx_);
 }
@@ -163,6 +167,34 @@ void AudioLM::copy_head(const std::string& type_name) {
     file_->release_pages(src->data, ggml_nbytes(src));
 }
 
+void AudioLM::pack_for_amx() {
+    const char* mode = std::getenv("CRISPMOSS_AMX");
+    std::string m = mode ? mode : "";
+    if (m != "" && m != "bf16" && m != "split" && m != "off" && m != "0") {
+        std::fprintf(stderr, "crispmoss: unknown CRISPMOSS_AMX=%s (bf16|split|off); using bf16\n", m.c_str());
+        m = "bf16";
+    }
+    if (m == "off" || m == "0" || cpu::active_level() != cpu::Level::amx || !cpu::amx_usable()) return;
+    const bool split = m == "split";
+    for (ggml_tensor* t : file_->tensors()) {
+        const std::string name = ggml_get_name(t);
+        // The audio side: what the quantizer keeps at source precision (encoder, adapter/adaptor, mergers).
+        bool audio = false;
+        for (const std::string& p : spec().keep_prefixes) audio = audio || name.rfind(p, 0) == 0;
+        if (!audio || t->type != GGML_TYPE_F16 || !t->buffer || !ggml_backend_buffer_is_host(t->buffer)) continue;
+        const bool conv = ggml_n_dims(t) == 4 && t->ne[0] == 3 && t->ne[1] == 3;  // [3, 3, C, OC] kernels
+        if (!conv && ggml_n_dims(t) != 2) continue;
+        const int64_t rows = conv ? t->ne[3] : t->ne[1], k = conv ? 9 * t->ne[2] : t->ne[0];
+        auto pw = cpu::amx_pack_f16(t->data, conv ? t->nb[3] : t->nb[1], rows, k, split, conv ? t->ne[2] : 0);
+        if (!pw) throw InputError("cannot allocate the AMX copy of " + name);
+        placement_.amx_bytes += pw->bytes();
+        nn::amx_attach(t, pw.get());
+        amx_.push_back(std::move(pw));
+        // Every product of t now reads the copy: its F16 pages (read once for it) need not stay resident.
+        file_->release_pages(t->data, ggml_nbytes(t));
+    }
+}
+
 std::unique_ptr<AudioLM> AudioLM::load(const std::string& path, const LoadOptions& opts) {
     if (opts.n_gpu_layers < -1) throw InputError("n_gpu_layers must be >= -1 (-1 = all), got " + std::to_string(opts.n_gpu_layers));
     BackendChoice choice = choose_backend(opts.backend, opts.device);
@@ -194,6 +226,7 @@ std::unique_ptr<AudioLM> AudioLM::load(const std::string& path, const LoadOption
     pl.n_layer = m->lm().cfg.n_layer;
     m->placement_ = pl;
     if (!opts.head_type.empty()) m->copy_head(opts.head_type);
+    m->pack_for_amx();
     return m;
 }
 

@@ -9,6 +9,7 @@
 
 #include "audio/mel.h"
 #include "compute.h"
+#include "cpu/amx.h"
 #include "model_file.h"
 #include "nn/qwen3.h"
 
@@ -108,6 +109,7 @@ struct Placement {
     int n_gpu_layers = 0;                 // LM layers whose weights and KV cache live on the device
     bool full = false;                    // every weight on the device
     size_t device_bytes = 0;              // weight bytes copied to the device
+    size_t amx_bytes = 0;                 // host bytes of the weights' AMX copies (AudioLM::pack_for_amx)
     std::string notice;                   // "auto" fell back to the CPU (see BackendChoice)
     // Memory for layer il's KV cache.
     ggml_backend_buffer_type_t kv_buft(int il) const;
@@ -159,6 +161,11 @@ protected:
 private:
     const ModelSpec* spec_ = nullptr;
     void copy_head(const std::string& type);
+    // At the amx CPU level (cpu/amx.h): the encoder's, adapters' and DeepStack mergers' F16 matrices and conv
+    // kernels (host memory) copied to the tiles' BF16 layout, their products routed there (nn::amx_attach), and
+    // the F16 pages released (nothing else reads them). CRISPMOSS_AMX=split: the exact split, =off: none.
+    void pack_for_amx();
+    std::vector<std::unique_ptr<cpu::AmxMatrix>> amx_;
     // The file's optional audio.mel_filters / audio.mel_window (written by converters, published files carry them)
     // must be the front end mel_ computes; otherwise ModelError (another front end would be silently mis-read).
     void check_front_end() const;

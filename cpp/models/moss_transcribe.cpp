@@ -119,7 +119,7 @@ public:
                 if (il == 0) g.dump("enc.layer0", h);
             }
             h = nn::layer_norm(ctx, h, ln_post_w_, ln_post_b_, hp_.eps);
-            h = nn::gelu_erf(ctx, nn::linear(ctx, h, proj1_w_, proj1_b_), proj1_w_);
+            h = nn::linear_gelu(ctx, h, proj1_w_, proj1_b_);
             h = nn::linear(ctx, h, proj2_w_, proj2_b_);
             g.dump("enc.out", h);
             ggml_tensor* a = adapter_(ctx, h);

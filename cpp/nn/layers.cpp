@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
+#include "cpu/amx.h"
 #include "cpu/gemm.h"
 #include "cpu/gemv.h"
 #include "ggml-backend.h"
@@ -141,6 +145,56 @@ void im2col1d_slice(const void* ctx, int64_t k0, int64_t kc, int64_t c0, int64_t
     }
 }
 
+// Weights with an AMX copy (AudioLM::pack_for_amx): every product of theirs runs on the tiles. Per weight, the
+// two kernels' arguments (userdata of the custom ops): the copy, and whether GELU follows the bias.
+struct AmxCall {
+    const cpu::AmxMatrix* m;
+    bool gelu;
+};
+struct AmxEntry {
+    AmxCall plain, gelu;
+};
+std::mutex g_amx_mu;
+std::unordered_map<const ggml_tensor*, std::unique_ptr<AmxEntry>> g_amx;
+
+const AmxEntry* amx_of(const ggml_tensor* w) {
+    if (!w) return nullptr;
+    std::lock_guard<std::mutex> lock(g_amx_mu);
+    const auto it = g_amx.find(w);
+    return it == g_amx.end() ? nullptr : it->second.get();
+}
+
+size_t amx_plane(const ggml_tensor* xb) { return size_t(xb->ne[0]) * size_t(xb->ne[1]); }
+
+// ggml custom op: src[0] (F32 rows) → BF16 rows of the tiles' A operand (hi, then lo for the exact split),
+// rows split over threads.
+void amx_rows_op(ggml_tensor* dst, int ith, int nth, void*) {
+    const ggml_tensor* x = dst->src[0];
+    const int64_t n_pad = dst->ne[1];
+    auto* hi = static_cast<uint16_t*>(dst->data);
+    cpu::amx_convert_rows(static_cast<const float*>(x->data), x->nb[1] / sizeof(float), x->ne[1], x->ne[0],
+                          n_pad * ith / nth, n_pad * (ith + 1) / nth, hi, dst->ne[2] == 2 ? hi + amx_plane(dst) : nullptr);
+}
+
+// Columns [c0, c1) of rows [j0, j1) of y: + bias (src b, F32, one value a column), then GELU in place. The same
+// F32 addition as ggml_add and the same GELU as gelu_erf(): the unfused graph's bits.
+// (+ residual src r: F32 rows, the shape of y, as ggml_add(r, y)).
+void amx_epilogue(float* y, size_t ldy, int64_t j0, int64_t j1, int64_t c0, int64_t c1, const ggml_tensor* b, bool gelu,
+                  const ggml_tensor* r = nullptr) {
+    const float* bias = b ? static_cast<const float*>(b->data) : nullptr;
+    for (int64_t j = j0; j < j1 && c0 < c1; ++j) {
+        float* row = y + j * ldy;
+        if (bias) {
+            for (int64_t c = c0; c < c1; ++c) row[c] += bias[c];
+        }
+        if (gelu) cpu::gelu_erf(row + c0, row + c0, c1 - c0);
+        if (r) {
+            const auto* res = reinterpret_cast<const float*>(static_cast<const char*>(r->data) + j * r->nb[1]);
+            for (int64_t c = c0; c < c1; ++c) row[c] = res[c] + row[c];
+        }
+    }
+}
+
 // ggml custom op: dst [OC, T'] = the kernel-3 / padding-1 convolution of src[1] with src[0] (F16, viewed as
 // [3 C, OC]) at the stride given as userdata, plus the bias src[2]; output channels split over threads.
 void conv1d_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
@@ -153,6 +207,83 @@ void conv1d_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
                                static_cast<const float*>(dst->src[2]->data)});
 }
 
+// ggml custom op: dst = src[0] x src[1] (+ src[2], GELU) with src[0]'s AMX copy (userdata) and src[1] from
+// amx_rows_op, weight rows split over threads in 32-row blocks.
+void amx_op(ggml_tensor* dst, int ith, int nth, void* ud) {
+    const auto& call = *static_cast<const AmxCall*>(ud);
+    const ggml_tensor* xb = dst->src[1];
+    int64_t r0, r1;
+    cpu::amx_thread_rows(call.m->rows, ith, nth, &r0, &r1);
+    const auto* hi = static_cast<const uint16_t*>(xb->data);
+    auto* y = static_cast<float*>(dst->data);
+    const size_t ldy = dst->nb[1] / sizeof(float);
+    cpu::amx_gemm(*call.m, r0, r1, hi, hi + amx_plane(xb), dst->ne[1], y, ldy);
+    amx_epilogue(y, ldy, 0, dst->ne[1], r0, r1, dst->src[2], call.gelu, dst->src[3]);
+}
+
+// ggml custom op: the stem's convolution on the tiles (+ bias, GELU), src[1] channel-last [C, W, H, B], output
+// positions split over threads.
+void amx_conv_op(ggml_tensor* dst, int ith, int nth, void* ud) {
+    const auto& call = *static_cast<const AmxCall*>(ud);
+    const ggml_tensor* in = dst->src[1];
+    const int64_t P = dst->ne[1], p0 = P * ith / nth, p1 = P * (ith + 1) / nth;
+    const size_t f = sizeof(float), ldy = dst->nb[1] / f;
+    const cpu::ConvInput ci{static_cast<const float*>(in->data), in->ne[0], in->ne[1], in->ne[2], in->ne[3],
+                            in->nb[1] / f, in->nb[2] / f, in->nb[3] / f};
+    auto* y = static_cast<float*>(dst->data);
+    cpu::amx_conv3x3(*call.m, ci, p0, p1, y, ldy);
+    amx_epilogue(y, ldy, p0, p1, 0, dst->ne[0], dst->src[2], call.gelu);
+}
+
+// Layer-norm epsilons, interned: the fused op's userdata points at one.
+const float* intern_eps(float eps) {
+    static std::mutex mu;
+    static std::vector<std::unique_ptr<float>> all;
+    std::lock_guard<std::mutex> lock(mu);
+    for (const auto& e : all) {
+        if (*e == eps) return e.get();
+    }
+    all.push_back(std::make_unique<float>(eps));
+    return all.back().get();
+}
+
+// ggml custom op: as amx_rows_op for LayerNorm(src[0]) * src[1] + src[2] (eps: userdata), the normed rows never
+// stored in F32 (cpu::amx_norm_rows).
+void amx_norm_rows_op(ggml_tensor* dst, int ith, int nth, void* ud) {
+    const ggml_tensor* x = dst->src[0];
+    const int64_t n_pad = dst->ne[1];
+    auto* hi = static_cast<uint16_t*>(dst->data);
+    cpu::amx_norm_rows(static_cast<const float*>(x->data), x->nb[1] / sizeof(float), x->ne[1], x->ne[0],
+                       static_cast<const float*>(dst->src[1]->data), static_cast<const float*>(dst->src[2]->data),
+                       *static_cast<const float*>(ud), n_pad * ith / nth, n_pad * (ith + 1) / nth, hi,
+                       dst->ne[2] == 2 ? hi + amx_plane(dst) : nullptr);
+}
+
+// x's rows as the tiles' operand for w's copy.
+ggml_tensor* amx_rows(ggml_context* ctx, const cpu::AmxMatrix& m, ggml_tensor* x) {
+    ggml_tensor* xa[1] = {x};
+    ggml_tensor* xb = ggml_custom_4d(ctx, GGML_TYPE_BF16, m.k_pad, cpu::amx_rows_pad(x->ne[1]), m.split ? 2 : 1, 1, xa, 1,
+                                     amx_rows_op, GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(xb, "amx rows");
+    return xb;
+}
+
+bool amx_takes(const ggml_tensor* x) {
+    return x->type == GGML_TYPE_F32 && x->ne[2] == 1 && x->ne[3] == 1 && x->nb[0] == sizeof(float);
+}
+
+// W x (+ b, GELU) on the tiles; xb: x already converted for a weight of the same k and mode, or nullptr.
+ggml_tensor* amx_linear(ggml_context* ctx, ggml_tensor* w, const AmxEntry& e, ggml_tensor* x, ggml_tensor* b, bool gelu,
+                        ggml_tensor* xb, ggml_tensor* res = nullptr) {
+    const cpu::AmxMatrix& m = *e.plain.m;
+    if (!xb || xb->ne[0] != m.k_pad || (xb->ne[2] == 2) != m.split || xb->src[0] != x) xb = amx_rows(ctx, m, x);
+    ggml_tensor* args[4] = {w, xb, b, res};
+    ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, res ? 4 : b ? 3 : 2, amx_op,
+                                    GGML_N_TASKS_MAX, const_cast<AmxCall*>(gelu ? &e.gelu : &e.plain));
+    ggml_format_name(y, "amx %s", w->name);
+    return y;
+}
+
 // ggml custom op: dst = GELU(src[0]) elementwise, in 16-value-aligned slices per thread.
 void gelu_op(ggml_tensor* dst, int ith, int nth, void*) {
     const int64_t n = ggml_nelements(dst);
@@ -162,6 +293,39 @@ void gelu_op(ggml_tensor* dst, int ith, int nth, void*) {
 }
 
 }  // namespace
+
+void amx_attach(const ggml_tensor* w, const cpu::AmxMatrix* m) {
+    std::lock_guard<std::mutex> lock(g_amx_mu);
+    if (m) {
+        g_amx[w] = std::make_unique<AmxEntry>(AmxEntry{{m, false}, {m, true}});
+    } else {
+        g_amx.erase(w);
+    }
+}
+
+ggml_tensor* amx_operand(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* w) {
+    const AmxEntry* e = amx_of(w);
+    return e && amx_takes(x) ? amx_rows(ctx, *e->plain.m, x) : nullptr;
+}
+
+ggml_tensor* amx_norm_operand(ggml_context* ctx, ggml_tensor* x, ggml_tensor* nw, ggml_tensor* nb, float eps,
+                              std::initializer_list<const ggml_tensor*> ws) {
+    const AmxEntry* first = amx_of(*ws.begin());
+    if (!first || !amx_takes(x) || x->nb[1] % sizeof(float) != 0) return nullptr;
+    const cpu::AmxMatrix& m = *first->plain.m;
+    for (const ggml_tensor* w : ws) {
+        const AmxEntry* e = amx_of(w);
+        if (!e || e->plain.m->k_pad != m.k_pad || e->plain.m->split != m.split || e->plain.m->k != x->ne[0]) return nullptr;
+    }
+    for (const ggml_tensor* t : {nw, nb}) {
+        if (t->type != GGML_TYPE_F32 || ggml_nelements(t) != x->ne[0] || !ggml_is_contiguous(t)) return nullptr;
+    }
+    ggml_tensor* args[3] = {x, nw, nb};
+    ggml_tensor* xb = ggml_custom_4d(ctx, GGML_TYPE_BF16, m.k_pad, cpu::amx_rows_pad(x->ne[1]), m.split ? 2 : 1, 1, args, 3,
+                                     amx_norm_rows_op, GGML_N_TASKS_MAX, const_cast<float*>(intern_eps(eps)));
+    ggml_set_name(xb, "amx norm rows");
+    return xb;
+}
 
 ggml_tensor* gelu_erf(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* near) {
     if (x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x) || !cpu_kernels_for(near)) {
@@ -175,6 +339,7 @@ ggml_tensor* gelu_erf(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* near
 }
 
 ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x) {
+    if (const AmxEntry* e = amx_of(w); e && amx_takes(x)) return amx_linear(ctx, w, *e, x, nullptr, false, nullptr);
     // The transpose is a graph node of its own, so ggml's threads share it before the product starts.
     if (use_gemm(w, x)) return gemm_t(ctx, w, transposed(ctx, x));
     if (!use_gemv(w, x)) return ggml_mul_mat(ctx, w, x);
@@ -185,12 +350,34 @@ ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x) {
     return y;
 }
 
-ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b) {
+ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, ggml_tensor* amx_x) {
+    const AmxEntry* e = amx_of(w);
+    if (e && amx_takes(x) && (!b || (b->type == GGML_TYPE_F32 && ggml_nelements(b) == w->ne[1] && ggml_is_contiguous(b)))) {
+        return amx_linear(ctx, w, *e, x, b, false, amx_x);
+    }
     if (b && use_gemm(w, x) && b->type == GGML_TYPE_F32 && ggml_is_contiguous(b)) {
         return gemm_t(ctx, w, transposed(ctx, x), b);  // the bias added as the outputs are written
     }
     ggml_tensor* y = mul_mat(ctx, w, x);
     return b ? ggml_add(ctx, y, b) : y;
+}
+
+ggml_tensor* linear_gelu(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, ggml_tensor* amx_x) {
+    const AmxEntry* e = amx_of(w);
+    if (e && amx_takes(x) && b && b->type == GGML_TYPE_F32 && ggml_nelements(b) == w->ne[1] && ggml_is_contiguous(b)) {
+        return amx_linear(ctx, w, *e, x, b, true, amx_x);
+    }
+    return gelu_erf(ctx, linear(ctx, x, w, b), w);
+}
+
+ggml_tensor* linear_add(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, ggml_tensor* res) {
+    const AmxEntry* e = amx_of(w);
+    if (e && amx_takes(x) && b && b->type == GGML_TYPE_F32 && ggml_nelements(b) == w->ne[1] && ggml_is_contiguous(b) &&
+        res->type == GGML_TYPE_F32 && res->ne[0] == w->ne[1] && res->ne[1] == x->ne[1] && res->ne[2] == 1 &&
+        res->ne[3] == 1 && res->nb[0] == sizeof(float)) {
+        return amx_linear(ctx, w, *e, x, b, false, nullptr, res);
+    }
+    return ggml_add(ctx, res, linear(ctx, x, w, b));
 }
 
 ggml_tensor* layer_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, float eps) {
@@ -241,30 +428,34 @@ EncoderLayer EncoderLayer::load(const ModelFile& f, const std::string& p, int64_
 ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor* x, int n_head, float eps) {
     const int64_t d = x->ne[0], L = x->ne[1];
     const int64_t hd = d / n_head;
-    ggml_tensor* h = layer_norm(ctx, x, l.attn_norm_w, l.attn_norm_b, eps);
+    // On the tiles: the norm made in the conversion of its rows, once for q, k and v (then `h` stands for x).
+    ggml_tensor* hx = amx_norm_operand(ctx, x, l.attn_norm_w, l.attn_norm_b, eps, {l.q_w, l.k_w, l.v_w});
+    ggml_tensor* h = hx ? x : layer_norm(ctx, x, l.attn_norm_w, l.attn_norm_b, eps);
     // [d, L] → [hd, L, H]
     auto heads = [&](ggml_tensor* t) {
         return ggml_permute(ctx, ggml_reshape_3d(ctx, t, hd, n_head, L), 0, 2, 1, 3);
     };
-    // q, k and v read one x^T where all three take our matrix kernel (the same sums as three linear() calls).
-    const bool shared = use_gemm(l.q_w, h) && use_gemm(l.k_w, h) && use_gemm(l.v_w, h);
+    // Elsewhere q, k and v read one x^T where all three take our matrix kernel (the same sums as three linear()
+    // calls).
+    const bool shared = !hx && use_gemm(l.q_w, h) && use_gemm(l.k_w, h) && use_gemm(l.v_w, h);
     ggml_tensor* ht = shared ? transposed(ctx, h) : nullptr;
-    auto proj = [&](ggml_tensor* w, ggml_tensor* b) { return shared ? gemm_t(ctx, w, ht, b) : linear(ctx, h, w, b); };
+    auto proj = [&](ggml_tensor* w, ggml_tensor* b) { return shared ? gemm_t(ctx, w, ht, b) : linear(ctx, h, w, b, hx); };
     ggml_tensor* q = heads(proj(l.q_w, l.q_b));
     ggml_tensor* k = heads(proj(l.k_w, l.k_b));
     ggml_tensor* v = heads(proj(l.v_w, l.v_b));
     ggml_tensor* a = ggml_flash_attn_ext(ctx, q, k, v, nullptr, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, 0.0f);
     ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
     a = ggml_reshape_2d(ctx, a, d, L);
-    x = ggml_add(ctx, x, linear(ctx, a, l.o_w, l.o_b));
+    x = linear_add(ctx, a, l.o_w, l.o_b, x);
+    hx = amx_norm_operand(ctx, x, l.ffn_norm_w, l.ffn_norm_b, eps, {l.fc1_w});
+    if (hx) return linear_add(ctx, linear_gelu(ctx, x, l.fc1_w, l.fc1_b, hx), l.fc2_w, l.fc2_b, x);
     h = layer_norm(ctx, x, l.ffn_norm_w, l.ffn_norm_b, eps);
     if (use_gemm(l.fc1_w, h) && use_gemm(l.fc2_w, h)) {
         // fc1 writes its output transposed, which is fc2's x^T: no transpose of the wide hidden layer.
         ggml_tensor* ft = gelu_erf(ctx, gemm_t(ctx, l.fc1_w, transposed(ctx, h), l.fc1_b, true), l.fc1_w);
         return ggml_add(ctx, x, gemm_t(ctx, l.fc2_w, ft, l.fc2_b));
     }
-    h = gelu_erf(ctx, linear(ctx, h, l.fc1_w, l.fc1_b), l.fc1_w);
-    return ggml_add(ctx, x, linear(ctx, h, l.fc2_w, l.fc2_b));
+    return linear_add(ctx, linear_gelu(ctx, h, l.fc1_w, l.fc1_b, nullptr), l.fc2_w, l.fc2_b, x);
 }
 
 ggml_tensor* conv1d_k3_gelu(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, int stride) {
@@ -313,6 +504,25 @@ ggml_tensor* ConvStem::operator()(ggml_context* ctx, ggml_tensor* x) const {
         y = gelu_erf(ctx, ggml_add(ctx, y, b), w);
         return ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, y, w->ne[3], OW, OH, B), 2, 0, 1, 3));
     };
+    const AmxEntry* pw[3] = {amx_of(w1), amx_of(w2), amx_of(w3)};
+    if (pw[0] && pw[1] && pw[2] && x->type == GGML_TYPE_F32 && x->ne[2] == 1) {
+        // On the tiles, channel-last throughout ([C, W, H, B]: the products' natural output), so no permutes
+        // between the convolutions; the mel input [W, H, 1, B] is such a view as it is. Bias and GELU inside.
+        ggml_tensor* h = ggml_view_4d(ctx, x, 1, x->ne[0], x->ne[1], x->ne[3], x->nb[0], x->nb[1], x->nb[3], 0);
+        ggml_tensor* ws[3] = {w1, w2, w3};
+        ggml_tensor* bs[3] = {b1, b2, b3};
+        for (int i = 0; i < 3; ++i) {
+            const int64_t OW = (h->ne[1] - 1) / 2 + 1, OH = (h->ne[2] - 1) / 2 + 1, B = h->ne[3], OC = ws[i]->ne[3];
+            ggml_tensor* args[3] = {ggml_reshape_2d(ctx, ws[i], 9 * ws[i]->ne[2], OC), h, bs[i]};
+            ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, OC, OW * OH * B, 1, 1, args, 3, amx_conv_op,
+                                            GGML_N_TASKS_MAX, const_cast<AmxCall*>(&pw[i]->gelu));
+            ggml_format_name(y, "amx conv %s", ws[i]->name);
+            h = ggml_reshape_4d(ctx, y, OC, OW, OH, B);
+        }
+        // [C, T', F, N] → [F, C, T', N] → [F*C, T', N], as below
+        const int64_t C = h->ne[0], T = h->ne[1], F = h->ne[2], N = h->ne[3];
+        return ggml_reshape_3d(ctx, ggml_cont(ctx, ggml_permute(ctx, h, 1, 2, 0, 3)), F * C, T, N);
+    }
     x = conv(x, w1, b1);
     x = conv(x, w2, b2);
     x = conv(x, w3, b3);

@@ -1,10 +1,15 @@
 // Graph pieces written once and shared by both models' encoders, adapters and the decoder.
 #pragma once
 
+#include <initializer_list>
 #include <vector>
 
 #include "ggml.h"
 #include "model_file.h"
+
+namespace cm::cpu {
+struct AmxMatrix;
+}
 
 namespace cm::nn {
 
@@ -12,12 +17,35 @@ namespace cm::nn {
 // matrix-vector kernel (cpu/gemv.h) where the CPU has it.
 ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x);
 
+// Gives weight w an AMX copy (cpu/amx.h; nullptr takes it away): from then on mul_mat and the conv stem run all
+// of w's products on the tiles. The caller keeps m alive while attached (AudioLM::pack_for_amx).
+void amx_attach(const ggml_tensor* w, const cpu::AmxMatrix* m);
+
 // GELU (erf form). On the CPU (judged by `near`, a weight of the same part of the graph: its buffer is host
 // memory) and with AVX-512, our vectorized kernel (cpu/gemv.h); else ggml_gelu_erf.
 ggml_tensor* gelu_erf(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* near);
 
 // y = W x (+ b). W is [in, out] in ggml order, x is [in, n].
-ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b = nullptr);
+// amx_x: x as the tiles' operand (amx_operand), shared by several products of the same x; nullptr makes it here.
+// On the tiles the bias is added inside the product (the same F32 addition).
+ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b = nullptr,
+                    ggml_tensor* amx_x = nullptr);
+
+// GELU(W x + b), bias and GELU inside the product on the tiles (same bits as gelu_erf(linear(...))).
+ggml_tensor* linear_gelu(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b,
+                         ggml_tensor* amx_x = nullptr);
+
+// res + (W x + b), the residual added inside the product on the tiles (same bits as ggml_add(res, linear(...))).
+ggml_tensor* linear_add(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, ggml_tensor* res);
+
+// LayerNorm(x) * nw + nb (eps) converted for the tiles' products with every weight in ws, without storing the
+// normed rows; nullptr unless all of ws have AMX copies of x's width. Pass it with x itself to linear() & co.
+ggml_tensor* amx_norm_operand(ggml_context* ctx, ggml_tensor* x, ggml_tensor* nw, ggml_tensor* nb, float eps,
+                              std::initializer_list<const ggml_tensor*> ws);
+
+// x converted for the tiles' products with w (nullptr where w has no AMX copy or x does not fit): pass it to
+// linear() for each weight of the same input width.
+ggml_tensor* amx_operand(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* w);
 ggml_tensor* layer_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, float eps);
 ggml_tensor* rms_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, float eps);
 

@@ -1,0 +1,135 @@
+"""The AMX tile kernels (cpp/cpu/amx.cpp): products of F16 weights and F32 activations on the BF16 tiles, against
+float64 products, on every tail shape (rows, k and activation rows not multiples of the tiles' 16 / 32, k slices,
+activation-row blocks); the conv stems' 3x3 / stride 2 convolution; the same bits for any thread split; and which
+weights a loaded model gives an AMX copy. Skipped where the CPU or OS lacks the tiles (the amx level then runs the
+avx512 kernels)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from crispmoss import _core
+from test_cpu_levels import run_py
+
+pytestmark = pytest.mark.skipif(not _core.amx_usable(), reason="CPU or OS without AMX-BF16 tiles")
+
+
+def bf16(a: np.ndarray) -> np.ndarray:
+    """float32 rounded to bfloat16 (to nearest, ties to even), as float64."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
+    return u.view(np.float32).astype(np.float64)
+
+
+def split(a: np.ndarray) -> np.ndarray:
+    """hi + lo, each bfloat16, as the exact split makes them."""
+    hi = bf16(a)
+    return hi + bf16((a.astype(np.float64) - hi).astype(np.float32))
+
+
+# Shapes: a single row/column/value, tile tails in every dimension (16 rows, 32 values of k, 16 activation rows),
+# a k slice tail (slices of at most 1280 values), several 128-row activation blocks with a tail, an encoder shape.
+SHAPES = [
+    (1, 1, 1, 1), (5, 7, 16, 1), (16, 32, 16, 1), (17, 33, 17, 2), (33, 100, 33, 2), (100, 513, 70, 3),
+    (37, 2600, 300, 2), (7, 9, 3, 1), (48, 64, 130, 4), (1280, 1280, 143, 2),
+]
+
+
+@pytest.mark.parametrize("rows,k,n,nth", SHAPES)
+def test_bf16_product_is_the_float_product_of_bf16_operands(rows, k, n, nth):
+    rng = np.random.default_rng(rows * 1000 + k + n)
+    w = rng.standard_normal((rows, k)).astype(np.float32)
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    x[0] = 0
+    if n > 40:
+        x[40] = 1e3  # one large activation row
+    y = _core.amx_test(w, x, nth, False)
+    assert y.shape == (n, rows)
+    assert np.all(y[0] == 0)
+    wf = w.astype(np.float16).astype(np.float32)  # stored as F16
+    ref = bf16(x) @ bf16(wf).T  # both operands rounded to BF16, exact products, float64 sums
+    mag = np.abs(bf16(x)) @ np.abs(bf16(wf)).T + 1e-30
+    assert (np.abs(y - ref) / mag).max() < 2e-6 * max(1.0, np.sqrt(k) / 4)  # F32 sums
+    # and against the product asked for: BF16's 8 significant bits
+    exact = x.astype(np.float64) @ wf.astype(np.float64).T
+    assert (np.abs(y - exact) / (np.abs(x).astype(np.float64) @ np.abs(wf).T + 1e-30)).max() < 2 ** -7
+
+
+@pytest.mark.parametrize("rows,k,n,nth", SHAPES[:8])
+def test_exact_split_keeps_16_bits(rows, k, n, nth):
+    rng = np.random.default_rng(rows + k * 7 + n)
+    w = rng.standard_normal((rows, k)).astype(np.float32)
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    y = _core.amx_test(w, x, nth, True)
+    wf = w.astype(np.float16).astype(np.float64)
+    assert np.array_equal(split(wf.astype(np.float32)), wf)  # an F16 value is exactly hi + lo
+    exact = x.astype(np.float64) @ wf.T
+    mag = np.abs(x).astype(np.float64) @ np.abs(wf).T + 1e-30
+    assert (np.abs(y - exact) / mag).max() < 3e-5  # lo x lo dropped (~2^-16), F32 sums
+
+
+@pytest.mark.parametrize("use_split", [False, True])
+def test_same_bits_for_any_thread_count(use_split):
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((77, 1400)).astype(np.float32)
+    x = rng.standard_normal((150, 1400)).astype(np.float32)
+    y1 = _core.amx_test(w, x, 1, use_split)
+    for nth in (2, 3, 7):
+        assert np.array_equal(_core.amx_test(w, x, nth, use_split), y1), nth
+
+
+def conv_ref(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """3x3 / stride 2 / padding 1, w [OC, C, 3, 3], x [B, H, W, C] -> [B, OH, OW, OC], float64."""
+    B, H, W, C = x.shape
+    OH, OW = (H - 1) // 2 + 1, (W - 1) // 2 + 1
+    xp = np.zeros((B, H + 2, W + 2, C))
+    xp[:, 1:H + 1, 1:W + 1] = x
+    y = np.zeros((B, OH, OW, w.shape[0]))
+    for kh in range(3):
+        for kw in range(3):
+            patch = xp[:, kh:kh + 2 * OH:2, kw:kw + 2 * OW:2, :]  # [B, OH, OW, C]
+            y += patch @ w[:, :, kh, kw].T
+    return y
+
+
+@pytest.mark.parametrize("oc,c,b,h,w_,nth", [(5, 1, 1, 9, 7, 1), (33, 20, 2, 11, 40, 2), (16, 64, 1, 6, 300, 3)])
+@pytest.mark.parametrize("use_split", [False, True])
+def test_conv3x3_stride2(oc, c, b, h, w_, nth, use_split):
+    rng = np.random.default_rng(oc + c + h)
+    w = rng.standard_normal((oc, c, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((b, h, w_, c)).astype(np.float32)
+    y = _core.amx_conv_test(w, x, nth, use_split)
+    wf = w.astype(np.float16).astype(np.float32)
+    mag = conv_ref(np.abs(wf).astype(np.float64), np.abs(x).astype(np.float64)) + 1e-30
+    if use_split:
+        ref, tol = conv_ref(wf.astype(np.float64), x.astype(np.float64)), 3e-5
+    else:
+        ref, tol = conv_ref(bf16(wf), bf16(x)), 2e-6 * max(1.0, np.sqrt(9 * c) / 4)
+    assert y.shape == ref.shape
+    assert (np.abs(y - ref) / mag).max() < tol
+
+
+_COPIES = """
+import json, os, sys
+from crispmoss import _core
+out = {}
+for p in sys.argv[1:]:
+    m = _core.Model(p)
+    out[p] = m.placement["amx_bytes"]
+print(json.dumps({"level": _core.cpu_level(), "bytes": out}))
+"""
+
+
+def test_which_models_get_amx_copies(tiny_transcribe_gguf_f16, tiny_transcribe_gguf_f32):
+    """At the amx level an F16 file's encoder/adapter matrices get their tile copy; F32 weights never go through
+    BF16; other levels and CRISPMOSS_AMX=off make none."""
+    paths = [str(tiny_transcribe_gguf_f16), str(tiny_transcribe_gguf_f32)]
+    out = run_py(_COPIES, *paths, level="amx")
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["level"] == "amx" and r["bytes"][paths[0]] > 0 and r["bytes"][paths[1]] == 0, r
+    out = run_py(_COPIES, *paths, level="avx512")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert set(json.loads(out.stdout.strip().splitlines()[-1])["bytes"].values()) == {0}
