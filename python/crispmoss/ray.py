@@ -155,6 +155,9 @@ class Transcriber:
     are passed through. ``model_kwargs`` go to :class:`crispmoss.Model` (backend, head_type, ...); ``options`` to
     :meth:`crispmoss.Model.transcribe_many` (max_new_tokens, language, timestamps, max_pass_seconds, sampling, ...)
     and are checked here, so a bad one fails the actor's start rather than every row.
+
+    Calls may come from several threads at once (a threaded actor): the rows of all of them go into one run of the
+    model's engine, started by the first call; :meth:`close` ends it.
     """
 
     def __init__(self, model: str, *, threads: Optional[int] = None, column: Optional[str] = None,
@@ -282,8 +285,9 @@ def transcribe_dataset(ds: Any, model: str, *, concurrency: Union[int, Tuple[int
     ``concurrency``: actors (an int, or ``(min, max)`` for an autoscaling pool); ``num_cpus_per_actor``: the CPUs
     each reserves and its compute threads. Both default from the cluster (:func:`plan_actors`: one actor per node
     with all of its free CPUs). ``batch_size``: rows handed to an actor at a time (default: ``engine_batch_size``,
-    else 16); each actor runs up to two such batches at once on its model. ``column``, ``engine_batch_size``,
-    ``model_kwargs`` and ``options`` (max_new_tokens, language, ...): see :class:`Transcriber`.
+    else 16); each actor takes up to three such batches at once, all in one run of its model's engine (see the
+    module text). ``column``, ``engine_batch_size``, ``model_kwargs`` and ``options`` (max_new_tokens, language,
+    ...): see :class:`Transcriber`.
     """
     from ray.data import ActorPoolStrategy
 
