@@ -16,8 +16,10 @@ Example::
     out.write_parquet("s3://bucket/transcripts/")
 
 Each actor takes up to three batches at once, and all of them feed one long-lived run of its model's batching engine
-(:class:`crispmoss.batch.Feed`): the engine's batch stays full across batch boundaries, while a batch finishes its
-last, longest inputs and while Ray hands over the next one, rather than draining at the end of every batch.
+(:class:`crispmoss.batch.Feed`), as one ``crispmoss transcribe DIR --batch N`` feeds a folder: the engine's batch
+stays full across batch boundaries (while a batch finishes its last, longest inputs and while Ray hands over the
+next one), and at most the engine's batch of passes holds audio, encoder output and a KV cache at a time (not one
+such batch per concurrent call).
 """
 from __future__ import annotations
 
@@ -172,7 +174,7 @@ class Transcriber:
         # One run of the engine for every call (see the module text): started by the first call, fed by each.
         self._lock = threading.Lock()
         self._feed: Any = None
-        self._waiting: Dict[int, Any] = {}  # feed index -> the call's (done, results, offset)
+        self._waiting: Dict[int, Any] = {}  # feed index -> the callback of the call that put that input
         self._failed: Optional[BaseException] = None
 
     def _drain(self, feed: Any) -> None:
