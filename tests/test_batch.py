@@ -182,6 +182,37 @@ def test_transcribe_many_errors(ggufs, tmp_path):
     assert m.transcribe_many([]) == []
 
 
+def test_feed_inputs_arrive_while_it_runs(ggufs, tmp_path):
+    """A Feed: inputs put from other threads while the run goes on join it, keep their indices, and the run ends once
+    the feed is closed and they are done; an unreadable input is that input's error."""
+    from crispmoss.batch import Feed
+
+    m = crispmoss.Model(ggufs[("moss_transcribe", "f16")], 1, batch_size=3)
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    items = clips()[:4] + [str(bad)]
+    want = m.transcribe_many(items, max_new_tokens=6, on_error="return")
+    feed = Feed()
+    got = {}
+
+    def put_later():
+        assert feed.put(items[:2]) == 0
+        time.sleep(0.3)
+        assert feed.put(items[2:]) == 2
+        time.sleep(0.3)
+        feed.close()
+
+    threading.Thread(target=put_later).start()
+    for i, r in m.transcribe_iter(feed, max_new_tokens=6):
+        got[i] = r
+    assert sorted(got) == list(range(5)) and isinstance(got[4], AudioError) and "broken.wav" in str(got[4])
+    if _core.gemv_available():  # batched = alone (see `exact`)
+        assert [got[i].tokens for i in range(4)] == [w.tokens for w in want[:4]]
+    assert feed._items == {} and m.engine_stats()["active"] == 0  # each input forgotten once its result was out
+    with pytest.raises(RuntimeError, match="closed"):
+        feed.put(items)
+
+
 def test_slot_bytes_and_default_batch(ggufs):
     m = crispmoss.Model(ggufs[("moss_transcribe", "f16")], 1)
     assert 1 <= m.batch_size <= 16

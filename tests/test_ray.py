@@ -113,6 +113,16 @@ def test_transcriber_called_directly(corpus, transcribe_gguf):
     assert [r["id"] for r in rows] == [7, 8, 9] and [r["path"] for r in rows] == [jfk, None, None]
     assert rows[0]["text"] == rows[1]["text"] == ref[jfk] and rows[0]["error"] is rows[1]["error"] is None
     assert "no audio in column 'audio'" in rows[2]["error"]
+    # calls from two threads at once (as Ray's threaded actors make them) share the one engine run
+    from concurrent.futures import ThreadPoolExecutor
+
+    some = files[:6]
+    with ThreadPoolExecutor(2) as pool:
+        tables = list(pool.map(t, [{"audio": some[:3]}, {"audio": some[3:]}]))
+    rows = tables[0].to_pylist() + tables[1].to_pylist()
+    assert [r["path"] for r in rows] == some
+    assert [r["text"] if r["error"] is None else CORRUPT for r in rows] == [ref.get(f, CORRUPT) for f in some]
+    t.close()
     with pytest.raises(crispmoss.InputError, match="max_new_tokens"):
         cray.Transcriber(transcribe_gguf, threads=1, max_new_tokens=-1)
 

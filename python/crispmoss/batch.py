@@ -15,6 +15,9 @@ those of a later pass that finishes first wait until the earlier passes have bee
 ``interrupted`` (the callback returned False) or ``timeout``, no later pass of that input starts and those
 already running are stopped; their results are dropped, as if the passes had run one after another.
 
+Inputs may also arrive while the runner runs (a :class:`Feed`): one runner, and so the engine's batch, then stays
+full across many small requests, such as the batches a Ray actor is handed one after another.
+
 This module holds no model code: it is handed a function that transcribes one pass.
 """
 from __future__ import annotations
@@ -23,7 +26,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -87,6 +90,52 @@ class _OrderedStream:
                 for text in self.buffers.pop(self.current, []):
                     if not self._emit(text):
                         break
+
+
+class Feed:
+    """Inputs handed to a :meth:`PassRunner.run` while it runs. :meth:`put` adds inputs (numbered on from 0 across
+    puts, the indices the runner reports them by); :meth:`close` says that no more come, and the runner ends once
+    those it has are done. ``feed[i]`` is input ``i`` until :meth:`forget` drops it (once its result is taken)."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._new: List[Tuple[int, AudioInput]] = []
+        self._items: Dict[int, AudioInput] = {}
+        self._n = 0
+        self.closed = False
+
+    def put(self, audios: Iterable[AudioInput]) -> int:
+        """Adds inputs; returns the index of the first."""
+        with self._cv:
+            if self.closed:
+                raise RuntimeError("the feed is closed")
+            first = self._n
+            for a in audios:
+                self._items[self._n] = a
+                self._new.append((self._n, a))
+                self._n += 1
+            self._cv.notify_all()
+            return first
+
+    def close(self) -> None:
+        with self._cv:
+            self.closed = True
+            self._cv.notify_all()
+
+    def __getitem__(self, index: int) -> AudioInput:
+        return self._items[index]
+
+    def forget(self, index: int) -> None:
+        self._items.pop(index, None)
+
+    def take(self, wait: bool) -> Tuple[List[Tuple[int, AudioInput]], bool]:
+        """The inputs put since the last take (with ``wait``, waiting up to a second for some or for the close), and
+        whether the feed is closed (then none come after these)."""
+        with self._cv:
+            if wait and not self._new and not self.closed:
+                self._cv.wait(1.0)
+            new, self._new = self._new, []
+            return new, self.closed
 
 
 class PassRunner:
@@ -193,12 +242,17 @@ class PassRunner:
         return None
 
     # --- the loop ---------------------------------------------------------------------------------------------
-    def run(self, audios: Sequence[AudioInput]) -> Iterator[Tuple[int, Any]]:
-        inputs = [_Input(i, a) for i, a in enumerate(audios)]
+    def run(self, audios: Union[Sequence[AudioInput], Feed]) -> Iterator[Tuple[int, Any]]:
+        feed = audios if isinstance(audios, Feed) else None
+        inputs = [] if feed is not None else [_Input(i, a) for i, a in enumerate(audios)]
+        ended = feed is None  # no more inputs will come
         futures: Dict[Future, Tuple[_Input, Piece]] = {}
         pool: Optional[ThreadPoolExecutor] = None
         try:
             while True:
+                if not ended:
+                    new, ended = feed.take(wait=not futures and all(inp.fed_all for inp in inputs))
+                    inputs.extend(_Input(i, a) for i, a in new)
                 while len(futures) < self.batch_size:
                     item = self._next_piece(inputs)
                     if item is None:
@@ -208,7 +262,7 @@ class PassRunner:
                     if not single and float(np.max(np.abs(piece.samples))) < SILENCE_PEAK:
                         self._record(inp, piece, self._skipped(piece), skipped=True)
                         continue
-                    if single and len(inputs) == 1:
+                    if single and len(inputs) == 1 and feed is None:
                         # One input in one pass: run it here, in the caller's thread, as a plain request.
                         inp.in_flight += 1
                         try:
@@ -222,10 +276,13 @@ class PassRunner:
                     inp.in_flight += 1
                     futures[pool.submit(self._task, inp, piece)] = (inp, piece)
                 yield from self._ready(inputs)
+                if feed is not None:
+                    inputs = [inp for inp in inputs if not inp.reported]
                 if not futures:
                     if all(inp.fed_all for inp in inputs):
                         yield from self._ready(inputs)
-                        return
+                        if ended:
+                            return
                     continue
                 done, _ = wait(list(futures), timeout=0.1, return_when=FIRST_COMPLETED)
                 for f in done:
@@ -261,4 +318,4 @@ def passes_of(runner: PassRunner, audio: AudioInput) -> Iterator[PassResult]:
             yield event
 
 
-__all__ = ["PassRunner", "passes_of"]
+__all__ = ["Feed", "PassRunner", "passes_of"]

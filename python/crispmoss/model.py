@@ -533,13 +533,18 @@ class Model:
         """What :meth:`transcribe_many` runs on: yields ``(index, Transcript)`` for each input as soon as it is
         finished (in the order they finish), or ``(index, exception)`` for one that failed (the exception names the
         input); the others go on. ``on_pass(index, PassResult)`` is called for every pass of every input, in pass
-        order per input. Closing the iterator early stops what runs. Generation options: see :meth:`transcribe`."""
+        order per input. Closing the iterator early stops what runs. Generation options: see :meth:`transcribe`.
+
+        ``inputs`` may be a :class:`crispmoss.batch.Feed`: inputs put into it while this runs join the batch, and
+        the iterator ends once the feed is closed and its inputs are done (each is forgotten once yielded)."""
+        from .batch import Feed
         from .longform import merge
 
         opts = _resolve(self, locals())
         if opts.callback is not None:
             raise InputError("transcribe_many takes no callback (stream with transcribe() per input)")
-        inputs = list(inputs)
+        feed = inputs if isinstance(inputs, Feed) else None
+        inputs = inputs if feed is not None else list(inputs)
         bs = self.batch_size if batch_size is None else _batch_size(batch_size)
         runner = self._runner(bs, opts, sample_rate=sample_rate, timestamps=timestamps, language=language,
                               hotwords=hotwords, max_pass_seconds=max_pass_seconds,
@@ -548,15 +553,18 @@ class Model:
         events = runner.run(inputs)
         try:
             for i, event in events:
-                if isinstance(event, BaseException):
-                    passes.pop(i, None)
-                    yield i, _naming(event, inputs[i])
-                elif event is None:
-                    yield i, merge(passes.pop(i, []))
-                else:
+                if event is not None and not isinstance(event, BaseException):
                     passes.setdefault(i, []).append(event)
                     if on_pass is not None:
                         on_pass(i, event)
+                    continue
+                if event is None:
+                    yield i, merge(passes.pop(i, []))
+                else:
+                    passes.pop(i, None)
+                    yield i, _naming(event, inputs[i])
+                if feed is not None:
+                    feed.forget(i)
         finally:
             events.close()
 

@@ -15,25 +15,31 @@ Example::
     out = crispmoss.ray.transcribe_dataset(ds, model="moss-transcribe", max_new_tokens=256)
     out.write_parquet("s3://bucket/transcripts/")
 
-Each actor may run two batches at once on its one model (their passes share the engine's decode steps), so the
-engine stays busy while one batch finishes its last, longest inputs.
+Each actor takes up to three batches at once, and all of them feed one long-lived run of its model's batching engine
+(:class:`crispmoss.batch.Feed`), as one ``crispmoss transcribe DIR --batch N`` feeds a folder: the engine's batch
+stays full across batch boundaries (while a batch finishes its last, longest inputs and while Ray hands over the
+next one), and at most the engine's batch of passes holds audio, encoder output and a KV cache at a time (not one
+such batch per concurrent call).
 """
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import ray
 
+from .batch import Feed
 from .corpus import ROW_KEYS, TIMING_KEYS, result_row
 from .errors import InputError
 
 # Rows handed to an actor at a time when neither batch_size nor engine_batch_size says (the engine's default batch).
 DEFAULT_ROWS = 16
-# Batches one actor runs at the same time on its model (see the module text).
-CALLS_PER_ACTOR = 2
+# Batches one actor takes at the same time, all fed to its one engine run (see the module text): the one finishing,
+# the one filling the engine behind it, and the next one already there when the first returns.
+CALLS_PER_ACTOR = 3
 
 
 def schema() -> Any:
@@ -151,6 +157,9 @@ class Transcriber:
     are passed through. ``model_kwargs`` go to :class:`crispmoss.Model` (backend, head_type, ...); ``options`` to
     :meth:`crispmoss.Model.transcribe_many` (max_new_tokens, language, timestamps, max_pass_seconds, sampling, ...)
     and are checked here, so a bad one fails the actor's start rather than every row.
+
+    Calls may come from several threads at once (a threaded actor): the rows of all of them go into one run of the
+    model's engine, started by the first call; :meth:`close` ends it.
     """
 
     def __init__(self, model: str, *, threads: Optional[int] = None, column: Optional[str] = None,
@@ -162,6 +171,62 @@ class Transcriber:
         self.column = column
         self.options = options
         list(self.model.transcribe_iter([], **options))  # validates the options
+        # One run of the engine for every call (see the module text): started by the first call, fed by each.
+        self._lock = threading.Lock()
+        self._feed: Any = None
+        self._waiting: Dict[int, Any] = {}  # feed index -> the callback of the call that put that input
+        self._failed: Optional[BaseException] = None
+
+    def _drain(self, feed: Any) -> None:
+        """The engine run's consumer (a thread): hands each result to the call that put its input."""
+        try:
+            for i, result in self.model.transcribe_iter(feed, **self.options):
+                with self._lock:
+                    call = self._waiting.pop(i)
+                call(i, result)
+        except BaseException as e:  # not an input's error (those come as results): every waiting call fails
+            with self._lock:
+                self._failed = e
+                calls, self._waiting = list(self._waiting.items()), {}
+            for i, call in calls:
+                call(i, e)
+
+    def _run(self, audios: List[Any]) -> List[Tuple[Any, float]]:
+        """The results of ``audios`` (Transcripts or exceptions) from the shared engine run, each with the
+        ``time.perf_counter()`` it came at."""
+        results: List[Any] = [None] * len(audios)
+        left = [len(audios)]
+        done = threading.Event()
+        first = 0
+
+        def call(i: int, result: Any) -> None:
+            results[i - first] = (result, time.perf_counter())
+            left[0] -= 1
+            if left[0] == 0:
+                done.set()
+
+        with self._lock:
+            if self._failed is not None:
+                raise RuntimeError(f"the actor's engine run failed: {self._failed}") from self._failed
+            if self._feed is None:
+                self._feed = Feed()
+                threading.Thread(target=self._drain, args=(self._feed,), daemon=True,
+                                 name="crispmoss-ray-feed").start()
+            first = self._feed.put(audios)
+            for k in range(len(audios)):
+                self._waiting[first + k] = call
+        done.wait()
+        for r, _ in results:
+            if isinstance(r, BaseException) and r is self._failed:
+                raise RuntimeError(f"the actor's engine run failed: {r}") from r
+        return results
+
+    def close(self) -> None:
+        """Ends the engine run once the calls in progress are done (a later call starts a new one)."""
+        with self._lock:
+            feed, self._feed = self._feed, None
+        if feed is not None:
+            feed.close()
 
     def _column(self, cols: Dict[str, List[Any]]) -> str:
         if self.column is not None:
@@ -197,9 +262,10 @@ class Transcriber:
             except InputError as e:
                 rows[i] = result_row(names[i], e)
         t0 = time.perf_counter()
-        for j, result in self.model.transcribe_iter(audios, **self.options):
-            i = where[j]
-            rows[i] = result_row(names[i], result, time.perf_counter() - t0)
+        if audios:
+            for j, (result, at) in enumerate(self._run(audios)):
+                i = where[j]
+                rows[i] = result_row(names[i], result, at - t0)
         table = pa.Table.from_pylist(rows, schema=schema())
         for name, vals in cols.items():
             if name in ROW_KEYS or name == col:
@@ -221,8 +287,9 @@ def transcribe_dataset(ds: Any, model: str, *, concurrency: Union[int, Tuple[int
     ``concurrency``: actors (an int, or ``(min, max)`` for an autoscaling pool); ``num_cpus_per_actor``: the CPUs
     each reserves and its compute threads. Both default from the cluster (:func:`plan_actors`: one actor per node
     with all of its free CPUs). ``batch_size``: rows handed to an actor at a time (default: ``engine_batch_size``,
-    else 16); each actor runs up to two such batches at once on its model. ``column``, ``engine_batch_size``,
-    ``model_kwargs`` and ``options`` (max_new_tokens, language, ...): see :class:`Transcriber`.
+    else 16); each actor takes up to three such batches at once, all in one run of its model's engine (see the
+    module text). ``column``, ``engine_batch_size``, ``model_kwargs`` and ``options`` (max_new_tokens, language,
+    ...): see :class:`Transcriber`.
     """
     from ray.data import ActorPoolStrategy
 
