@@ -12,6 +12,7 @@
 #include <pybind11/stl.h>
 
 #include "cpu/gemm.h"
+#include "cpu/attention.h"
 #include "cpu/gemv.h"
 #include "cpu/level.h"
 
@@ -292,6 +293,39 @@ void bind_bench(py::module_& m) {
             return y;
         },
         py::arg("x"), py::arg("level") = "", "Our vectorized GELU (erf form) of a flat float array (tests).");
+    m.def(
+        "attention_test",
+        [](py::array_t<float, py::array::c_style | py::array::forcecast> q,
+           py::array_t<float, py::array::c_style | py::array::forcecast> k,
+           py::array_t<float, py::array::c_style | py::array::forcecast> v, const std::string& kv_type, float scale,
+           const std::string& level) {
+            const ggml_type type = kv_type == "f16" ? GGML_TYPE_F16 : kv_type == "f32" ? GGML_TYPE_F32 : GGML_TYPE_COUNT;
+            if (type == GGML_TYPE_COUNT || q.ndim() != 2 || k.ndim() != 3 || v.ndim() != 3 || k.shape(0) < 1 ||
+                v.shape(0) != k.shape(0) || v.shape(1) != k.shape(1) || v.shape(2) != k.shape(2) ||
+                k.shape(2) != q.shape(1) || k.shape(1) < 1 || q.shape(0) % k.shape(1) != 0)
+                throw InputError("attention_test: q [n_head, d], k and v [n_kv, n_head_kv, d], kv_type f16|f32");
+            const cpu::Level lv = test_level("attention_test", level);
+            const int64_t n_kv = k.shape(0), hkv = k.shape(1), d = k.shape(2), g = q.shape(0) / hkv;
+            if (!cpu::attention_supports(type, d, lv)) throw InputError("attention_test: head size not taken");
+            // the cache as the model keeps it: one row of n_head_kv * d values per position, written by store_kv
+            const size_t row = size_t(hkv * d) * ggml_type_size(type);
+            std::vector<uint8_t> kc(row * n_kv), vc(row * n_kv);
+            for (int64_t t = 0; t < n_kv; ++t) {
+                cpu::store_kv(type, k.data() + t * hkv * d, kc.data() + t * row, hkv * d, lv);
+                cpu::store_kv(type, v.data() + t * hkv * d, vc.data() + t * row, hkv * d, lv);
+            }
+            py::array_t<float> out({q.shape(0), d});
+            for (int64_t h = 0; h < hkv; ++h) {
+                const size_t off = size_t(h * d) * ggml_type_size(type);
+                cpu::AttnHead u{q.data() + h * g * d, d, int(g), kc.data() + off, vc.data() + off, row, int(n_kv),
+                                int(d), scale, out.mutable_data() + h * g * d, d};
+                cpu::attend(type, u, lv);
+            }
+            return out;
+        },
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("kv_type"), py::arg("scale"), py::arg("level") = "",
+        "softmax(scale q k^T) v per head through our decode-attention kernel (q head j uses KV head j // (n_head / "
+        "n_head_kv)), k and v stored as a KV cache of kv_type first (tests).");
     m.def(
         "gemv_bench",
         [](const std::string& type_name, int64_t rows, int64_t cols, int n_x, int nth, int reps, const std::string& level) {
