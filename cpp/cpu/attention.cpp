@@ -2,6 +2,8 @@
 
 #include "cpu/attention_x86.h"
 
+#include <vector>
+
 namespace cm::cpu {
 
 bool attention_supports(ggml_type type, int64_t d, Level level) {
@@ -14,15 +16,28 @@ bool attention_supports(ggml_type type, int64_t d, Level level) {
 #endif
 }
 
-void attend(ggml_type type, const AttnHead& h, Level level) {
+size_t attention_work_floats(int64_t d) { return size_t(kAttnMaxRows + 2 * kAttnBlock) * size_t(d); }
+
+void attend(ggml_type type, const AttnHeads& h, Level level, float* work) {
 #if defined(__GNUC__) && defined(__x86_64__)
+    // 40 KB for the models' head size 128; a thread's stack has room for 80 KB
+    alignas(64) float stack[(kAttnMaxRows + 2 * kAttnBlock) * 256];
+    std::vector<float> heap;
+    if (!work) {
+        if (attention_work_floats(h.d) <= sizeof(stack) / sizeof(float)) {
+            work = stack;
+        } else {
+            heap.resize(attention_work_floats(h.d) + 16);
+            work = heap.data() + (16 - reinterpret_cast<uintptr_t>(heap.data()) / 4 % 16) % 16;
+        }
+    }
     if (level >= Level::avx512 && h.d % 16 == 0) {
-        attend_avx512(type, h);
+        attend_avx512(type, h, work);
     } else {
-        attend_avx2(type, h);
+        attend_avx2(type, h, work);
     }
 #else
-    (void)type, (void)h, (void)level;
+    (void)type, (void)h, (void)level, (void)work;
 #endif
 }
 

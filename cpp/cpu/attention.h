@@ -28,19 +28,22 @@ namespace cm::cpu {
 constexpr int kAttnBlock = 32;
 // Largest head size the kernels take (the models' configuration allows up to 1024).
 constexpr int64_t kAttnMaxHead = 1024;
+// Query rows per pass over the cached rows (more: another pass).
+constexpr int kAttnMaxRows = 16;
 
-// One (sequence, KV head): g query rows attend to n_kv cached positions.
-struct AttnHead {
-    const float* q;   // g rows of d floats, ldq floats apart (already rotated)
+// One sequence's consecutive KV heads: n_q query rows attend to n_cached positions; row r uses KV head r / g.
+struct AttnHeads {
+    const float* q;   // n_q rows of d floats, ldq floats apart (already rotated)
     int64_t ldq;
-    int g;            // query heads sharing this KV head, >= 1
-    const void* k;    // position t's key: d values of the cache type at (const char*)k + t * stride
-    const void* v;    // and its value
+    int n_q;          // a multiple of g, >= 1
+    int g;            // query heads per KV head (grouped-query attention), >= 1
+    const void* k;    // the first KV head's key at position t: d values of the cache type at (const char*)k + t *
+    const void* v;    // stride, the next head's d values after it; values likewise
     size_t stride;
     int n_kv;         // >= 1
     int d;
     float scale;      // applied to q . k
-    float* out;       // g rows of d floats, ldo floats apart
+    float* out;       // n_q rows of d floats, ldo floats apart
     int64_t ldo;
 };
 
@@ -49,8 +52,13 @@ struct AttnHead {
 // multiple of 16 runs the AVX2 kernel.
 bool attention_supports(ggml_type type, int64_t d, Level level = active_level());
 
-// Computes one unit (see above). Requires attention_supports(type, h.d, level).
-void attend(ggml_type type, const AttnHead& h, Level level = active_level());
+// Floats of work space attend() needs for head size d.
+size_t attention_work_floats(int64_t d);
+
+// Computes the query rows of one sequence's KV heads (each row as described above, whichever heads share the
+// call). Requires attention_supports(type, h.d, level). work: attention_work_floats(h.d)
+// floats, or null (then a buffer on the stack, or the heap for head sizes above 256).
+void attend(ggml_type type, const AttnHeads& h, Level level = active_level(), float* work = nullptr);
 
 // Writes n floats as one cache row piece of `type`: F16 rounded to nearest even (the same bits as ggml's copy),
 // F32 copied. Requires attention_supports(type, n, level).

@@ -62,11 +62,11 @@ struct V {
 
 }  // namespace
 
-void attend_avx2(ggml_type type, const AttnHead& h) {
+void attend_avx2(ggml_type type, const AttnHeads& h, float* work) {
     if (type == GGML_TYPE_F16) {
-        attend_impl<true>(h);
+        attend_impl<true>(h, work);
     } else {
-        attend_impl<false>(h);
+        attend_impl<false>(h, work);
     }
 }
 

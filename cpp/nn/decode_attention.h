@@ -3,7 +3,8 @@
 // It also writes each sequence's new key and value into its cache at its position (each pair writes its own piece
 // before reading it), so a step needs no copy ops, no per-sequence attention ops and no concatenation.
 // Used where our CPU kernels run and the caches are in host memory; elsewhere (CRISPMOSS_CPU=ggml, a GPU layer)
-// the per-sequence ggml flash attention stays.
+// the per-sequence ggml flash attention stays, and CRISPMOSS_ATTN=ggml (read once) keeps it everywhere: for A/B
+// measurements of this op alone.
 #pragma once
 
 #include <vector>
@@ -22,7 +23,7 @@ struct DecodeAttnArgs {
     float scale = 1.0f;
 };
 
-// Whether decode_attention() can serve these caches: our kernels run, all of them in host memory, one cache type
+// Whether decode_attention() can serve these caches: not turned off by CRISPMOSS_ATTN=ggml, our kernels run, all of them in host memory, one cache type
 // the kernel takes (F16/F32) and a head size it takes.
 bool decode_attention_ok(const DecodeAttnArgs& a, int64_t head_dim);
 
