@@ -52,13 +52,12 @@ struct V {
         return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
     }
     CM_T static float hmax(F v) { return _mm512_reduce_max_ps(v); }
-    // out[j] = the sum of a[j]'s lanes: each folded to 8 lanes, then pairwise horizontal adds.
-    CM_T static void reduce8(const F* a, float* out) {
-        __m256 b[8];
-        for (int j = 0; j < 8; ++j) b[j] = fold(a[j]);
-        const __m256 h0 = _mm256_hadd_ps(_mm256_hadd_ps(b[0], b[1]), _mm256_hadd_ps(b[2], b[3]));
-        const __m256 h1 = _mm256_hadd_ps(_mm256_hadd_ps(b[4], b[5]), _mm256_hadd_ps(b[6], b[7]));
-        _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(h0, h1, 0x20), _mm256_permute2f128_ps(h0, h1, 0x31)));
+    // out[j] = c * (the sum of aj's lanes): each folded to 8 lanes, then pairwise horizontal adds.
+    CM_T static inline void reduce8_scaled(F a0, F a1, F a2, F a3, F a4, F a5, F a6, F a7, float c, float* out) {
+        const __m256 h0 = _mm256_hadd_ps(_mm256_hadd_ps(fold(a0), fold(a1)), _mm256_hadd_ps(fold(a2), fold(a3)));
+        const __m256 h1 = _mm256_hadd_ps(_mm256_hadd_ps(fold(a4), fold(a5)), _mm256_hadd_ps(fold(a6), fold(a7)));
+        const __m256 s = _mm256_add_ps(_mm256_permute2f128_ps(h0, h1, 0x20), _mm256_permute2f128_ps(h0, h1, 0x31));
+        _mm256_storeu_ps(out, _mm256_mul_ps(s, _mm256_set1_ps(c)));
     }
 };
 
