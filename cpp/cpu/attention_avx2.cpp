@@ -18,16 +18,7 @@ namespace {
 struct V {
     using F = __m256;
     static constexpr int W = 8;
-    CM_T static F zero() { return _mm256_setzero_ps(); }
-    CM_T static F set1(float x) { return _mm256_set1_ps(x); }
-    CM_T static F load(const float* p) { return _mm256_loadu_ps(p); }
-    CM_T static void store(float* p, F x) { _mm256_storeu_ps(p, x); }
-    CM_T static F add(F a, F b) { return _mm256_add_ps(a, b); }
-    CM_T static F sub(F a, F b) { return _mm256_sub_ps(a, b); }
-    CM_T static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
-    CM_T static F div(F a, F b) { return _mm256_div_ps(a, b); }
-    CM_T static F fma(F a, F b, F c) { return _mm256_fmadd_ps(a, b, c); }
-    CM_T static F max(F a, F b) { return _mm256_max_ps(a, b); }
+    CM_ATTN_VECTOR_OPS(_mm256, F)
     CM_T static F load_h(const uint8_t* p) {
         return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     }
@@ -63,13 +54,8 @@ struct V {
 
 }  // namespace
 
-void attend_avx2(ggml_type type, const AttnHeads& h, float* work) {
-    if (type == GGML_TYPE_F16) {
-        attend_impl<true>(h, work);
-    } else {
-        attend_impl<false>(h, work);
-    }
-}
+CM_ATTN_ENTRY(attend_avx2)
+
 
 CM_T void store_kv_avx2(ggml_type type, const float* x, void* dst, int64_t n) {
     if (type != GGML_TYPE_F16) {

@@ -22,16 +22,7 @@ namespace {
 struct V {
     using F = __m512;
     static constexpr int W = 16;
-    CM_T static F zero() { return _mm512_setzero_ps(); }
-    CM_T static F set1(float x) { return _mm512_set1_ps(x); }
-    CM_T static F load(const float* p) { return _mm512_loadu_ps(p); }
-    CM_T static void store(float* p, F x) { _mm512_storeu_ps(p, x); }
-    CM_T static F add(F a, F b) { return _mm512_add_ps(a, b); }
-    CM_T static F sub(F a, F b) { return _mm512_sub_ps(a, b); }
-    CM_T static F mul(F a, F b) { return _mm512_mul_ps(a, b); }
-    CM_T static F div(F a, F b) { return _mm512_div_ps(a, b); }
-    CM_T static F fma(F a, F b, F c) { return _mm512_fmadd_ps(a, b, c); }
-    CM_T static F max(F a, F b) { return _mm512_max_ps(a, b); }
+    CM_ATTN_VECTOR_OPS(_mm512, F)
     CM_T static F load_h(const uint8_t* p) {
         return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     }
@@ -45,12 +36,7 @@ struct V {
         return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(c), _CMP_GE_OQ), y);
     }
     CM_T static __m256 fold(F v) { return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)); }
-    CM_T static float hsum(F v) {
-        const __m256 h = fold(v);
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-    }
+    CM_T static float hsum(F v) { return _mm512_reduce_add_ps(v); }
     CM_T static float hmax(F v) { return _mm512_reduce_max_ps(v); }
     // out[j] = c * (the sum of aj's lanes): each folded to 8 lanes, then pairwise horizontal adds.
     CM_T static inline void reduce8_scaled(F a0, F a1, F a2, F a3, F a4, F a5, F a6, F a7, float c, float* out) {
@@ -65,13 +51,8 @@ struct V {
 
 }  // namespace
 
-void attend_avx512(ggml_type type, const AttnHeads& h, float* work) {
-    if (type == GGML_TYPE_F16) {
-        attend_impl<true>(h, work);
-    } else {
-        attend_impl<false>(h, work);
-    }
-}
+CM_ATTN_ENTRY(attend_avx512)
+
 
 }  // namespace cm::cpu
 
