@@ -62,7 +62,8 @@ def worker(a: Dict[str, Any]) -> Dict[str, Any]:
 
     from machine import CpuMeter
 
-    res: Dict[str, Any] = {"level": _core.cpu_level(), "decode": {}, "gemv": {}}
+    res: Dict[str, Any] = {"level": _core.cpu_level(), "decode": {}, "gemv": {},
+                           "core": os.path.realpath(_core.__file__)}  # which build ran
     b = _core.DecoderBench(a["path"], a["threads"], "f16", "")
     b.decode(8, 2)  # warm-up: pages, thread pool
     for pos in a["positions"]:
