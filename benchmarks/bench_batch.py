@@ -4,6 +4,7 @@ sequential, on the full-size random models (benchmarks/make_models.py), 2 thread
     python benchmarks/make_models.py --types q4_k          # once
     python benchmarks/bench_batch.py                       # both models: decode sweep, llama.cpp, workloads
     python benchmarks/bench_batch.py --quick               # MOSS-Transcribe only, no 10-minute recording
+    python benchmarks/bench_batch.py --quick --skip-workloads --attn-ab   # + ggml's attention, same run
 
 1. Decode sweep: N = 1, 2, 4, 8, 16 sequences at context position ~160, each in its own KV cache, one decode
    step (decoder_step, what the engine runs) for all of them; median step time → aggregate tokens/s. Against:
@@ -152,8 +153,9 @@ def w_workload(a: Dict[str, Any]) -> Dict[str, Any]:
 WORKERS = {"ours_decode": w_ours_decode, "llama_decode": w_llama_decode, "workload": w_workload}
 
 
-def run_worker(name: str, args: Dict[str, Any], timeout: float = 3600) -> Dict[str, Any]:
-    return _harness.run_worker(__file__, [name], args, timeout=timeout)
+def run_worker(name: str, args: Dict[str, Any], timeout: float = 3600, env: "Dict[str, str] | None" = None
+               ) -> Dict[str, Any]:
+    return _harness.run_worker(__file__, [name], args, timeout=timeout, env=env)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -197,6 +199,9 @@ def main() -> int:
     ap.add_argument("--skip-sweep", action="store_true", help="workloads only")
     ap.add_argument("--max-new-tokens", type=int, default=128, help="tokens per pass in the workloads")
     ap.add_argument("--dir", default=None, help="folder of make_models.py's files")
+    ap.add_argument("--attn-ab", action="store_true",
+                    help="also run our decode sweep with ggml's per-sequence flash attention (CRISPMOSS_ATTN=ggml): "
+                         "the decode-attention op's A/B in one run")
     a = ap.parse_args()
     from machine import bandwidth
     from make_models import model_path
@@ -219,6 +224,10 @@ def main() -> int:
         entry["decoder_bytes"], entry["decoder_params"] = nbytes, params
         print(f"[{arch}] decode sweep (ours)", flush=True)
         entry["ours"] = run_worker("ours_decode", {"path": path, "ns": list(NS)})
+        if a.attn_ab:
+            print(f"[{arch}] decode sweep (ours, ggml's attention)", flush=True)
+            entry["ours_ggml_attn"] = run_worker("ours_decode", {"path": path, "ns": list(NS)},
+                                                 env=dict(os.environ, CRISPMOSS_ATTN="ggml"))
         import peer_llama
 
         if peer_llama.llama_available():
@@ -296,6 +305,11 @@ def print_table(report: Dict[str, Any]) -> None:
         for n in NS:
             o, l, r = _tps(e["ours"], n), _tps(e["llama"], n), e["roofline"][str(n)]["tok_per_s"]
             print(f"{n:>3} {o:>11.1f} {o / base:>6.2f}x {l:>12.1f} {o / l:>9.2f}x {r:>9.1f} {o / r:>7.0%}")
+        if "ours_ggml_attn" in e:
+            print("with ggml's per-sequence flash attention (CRISPMOSS_ATTN=ggml), same run:")
+            for n in NS:
+                o, g = _tps(e["ours"], n), _tps(e["ours_ggml_attn"], n)
+                print(f"{n:>3} {g:>11.1f} tok/s; our decode-attention op {o / g:.2f}x")
     for k, w in report.get("workloads", {}).items():
         if not w.get("ok"):
             print(f"{k}: failed: {w.get('error', '')[-300:]}")

@@ -5,12 +5,23 @@
     python benchmarks/bench_cpu_levels.py                           # MOSS-Transcribe Q4_K
     python benchmarks/bench_cpu_levels.py --arch moss_audio --types q4_k q8_0 f16
     python benchmarks/bench_cpu_levels.py --smoke                   # tiny random model, seconds: the script runs
+    python benchmarks/bench_cpu_levels.py --attn-ab                 # + each level with ggml's attention
+    # against ggml built for AVX2 only (#18's reference at the AVX2 level), a second build of the module:
+    cmake -S . -B build/avx2only -G Ninja -DCRISPMOSS_NATIVE=OFF -DCRISPMOSS_PYTHON=ON -DCMAKE_BUILD_TYPE=Release \
+          -Dpybind11_DIR="$(python -c 'import pybind11; print(pybind11.get_cmake_dir())')"
+    cmake --build build/avx2only --target _core
+    python benchmarks/bench_cpu_levels.py --levels ggml avx2 --ggml-build build/avx2only
 
 Per level, in a fresh process with CRISPMOSS_CPU set (the level is fixed per process):
 - ``ggml``: CRISPMOSS_CPU=ggml, our kernels off: ggml's own, as this build compiled them (a default build:
   -march=native, so on an AVX-512 machine this is NOT ggml's AVX2 code; for that, build the portable variant
   set, CRISPMOSS_PORTABLE=ON, and load its haswell library — README "CPU kernels");
 - ``avx2``, ``avx512``, ``amx``: our kernels at that level (amx runs the avx512 matrix-vector kernels).
+- ``ggml-build``: with ``--ggml-build DIR``, ggml's own kernels (CRISPMOSS_CPU=ggml) from the ``_core`` module
+  built in DIR, loaded in its worker process instead of this tree's: with ``-DCRISPMOSS_NATIVE=OFF`` that is
+  ggml built for AVX2 + FMA + F16C only, the reference #18 sets for our AVX2 level;
+- ``<level>/ggml-attn`` (``--attn-ab``): that level with ggml's per-sequence flash attention instead of our
+  decode-attention op (CRISPMOSS_ATTN=ggml), the op's A/B in the same run.
 Levels the CPU lacks are skipped. Measured: single-token decode (DecoderBench.decode, as run.py) at context
 positions 50 / 160 / 1000, median step → tok/s; and our matrix-vector kernel alone (_core.gemv_bench, one
 activation row, a weight matrix larger than the caches) on 1 and on `--threads` threads → GB/s of weights
@@ -51,7 +62,8 @@ def worker(a: Dict[str, Any]) -> Dict[str, Any]:
 
     from machine import CpuMeter
 
-    res: Dict[str, Any] = {"level": _core.cpu_level(), "decode": {}, "gemv": {}}
+    res: Dict[str, Any] = {"level": _core.cpu_level(), "decode": {}, "gemv": {},
+                           "core": os.path.realpath(_core.__file__)}  # which build ran
     b = _core.DecoderBench(a["path"], a["threads"], "f16", "")
     b.decode(8, 2)  # warm-up: pages, thread pool
     for pos in a["positions"]:
@@ -71,11 +83,34 @@ def worker(a: Dict[str, Any]) -> Dict[str, Any]:
     return res
 
 
-def run_worker(level: str, args: Dict[str, Any], timeout: float = 1800) -> Dict[str, Any]:
+def run_worker(level: str, args: Dict[str, Any], timeout: float = 1800, attn: str = "",
+               package: "str | None" = None) -> Dict[str, Any]:
     env = dict(os.environ, CRISPMOSS_CPU=level)
     env.pop("CRISPMOSS_GEMV", None)
+    env.pop("CRISPMOSS_ATTN", None)
+    if attn:
+        env["CRISPMOSS_ATTN"] = attn
+    if package:  # another build's module: its package folder first, this tree's not put ahead of it
+        env["PYTHONPATH"] = package + os.pathsep + env.get("PYTHONPATH", "")
+        env["CRISPMOSS_TEST_INSTALLED"] = "1"
     r = _harness.run_worker(__file__, [], args, timeout=timeout, env=env)
     return {"ok": True, **r["result"]} if r["ok"] else {"ok": False, "error": r["error"]}
+
+
+def package_with_core(build_dir: str, tmp: Path) -> str:
+    """A folder holding a crispmoss package that is this tree's Python files with the _core module built in
+    build_dir (symbolic links): PYTHONPATH for a worker that runs that build."""
+    cores = sorted(Path(build_dir).glob("_core*.so")) + sorted(Path(build_dir).glob("_core*.pyd"))
+    if not cores:
+        raise SystemExit(f"no _core module in {build_dir}: cmake --build {build_dir} --target _core")
+    src = HERE.parent / "python" / "crispmoss"
+    pkg = tmp / "other-build" / "crispmoss"
+    pkg.mkdir(parents=True)
+    for p in src.iterdir():
+        if not p.name.startswith(("_core", ".")) and p.name != "__pycache__":
+            (pkg / p.name).symlink_to(p.resolve())
+    (pkg / cores[0].name).symlink_to(cores[0].resolve())
+    return str(pkg.parent)
 
 
 def smoke_model(tmp: Path) -> str:
@@ -95,6 +130,10 @@ def main() -> int:
     ap.add_argument("--levels", nargs="+", default=list(LEVELS), choices=LEVELS)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=16, help="decode steps per position (median taken)")
+    ap.add_argument("--attn-ab", action="store_true",
+                    help="each level of ours also with ggml's flash attention (CRISPMOSS_ATTN=ggml)")
+    ap.add_argument("--ggml-build", metavar="DIR",
+                    help="also ggml's kernels from the _core module built in DIR (e.g. -DCRISPMOSS_NATIVE=OFF)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny random model, small matrices: checks the script (no JSON unless --out)")
     ap.add_argument("--out", help="JSON path (default benchmarks/results/cpu-levels-<time>.json)")
@@ -112,6 +151,7 @@ def main() -> int:
     levels = [lv for lv in args.levels if lv == "ggml" or ORDER.index(lv) <= ORDER.index(best)]
     skipped = [lv for lv in args.levels if lv not in levels]
     tmp = tempfile.TemporaryDirectory()
+    other = package_with_core(args.ggml_build, Path(tmp.name)) if args.ggml_build else None
     if args.smoke:
         models = {"f16": smoke_model(Path(tmp.name))}
         shapes = {t: (256, 2048) for t in GEMV_SHAPES}
@@ -129,19 +169,25 @@ def main() -> int:
         shapes, positions, steps, reps = GEMV_SHAPES, POSITIONS, args.steps, 5
     bw = bandwidth(args.threads)
     report: Dict[str, Any] = {"time": _dt.datetime.now().isoformat(timespec="seconds"), "best_level": best,
-                              "skipped_levels": skipped, "threads": args.threads, "bandwidth": bw, "models": {}}
+                              "skipped_levels": skipped, "threads": args.threads, "bandwidth": bw, "models": {},
+                              "ggml_build": args.ggml_build}
     for t, path in models.items():
         nbytes = decoder_bytes(path)
         entry: Dict[str, Any] = {"path": path, "decoder_bytes": nbytes,
                                  "limit_tok_per_s": round(bw["read_gbps"] * 1e9 / nbytes, 2), "levels": {}}
-        for i, lv in enumerate(levels):
+        runs = [(lv, lv, "", None) for lv in levels]
+        if args.ggml_build:
+            runs.insert(1 if "ggml" in levels else 0, ("ggml-build", "ggml", "", other))
+        if args.attn_ab:
+            runs += [(f"{lv}/ggml-attn", lv, "ggml", None) for lv in levels if lv != "ggml"]
+        for name, lv, attn, package in runs:
             # the kernel-alone numbers once per level (they do not depend on the model)
             a = {"path": path, "threads": args.threads, "positions": list(positions), "steps": steps,
-                 "gemv_types": list(shapes) if t == next(iter(models)) else [], "gemv_shapes": shapes,
+                 "gemv_types": list(shapes) if t == next(iter(models)) and not attn else [], "gemv_shapes": shapes,
                  "gemv_reps": reps}
             t0 = time.time()
-            entry["levels"][lv] = run_worker(lv, a)
-            entry["levels"][lv]["wall_s"] = round(time.time() - t0, 1)
+            entry["levels"][name] = run_worker(lv, a, attn=attn, package=package)
+            entry["levels"][name]["wall_s"] = round(time.time() - t0, 1)
         report["models"][t] = entry
     tmp.cleanup()
     print_table(report)
@@ -158,13 +204,16 @@ def print_table(report: Dict[str, Any]) -> None:
     for t, m in report["models"].items():
         print(f"\n{t}: {Path(m['path']).name}, {m['decoder_bytes'] / 1e9:.2f} GB a step, "
               f"bandwidth limit {m['limit_tok_per_s']} tok/s")
-        head = ["level"] + [f"tok/s @{p}" for p in next((e["decode"] for e in m["levels"].values() if e["ok"]), {})]
-        print("  " + "  ".join(f"{h:>12}" for h in head))
+        pos = list(next((e["decode"] for e in m["levels"].values() if e["ok"]), {}))
+        head = [f"tok/s @{p}" for p in pos] + ([f"@{pos[-1]}/@{pos[0]}"] if len(pos) > 1 else [])
+        print("  " + f"{'level':>18}  " + "  ".join(f"{h:>12}" for h in head))
         for lv, e in m["levels"].items():
             if not e["ok"]:
-                print(f"  {lv:>12}  failed: {e['error'].strip().splitlines()[-1] if e['error'].strip() else '?'}")
+                print(f"  {lv:>18}  failed: {e['error'].strip().splitlines()[-1] if e['error'].strip() else '?'}")
                 continue
-            print("  " + "  ".join([f"{lv:>12}"] + [f"{d['tok_per_s']:>12}" for d in e["decode"].values()]))
+            tps = [d["tok_per_s"] for d in e["decode"].values()]
+            cells = [f"{x:>12}" for x in tps] + ([f"{tps[-1] / tps[0]:>12.3f}"] if len(tps) > 1 else [])
+            print("  " + f"{lv:>18}  " + "  ".join(cells))
         gem: List[str] = []
         for lv, e in m["levels"].items():
             for k, g in (e.get("gemv") or {}).items():

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <memory>
 #include <thread>
@@ -13,6 +14,7 @@
 
 #include "cpu/amx.h"
 #include "cpu/gemm.h"
+#include "cpu/attention.h"
 #include "cpu/gemv.h"
 #include "cpu/level.h"
 
@@ -409,6 +411,83 @@ void bind_bench(py::module_& m) {
             return y;
         },
         py::arg("x"), py::arg("level") = "", "Our vectorized GELU (erf form) of a flat float array (tests).");
+    m.def(
+        "attention_test",
+        [](py::array_t<float, py::array::c_style | py::array::forcecast> q,
+           py::array_t<float, py::array::c_style | py::array::forcecast> k,
+           py::array_t<float, py::array::c_style | py::array::forcecast> v, const std::string& kv_type, float scale,
+           const std::string& level, int heads_per_call) {
+            const ggml_type type = kv_type == "f16" ? GGML_TYPE_F16 : kv_type == "f32" ? GGML_TYPE_F32 : GGML_TYPE_COUNT;
+            if (type == GGML_TYPE_COUNT || q.ndim() != 2 || k.ndim() != 3 || v.ndim() != 3 || k.shape(0) < 1 ||
+                v.shape(0) != k.shape(0) || v.shape(1) != k.shape(1) || v.shape(2) != k.shape(2) ||
+                k.shape(2) != q.shape(1) || k.shape(1) < 1 || q.shape(0) % k.shape(1) != 0 || heads_per_call < 1)
+                throw InputError("attention_test: q [n_head, d], k and v [n_kv, n_head_kv, d], kv_type f16|f32");
+            const cpu::Level lv = test_level("attention_test", level);
+            const int64_t n_kv = k.shape(0), hkv = k.shape(1), d = k.shape(2), g = q.shape(0) / hkv;
+            if (!cpu::attention_supports(type, d, lv)) throw InputError("attention_test: head size not taken");
+            // the cache as the model keeps it: one row of n_head_kv * d values per position, written by store_kv
+            const size_t row = size_t(hkv * d) * ggml_type_size(type);
+            std::vector<uint8_t> kc(row * n_kv), vc(row * n_kv);
+            for (int64_t t = 0; t < n_kv; ++t) {
+                cpu::store_kv(type, k.data() + t * hkv * d, kc.data() + t * row, hkv * d, lv);
+                cpu::store_kv(type, v.data() + t * hkv * d, vc.data() + t * row, hkv * d, lv);
+            }
+            py::array_t<float> out({q.shape(0), d});
+            // KV heads in runs of `heads_per_call` (the split ggml's threads may give the graph op)
+            for (int64_t h = 0; h < hkv; h += heads_per_call) {
+                const int64_t nh = std::min<int64_t>(heads_per_call, hkv - h);
+                const size_t off = size_t(h * d) * ggml_type_size(type);
+                cpu::AttnHeads u{q.data() + h * g * d, d, int(nh * g), int(g), kc.data() + off, vc.data() + off, row,
+                                 int(n_kv), int(d), scale, out.mutable_data() + h * g * d, d};
+                cpu::attend(type, u, lv);
+            }
+            return out;
+        },
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("kv_type"), py::arg("scale"), py::arg("level") = "",
+        py::arg("heads_per_call") = 1,
+        "softmax(scale q k^T) v per head through our decode-attention kernel (q head j uses KV head j // (n_head / "
+        "n_head_kv)), k and v stored as a KV cache of kv_type first (tests).");
+    m.def(
+        "attention_bench",
+        [](const std::string& kv_type, int n_kv, int n_head, int n_head_kv, int d, int copies, int reps,
+           const std::string& level) {
+            const ggml_type type = kv_type == "f16" ? GGML_TYPE_F16 : GGML_TYPE_F32;
+            const cpu::Level lv = test_level("attention_bench", level);
+            if (n_kv < 1 || n_head_kv < 1 || n_head % n_head_kv != 0 || copies < 1 || reps < 1 ||
+                !cpu::attention_supports(type, d, lv))
+                throw InputError("attention_bench: bad shape");
+            // `copies` caches (one per layer of a model), visited in turn so that they come from memory
+            const size_t row = size_t(n_head_kv) * d * ggml_type_size(type), bytes = row * n_kv;
+            std::vector<uint8_t> kc(bytes * copies), vc(bytes * copies);
+            std::vector<float> vals(size_t(n_head_kv) * d);
+            for (size_t i = 0; i < vals.size(); ++i) vals[i] = float(int((i * 2654435761u) >> 20) % 2001 - 1000) / 1000.0f;
+            for (size_t t = 0; t < size_t(n_kv) * copies; ++t) {
+                cpu::store_kv(type, vals.data(), kc.data() + t * row, int64_t(vals.size()), lv);
+                cpu::store_kv(type, vals.data(), vc.data() + t * row, int64_t(vals.size()), lv);
+            }
+            std::vector<float> q(size_t(n_head) * d, 0.01f), out(size_t(n_head) * d);
+            const int g = n_head / n_head_kv;
+            // the thread's CPU time: on a shared machine, time-slicing does not count
+            auto cpu_ms = [] {
+                timespec ts;
+                clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+                return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+            };
+            double best = 1e30;
+            for (int r = 0; r < reps; ++r) {
+                const double t0 = cpu_ms();
+                for (int c = 0; c < copies; ++c) {  // all heads in one call, as one thread of the graph op
+                    cpu::AttnHeads u{q.data(), d, n_head, g, kc.data() + bytes * c, vc.data() + bytes * c, row, n_kv,
+                                     d, 0.088f, out.data(), d};
+                    cpu::attend(type, u, lv);
+                }
+                best = std::min(best, cpu_ms() - t0);
+            }
+            return py::make_tuple(best, 2.0 * double(bytes) * copies);
+        },
+        py::arg("kv_type"), py::arg("n_kv"), py::arg("n_head"), py::arg("n_head_kv"), py::arg("d"),
+        py::arg("copies"), py::arg("reps"), py::arg("level") = "",
+        "(best thread-CPU ms, bytes read): our decode-attention kernel, one thread, over `copies` caches in turn (benchmarks).");
     m.def(
         "gemv_bench",
         [](const std::string& type_name, int64_t rows, int64_t cols, int n_x, int nth, int reps, const std::string& level) {

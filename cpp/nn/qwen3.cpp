@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "errors.h"
+#include "nn/decode_attention.h"
 #include "nn/layers.h"
 
 namespace cm {
@@ -153,6 +155,24 @@ ggml_tensor* layer_rest(ggml_context* ctx, const Qwen3Config& cfg, const Qwen3La
     return ggml_add(ctx, x, l.ffn(ctx, h));
 }
 
+// Layer il's arguments for one decode-attention op over these caches (each sequence's one new token at its
+// n_past), or null where the op cannot serve them (ggml's kernels, a cache in device memory, a head size or cache
+// type our kernel does not take): then each sequence gets ggml's flash attention.
+std::unique_ptr<nn::DecodeAttnArgs> decode_attn_args(const Qwen3Config& cfg, const std::vector<KvCache*>& caches,
+                                                     int il) {
+    auto a = std::make_unique<nn::DecodeAttnArgs>();
+    for (KvCache* kv : caches) {
+        a->k.push_back(kv->k(il));
+        a->v.push_back(kv->v(il));
+        a->n_past.push_back(kv->n_past);
+    }
+    a->n_head = cfg.n_head;
+    a->n_head_kv = cfg.n_head_kv;
+    a->scale = 1.0f / std::sqrt(static_cast<float>(cfg.head_dim));
+    if (!nn::decode_attention_ok(*a, cfg.head_dim)) return nullptr;
+    return a;
+}
+
 }  // namespace
 
 std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& cache, const DecoderInput& in,
@@ -220,21 +240,33 @@ std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& c
             t_mask = g.input(GGML_TYPE_F16, {n_kv, n}, mask.data(), "kq_mask");
         }
         const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+        std::vector<std::unique_ptr<nn::DecodeAttnArgs>> one_token;  // the decode-attention op's, per layer
         for (int il = 0; il < cfg.n_layer; ++il) {
             const Qwen3Layer& l = w.layers[il];
             auto [q, k, v] = attention_inputs(ctx, cfg, l, x, t_pos, n);
-            // Write this chunk's keys and values into the cache before attention reads it (graph order).
-            ggml_tensor* kc = cache.k(il);
-            ggml_tensor* vc = cache.v(il);
-            ggml_build_forward_expand(g.gf(), ggml_cpy(ctx, ggml_reshape_2d(ctx, k, dkv, n),
-                                                        ggml_view_2d(ctx, kc, dkv, n, kv_row, kv_row * n_past)));
-            ggml_build_forward_expand(g.gf(), ggml_cpy(ctx, v, ggml_view_2d(ctx, vc, dkv, n, kv_row, kv_row * n_past)));
-            ggml_tensor* K = ggml_view_3d(ctx, kc, hd, cfg.n_head_kv, n_kv, ggml_row_size(kc->type, hd), kv_row, 0);
-            ggml_tensor* V = ggml_view_3d(ctx, vc, hd, cfg.n_head_kv, n_kv, ggml_row_size(vc->type, hd), kv_row, 0);
-            ggml_tensor* a = ggml_flash_attn_ext(ctx, ggml_permute(ctx, q, 0, 2, 1, 3), ggml_permute(ctx, K, 0, 2, 1, 3),
-                                                 ggml_permute(ctx, V, 0, 2, 1, 3), t_mask, scale, 0.0f, 0.0f);
-            ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
-            a = ggml_reshape_2d(ctx, a, hd * cfg.n_head, n);
+            // One token: the same op as a decode step of several sequences (the same bits as in a batch).
+            ggml_tensor* a = nullptr;
+            if (n == 1) {
+                if (auto args = decode_attn_args(cfg, {&cache}, il)) {
+                    one_token.push_back(std::move(args));
+                    a = nn::decode_attention(ctx, q, k, v, one_token.back().get());
+                }
+            }
+            if (!a) {
+                // Write this chunk's keys and values into the cache before attention reads it (graph order).
+                ggml_tensor* kc = cache.k(il);
+                ggml_tensor* vc = cache.v(il);
+                ggml_build_forward_expand(g.gf(), ggml_cpy(ctx, ggml_reshape_2d(ctx, k, dkv, n),
+                                                            ggml_view_2d(ctx, kc, dkv, n, kv_row, kv_row * n_past)));
+                ggml_build_forward_expand(g.gf(),
+                                          ggml_cpy(ctx, v, ggml_view_2d(ctx, vc, dkv, n, kv_row, kv_row * n_past)));
+                ggml_tensor* K = ggml_view_3d(ctx, kc, hd, cfg.n_head_kv, n_kv, ggml_row_size(kc->type, hd), kv_row, 0);
+                ggml_tensor* V = ggml_view_3d(ctx, vc, hd, cfg.n_head_kv, n_kv, ggml_row_size(vc->type, hd), kv_row, 0);
+                a = ggml_flash_attn_ext(ctx, ggml_permute(ctx, q, 0, 2, 1, 3), ggml_permute(ctx, K, 0, 2, 1, 3),
+                                        ggml_permute(ctx, V, 0, 2, 1, 3), t_mask, scale, 0.0f, 0.0f);
+                ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
+                a = ggml_reshape_2d(ctx, a, hd * cfg.n_head, n);
+            }
             x = layer_rest(ctx, cfg, l, x, a);
             // DeepStack: layer il's output gains the merger features at the audio positions.
             if (n_a > 0 && il < static_cast<int>(in.deepstack.size())) {
@@ -276,9 +308,16 @@ std::vector<float> decoder_step(Compute& c, const Qwen3Weights& w, const std::ve
     ggml_tensor* t_pos = g.input(GGML_TYPE_I32, {n}, pos.data(), "pos");
     ggml_tensor* x = ggml_get_rows(ctx, w.embed, g.input(GGML_TYPE_I32, {n}, ids.data(), "ids"));
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    std::vector<std::unique_ptr<nn::DecodeAttnArgs>> attn_args;  // alive until the graph has run
     for (int il = 0; il < cfg.n_layer; ++il) {
         const Qwen3Layer& l = w.layers[il];
         auto [q, k, v] = attention_inputs(ctx, cfg, l, x, t_pos, n);
+        // All sequences in one op where our kernel serves their caches.
+        if (auto a = decode_attn_args(cfg, caches, il)) {
+            attn_args.push_back(std::move(a));
+            x = layer_rest(ctx, cfg, l, x, nn::decode_attention(ctx, q, k, v, attn_args.back().get()));
+            continue;
+        }
         // Per sequence: write its key and value at its position, attend over its cache (no mask: one query sees
         // every cached position), as decoder_forward does for a single token.
         std::vector<ggml_tensor*> outs(n);

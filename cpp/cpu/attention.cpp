@@ -1,0 +1,53 @@
+#include "cpu/attention.h"
+
+#include "cpu/attention_x86.h"
+
+#include <vector>
+
+namespace cm::cpu {
+
+bool attention_supports(ggml_type type, int64_t d, Level level) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    return level != Level::none && usable(level) == level && (type == GGML_TYPE_F16 || type == GGML_TYPE_F32) &&
+           d >= 8 && d % 8 == 0 && d <= kAttnMaxHead;
+#else
+    (void)type, (void)d, (void)level;
+    return false;
+#endif
+}
+
+size_t attention_work_floats(int64_t d) { return size_t(kAttnMaxRows + 2 * kAttnBlock) * size_t(d); }
+
+void attend(ggml_type type, const AttnHeads& h, Level level, float* work) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    // 40 KB for the models' head size 128; a thread's stack has room for 80 KB
+    alignas(64) float stack[(kAttnMaxRows + 2 * kAttnBlock) * 256];
+    std::vector<float> heap;
+    if (!work) {
+        if (attention_work_floats(h.d) <= sizeof(stack) / sizeof(float)) {
+            work = stack;
+        } else {
+            heap.resize(attention_work_floats(h.d) + 16);
+            work = heap.data() + (16 - reinterpret_cast<uintptr_t>(heap.data()) / 4 % 16) % 16;
+        }
+    }
+    if (level >= Level::avx512 && h.d % 16 == 0) {
+        attend_avx512(type, h, work);
+    } else {
+        attend_avx2(type, h, work);
+    }
+#else
+    (void)type, (void)h, (void)level, (void)work;
+#endif
+}
+
+void store_kv(ggml_type type, const float* x, void* dst, int64_t n, Level level) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    (void)level;  // F16C's conversion: the same bits at every level
+    store_kv_avx2(type, x, dst, n);
+#else
+    (void)type, (void)x, (void)dst, (void)n, (void)level;
+#endif
+}
+
+}  // namespace cm::cpu

@@ -1,0 +1,131 @@
+"""Our decode-attention kernel (cpp/cpu/attention*.cpp; the graph op in cpp/nn/decode_attention.cpp), at every
+instruction-set level this CPU has: one query row per head against a KV cache of F16 or F32 values, against
+float64 attention over the same cached values, on every tail shape (context lengths around the 8-position score
+groups and the 32-position softmax blocks, head sizes, grouped-query ratios, more query rows than one pass takes),
+and the same bits whichever heads share a call (the split ggml's threads give the op). That a sequence's tokens do
+not depend on the other sequences of its decode steps: test_batch.py; every level's greedy tokens: test_cpu_levels.py."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crispmoss import _core
+
+pytestmark = pytest.mark.skipif(_core.cpu_best_level() == "none",
+                                reason="CPU without AVX2/FMA/F16C: decode uses ggml's attention, ours is not called")
+
+ORDER = ("none", "avx2", "avx512", "amx")
+LEVELS = [pytest.param(lv, marks=pytest.mark.skipif(ORDER.index(lv) > ORDER.index(_core.cpu_best_level()),
+                                                     reason=f"this CPU lacks {lv}"))
+          for lv in ("avx2", "avx512")]
+
+
+def reference(q, k, v, scale, kv_type):
+    """softmax(scale q k^T) v per query head in float64, over the values as the cache holds them."""
+    if kv_type == "f16":
+        k, v = k.astype(np.float16), v.astype(np.float16)
+    q, k, v = (a.astype(np.float64) for a in (q, k, v))
+    n_head, g = q.shape[0], q.shape[0] // k.shape[1]
+    out = np.empty(q.shape)
+    for j in range(n_head):
+        s = scale * (k[:, j // g] @ q[j])
+        p = np.exp(s - s.max())
+        out[j] = p @ v[:, j // g] / p.sum()
+    return out
+
+
+def tolerance(q, k, scale, kv_type):
+    """The error float32 arithmetic allows relative to max |out|: a score's rounding error is a few units of 2^-24
+    of scale * sum |q_i k_i| (its condition), and an error e in a score changes its softmax weight by a factor
+    e^e; plus the rounding of the sums."""
+    if kv_type == "f16":
+        k = k.astype(np.float16)
+    cond = scale * np.einsum("tgd,gjd->tgj", np.abs(k.astype(np.float64)),
+                             np.abs(q.astype(np.float64)).reshape(k.shape[1], -1, q.shape[1])).max()
+    return 2e-6 + 4 * 2.0 ** -24 * cond
+
+
+def inputs(rng, n_kv, n_head, n_kv_head, d, q_scale=2.0):
+    q = (rng.standard_normal((n_head, d)) * q_scale).astype(np.float32)
+    k = rng.standard_normal((n_kv, n_kv_head, d)).astype(np.float32)
+    v = rng.standard_normal((n_kv, n_kv_head, d)).astype(np.float32)
+    return q, k, v
+
+
+# (n_head, n_head_kv, head size): Qwen3-1.7B's 16/8/128 (MOSS-Transcribe), MOSS-Audio's 32/8/128 (4 per KV head),
+# the tiny test models' 4/2/16 and 4/2/8, no grouping, 8 and 20 query heads on one KV head (20: a head's rows in
+# two passes), head sizes 24 (no 16-multiple: the AVX2 kernel at every level), 64 and 256.
+SHAPES = [(16, 8, 128), (32, 8, 128), (4, 2, 16), (4, 2, 8), (3, 3, 24), (8, 1, 64), (20, 1, 32), (6, 2, 256)]
+CONTEXTS = [1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 65, 1000, 1031]
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("kv_type", ["f16", "f32"])
+def test_matches_float64_attention(kv_type, level):
+    rng = np.random.default_rng(7)
+    worst = 0.0
+    for n_head, n_kv_head, d in SHAPES:
+        for n_kv in CONTEXTS:
+            q, k, v = inputs(rng, n_kv, n_head, n_kv_head, d)
+            scale = 1 / np.sqrt(d)
+            out = _core.attention_test(q, k, v, kv_type, scale, level)
+            ref = reference(q, k, v, scale, kv_type)
+            err = np.abs(out - ref).max() / np.abs(ref).max()
+            worst = max(worst, err)
+            assert err < tolerance(q, k, scale, kv_type), (n_head, n_kv_head, d, n_kv, err)
+    assert worst > 0  # the comparison compared something
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_softmax_rescaling_and_peaks(level):
+    """Scores in a wide range (query 30x), a maximum that grows block after block (every block rescales what was
+    summed), and one position far above all others late in a long context (earlier terms underflow to 0)."""
+    rng = np.random.default_rng(3)
+    n_head, n_kv_head, d, n_kv = 16, 8, 128, 1500
+    q, k, v = inputs(rng, n_kv, n_head, n_kv_head, d, q_scale=30.0)
+    for case in ("wide", "rising", "peak"):
+        kk = k.copy()
+        if case == "rising":
+            kk += (np.linspace(0, 2, n_kv)[:, None, None] * q[::2][None] / 30.0).astype(np.float32)
+        if case == "peak":
+            kk[1234] = q[::2] / 3.0
+        for kv_type in ("f16", "f32"):
+            out = _core.attention_test(q, kk, v, kv_type, 1 / np.sqrt(d), level)
+            ref = reference(q, kk, v, 1 / np.sqrt(d), kv_type)
+            err = np.abs(out - ref).max() / np.abs(ref).max()
+            assert err < tolerance(q, kk, 1 / np.sqrt(d), kv_type), (case, kv_type, err)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("kv_type", ["f16", "f32"])
+def test_same_bits_whichever_heads_share_a_call(kv_type, level):
+    """The graph op gives each thread a run of one sequence's KV heads; a head's result is the same bits for
+    every run it is part of."""
+    rng = np.random.default_rng(11)
+    for n_head, n_kv_head, d, n_kv in [(16, 8, 128, 77), (32, 8, 128, 40), (20, 1, 32, 33), (4, 2, 8, 5)]:
+        q, k, v = inputs(rng, n_kv, n_head, n_kv_head, d)
+        runs = [_core.attention_test(q, k, v, kv_type, 0.1, level, heads_per_call=h) for h in (1, 3, n_kv_head)]
+        for r in runs[1:]:
+            assert np.array_equal(runs[0], r)
+
+
+def test_levels_agree_closely():
+    if ORDER.index(_core.cpu_best_level()) < ORDER.index("avx512"):
+        pytest.skip("one level only")
+    rng = np.random.default_rng(5)
+    q, k, v = inputs(rng, 300, 16, 8, 128)
+    a = _core.attention_test(q, k, v, "f16", 0.088, "avx2")
+    b = _core.attention_test(q, k, v, "f16", 0.088, "avx512")
+    assert np.abs(a - b).max() < 1e-5 * np.abs(a).max()
+
+
+def test_bad_shapes_are_errors():
+    q = np.zeros((4, 16), np.float32)
+    kv = np.zeros((3, 2, 16), np.float32)
+    with pytest.raises(ValueError):
+        _core.attention_test(q, kv, kv, "bf16", 0.1)
+    with pytest.raises(ValueError):
+        _core.attention_test(np.zeros((3, 16), np.float32), kv, kv, "f16", 0.1)
+    with pytest.raises(ValueError):
+        _core.attention_test(np.zeros((4, 12), np.float32), np.zeros((3, 2, 12), np.float32),
+                             np.zeros((3, 2, 12), np.float32), "f16", 0.1)
