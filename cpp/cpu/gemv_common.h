@@ -18,21 +18,68 @@ namespace cm::cpu::detail {
 // A single thread streams weights at 5-7 GB/s on its own and at ~9.5 GB/s with software prefetches 4 KB ahead
 // (measured on Sapphire Rapids, 1 thread, 175-330 MB matrices; 1-16 KB all help, 4 KB best).
 constexpr int kPrefetch = 4096;
+// The weight-row-interleaved Q4_K kernels stream R rows at once: each row is prefetched kPrefetchRows bytes ahead,
+// continuing into the same row of the next block of R rows past the row's end (see q4k_prefetch).
+#ifndef CM_Q4K_PREFETCH
+#define CM_Q4K_PREFETCH 1024
+#endif
+constexpr size_t kPrefetchRows = CM_Q4K_PREFETCH;
 constexpr int kQK = 256, kQ4KBytes = 144, kQ8Block = 32, kQ8Bytes = 34;
 
-// Q4_K weights: per 256 activations one scale d, int8 values q = round(x / d) with |q| <= 127, and the sums of
-// each 32-value sub-block (for the mins). The order of the int8 values is the level's (see its quantize_q4k).
+// Q4_K weights: per 256 activations one scale d, int8 values q = round(x / d) with |q| <= 127 in order, and the
+// sums of each 32-value sub-block (for the mins; |sum| <= 32 * 127, so int16).
 struct ActQ4K {
     int8_t* q;
     float* d;
-    int32_t* sums;
+    int16_t* sums;
 };
 
 inline ActQ4K act_q4k(void* scratch, int64_t n) {
     auto* base = static_cast<uint8_t*>(scratch);
     const int64_t nb = n / kQK;
     return {reinterpret_cast<int8_t*>(base), reinterpret_cast<float*>(base + n),
-            reinterpret_cast<int32_t*>(base + n + 4 * nb)};
+            reinterpret_cast<int16_t*>(base + n + 4 * nb)};
+}
+
+// Q4_K's activations for x (n values) with a level's abs_max(x, 256), quantize32(x, inverse scale, q) and
+// sum32(q): per 256 values d = amax / 127, q = round(x * 127 / amax), the sub-block sums.
+template <typename AbsMax, typename Quantize32, typename Sum32>
+void quantize_q4k_with(const float* x, int64_t n, ActQ4K a, AbsMax abs_max, Quantize32 quantize32, Sum32 sum32) {
+    for (int64_t i = 0; i < n / kQK; ++i) {
+        const float* xb = x + i * kQK;
+        const float amax = abs_max(xb, kQK);
+        a.d[i] = amax / 127.0f;
+        for (int k = 0; k < 8; ++k) {
+            int8_t* dst = a.q + i * kQK + 32 * k;
+            quantize32(xb + 32 * k, amax > 0.0f ? 127.0f / amax : 0.0f, dst);
+            a.sums[8 * i + k] = static_cast<int16_t>(sum32(dst));
+        }
+    }
+}
+
+// Q4_K weights, several weight rows at once (the weight-row-interleaved kernels, see gemv.cpp): every activation
+// row quantized into its scratch, then rows [r0, r1) in blocks of R (the last block padded with copies of row
+// r1 - 1, whose results are dropped): block(row pointers[R], acts, n_x, out) writes out[j * R + k] = dot(row k, x_j)
+// for all n_x activation rows (row_bytes, R * row_bytes: the rows' stride and the next block's distance).
+template <int R, typename Quantize, typename Block>
+void gemv_q4k_blocks(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+                     int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, Quantize quantize, Block block) {
+    const size_t per_row = gemv_scratch_bytes(GGML_TYPE_Q4_K, n);
+    auto* base = static_cast<uint8_t*>(scratch);
+    ActQ4K a[kMaxGemvRows];
+    for (int j = 0; j < n_x; ++j) {
+        a[j] = act_q4k(base + j * per_row, n);
+        quantize(x + j * ldx, n, a[j]);
+    }
+    float out[kMaxGemvRows * R];
+    const uint8_t* rp[R];
+    for (int64_t r = r0; r < r1; r += R) {
+        for (int k = 0; k < R; ++k) rp[k] = rows + (r + k < r1 ? r + k : r1 - 1) * row_bytes;
+        block(rp, a, n_x, out, row_bytes, R * row_bytes);
+        const int64_t m = r1 - r < R ? r1 - r : R;
+        for (int j = 0; j < n_x; ++j)
+            for (int64_t k = 0; k < m; ++k) y[j * ldy + r + k] = out[j * R + k];
+    }
 }
 
 // Q8_0 weights: x quantized per 32 values (as ggml does for this type), stored in order.
