@@ -395,6 +395,103 @@ CM_AVX512 void dot_float(const uint8_t* row, size_t row_bytes, int64_t n, const 
         for (int j = 0; j < G; ++j) out[r * G + j] = hsum(_mm512_add_ps(a0[r][j], a1[r][j]));
 }
 
+// K-blocked form of dot_float for many activation rows (kFloatKBlockRows or more): with 8 activation rows of the
+// LM's width (8 KB each) the activations no longer fit in L1 beside the weights, and converting F16 weights again
+// for every pair of activation rows doubles the work on the FMA ports. So per block of R <= 4 weight rows and kb
+// values: the weights converted once into wb (F32, kb values a row, in L1), then each pair of activation rows
+// runs its accumulators (kept in acc between blocks) over them. The FMAs of every (weight row, activation row)
+// pair are exactly dot_float's, in its order (even 16-wide chunks into a0, odd into a1, the tail into a0, then
+// hsum(a0 + a1)): the same bits as dot_float, for any number of rows.
+template <int R, int G>
+CM_AVX512 void float_kblock(const float* wb, int kb_stride, int64_t kl, const float* x, int64_t ldx, __m512* acc) {
+    // acc[(r * kMaxGemvRows + j) * 2 + {0, 1}]: a0, a1 of weight row r and activation row j (j relative to x)
+    __m512 a0[R][G], a1[R][G];
+    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < G; ++j) a0[r][j] = acc[(r * kMaxGemvRows + j) * 2], a1[r][j] = acc[(r * kMaxGemvRows + j) * 2 + 1];
+    for (int64_t i = 0; i < kl; i += 32) {
+        __m512 w0[R], w1[R];
+        for (int r = 0; r < R; ++r) {
+            w0[r] = _mm512_load_ps(wb + r * kb_stride + i), w1[r] = _mm512_load_ps(wb + r * kb_stride + i + 16);
+            // in registers, loaded once for all G activation rows (GCC would fold a load into every FMA: 20 loads
+            // per 16 FMAs instead of 12, more than two load ports serve)
+            __asm__("" : "+v"(w0[r]), "+v"(w1[r]));
+        }
+        for (int j = 0; j < G; ++j) {
+            const __m512 x0 = _mm512_loadu_ps(x + j * ldx + i), x1 = _mm512_loadu_ps(x + j * ldx + i + 16);
+            for (int r = 0; r < R; ++r) {
+                a0[r][j] = _mm512_fmadd_ps(w0[r], x0, a0[r][j]);
+                a1[r][j] = _mm512_fmadd_ps(w1[r], x1, a1[r][j]);
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < G; ++j) acc[(r * kMaxGemvRows + j) * 2] = a0[r][j], acc[(r * kMaxGemvRows + j) * 2 + 1] = a1[r][j];
+}
+
+// R weight rows from `row` (values [k0, k0 + kl), kl a multiple of 32) converted to F32 into wb (rows kb_stride
+// apart). Prefetched: the same rows two blocks ahead, past the rows' end the next 4 rows (the weights arrive
+// while the FMAs of the blocks between run; a whole row ahead would fetch in bursts, a block of 4 rows at a time).
+template <int R, bool F16>
+CM_AVX512 void float_convert(const uint8_t* row, size_t row_bytes, int64_t k0, int64_t kl, int kb, float* wb,
+                             int kb_stride) {
+    constexpr int kBytes = F16 ? 2 : 4;
+    const size_t ahead = size_t(2 * kb * kBytes);
+    const size_t pf = size_t(kBytes * k0) + ahead >= row_bytes ? ahead + 3 * row_bytes : ahead;
+    for (int r = 0; r < R; ++r) {
+        const uint8_t* wr = row + r * row_bytes;
+        for (int64_t i = 0; i < kl; i += 32) {
+            _mm_prefetch(reinterpret_cast<const char*>(wr + kBytes * (k0 + i)) + pf, _MM_HINT_T0);
+            if constexpr (!F16) _mm_prefetch(reinterpret_cast<const char*>(wr + kBytes * (k0 + i)) + pf + 64, _MM_HINT_T0);
+            _mm512_store_ps(wb + r * kb_stride + i, load_w<F16>(wr, k0 + i));
+            _mm512_store_ps(wb + r * kb_stride + i + 16, load_w<F16>(wr, k0 + i + 16));
+        }
+    }
+}
+
+// The tail (n not a multiple of 32) as dot_float does it, then y = hsum(a0 + a1) of each pair.
+template <int R, bool F16>
+CM_AVX512 void float_finish(const uint8_t* row, size_t row_bytes, int64_t n, const float* x, int64_t ldx, int n_x,
+                            const __m512* acc, float* y, int64_t ldy) {
+    for (int r = 0; r < R; ++r) {
+        for (int j = 0; j < n_x; ++j) {
+            __m512 a0 = acc[(r * kMaxGemvRows + j) * 2];
+            for (int64_t i = n / 32 * 32; i < n; i += 16) {
+                const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (n - i)) - 1);
+                a0 = _mm512_fmadd_ps(load_w_tail<F16>(row + r * row_bytes, i, m), _mm512_maskz_loadu_ps(m, x + j * ldx + i), a0);
+            }
+            y[j * ldy + r] = hsum(_mm512_add_ps(a0, acc[(r * kMaxGemvRows + j) * 2 + 1]));
+        }
+    }
+}
+
+CM_AVX512 void zero_acc(__m512* acc, int n) {
+    for (int k = 0; k < n; ++k) acc[k] = _mm512_setzero_ps();
+}
+
+template <bool F16>
+void gemv_float_kblocked(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+                         int64_t ldx, int n_x, float* y, int64_t ldy) {
+    // kb values a block: the activation rows' block (n_x * kb * 4 bytes), the weights' (16 KB at most) and the
+    // accumulators (8 KB at most) stay within a 48 KB L1
+    const int kb = n_x > 8 ? 256 : 512;
+    alignas(64) float wb[4 * 512];
+    __m512 acc[4 * kMaxGemvRows * 2];
+    const int64_t n_main = n / 32 * 32;
+    for_row_blocks(r0, r1, [&](int64_t r, auto rr) {
+        constexpr int R = decltype(rr)::value;
+        const uint8_t* row = rows + r * row_bytes;
+        zero_acc(acc, 4 * kMaxGemvRows * 2);
+        for (int64_t k0 = 0; k0 < n_main; k0 += kb) {
+            const int64_t kl = n_main - k0 < kb ? n_main - k0 : kb;
+            float_convert<R, F16>(row, row_bytes, k0, kl, kb, wb, kb);
+            for_groups<2>(n_x, [&](int j, auto g) {
+                float_kblock<R, decltype(g)::value>(wb, kb, kl, x + j * ldx + k0, ldx, acc + j * 2);
+            });
+        }
+        float_finish<R, F16>(row, row_bytes, n, x, ldx, n_x, acc, y + r, ldy);
+    });
+}
+
 // F16/F32 weights, rows [r0, r1) against n_x activation rows: blocks of 4 weight rows by 2 activation rows (16
 // accumulator registers), tails with fewer.
 template <bool F16>
@@ -469,8 +566,15 @@ void gemv(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0
     if (level == Level::avx2) return gemv_avx2(type, w, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch);
     if (level != Level::avx512 && level != Level::amx) std::abort();  // callers check gemv_available()
     const auto* rows = static_cast<const uint8_t*>(w);
-    if (type == GGML_TYPE_F16) return gemv_float<true>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
-    if (type == GGML_TYPE_F32) return gemv_float<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
+    const bool kblocked = n_x >= kFloatKBlockRows;
+    if (type == GGML_TYPE_F16) {
+        return kblocked ? gemv_float_kblocked<true>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy)
+                        : gemv_float<true>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
+    }
+    if (type == GGML_TYPE_F32) {
+        return kblocked ? gemv_float_kblocked<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy)
+                        : gemv_float<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
+    }
     if (type == GGML_TYPE_Q4_K) {
         return gemv_q4k_blocks<16>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, quantize_q4k,
                                    [n](const uint8_t* const* rp, const ActQ4K* a, int nx, float* out, size_t rb, size_t next) {

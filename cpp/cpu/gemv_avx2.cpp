@@ -328,6 +328,94 @@ void dot_block(const uint8_t* row, size_t row_bytes, int64_t n, const float* x, 
     }
 }
 
+// K-blocked form of dot_float for many activation rows (as gemv.cpp's gemv_float_kblocked): per block of R <= 4
+// weight rows and kb values, the weights converted once into wb (F32, in L1), then each pair of activation rows
+// runs its accumulators (kept in acc between blocks) over them, two weight rows at a time. dot_float's FMAs in
+// its order: the same bits as dot_float.
+template <int R, int G>
+CM_AVX2 void float_kblock(const float* wb, int kb_stride, int64_t kl, const float* x, int64_t ldx, __m256* acc) {
+    __m256 a0[R][G], a1[R][G];
+    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < G; ++j) a0[r][j] = acc[(r * kMaxGemvRows + j) * 2], a1[r][j] = acc[(r * kMaxGemvRows + j) * 2 + 1];
+    for (int64_t i = 0; i < kl; i += 16) {
+        __m256 w0[R], w1[R];
+        for (int r = 0; r < R; ++r) {
+            w0[r] = _mm256_load_ps(wb + r * kb_stride + i), w1[r] = _mm256_load_ps(wb + r * kb_stride + i + 8);
+            __asm__("" : "+x"(w0[r]), "+x"(w1[r]));  // in registers for all G rows (see gemv.cpp)
+        }
+        for (int j = 0; j < G; ++j) {
+            const __m256 x0 = _mm256_loadu_ps(x + j * ldx + i), x1 = _mm256_loadu_ps(x + j * ldx + i + 8);
+            for (int r = 0; r < R; ++r) {
+                a0[r][j] = _mm256_fmadd_ps(w0[r], x0, a0[r][j]);
+                a1[r][j] = _mm256_fmadd_ps(w1[r], x1, a1[r][j]);
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < G; ++j) acc[(r * kMaxGemvRows + j) * 2] = a0[r][j], acc[(r * kMaxGemvRows + j) * 2 + 1] = a1[r][j];
+}
+
+template <bool F16>
+CM_AVX2 void float_convert(const uint8_t* row, size_t row_bytes, int R, int64_t k0, int64_t kl, float* wb, int kb_stride) {
+    constexpr int kBytes = F16 ? 2 : 4;
+    for (int r = 0; r < R; ++r) {
+        const uint8_t* wr = row + r * row_bytes;
+        for (int64_t i = 0; i < kl; i += 16) {
+            if (((k0 + i) & (64 / kBytes - 1)) == 0)
+                _mm_prefetch(reinterpret_cast<const char*>(wr + kBytes * (k0 + i)) + kPrefetch, _MM_HINT_T0);
+            _mm256_store_ps(wb + r * kb_stride + i, load_w<F16>(wr, k0 + i));
+            _mm256_store_ps(wb + r * kb_stride + i + 8, load_w<F16>(wr, k0 + i + 8));
+        }
+    }
+}
+
+// dot_float's tail (a whole 8-chunk into a0, the zero-padded rest into a1), then y = hsum(a0 + a1) of each pair.
+template <bool F16>
+CM_AVX2 void float_finish(const uint8_t* row, size_t row_bytes, int R, int64_t n, const float* x, int64_t ldx, int n_x,
+                          const __m256* acc, float* y, int64_t ldy) {
+    for (int r = 0; r < R; ++r) {
+        for (int j = 0; j < n_x; ++j) {
+            __m256 a0 = acc[(r * kMaxGemvRows + j) * 2], a1 = acc[(r * kMaxGemvRows + j) * 2 + 1];
+            int64_t i = n / 16 * 16;
+            if (i + 8 <= n) {
+                a0 = _mm256_fmadd_ps(load_w<F16>(row + r * row_bytes, i), _mm256_loadu_ps(x + j * ldx + i), a0);
+                i += 8;
+            }
+            if (i < n) a1 = _mm256_fmadd_ps(load_w_tail<F16>(row + r * row_bytes, i, n - i), load_x_tail(x + j * ldx + i, n - i), a1);
+            y[j * ldy + r] = hsum(_mm256_add_ps(a0, a1));
+        }
+    }
+}
+
+CM_AVX2 void zero_acc(__m256* acc, int n) {
+    for (int k = 0; k < n; ++k) acc[k] = _mm256_setzero_ps();
+}
+
+template <bool F16>
+void gemv_float_kblocked(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+                         int64_t ldx, int n_x, float* y, int64_t ldy) {
+    const int kb = n_x > 8 ? 256 : 512;
+    alignas(32) float wb[4 * 512];
+    __m256 acc[4 * kMaxGemvRows * 2];
+    const int64_t n_main = n / 16 * 16;
+    for_row_blocks(r0, r1, [&](int64_t r, auto rr) {
+        constexpr int R = decltype(rr)::value;
+        const uint8_t* row = rows + r * row_bytes;
+        zero_acc(acc, 4 * kMaxGemvRows * 2);
+        for (int64_t k0 = 0; k0 < n_main; k0 += kb) {
+            const int64_t kl = n_main - k0 < kb ? n_main - k0 : kb;
+            float_convert<F16>(row, row_bytes, R, k0, kl, wb, kb);
+            for_groups<2>(n_x, [&](int j, auto g) {
+                constexpr int G = decltype(g)::value;
+                float_kblock<R < 2 ? R : 2, G>(wb, kb, kl, x + j * ldx + k0, ldx, acc + j * 2);
+                if constexpr (R > 2)
+                    float_kblock<R - 2, G>(wb + 2 * kb, kb, kl, x + j * ldx + k0, ldx, acc + (2 * kMaxGemvRows + j) * 2);
+            });
+        }
+        float_finish<F16>(row, row_bytes, R, n, x, ldx, n_x, acc, y + r, ldy);
+    });
+}
+
 template <bool F16>
 void gemv_float(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
                 int64_t ldx, int n_x, float* y, int64_t ldy) {
@@ -389,8 +477,15 @@ CM_AVX2 void gelu_erf_avx2(const float* x, float* y, int64_t n) {
 void gemv_avx2(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
                int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch) {
     const auto* rows = static_cast<const uint8_t*>(w);
-    if (type == GGML_TYPE_F16) return gemv_float<true>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
-    if (type == GGML_TYPE_F32) return gemv_float<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
+    const bool kblocked = n_x >= kFloatKBlockRows;
+    if (type == GGML_TYPE_F16) {
+        return kblocked ? gemv_float_kblocked<true>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy)
+                        : gemv_float<true>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
+    }
+    if (type == GGML_TYPE_F32) {
+        return kblocked ? gemv_float_kblocked<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy)
+                        : gemv_float<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
+    }
     if (type == GGML_TYPE_Q4_K) {
         return gemv_q4k_blocks<8>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, quantize_q4k,
                                   [n](const uint8_t* const* rp, const ActQ4K* a, int nx, float* out, size_t rb, size_t next) {

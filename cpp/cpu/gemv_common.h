@@ -24,6 +24,12 @@ constexpr int kPrefetch = 4096;
 #define CM_Q4K_PREFETCH 1024
 #endif
 constexpr size_t kPrefetchRows = CM_Q4K_PREFETCH;
+// From this many activation rows on, F16/F32 weights go through a level's gemv_float_kblocked (weights converted
+// once per block of values for all activation rows; the same bits as its gemv_float).
+#ifndef CM_FLOAT_KBLOCK_ROWS
+#define CM_FLOAT_KBLOCK_ROWS 3
+#endif
+constexpr int kFloatKBlockRows = CM_FLOAT_KBLOCK_ROWS;
 constexpr int kQK = 256, kQ4KBytes = 144, kQ8Block = 32, kQ8Bytes = 34;
 
 // Q4_K weights: per 256 activations one scale d, int8 values q = round(x / d) with |q| <= 127 in order, and the
