@@ -145,6 +145,13 @@ const Q4KPerm& q4k_perm() {
                     q.hdr[step - 1][to.reg][to.lane] = from.lane + (from.reg == a ? 0 : 16);
                 }
         }
+        // every step's index vectors depend only on the output register's parity: two per step (in registers)
+        for (int step = 0; step < 3; ++step)
+            for (int R = 2; R < 8; ++R)
+                if (std::memcmp(q.qs[step][R], q.qs[step][R & 1], sizeof q.qs[step][R]) != 0) std::abort();
+        for (int step = 0; step < 2; ++step)
+            for (int R = 2; R < 4; ++R)
+                if (std::memcmp(q.hdr[step][R], q.hdr[step][R & 1], sizeof q.hdr[step][R]) != 0) std::abort();
         return q;
     }();
     return p;
@@ -171,53 +178,81 @@ CM_AVX512 __m512i bcast32(const void* p) {
 // 16 Q4_K weight rows (rp[k], nb blocks each) against the n_x activation rows: out[j * 16 + k] = dot(row k, x_j).
 // Activation rows in groups of up to Max per pass over a block's transposed nibbles (their integer sums in
 // registers); each row's float accumulator in acc[].
-// One block's transposed weights, scales and mins for the activation rows [j0, j0 + G).
-struct Q4KBlock512 {
-    __m512i T[32];  // the nibble bytes: T[8c + t] lane r = dword t of row r's chunk c
-    __m512i sc[8], mp[4];  // sub-block scales, mins in pairs
-    __m512 wd, wdmin;
-};
+// The per-activation-row work of a block, for G rows at a time (inlined into q4k_rows16, so that a chunk's
+// transposed nibbles stay in registers): Op::run<G>(j, args...) for rows [j, j + G), groups as for_groups<Max>.
+#define CM_AVX512_INLINE \
+    __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma"))) inline
+template <int Max, typename Op, typename... Args>
+CM_AVX512_INLINE void q4k_each_group(int n_x, Args... args) {
+    int j = 0;
+    for (; j + Max <= n_x; j += Max) Op::template run<Max>(j, args...);
+    if constexpr (Max > 4) {
+        if (n_x - j >= 4) {
+            Op::template run<4>(j, args...);
+            j += 4;
+        }
+    }
+    switch (n_x - j) {
+        case 3: if constexpr (Max > 3) Op::template run<3>(j, args...); break;
+        case 2: if constexpr (Max > 2) Op::template run<2>(j, args...); break;
+        case 1: Op::template run<1>(j, args...); break;
+        default: break;
+    }
+}
 
-template <int G>
-CM_AVX512 void q4k_group(const Q4KBlock512& b, const ActQ4K* aj, int64_t i, __m512* acc) {
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
-    __m512i is[G];
-    for (int half = 0; half < 2; ++half) {
-        for (int j = 0; j < G; ++j) is[j] = _mm512_setzero_si512();
-        for (int c = 2 * half; c < 2 * half + 2; ++c) {
-            for (int s = 0; s < 2; ++s) {  // low nibbles: sub-block 2c; high: 2c + 1
-                for (int q = 0; q < 2; ++q) {
-                    __m512i nib[4];
-                    for (int k = 0; k < 4; ++k) {
-                        const __m512i w = b.T[8 * c + 4 * q + k];
-                        nib[k] = _mm512_and_si512(s == 0 ? w : _mm512_srli_epi16(w, 4), m4);
-                    }
-                    const int64_t xo = i * kQK + 64 * c + 32 * s + 16 * q;
-                    for (int j = 0; j < G; ++j) {
-                        const int8_t* xq = aj[j].q + xo;
-                        __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), nib[0], bcast32(xq));
-                        p = _mm512_dpbusd_epi32(p, nib[1], bcast32(xq + 4));
-                        p = _mm512_dpbusd_epi32(p, nib[2], bcast32(xq + 8));
-                        p = _mm512_dpbusd_epi32(p, nib[3], bcast32(xq + 12));
-                        is[j] = _mm512_dpwssd_epi32(is[j], p, b.sc[2 * c + s]);
-                    }
+// One 32-byte chunk c of 16 rows (T8[t] lane r = dword t of row r's chunk) against G activation rows: into is[j]
+// the scaled integer sums of sub-blocks 2c (low nibbles, scale sca) and 2c + 1 (high nibbles, scb).
+struct Q4KChunk {
+    template <int G>
+    CM_AVX512_INLINE static void run(int j0, const __m512i* T8, __m512i sca, __m512i scb, const ActQ4K* a, int64_t xo,
+                                     __m512i* is) {
+        const __m512i m4 = _mm512_set1_epi8(0x0f);
+        __m512i s[G];
+        for (int j = 0; j < G; ++j) s[j] = is[j0 + j];
+        for (int h = 0; h < 2; ++h) {  // low nibbles: sub-block 2c; high: 2c + 1
+            for (int q = 0; q < 2; ++q) {
+                __m512i nib[4];
+                for (int k = 0; k < 4; ++k) nib[k] = _mm512_and_si512(h == 0 ? T8[4 * q + k] : _mm512_srli_epi16(T8[4 * q + k], 4), m4);
+                for (int j = 0; j < G; ++j) {
+                    const int8_t* xq = a[j0 + j].q + xo + 32 * h + 16 * q;
+                    __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), nib[0], bcast32(xq));
+                    p = _mm512_dpbusd_epi32(p, nib[1], bcast32(xq + 4));
+                    p = _mm512_dpbusd_epi32(p, nib[2], bcast32(xq + 8));
+                    p = _mm512_dpbusd_epi32(p, nib[3], bcast32(xq + 12));
+                    s[j] = _mm512_dpwssd_epi32(s[j], p, h == 0 ? sca : scb);
                 }
             }
         }
-        for (int j = 0; j < G; ++j)
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j]), _mm512_mul_ps(b.wd, _mm512_set1_ps(aj[j].d[i])),
-                                          acc[j]);
+        for (int j = 0; j < G; ++j) is[j0 + j] = s[j];
     }
-    for (int j = 0; j < G; ++j) {
-        const int16_t* sm = aj[j].sums + 8 * i;
-        __m512i m = _mm512_madd_epi16(b.mp[0], bcast32(sm));
-        m = _mm512_dpwssd_epi32(m, b.mp[1], bcast32(sm + 2));
-        m = _mm512_dpwssd_epi32(m, b.mp[2], bcast32(sm + 4));
-        m = _mm512_dpwssd_epi32(m, b.mp[3], bcast32(sm + 6));
-        acc[j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(b.wdmin, _mm512_set1_ps(aj[j].d[i])),
-                                       acc[j]);
+};
+
+// acc[j] += float(is[j]) * (d_r * d_j) (sub-blocks 0-3 or 4-7 of block i), is[j] = 0.
+struct Q4KFlush {
+    template <int G>
+    CM_AVX512_INLINE static void run(int j0, __m512i* is, __m512 wd, const ActQ4K* a, int64_t i, __m512* acc) {
+        for (int j = j0; j < j0 + G; ++j) {
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j]), _mm512_mul_ps(wd, _mm512_set1_ps(a[j].d[i])), acc[j]);
+            is[j] = _mm512_setzero_si512();
+        }
     }
-}
+};
+
+// acc[j] -= float(sum over sub-blocks of min * x sums) * (dmin_r * d_j), block i.
+struct Q4KMins {
+    template <int G>
+    CM_AVX512_INLINE static void run(int j0, const __m512i* mp, __m512 wdmin, const ActQ4K* a, int64_t i, __m512* acc) {
+        for (int j = j0; j < j0 + G; ++j) {
+            const int16_t* sm = a[j].sums + 8 * i;
+            __m512i m = _mm512_madd_epi16(mp[0], bcast32(sm));
+            m = _mm512_dpwssd_epi32(m, mp[1], bcast32(sm + 2));
+            m = _mm512_dpwssd_epi32(m, mp[2], bcast32(sm + 4));
+            m = _mm512_dpwssd_epi32(m, mp[3], bcast32(sm + 6));
+            acc[j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(wdmin, _mm512_set1_ps(a[j].d[i])), acc[j]);
+        }
+    }
+};
+
 
 template <int Max>
 CM_AVX512 void q4k_rows16(const uint8_t* const* rp, int64_t nb, const ActQ4K* a, int n_x, float* out, size_t row_bytes,
@@ -226,7 +261,13 @@ CM_AVX512 void q4k_rows16(const uint8_t* const* rp, int64_t nb, const ActQ4K* a,
     const __m512i m6 = _mm512_set1_epi8(0x3f), m4lo = _mm512_set1_epi8(0x0f), m2hi = _mm512_set1_epi8(0x30);
     __m512 acc[kMaxGemvRows];
     for (int j = 0; j < n_x; ++j) acc[j] = _mm512_setzero_ps();
-    Q4KBlock512 b;
+    __m512i is[kMaxGemvRows];
+    for (int j = 0; j < n_x; ++j) is[j] = _mm512_setzero_si512();
+    __m512i iq[3][2], ih[2][2];
+    for (int k = 0; k < 2; ++k) {
+        for (int step = 0; step < 3; ++step) iq[step][k] = _mm512_load_si512(perm.qs[step][k]);
+        for (int step = 0; step < 2; ++step) ih[step][k] = _mm512_load_si512(perm.hdr[step][k]);
+    }
     for (int64_t i = 0; i < nb; ++i) {
         const size_t off = size_t(i) * kQ4KBytes;
         // each row kPrefetchRows ahead; past its end, the same row of the next 16 (the next call's)
@@ -243,16 +284,17 @@ CM_AVX512 void q4k_rows16(const uint8_t* const* rp, int64_t nb, const ActQ4K* a,
             h0[q] = load4x128(rp[4 * q] + off, rp[4 * q + 1] + off, rp[4 * q + 2] + off, rp[4 * q + 3] + off);
 #pragma GCC unroll 4
         for (int R = 0; R < 4; ++R)
-            h1[R] = _mm512_permutex2var_epi32(h0[hdr_src(1, R)], _mm512_load_si512(perm.hdr[0][R]), h0[hdr_src2(1, R)]);
+            h1[R] = _mm512_permutex2var_epi32(h0[hdr_src(1, R)], ih[0][R & 1], h0[hdr_src2(1, R)]);
 #pragma GCC unroll 4
         for (int R = 0; R < 4; ++R)
-            H[R] = _mm512_permutex2var_epi32(h1[hdr_src(2, R)], _mm512_load_si512(perm.hdr[1][R]), h1[hdr_src2(2, R)]);
+            H[R] = _mm512_permutex2var_epi32(h1[hdr_src(2, R)], ih[1][R & 1], h1[hdr_src2(2, R)]);
         // 6-bit scales and mins as in the one-row layout: sc0-3 | mn0-3 low 6 bits of bytes 0-3 | 4-7; sc4-7, mn4-7
         // low 4 bits from the nibbles of bytes 8-11, top 2 bits from the top bits of bytes 0-3 | 4-7.
         const __m512i sc_lo = _mm512_and_si512(H[1], m6), mn_lo = _mm512_and_si512(H[2], m6);
         const __m512i sc_hi = _mm512_or_si512(_mm512_and_si512(H[3], m4lo), _mm512_and_si512(_mm512_srli_epi32(H[1], 2), m2hi));
         const __m512i mn_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(H[3], 4), m4lo),
                                               _mm512_and_si512(_mm512_srli_epi32(H[2], 2), m2hi));
+        __m512i sc[8], mp[4];
         // scale of sub-block s as an int32 (high half zero) in each row's lane; mins of sub-blocks 2p, 2p+1 as an
         // int16 pair
         // (VPSHUFB selects within 128-bit lanes: byte 4d + s of dword d into the low byte, zeros above)
@@ -260,40 +302,40 @@ CM_AVX512 void q4k_rows16(const uint8_t* const* rp, int64_t nb, const ActQ4K* a,
                                              int32_t(0x80808000u));
         for (int s = 0; s < 4; ++s) {
             const __m512i sel = _mm512_or_si512(dw, _mm512_set1_epi32(s));
-            b.sc[s] = _mm512_shuffle_epi8(sc_lo, sel);
-            b.sc[s + 4] = _mm512_shuffle_epi8(sc_hi, sel);
+            sc[s] = _mm512_shuffle_epi8(sc_lo, sel);
+            sc[s + 4] = _mm512_shuffle_epi8(sc_hi, sel);
         }
         const __m512i dwp = _mm512_set4_epi32(int32_t(0x800c800cu), int32_t(0x80088008u), int32_t(0x80048004u),
                                               int32_t(0x80008000u));
         for (int p = 0; p < 2; ++p) {
             const __m512i sel = _mm512_add_epi32(dwp, _mm512_set1_epi32(2 * p + ((2 * p + 1) << 16)));
-            b.mp[p] = _mm512_shuffle_epi8(mn_lo, sel);
-            b.mp[p + 2] = _mm512_shuffle_epi8(mn_hi, sel);
+            mp[p] = _mm512_shuffle_epi8(mn_lo, sel);
+            mp[p + 2] = _mm512_shuffle_epi8(mn_hi, sel);
         }
-        b.wd = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(H[0]));
-        b.wdmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(H[0], 16)));
+        const __m512 wd = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(H[0]));
+        const __m512 wdmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(H[0], 16)));
         for (int c = 0; c < 4; ++c) {
-            __m512i z[8], u[8], v[8];
+            __m512i z[8], u[8], v[8], T8[8];
             const size_t o = off + 16 + 32 * size_t(c);
             for (int p = 0; p < 8; ++p) z[p] = load2x256(rp[2 * p] + o, rp[2 * p + 1] + o);
 #pragma GCC unroll 8
-            for (int R = 0; R < 8; ++R)
-                u[R] = _mm512_permutex2var_epi32(z[qs_src(1, R)], _mm512_load_si512(perm.qs[0][R]), z[qs_src2(1, R)]);
+            for (int R = 0; R < 8; ++R) u[R] = _mm512_permutex2var_epi32(z[qs_src(1, R)], iq[0][R & 1], z[qs_src2(1, R)]);
 #pragma GCC unroll 8
-            for (int R = 0; R < 8; ++R)
-                v[R] = _mm512_permutex2var_epi32(u[qs_src(2, R)], _mm512_load_si512(perm.qs[1][R]), u[qs_src2(2, R)]);
+            for (int R = 0; R < 8; ++R) v[R] = _mm512_permutex2var_epi32(u[qs_src(2, R)], iq[1][R & 1], u[qs_src2(2, R)]);
 #pragma GCC unroll 8
-            for (int R = 0; R < 8; ++R)
-                b.T[8 * c + R] = _mm512_permutex2var_epi32(v[qs_src(3, R)], _mm512_load_si512(perm.qs[2][R]), v[qs_src2(3, R)]);
+            for (int R = 0; R < 8; ++R) T8[R] = _mm512_permutex2var_epi32(v[qs_src(3, R)], iq[2][R & 1], v[qs_src2(3, R)]);
+            q4k_each_group<Max, Q4KChunk>(n_x, static_cast<const __m512i*>(T8), sc[2 * c], sc[2 * c + 1], a,
+                                          i * kQK + 64 * c, is);
+            if (c == 1 || c == 3) q4k_each_group<Max, Q4KFlush>(n_x, is, wd, a, i, acc);
         }
-        for_groups<Max>(n_x, [&](int j0, auto g) { q4k_group<decltype(g)::value>(b, a + j0, i, acc + j0); });
+        q4k_each_group<Max, Q4KMins>(n_x, static_cast<const __m512i*>(mp), wdmin, a, i, acc);
     }
     for (int j = 0; j < n_x; ++j) _mm512_storeu_ps(out + 16 * j, acc[j]);
 }
 
 void quantize_q80(const float* x, int64_t n, ActQ80 a) { quantize_q80_with(x, n, a, abs_max, quantize32); }
 
-// G activation rows against one Q8_0 weight row (same contract as dot_q4k).
+// G activation rows against one Q8_0 weight row (each row the same instruction sequence whatever G is; G = 1 is the one-row kernel).
 template <int G>
 CM_AVX512 void dot_q80(const uint8_t* row, int64_t nb, const ActQ80* a, float* out) {
     const __m512i zero = _mm512_setzero_si512();

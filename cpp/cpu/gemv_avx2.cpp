@@ -5,8 +5,9 @@
 // Exactness contract (as at the AVX-512 level): each activation row's result is computed by the same instruction
 // sequence whatever the number of rows in the call and whichever rows share it. The integer parts are exact sums
 // (their order does not matter); the float operations of a row (one FMA per weight block into that row's own
-// accumulator, the final horizontal sum) are the same for every group size. Results differ from the AVX-512
-// level's in the last bits (8-lane instead of 16-lane partial sums), never between rows of one level.
+// accumulator, the final horizontal sum) are the same for every group size. Q8_0/F16/F32 results differ from the
+// AVX-512 level's in the last bits (8-lane instead of 16-lane partial sums), never between rows of one level; Q4_K
+// results are the AVX-512 level's bits (each weight row has a lane of its own at both levels, q4k_rows8).
 #include "cpu/gemv_avx2.h"
 
 #include "cpu/gemv_common.h"
