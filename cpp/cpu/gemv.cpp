@@ -513,25 +513,19 @@ CM_AVX512 void zero_acc(__m512* acc, int n) {
 template <bool F16>
 void gemv_float_kblocked(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
                          int64_t ldx, int n_x, float* y, int64_t ldy) {
-    // kb values a block: the activation rows' block (n_x * kb * 4 bytes), the weights' (16 KB at most) and the
-    // accumulators (8 KB at most) stay within a 48 KB L1
-    const int kb = n_x > 8 ? 256 : 512;
     alignas(64) float wb[4 * 512];
     __m512 acc[4 * kMaxGemvRows * 2];
-    const int64_t n_main = n / 32 * 32;
-    for_row_blocks(r0, r1, [&](int64_t r, auto rr) {
-        constexpr int R = decltype(rr)::value;
-        const uint8_t* row = rows + r * row_bytes;
-        zero_acc(acc, 4 * kMaxGemvRows * 2);
-        for (int64_t k0 = 0; k0 < n_main; k0 += kb) {
-            const int64_t kl = n_main - k0 < kb ? n_main - k0 : kb;
-            float_convert<R, F16>(row, row_bytes, k0, kl, kb, wb, kb);
-            for_groups<2>(n_x, [&](int j, auto g) {
-                float_kblock<R, decltype(g)::value>(wb, kb, kl, x + j * ldx + k0, ldx, acc + j * 2);
-            });
-        }
-        float_finish<R, F16>(row, row_bytes, n, x, ldx, n_x, acc, y + r, ldy);
-    });
+    gemv_float_kblocked_with(
+        rows, row_bytes, n / 32 * 32, r0, r1, n_x, [&] { zero_acc(acc, 4 * kMaxGemvRows * 2); },
+        [&](auto rr, const uint8_t* row, int64_t k0, int64_t kl, int kb) {
+            float_convert<decltype(rr)::value, F16>(row, row_bytes, k0, kl, kb, wb, kb);
+        },
+        [&](auto rr, auto g, int j, int64_t k0, int64_t kl, int kb) {
+            float_kblock<decltype(rr)::value, decltype(g)::value>(wb, kb, kl, x + j * ldx + k0, ldx, acc + j * 2);
+        },
+        [&](auto rr, const uint8_t* row, int64_t r) {
+            float_finish<decltype(rr)::value, F16>(row, row_bytes, n, x, ldx, n_x, acc, y + r, ldy);
+        });
 }
 
 // F16/F32 weights, rows [r0, r1) against n_x activation rows: blocks of 4 weight rows by 2 activation rows (16

@@ -395,26 +395,22 @@ CM_AVX2 void zero_acc(__m256* acc, int n) {
 template <bool F16>
 void gemv_float_kblocked(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
                          int64_t ldx, int n_x, float* y, int64_t ldy) {
-    const int kb = n_x > 8 ? 256 : 512;
     alignas(32) float wb[4 * 512];
     __m256 acc[4 * kMaxGemvRows * 2];
-    const int64_t n_main = n / 16 * 16;
-    for_row_blocks(r0, r1, [&](int64_t r, auto rr) {
-        constexpr int R = decltype(rr)::value;
-        const uint8_t* row = rows + r * row_bytes;
-        zero_acc(acc, 4 * kMaxGemvRows * 2);
-        for (int64_t k0 = 0; k0 < n_main; k0 += kb) {
-            const int64_t kl = n_main - k0 < kb ? n_main - k0 : kb;
-            float_convert<F16>(row, row_bytes, R, k0, kl, wb, kb);
-            for_groups<2>(n_x, [&](int j, auto g) {
-                constexpr int G = decltype(g)::value;
-                float_kblock<R < 2 ? R : 2, G>(wb, kb, kl, x + j * ldx + k0, ldx, acc + j * 2);
-                if constexpr (R > 2)
-                    float_kblock<R - 2, G>(wb + 2 * kb, kb, kl, x + j * ldx + k0, ldx, acc + (2 * kMaxGemvRows + j) * 2);
-            });
-        }
-        float_finish<F16>(row, row_bytes, R, n, x, ldx, n_x, acc, y + r, ldy);
-    });
+    gemv_float_kblocked_with(
+        rows, row_bytes, n / 16 * 16, r0, r1, n_x, [&] { zero_acc(acc, 4 * kMaxGemvRows * 2); },
+        [&](auto rr, const uint8_t* row, int64_t k0, int64_t kl, int kb) {
+            float_convert<F16>(row, row_bytes, decltype(rr)::value, k0, kl, wb, kb);
+        },
+        [&](auto rr, auto g, int j, int64_t k0, int64_t kl, int kb) {  // two weight rows at a time
+            constexpr int R = decltype(rr)::value, G = decltype(g)::value;
+            float_kblock<R < 2 ? R : 2, G>(wb, kb, kl, x + j * ldx + k0, ldx, acc + j * 2);
+            if constexpr (R > 2)
+                float_kblock<R - 2, G>(wb + 2 * kb, kb, kl, x + j * ldx + k0, ldx, acc + (2 * kMaxGemvRows + j) * 2);
+        },
+        [&](auto rr, const uint8_t* row, int64_t r) {
+            float_finish<F16>(row, row_bytes, decltype(rr)::value, n, x, ldx, n_x, acc, y + r, ldy);
+        });
 }
 
 template <bool F16>

@@ -63,6 +63,19 @@ void quantize_q4k_with(const float* x, int64_t n, ActQ4K a, AbsMax abs_max, Quan
     }
 }
 
+// Each activation row j quantized into its part of the scratch: a[j] = make(part, n), quantize(x_j, n, a[j])
+// (parts gemv_scratch_bytes(type, n) apart).
+template <typename MakeAct, typename Quantize, typename Act>
+void quantize_rows(ggml_type type, int64_t n, const float* x, int64_t ldx, int n_x, void* scratch, MakeAct make,
+                   Quantize quantize, Act* a) {
+    const size_t per_row = gemv_scratch_bytes(type, n);
+    auto* base = static_cast<uint8_t*>(scratch);
+    for (int j = 0; j < n_x; ++j) {
+        a[j] = make(base + j * per_row, n);
+        quantize(x + j * ldx, n, a[j]);
+    }
+}
+
 // Q4_K weights, several weight rows at once (the weight-row-interleaved kernels, see gemv.cpp): every activation
 // row quantized into its scratch, then rows [r0, r1) in blocks of R (the last block padded with copies of row
 // r1 - 1, whose results are dropped): block(row pointers[R], acts, n_x, out) writes out[j * R + k] = dot(row k, x_j)
@@ -70,13 +83,8 @@ void quantize_q4k_with(const float* x, int64_t n, ActQ4K a, AbsMax abs_max, Quan
 template <int R, typename Quantize, typename Block>
 void gemv_q4k_blocks(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
                      int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, Quantize quantize, Block block) {
-    const size_t per_row = gemv_scratch_bytes(GGML_TYPE_Q4_K, n);
-    auto* base = static_cast<uint8_t*>(scratch);
     ActQ4K a[kMaxGemvRows];
-    for (int j = 0; j < n_x; ++j) {
-        a[j] = act_q4k(base + j * per_row, n);
-        quantize(x + j * ldx, n, a[j]);
-    }
+    quantize_rows(GGML_TYPE_Q4_K, n, x, ldx, n_x, scratch, act_q4k, quantize, a);
     float out[kMaxGemvRows * R];
     const uint8_t* rp[R];
     for (int64_t r = r0; r < r1; r += R) {
@@ -162,6 +170,27 @@ void gemv_float_blocks(int64_t r0, int64_t r1, int n_x, float* y, int64_t ldy, D
     });
 }
 
+// The K-blocked F16/F32 product of a level (gemv.cpp's gemv_float_kblocked): rows [r0, r1) in blocks of R <= 4,
+// values [0, n_main) (n_main: n rounded down to the level's step) in blocks of kb (512, 256 for more than 8
+// activation rows: the activation rows' block, the converted weights (16 KB at most) and the accumulators stay in
+// L1). Per row block: zero(acc), per value block convert(R, row, k0, kl, kb) into the level's buffer, then
+// kblock(R, G, j, k0, kl, kb) for the activation rows in pairs; finish(R, row, r) adds the tail and writes y.
+template <typename Zero, typename Convert, typename KBlock, typename Finish>
+void gemv_float_kblocked_with(const uint8_t* rows, size_t row_bytes, int64_t n_main, int64_t r0, int64_t r1, int n_x,
+                              Zero zero, Convert convert, KBlock kblock, Finish finish) {
+    const int kb = n_x > 8 ? 256 : 512;
+    for_row_blocks(r0, r1, [&](int64_t r, auto rr) {
+        const uint8_t* row = rows + r * row_bytes;
+        zero();
+        for (int64_t k0 = 0; k0 < n_main; k0 += kb) {
+            const int64_t kl = n_main - k0 < kb ? n_main - k0 : kb;
+            convert(rr, row, k0, kl, kb);
+            for_groups<2>(n_x, [&](int j, auto g) { kblock(rr, g, j, k0, kl, kb); });
+        }
+        finish(rr, row, r);
+    });
+}
+
 // A quantized type's product: each activation row quantized into its scratch (quantize(x_j, n, act_j)), then
 // every weight row against the activation rows in groups of at most Max:
 // dot(std::integral_constant<int, G>, weight row, acts of the group, out[G]).
@@ -170,14 +199,8 @@ template <int Max, typename MakeAct, typename Quantize, typename Dot>
 void gemv_quantized(ggml_type type, const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1,
                     const float* x, int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, MakeAct make,
                     Quantize quantize, Dot dot) {
-    using Act = decltype(make(scratch, n));
-    const size_t per_row = gemv_scratch_bytes(type, n);
-    auto* base = static_cast<uint8_t*>(scratch);
-    Act a[kMaxGemvRows];
-    for (int j = 0; j < n_x; ++j) {
-        a[j] = make(base + j * per_row, n);
-        quantize(x + j * ldx, n, a[j]);
-    }
+    decltype(make(scratch, n)) a[kMaxGemvRows];
+    quantize_rows(type, n, x, ldx, n_x, scratch, make, quantize, a);
     float out[Max];
     for (int64_t r = r0; r < r1; ++r) {
         for_groups<Max>(n_x, [&](int j, auto g) {
