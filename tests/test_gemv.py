@@ -194,34 +194,37 @@ def q4k_offset_bound(deq: np.ndarray) -> np.ndarray:
     ("f32", 1), ("f32", 8), ("f32", 15), ("f32", 31), ("f32", 47), ("f32", 100),
 ])
 def test_tails_within_the_rounding_bound(qtype, cols, level):
-    """Weight rows 1..7 and 13 (blocks of 4 and their tails), activation rows 1..16 (groups and their tails), K with
-    every tail of the 8/16/32-wide loops and odd block counts. The kernel's only errors are float32 roundings of
-    exact terms: F16/F32, a chain of at most ceil(K/8) FMAs per lane plus <= 4 additions of the horizontal sum, so
-    |y - ref| <= gamma(ceil(K/8) + 4) * sum|w||x|; Q8_0/Q4_K, per block one rounded scale product and one FMA
-    (Q4_K: two, for the mins) per lane, <= 5 more for the sums: gamma(2 nb + 7) * the sum of the terms' magnitudes
-    (Q8_0: |w_q| |x_q|; Q4_K: (|w| + 2 |dmin m|) |x_q|, the scale part and the offset part separately)."""
+    """Weight rows 1..9, 13, 15..17 and 33 (blocks of 4, Q4_K's interleaved blocks of 8 (AVX2) and 16 (AVX-512),
+    and their tails, split over 2 threads), activation rows 1..16 (groups and their tails), K with every tail of
+    the 8/16/32-wide loops and odd block counts. The kernel's only errors are float32 roundings of exact terms:
+    F16/F32, a chain of at most ceil(K/8) FMAs per lane plus <= 4 additions of the horizontal sum, so
+    |y - ref| <= gamma(ceil(K/8) + 4) * sum|w||x|; Q8_0, per block one rounded scale product and one FMA per lane,
+    <= 5 more for the sums: gamma(2 nb + 7) * sum |w_q| |x_q|; Q4_K, per block and row one rounded scale product and
+    three FMAs into one accumulator (sub-blocks 0-3, 4-7, the mins; exact integer sums below 2^24), no horizontal
+    sum: gamma(3 nb + 7) * sum (|w| + 2 |dmin m|) |x_q|."""
     rng = np.random.default_rng(cols)
-    w = rng.standard_normal((13, cols)).astype(np.float32) * 0.05
+    w = rng.standard_normal((33, cols)).astype(np.float32) * 0.05
     xs = rng.standard_normal((16, cols)).astype(np.float32) * 2
     xs[2, :] = 0  # an all-zero row
-    for rows in (1, 2, 3, 4, 5, 7, 13):
+    for rows in (1, 2, 3, 4, 5, 7, 8, 9, 13, 15, 16, 17, 33):
         y, deq = _core.gemv_test(qtype, w[:rows], xs, 2, level)
         deq = deq.astype(np.float64)
         wabs = np.abs(deq) + (q4k_offset_bound(deq) if qtype == "q4_k" else 0)
-        k = -(-cols // 8) + 4 if qtype in ("f16", "f32") else 2 * (cols // BLOCK[qtype]) + 7
+        nb = cols // BLOCK[qtype]
+        k = -(-cols // 8) + 4 if qtype in ("f16", "f32") else (3 if qtype == "q4_k" else 2) * nb + 7
         for j in range(16):
             xq = quantize_x(xs[j], qtype)
             ref = deq @ xq
             mag = wabs @ np.abs(xq)
             bound = gamma(k) * mag
             assert np.all(np.abs(y[j] - ref) <= bound), (rows, j, float(np.max(np.abs(y[j] - ref) - bound)))
-        if rows == 13:
+        if rows in (13, 33):
             assert np.all(y[2] == 0)
 
 
 def test_levels_agree():
-    """The F16 matrix kernel and GELU give the same bits at every level (the same FMA chains, only the tiling
-    differs); amx runs the avx512 matrix-vector kernels."""
+    """The F16 matrix kernel, GELU and the Q4_K matrix-vector kernel give the same bits at every level (the same FMA
+    chains, only the tiling differs); amx runs the avx512 matrix-vector kernels."""
     levels = [lv for lv in ("avx2", "avx512", "amx") if has(lv)]
     rng = np.random.default_rng(5)
     w = rng.standard_normal((29, 300)).astype(np.float32)
@@ -231,6 +234,11 @@ def test_levels_agree():
     for lv in levels[1:]:
         assert np.array_equal(_core.gemm_test(w, x, 2, lv), _core.gemm_test(w, x, 2, first)), lv
         assert np.array_equal(_core.gelu_test(g, lv), _core.gelu_test(g, first)), lv
+    if has("avx512"):  # Q4_K: each weight row's float operations are the same at both levels (8 or 16 lanes)
+        xs = rng.standard_normal((11, 768)).astype(np.float32)
+        wq = rng.standard_normal((37, 768)).astype(np.float32)
+        assert np.array_equal(_core.gemv_test("q4_k", wq, xs, 3, "avx2")[0],
+                              _core.gemv_test("q4_k", wq, xs, 2, "avx512")[0])
     if has("amx"):
         for qtype in ("q4_k", "q8_0", "f16", "f32"):
             xs = rng.standard_normal((5, 512)).astype(np.float32)

@@ -50,9 +50,6 @@ CM_AVX512 float fp16(const uint8_t* p) {
     return _cvtsh_ss(h);
 }
 
-// Q4_K's activations (ActQ4K, gemv_common.h) are stored so that one 64-byte load lines up with the low or the high
-// nibbles of 64 weight bytes: sub-blocks in the order 0 2 1 3 4 6 5 7.
-
 // Quantizes 32 floats with the inverse scale (round to nearest even, saturated to int8).
 CM_AVX512 void quantize32(const float* x, float iscale, int8_t* q) {
     const __m512 s = _mm512_set1_ps(iscale);
@@ -74,85 +71,271 @@ CM_AVX512 int32_t sum32(const int8_t* q) {
     return int32_t(hsum(_mm512_cvtepi32_ps(s)));  // exact: |sum| <= 32 * 127
 }
 
-CM_AVX512 void quantize_q4k(const float* x, int64_t n, ActQ4K a) {
-    static constexpr int kOrder[8] = {0, 2, 1, 3, 4, 6, 5, 7};
-    for (int64_t i = 0; i < n / kQK; ++i) {
-        const float* xb = x + i * kQK;
-        const float amax = abs_max(xb, kQK);
-        const float iscale = amax > 0.0f ? 127.0f / amax : 0.0f;
-        a.d[i] = amax / 127.0f;
-        int8_t* qb = a.q + i * kQK;
-        for (int k = 0; k < 8; ++k) {
-            int8_t* dst = qb + 32 * k;
-            quantize32(xb + 32 * kOrder[k], iscale, dst);
-            a.sums[8 * i + kOrder[k]] = sum32(dst);
+void quantize_q4k(const float* x, int64_t n, ActQ4K a) { quantize_q4k_with(x, n, a, abs_max, quantize32, sum32); }
+
+// Q4_K, 16 weight rows at once, interleaved in registers: the lane r of every vector belongs to weight row r.
+// Per block the 16 rows' bytes are transposed (VPERMT2D, three steps for the nibbles, two for the scale header) so
+// that one vector holds the same 4 bytes of all 16 rows; VPDPBUSD against 4 activation bytes broadcast to every
+// lane then sums 4 products per row, and 4 such steps (16 weights of one sub-block) are scaled by the rows'
+// 6-bit sub-block scales in one VPDPWSSD for all 16 rows (|sum| <= 16 * 15 * 127 < 2^15 sits in the low half of
+// its lane, the high half is its sign, the scales' high halves are zero: exact products). Per 256 weights and
+// activation row that is 4 VPDPBUSD + 1 VPDPWSSD (+ 1/4 for the mins and a few float operations per 16 rows),
+// where one row at a time needs 4 + 4 + the float work for each row: the scale decode, the nibble masks and the
+// float work are shared by 16 weight rows, the transposition (shuffle port) by all activation rows.
+// Float part, per block, activation row j and weight row r (lane): the integer sum of sub-blocks 0-3 and of 4-7
+// (each |s| <= 4 * 63 * 32 * 15 * 127 < 2^24, exact in float), then the mins' sum (exact), into one accumulator:
+//   acc = fma(float(s03), d_r * d_j, acc); acc = fma(float(s47), d_r * d_j, acc);
+//   acc = fnma(float(m), dmin_r * d_j, acc)
+// and y = acc after the last block. The same operations for every activation row whatever shares the call, and
+// for every weight row whatever lane it sits in: a row's result does not depend on the other rows (weight or
+// activation) of the call.
+
+// Lane layouts of the transpositions: element (row r, dword t) of the input is at (register, lane); each step
+// moves one bit of the register number into the lane number and back with one two-source permute per register.
+struct Pos {
+    int reg, lane;
+};
+struct Q4KPerm {
+    alignas(64) int32_t qs[3][8][16];  // nibble bytes: 16 rows x 8 dwords of a 32-byte chunk
+    alignas(64) int32_t hdr[2][4][16];  // header: 16 rows x 4 dwords (d and dmin, 12 bytes of scales and mins)
+};
+
+// Input: rows 2p, 2p+1 in register p (8 dwords each); output: dword t of row r in register t, lane r.
+inline Pos qs_layout(int step, int r, int t) {
+    switch (step) {
+        case 0: return {r >> 1, (r & 1) * 8 + t};
+        case 1: return {(r >> 2) * 2 + (t >> 2), (r & 3) * 4 + (t & 3)};
+        case 2: return {(r >> 3) * 4 + (t >> 1), (r & 7) * 2 + (t & 1)};
+        default: return {t, r};
+    }
+}
+// the two source registers of output register R at each step (the registers that differ in the moved bit)
+constexpr int qs_src(int step, int R) { return step == 1 ? (R >> 1) * 2 : step == 2 ? (R >> 2) * 4 + ((R >> 1) & 1) : R >> 1; }
+constexpr int qs_src2(int step, int R) { return qs_src(step, R) + (step == 1 ? 1 : step == 2 ? 2 : 4); }
+
+// Input: rows 4q..4q+3 in register q (4 dwords each); output: dword k of row r in register k, lane r.
+inline Pos hdr_layout(int step, int r, int k) {
+    switch (step) {
+        case 0: return {r >> 2, (r & 3) * 4 + k};
+        case 1: return {(r >> 3) * 2 + (k >> 1), (r & 7) * 2 + (k & 1)};
+        default: return {k, r};
+    }
+}
+constexpr int hdr_src(int step, int R) { return step == 1 ? (R >> 1) * 2 : R >> 1; }
+constexpr int hdr_src2(int step, int R) { return hdr_src(step, R) + (step == 1 ? 1 : 2); }
+
+const Q4KPerm& q4k_perm() {
+    static const Q4KPerm p = [] {
+        Q4KPerm q{};
+        for (int step = 1; step <= 3; ++step) {
+            for (int r = 0; r < 16; ++r)
+                for (int t = 0; t < 8; ++t) {
+                    const Pos to = qs_layout(step, r, t), from = qs_layout(step - 1, r, t);
+                    const int a = qs_src(step, to.reg), b = qs_src2(step, to.reg);
+                    if (from.reg != a && from.reg != b) std::abort();  // the layouts above are wrong
+                    q.qs[step - 1][to.reg][to.lane] = from.lane + (from.reg == a ? 0 : 16);
+                }
         }
+        for (int step = 1; step <= 2; ++step) {
+            for (int r = 0; r < 16; ++r)
+                for (int k = 0; k < 4; ++k) {
+                    const Pos to = hdr_layout(step, r, k), from = hdr_layout(step - 1, r, k);
+                    const int a = hdr_src(step, to.reg), b = hdr_src2(step, to.reg);
+                    if (from.reg != a && from.reg != b) std::abort();
+                    q.hdr[step - 1][to.reg][to.lane] = from.lane + (from.reg == a ? 0 : 16);
+                }
+        }
+        // every step's index vectors depend only on the output register's parity: two per step (in registers)
+        for (int step = 0; step < 3; ++step)
+            for (int R = 2; R < 8; ++R)
+                if (std::memcmp(q.qs[step][R], q.qs[step][R & 1], sizeof q.qs[step][R]) != 0) std::abort();
+        for (int step = 0; step < 2; ++step)
+            for (int R = 2; R < 4; ++R)
+                if (std::memcmp(q.hdr[step][R], q.hdr[step][R & 1], sizeof q.hdr[step][R]) != 0) std::abort();
+        return q;
+    }();
+    return p;
+}
+
+CM_AVX512 __m512i load2x256(const uint8_t* a, const uint8_t* b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a))),
+                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)), 1);
+}
+
+CM_AVX512 __m512i load4x128(const uint8_t* a, const uint8_t* b, const uint8_t* c, const uint8_t* d) {
+    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a)));
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), 1);
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(c)), 2);
+    return _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(d)), 3);
+}
+
+CM_AVX512 __m512i bcast32(const void* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+// 16 Q4_K weight rows (rp[k], nb blocks each) against the n_x activation rows: out[j * 16 + k] = dot(row k, x_j).
+// Activation rows in groups of up to Max per pass over a block's transposed nibbles (their integer sums in
+// registers); each row's float accumulator in acc[].
+// The per-activation-row work of a block, for G rows at a time (inlined into q4k_rows16, so that a chunk's
+// transposed nibbles stay in registers): Op::run<G>(j, args...) for rows [j, j + G), groups as for_groups<Max>.
+#define CM_AVX512_INLINE \
+    __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma"))) inline
+template <int Max, typename Op, typename... Args>
+CM_AVX512_INLINE void q4k_each_group(int n_x, Args... args) {
+    int j = 0;
+    for (; j + Max <= n_x; j += Max) Op::template run<Max>(j, args...);
+    if constexpr (Max > 4) {
+        if (n_x - j >= 4) {
+            Op::template run<4>(j, args...);
+            j += 4;
+        }
+    }
+    switch (n_x - j) {
+        case 3: if constexpr (Max > 3) Op::template run<3>(j, args...); break;
+        case 2: if constexpr (Max > 2) Op::template run<2>(j, args...); break;
+        case 1: Op::template run<1>(j, args...); break;
+        default: break;
     }
 }
 
-// G activation rows against one Q4_K weight row: out[j] = dot(row, x_j). The weight-side work (nibbles, scales)
-// is done once per block for all G rows; each row's arithmetic is the same instruction sequence whatever G is, so
-// a row's result does not depend on which rows share the call (G = 1 is the one-row kernel).
-// The sub-block scales multiply the VPDPBUSD sums with VPMADDWD / VPDPWSSD: a sum of four u4 x s8 products is at
-// most 4 * 15 * 127 in magnitude, so it sits in the low 16 bits of its lane (the high 16 are its sign) and the
-// scales (6 bits) have zero high halves: the 16-bit products are the exact 32-bit ones.
-template <int G>
-CM_AVX512 void dot_q4k(const uint8_t* row, int64_t nb, const ActQ4K* a, float* out) {
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
-    const __m512i zero = _mm512_setzero_si512();
-    // Lane groups of the four VPDPBUSD results: (sub-block 0 | 2), (1 | 3), (4 | 6), (5 | 7).
-    const __m512i i0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
-    const __m512i i1 = _mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m512i i2 = _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6);
-    const __m512i i3 = _mm512_setr_epi32(5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7);
-    __m512 acc[G];
-    __m256 acc_min[G];
-    for (int j = 0; j < G; ++j) acc[j] = _mm512_setzero_ps(), acc_min[j] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; ++i, row += kQ4KBytes) {
-        const float wd = fp16(row), wdmin = fp16(row + 2);
-        uint32_t s0, s1, s2;
-        std::memcpy(&s0, row + 4, 4);
-        std::memcpy(&s1, row + 8, 4);
-        std::memcpy(&s2, row + 12, 4);
-        // Scales 0-3 and mins 0-3 are the low 6 bits of bytes 0-3 and 4-7; scales and mins 4-7 take their low
-        // 4 bits from the nibbles of bytes 8-11 and their top 2 bits from the top bits of bytes 0-3 and 4-7.
-        const uint32_t sc_lo = s0 & 0x3f3f3f3f, mn_lo = s1 & 0x3f3f3f3f;
-        const uint32_t sc_hi = (s2 & 0x0f0f0f0f) | ((s0 >> 2) & 0x30303030);
-        const uint32_t mn_hi = ((s2 >> 4) & 0x0f0f0f0f) | ((s1 >> 2) & 0x30303030);
-        const __m512i sm = _mm512_cvtepu8_epi32(_mm_setr_epi32(int(sc_lo), int(sc_hi), int(mn_lo), int(mn_hi)));
-        const __m512i sc0 = _mm512_permutexvar_epi32(i0, sm), sc1 = _mm512_permutexvar_epi32(i1, sm);
-        const __m512i sc2 = _mm512_permutexvar_epi32(i2, sm), sc3 = _mm512_permutexvar_epi32(i3, sm);
-        const __m256i mins = _mm512_extracti32x8_epi32(sm, 1);
+// One 32-byte chunk c of 16 rows (T8[t] lane r = dword t of row r's chunk) against G activation rows: into is[j]
+// the scaled integer sums of sub-blocks 2c (low nibbles, scale sca) and 2c + 1 (high nibbles, scb).
+struct Q4KChunk {
+    template <int G>
+    CM_AVX512_INLINE static void run(int j0, const __m512i* T8, __m512i sca, __m512i scb, const ActQ4K* a, int64_t xo,
+                                     __m512i* is) {
+        const __m512i m4 = _mm512_set1_epi8(0x0f);
+        __m512i s[G];
+        for (int j = 0; j < G; ++j) s[j] = is[j0 + j];
+        for (int h = 0; h < 2; ++h) {  // low nibbles: sub-block 2c; high: 2c + 1
+            for (int q = 0; q < 2; ++q) {
+                __m512i nib[4];
+                for (int k = 0; k < 4; ++k) nib[k] = _mm512_and_si512(h == 0 ? T8[4 * q + k] : _mm512_srli_epi16(T8[4 * q + k], 4), m4);
+                for (int j = 0; j < G; ++j) {
+                    const int8_t* xq = a[j0 + j].q + xo + 32 * h + 16 * q;
+                    __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), nib[0], bcast32(xq));
+                    p = _mm512_dpbusd_epi32(p, nib[1], bcast32(xq + 4));
+                    p = _mm512_dpbusd_epi32(p, nib[2], bcast32(xq + 8));
+                    p = _mm512_dpbusd_epi32(p, nib[3], bcast32(xq + 12));
+                    s[j] = _mm512_dpwssd_epi32(s[j], p, h == 0 ? sca : scb);
+                }
+            }
+        }
+        for (int j = 0; j < G; ++j) is[j0 + j] = s[j];
+    }
+};
 
-        const uint8_t* qs = row + 16;
-        _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetch, _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetch + 64, _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(row) + kPrefetch + 128, _MM_HINT_T0);
-        const __m512i w0 = _mm512_loadu_si512(qs), w1 = _mm512_loadu_si512(qs + 64);
-        const __m512i n0 = _mm512_and_si512(w0, m4), n1 = _mm512_and_si512(_mm512_srli_epi16(w0, 4), m4);
-        const __m512i n2 = _mm512_and_si512(w1, m4), n3 = _mm512_and_si512(_mm512_srli_epi16(w1, 4), m4);
-        for (int j = 0; j < G; ++j) {
-            const int8_t* xq = a[j].q + i * kQK;
-            const __m512i p0 = _mm512_dpbusd_epi32(zero, n0, _mm512_loadu_si512(xq));
-            const __m512i p1 = _mm512_dpbusd_epi32(zero, n1, _mm512_loadu_si512(xq + 64));
-            const __m512i p2 = _mm512_dpbusd_epi32(zero, n2, _mm512_loadu_si512(xq + 128));
-            const __m512i p3 = _mm512_dpbusd_epi32(zero, n3, _mm512_loadu_si512(xq + 192));
-            __m512i s = _mm512_madd_epi16(p0, sc0);
-            s = _mm512_dpwssd_epi32(s, p1, sc1);
-            s = _mm512_dpwssd_epi32(s, p2, sc2);
-            s = _mm512_dpwssd_epi32(s, p3, sc3);
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(wd * a[j].d[i]), acc[j]);
-            // the sub-block sums are at most 32 * 127 in magnitude: 16-bit products again
-            const __m256i ms = _mm256_madd_epi16(mins, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[j].sums + 8 * i)));
-            acc_min[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_set1_ps(wdmin * a[j].d[i]), acc_min[j]);
+// acc[j] += float(is[j]) * (d_r * d_j) (sub-blocks 0-3 or 4-7 of block i), is[j] = 0.
+struct Q4KFlush {
+    template <int G>
+    CM_AVX512_INLINE static void run(int j0, __m512i* is, __m512 wd, const ActQ4K* a, int64_t i, __m512* acc) {
+        for (int j = j0; j < j0 + G; ++j) {
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j]), _mm512_mul_ps(wd, _mm512_set1_ps(a[j].d[i])), acc[j]);
+            is[j] = _mm512_setzero_si512();
         }
     }
-    for (int j = 0; j < G; ++j) out[j] = hsum(acc[j]) - hsum(acc_min[j]);
+};
+
+// acc[j] -= float(sum over sub-blocks of min * x sums) * (dmin_r * d_j), block i.
+struct Q4KMins {
+    template <int G>
+    CM_AVX512_INLINE static void run(int j0, const __m512i* mp, __m512 wdmin, const ActQ4K* a, int64_t i, __m512* acc) {
+        for (int j = j0; j < j0 + G; ++j) {
+            const int16_t* sm = a[j].sums + 8 * i;
+            __m512i m = _mm512_madd_epi16(mp[0], bcast32(sm));
+            m = _mm512_dpwssd_epi32(m, mp[1], bcast32(sm + 2));
+            m = _mm512_dpwssd_epi32(m, mp[2], bcast32(sm + 4));
+            m = _mm512_dpwssd_epi32(m, mp[3], bcast32(sm + 6));
+            acc[j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(wdmin, _mm512_set1_ps(a[j].d[i])), acc[j]);
+        }
+    }
+};
+
+
+template <int Max>
+CM_AVX512 void q4k_rows16(const uint8_t* const* rp, int64_t nb, const ActQ4K* a, int n_x, float* out, size_t row_bytes,
+          size_t next) {
+    const Q4KPerm& perm = q4k_perm();
+    const __m512i m6 = _mm512_set1_epi8(0x3f), m4lo = _mm512_set1_epi8(0x0f), m2hi = _mm512_set1_epi8(0x30);
+    __m512 acc[kMaxGemvRows];
+    for (int j = 0; j < n_x; ++j) acc[j] = _mm512_setzero_ps();
+    __m512i is[kMaxGemvRows];
+    for (int j = 0; j < n_x; ++j) is[j] = _mm512_setzero_si512();
+    __m512i iq[3][2], ih[2][2];
+    for (int k = 0; k < 2; ++k) {
+        for (int step = 0; step < 3; ++step) iq[step][k] = _mm512_load_si512(perm.qs[step][k]);
+        for (int step = 0; step < 2; ++step) ih[step][k] = _mm512_load_si512(perm.hdr[step][k]);
+    }
+    for (int64_t i = 0; i < nb; ++i) {
+        const size_t off = size_t(i) * kQ4KBytes;
+        // each row kPrefetchRows ahead; past its end, the same row of the next 16 (the next call's)
+        const size_t pf = off + kPrefetchRows + (off + kPrefetchRows >= row_bytes ? next - row_bytes : 0);
+        for (int k = 0; k < 16; ++k) {
+            const char* p = reinterpret_cast<const char*>(rp[k]) + pf;
+            _mm_prefetch(p, _MM_HINT_T0);
+            _mm_prefetch(p + 64, _MM_HINT_T0);
+            _mm_prefetch(p + 128, _MM_HINT_T0);
+        }
+        // header: H[0] = d | dmin << 16 (fp16), H[1..3] = the 12 bytes of scales and mins
+        __m512i h0[4], h1[4], H[4];
+        for (int q = 0; q < 4; ++q)
+            h0[q] = load4x128(rp[4 * q] + off, rp[4 * q + 1] + off, rp[4 * q + 2] + off, rp[4 * q + 3] + off);
+#pragma GCC unroll 4
+        for (int R = 0; R < 4; ++R)
+            h1[R] = _mm512_permutex2var_epi32(h0[hdr_src(1, R)], ih[0][R & 1], h0[hdr_src2(1, R)]);
+#pragma GCC unroll 4
+        for (int R = 0; R < 4; ++R)
+            H[R] = _mm512_permutex2var_epi32(h1[hdr_src(2, R)], ih[1][R & 1], h1[hdr_src2(2, R)]);
+        // 6-bit scales and mins as in the one-row layout: sc0-3 | mn0-3 low 6 bits of bytes 0-3 | 4-7; sc4-7, mn4-7
+        // low 4 bits from the nibbles of bytes 8-11, top 2 bits from the top bits of bytes 0-3 | 4-7.
+        const __m512i sc_lo = _mm512_and_si512(H[1], m6), mn_lo = _mm512_and_si512(H[2], m6);
+        const __m512i sc_hi = _mm512_or_si512(_mm512_and_si512(H[3], m4lo), _mm512_and_si512(_mm512_srli_epi32(H[1], 2), m2hi));
+        const __m512i mn_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(H[3], 4), m4lo),
+                                              _mm512_and_si512(_mm512_srli_epi32(H[2], 2), m2hi));
+        __m512i sc[8], mp[4];
+        // scale of sub-block s as an int32 (high half zero) in each row's lane; mins of sub-blocks 2p, 2p+1 as an
+        // int16 pair
+        // (VPSHUFB selects within 128-bit lanes: byte 4d + s of dword d into the low byte, zeros above)
+        const __m512i dw = _mm512_set4_epi32(int32_t(0x8080800cu), int32_t(0x80808008u), int32_t(0x80808004u),
+                                             int32_t(0x80808000u));
+        for (int s = 0; s < 4; ++s) {
+            const __m512i sel = _mm512_or_si512(dw, _mm512_set1_epi32(s));
+            sc[s] = _mm512_shuffle_epi8(sc_lo, sel);
+            sc[s + 4] = _mm512_shuffle_epi8(sc_hi, sel);
+        }
+        const __m512i dwp = _mm512_set4_epi32(int32_t(0x800c800cu), int32_t(0x80088008u), int32_t(0x80048004u),
+                                              int32_t(0x80008000u));
+        for (int p = 0; p < 2; ++p) {
+            const __m512i sel = _mm512_add_epi32(dwp, _mm512_set1_epi32(2 * p + ((2 * p + 1) << 16)));
+            mp[p] = _mm512_shuffle_epi8(mn_lo, sel);
+            mp[p + 2] = _mm512_shuffle_epi8(mn_hi, sel);
+        }
+        const __m512 wd = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(H[0]));
+        const __m512 wdmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(H[0], 16)));
+        for (int c = 0; c < 4; ++c) {
+            __m512i z[8], u[8], v[8], T8[8];
+            const size_t o = off + 16 + 32 * size_t(c);
+            for (int p = 0; p < 8; ++p) z[p] = load2x256(rp[2 * p] + o, rp[2 * p + 1] + o);
+#pragma GCC unroll 8
+            for (int R = 0; R < 8; ++R) u[R] = _mm512_permutex2var_epi32(z[qs_src(1, R)], iq[0][R & 1], z[qs_src2(1, R)]);
+#pragma GCC unroll 8
+            for (int R = 0; R < 8; ++R) v[R] = _mm512_permutex2var_epi32(u[qs_src(2, R)], iq[1][R & 1], u[qs_src2(2, R)]);
+#pragma GCC unroll 8
+            for (int R = 0; R < 8; ++R) T8[R] = _mm512_permutex2var_epi32(v[qs_src(3, R)], iq[2][R & 1], v[qs_src2(3, R)]);
+            q4k_each_group<Max, Q4KChunk>(n_x, static_cast<const __m512i*>(T8), sc[2 * c], sc[2 * c + 1], a,
+                                          i * kQK + 64 * c, is);
+            if (c == 1 || c == 3) q4k_each_group<Max, Q4KFlush>(n_x, is, wd, a, i, acc);
+        }
+        q4k_each_group<Max, Q4KMins>(n_x, static_cast<const __m512i*>(mp), wdmin, a, i, acc);
+    }
+    for (int j = 0; j < n_x; ++j) _mm512_storeu_ps(out + 16 * j, acc[j]);
 }
 
 void quantize_q80(const float* x, int64_t n, ActQ80 a) { quantize_q80_with(x, n, a, abs_max, quantize32); }
 
-// G activation rows against one Q8_0 weight row (same contract as dot_q4k).
+// G activation rows against one Q8_0 weight row (each row the same instruction sequence whatever G is; G = 1 is the one-row kernel).
 template <int G>
 CM_AVX512 void dot_q80(const uint8_t* row, int64_t nb, const ActQ80* a, float* out) {
     const __m512i zero = _mm512_setzero_si512();
@@ -254,6 +437,97 @@ CM_AVX512 void dot_float(const uint8_t* row, size_t row_bytes, int64_t n, const 
         for (int j = 0; j < G; ++j) out[r * G + j] = hsum(_mm512_add_ps(a0[r][j], a1[r][j]));
 }
 
+// K-blocked form of dot_float for many activation rows (kFloatKBlockRows or more): with 8 activation rows of the
+// LM's width (8 KB each) the activations no longer fit in L1 beside the weights, and converting F16 weights again
+// for every pair of activation rows doubles the work on the FMA ports. So per block of R <= 4 weight rows and kb
+// values: the weights converted once into wb (F32, kb values a row, in L1), then each pair of activation rows
+// runs its accumulators (kept in acc between blocks) over them. The FMAs of every (weight row, activation row)
+// pair are exactly dot_float's, in its order (even 16-wide chunks into a0, odd into a1, the tail into a0, then
+// hsum(a0 + a1)): the same bits as dot_float, for any number of rows.
+template <int R, int G>
+CM_AVX512 void float_kblock(const float* wb, int kb_stride, int64_t kl, const float* x, int64_t ldx, __m512* acc) {
+    // acc[(r * kMaxGemvRows + j) * 2 + {0, 1}]: a0, a1 of weight row r and activation row j (j relative to x)
+    __m512 a0[R][G], a1[R][G];
+    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < G; ++j) a0[r][j] = acc[(r * kMaxGemvRows + j) * 2], a1[r][j] = acc[(r * kMaxGemvRows + j) * 2 + 1];
+    for (int64_t i = 0; i < kl; i += 32) {
+        __m512 w0[R], w1[R];
+        for (int r = 0; r < R; ++r) {
+            w0[r] = _mm512_load_ps(wb + r * kb_stride + i), w1[r] = _mm512_load_ps(wb + r * kb_stride + i + 16);
+            // in registers, loaded once for all G activation rows (GCC would fold a load into every FMA: 20 loads
+            // per 16 FMAs instead of 12, more than two load ports serve)
+            __asm__("" : "+v"(w0[r]), "+v"(w1[r]));
+        }
+        for (int j = 0; j < G; ++j) {
+            const __m512 x0 = _mm512_loadu_ps(x + j * ldx + i), x1 = _mm512_loadu_ps(x + j * ldx + i + 16);
+            for (int r = 0; r < R; ++r) {
+                a0[r][j] = _mm512_fmadd_ps(w0[r], x0, a0[r][j]);
+                a1[r][j] = _mm512_fmadd_ps(w1[r], x1, a1[r][j]);
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < G; ++j) acc[(r * kMaxGemvRows + j) * 2] = a0[r][j], acc[(r * kMaxGemvRows + j) * 2 + 1] = a1[r][j];
+}
+
+// R weight rows from `row` (values [k0, k0 + kl), kl a multiple of 32) converted to F32 into wb (rows kb_stride
+// apart). Prefetched: the same rows two blocks ahead, past the rows' end the next 4 rows (the weights arrive
+// while the FMAs of the blocks between run; a whole row ahead would fetch in bursts, a block of 4 rows at a time).
+template <int R, bool F16>
+CM_AVX512 void float_convert(const uint8_t* row, size_t row_bytes, int64_t k0, int64_t kl, int kb, float* wb,
+                             int kb_stride) {
+    constexpr int kBytes = F16 ? 2 : 4;
+    const size_t ahead = size_t(2 * kb * kBytes);
+    const size_t pf = size_t(kBytes * k0) + ahead >= row_bytes ? ahead + 3 * row_bytes : ahead;
+    for (int r = 0; r < R; ++r) {
+        const uint8_t* wr = row + r * row_bytes;
+        for (int64_t i = 0; i < kl; i += 32) {
+            _mm_prefetch(reinterpret_cast<const char*>(wr + kBytes * (k0 + i)) + pf, _MM_HINT_T0);
+            if constexpr (!F16) _mm_prefetch(reinterpret_cast<const char*>(wr + kBytes * (k0 + i)) + pf + 64, _MM_HINT_T0);
+            _mm512_store_ps(wb + r * kb_stride + i, load_w<F16>(wr, k0 + i));
+            _mm512_store_ps(wb + r * kb_stride + i + 16, load_w<F16>(wr, k0 + i + 16));
+        }
+    }
+}
+
+// The tail (n not a multiple of 32) as dot_float does it, then y = hsum(a0 + a1) of each pair.
+template <int R, bool F16>
+CM_AVX512 void float_finish(const uint8_t* row, size_t row_bytes, int64_t n, const float* x, int64_t ldx, int n_x,
+                            const __m512* acc, float* y, int64_t ldy) {
+    for (int r = 0; r < R; ++r) {
+        for (int j = 0; j < n_x; ++j) {
+            __m512 a0 = acc[(r * kMaxGemvRows + j) * 2];
+            for (int64_t i = n / 32 * 32; i < n; i += 16) {
+                const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (n - i)) - 1);
+                a0 = _mm512_fmadd_ps(load_w_tail<F16>(row + r * row_bytes, i, m), _mm512_maskz_loadu_ps(m, x + j * ldx + i), a0);
+            }
+            y[j * ldy + r] = hsum(_mm512_add_ps(a0, acc[(r * kMaxGemvRows + j) * 2 + 1]));
+        }
+    }
+}
+
+CM_AVX512 void zero_acc(__m512* acc, int n) {
+    for (int k = 0; k < n; ++k) acc[k] = _mm512_setzero_ps();
+}
+
+template <bool F16>
+void gemv_float_kblocked(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+                         int64_t ldx, int n_x, float* y, int64_t ldy) {
+    alignas(64) float wb[4 * 512];
+    __m512 acc[4 * kMaxGemvRows * 2];
+    gemv_float_kblocked_with(
+        rows, row_bytes, n / 32 * 32, r0, r1, n_x, [&] { zero_acc(acc, 4 * kMaxGemvRows * 2); },
+        [&](auto rr, const uint8_t* row, int64_t k0, int64_t kl, int kb) {
+            float_convert<decltype(rr)::value, F16>(row, row_bytes, k0, kl, kb, wb, kb);
+        },
+        [&](auto rr, auto g, int j, int64_t k0, int64_t kl, int kb) {
+            float_kblock<decltype(rr)::value, decltype(g)::value>(wb, kb, kl, x + j * ldx + k0, ldx, acc + j * 2);
+        },
+        [&](auto rr, const uint8_t* row, int64_t r) {
+            float_finish<decltype(rr)::value, F16>(row, row_bytes, n, x, ldx, n_x, acc, y + r, ldy);
+        });
+}
+
 // F16/F32 weights, rows [r0, r1) against n_x activation rows: blocks of 4 weight rows by 2 activation rows (16
 // accumulator registers), tails with fewer.
 template <bool F16>
@@ -328,13 +602,20 @@ void gemv(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0
     if (level == Level::avx2) return gemv_avx2(type, w, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch);
     if (level != Level::avx512 && level != Level::amx) std::abort();  // callers check gemv_available()
     const auto* rows = static_cast<const uint8_t*>(w);
-    if (type == GGML_TYPE_F16) return gemv_float<true>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
-    if (type == GGML_TYPE_F32) return gemv_float<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
+    const bool kblocked = n_x >= kFloatKBlockRows;
+    if (type == GGML_TYPE_F16) {
+        return kblocked ? gemv_float_kblocked<true>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy)
+                        : gemv_float<true>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
+    }
+    if (type == GGML_TYPE_F32) {
+        return kblocked ? gemv_float_kblocked<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy)
+                        : gemv_float<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
+    }
     if (type == GGML_TYPE_Q4_K) {
-        return gemv_quantized<kQ4KGroup>(type, rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, act_q4k,
-                                         quantize_q4k, [n](auto g, const uint8_t* row, const ActQ4K* a, float* out) {
-                                             dot_q4k<decltype(g)::value>(row, n / kQK, a, out);
-                                         });
+        return gemv_q4k_blocks<16>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, quantize_q4k,
+                                   [n](const uint8_t* const* rp, const ActQ4K* a, int nx, float* out, size_t rb, size_t next) {
+                                       q4k_rows16<kQ4KGroup>(rp, n / kQK, a, nx, out, rb, next);
+                                   });
     }
     gemv_quantized<4>(type, rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, act_q80, quantize_q80,
                       [n](auto g, const uint8_t* row, const ActQ80* a, float* out) {

@@ -18,21 +18,82 @@ namespace cm::cpu::detail {
 // A single thread streams weights at 5-7 GB/s on its own and at ~9.5 GB/s with software prefetches 4 KB ahead
 // (measured on Sapphire Rapids, 1 thread, 175-330 MB matrices; 1-16 KB all help, 4 KB best).
 constexpr int kPrefetch = 4096;
+// The weight-row-interleaved Q4_K kernels stream R rows at once: each row is prefetched kPrefetchRows bytes ahead,
+// continuing into the same row of the next block of R rows past the row's end (see q4k_prefetch).
+#ifndef CM_Q4K_PREFETCH
+#define CM_Q4K_PREFETCH 1024
+#endif
+constexpr size_t kPrefetchRows = CM_Q4K_PREFETCH;
+// From this many activation rows on, F16/F32 weights go through a level's gemv_float_kblocked (weights converted
+// once per block of values for all activation rows; the same bits as its gemv_float).
+#ifndef CM_FLOAT_KBLOCK_ROWS
+#define CM_FLOAT_KBLOCK_ROWS 3
+#endif
+constexpr int kFloatKBlockRows = CM_FLOAT_KBLOCK_ROWS;
 constexpr int kQK = 256, kQ4KBytes = 144, kQ8Block = 32, kQ8Bytes = 34;
 
-// Q4_K weights: per 256 activations one scale d, int8 values q = round(x / d) with |q| <= 127, and the sums of
-// each 32-value sub-block (for the mins). The order of the int8 values is the level's (see its quantize_q4k).
+// Q4_K weights: per 256 activations one scale d, int8 values q = round(x / d) with |q| <= 127 in order, and the
+// sums of each 32-value sub-block (for the mins; |sum| <= 32 * 127, so int16).
 struct ActQ4K {
     int8_t* q;
     float* d;
-    int32_t* sums;
+    int16_t* sums;
 };
 
 inline ActQ4K act_q4k(void* scratch, int64_t n) {
     auto* base = static_cast<uint8_t*>(scratch);
     const int64_t nb = n / kQK;
     return {reinterpret_cast<int8_t*>(base), reinterpret_cast<float*>(base + n),
-            reinterpret_cast<int32_t*>(base + n + 4 * nb)};
+            reinterpret_cast<int16_t*>(base + n + 4 * nb)};
+}
+
+// Q4_K's activations for x (n values) with a level's abs_max(x, 256), quantize32(x, inverse scale, q) and
+// sum32(q): per 256 values d = amax / 127, q = round(x * 127 / amax), the sub-block sums.
+template <typename AbsMax, typename Quantize32, typename Sum32>
+void quantize_q4k_with(const float* x, int64_t n, ActQ4K a, AbsMax abs_max, Quantize32 quantize32, Sum32 sum32) {
+    for (int64_t i = 0; i < n / kQK; ++i) {
+        const float* xb = x + i * kQK;
+        const float amax = abs_max(xb, kQK);
+        a.d[i] = amax / 127.0f;
+        for (int k = 0; k < 8; ++k) {
+            int8_t* dst = a.q + i * kQK + 32 * k;
+            quantize32(xb + 32 * k, amax > 0.0f ? 127.0f / amax : 0.0f, dst);
+            a.sums[8 * i + k] = static_cast<int16_t>(sum32(dst));
+        }
+    }
+}
+
+// Each activation row j quantized into its part of the scratch: a[j] = make(part, n), quantize(x_j, n, a[j])
+// (parts gemv_scratch_bytes(type, n) apart).
+template <typename MakeAct, typename Quantize, typename Act>
+void quantize_rows(ggml_type type, int64_t n, const float* x, int64_t ldx, int n_x, void* scratch, MakeAct make,
+                   Quantize quantize, Act* a) {
+    const size_t per_row = gemv_scratch_bytes(type, n);
+    auto* base = static_cast<uint8_t*>(scratch);
+    for (int j = 0; j < n_x; ++j) {
+        a[j] = make(base + j * per_row, n);
+        quantize(x + j * ldx, n, a[j]);
+    }
+}
+
+// Q4_K weights, several weight rows at once (the weight-row-interleaved kernels, see gemv.cpp): every activation
+// row quantized into its scratch, then rows [r0, r1) in blocks of R (the last block padded with copies of row
+// r1 - 1, whose results are dropped): block(row pointers[R], acts, n_x, out) writes out[j * R + k] = dot(row k, x_j)
+// for all n_x activation rows (row_bytes, R * row_bytes: the rows' stride and the next block's distance).
+template <int R, typename Quantize, typename Block>
+void gemv_q4k_blocks(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+                     int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, Quantize quantize, Block block) {
+    ActQ4K a[kMaxGemvRows];
+    quantize_rows(GGML_TYPE_Q4_K, n, x, ldx, n_x, scratch, act_q4k, quantize, a);
+    float out[kMaxGemvRows * R];
+    const uint8_t* rp[R];
+    for (int64_t r = r0; r < r1; r += R) {
+        for (int k = 0; k < R; ++k) rp[k] = rows + (r + k < r1 ? r + k : r1 - 1) * row_bytes;
+        block(rp, a, n_x, out, row_bytes, R * row_bytes);
+        const int64_t m = r1 - r < R ? r1 - r : R;
+        for (int j = 0; j < n_x; ++j)
+            for (int64_t k = 0; k < m; ++k) y[j * ldy + r + k] = out[j * R + k];
+    }
 }
 
 // Q8_0 weights: x quantized per 32 values (as ggml does for this type), stored in order.
@@ -109,6 +170,27 @@ void gemv_float_blocks(int64_t r0, int64_t r1, int n_x, float* y, int64_t ldy, D
     });
 }
 
+// The K-blocked F16/F32 product of a level (gemv.cpp's gemv_float_kblocked): rows [r0, r1) in blocks of R <= 4,
+// values [0, n_main) (n_main: n rounded down to the level's step) in blocks of kb (512, 256 for more than 8
+// activation rows: the activation rows' block, the converted weights (16 KB at most) and the accumulators stay in
+// L1). Per row block: zero(acc), per value block convert(R, row, k0, kl, kb) into the level's buffer, then
+// kblock(R, G, j, k0, kl, kb) for the activation rows in pairs; finish(R, row, r) adds the tail and writes y.
+template <typename Zero, typename Convert, typename KBlock, typename Finish>
+void gemv_float_kblocked_with(const uint8_t* rows, size_t row_bytes, int64_t n_main, int64_t r0, int64_t r1, int n_x,
+                              Zero zero, Convert convert, KBlock kblock, Finish finish) {
+    const int kb = n_x > 8 ? 256 : 512;
+    for_row_blocks(r0, r1, [&](int64_t r, auto rr) {
+        const uint8_t* row = rows + r * row_bytes;
+        zero();
+        for (int64_t k0 = 0; k0 < n_main; k0 += kb) {
+            const int64_t kl = n_main - k0 < kb ? n_main - k0 : kb;
+            convert(rr, row, k0, kl, kb);
+            for_groups<2>(n_x, [&](int j, auto g) { kblock(rr, g, j, k0, kl, kb); });
+        }
+        finish(rr, row, r);
+    });
+}
+
 // A quantized type's product: each activation row quantized into its scratch (quantize(x_j, n, act_j)), then
 // every weight row against the activation rows in groups of at most Max:
 // dot(std::integral_constant<int, G>, weight row, acts of the group, out[G]).
@@ -117,14 +199,8 @@ template <int Max, typename MakeAct, typename Quantize, typename Dot>
 void gemv_quantized(ggml_type type, const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1,
                     const float* x, int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, MakeAct make,
                     Quantize quantize, Dot dot) {
-    using Act = decltype(make(scratch, n));
-    const size_t per_row = gemv_scratch_bytes(type, n);
-    auto* base = static_cast<uint8_t*>(scratch);
-    Act a[kMaxGemvRows];
-    for (int j = 0; j < n_x; ++j) {
-        a[j] = make(base + j * per_row, n);
-        quantize(x + j * ldx, n, a[j]);
-    }
+    decltype(make(scratch, n)) a[kMaxGemvRows];
+    quantize_rows(type, n, x, ldx, n_x, scratch, make, quantize, a);
     float out[Max];
     for (int64_t r = r0; r < r1; ++r) {
         for_groups<Max>(n_x, [&](int j, auto g) {
