@@ -423,6 +423,29 @@ float ModelFile::f32(const std::string& key, float fallback) const {
     }
 }
 
+bool ModelFile::flag(const std::string& key, bool fallback) const {
+    const int64_t k = gguf_find_key(gguf_, key.c_str());
+    if (k < 0) return fallback;
+    if (gguf_get_kv_type(gguf_, k) != GGUF_TYPE_BOOL) fail("key " + key + " is not a bool");
+    return gguf_get_val_bool(gguf_, k);
+}
+
+std::vector<float> ModelFile::floats(const ggml_tensor* t) const {
+    const int64_t n = ggml_nelements(t);
+    std::vector<uint8_t> raw(ggml_nbytes(t));
+    ggml_backend_tensor_get(t, raw.data(), 0, raw.size());
+    std::vector<float> out(static_cast<size_t>(n));
+    const auto* traits = ggml_get_type_traits(t->type);
+    if (t->type == GGML_TYPE_F32) {
+        std::memcpy(out.data(), raw.data(), raw.size());
+    } else if (traits && traits->to_float) {
+        traits->to_float(raw.data(), out.data(), n);
+    } else {
+        fail(std::string("tensor '") + ggml_get_name(t) + "': cannot read type " + ggml_type_name(t->type));
+    }
+    return out;
+}
+
 int ModelFile::u32_in(const std::string& key, uint32_t fallback, uint32_t lo, uint32_t hi) const {
     const uint32_t v = u32(key, fallback);
     if (v < lo || v > hi) {

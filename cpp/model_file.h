@@ -49,6 +49,7 @@ public:
     uint32_t u32(const std::string& key, uint32_t fallback) const;
     uint32_t require_u32(const std::string& key) const;
     float f32(const std::string& key, float fallback) const;
+    bool flag(const std::string& key, bool fallback) const;
     std::string str(const std::string& key, const std::string& fallback) const;
     std::vector<std::string> str_array(const std::string& key) const;
     // As u32() / f32(), and the value (given or fallback) must lie in [lo, hi] (floats: and be finite);
@@ -61,6 +62,8 @@ public:
     // As require(), but returns nullptr when the tensor is absent.
     ggml_tensor* optional(const std::string& name, TensorKind kind, std::vector<int64_t> ne) const;
     ggml_tensor* find(const std::string& name) const;
+    // A tensor's values as F32 (dequantized where needed), wherever its buffer lives.
+    std::vector<float> floats(const ggml_tensor* t) const;
 
     int64_t n_tensors() const;
     std::vector<ggml_tensor*> tensors() const;

@@ -57,7 +57,7 @@ void Session::set_audio(const float* pcm, size_t n_samples) {
     duration_ = static_cast<double>(n_samples) / spec.sample_rate;
     t0 = Clock::now();
     // The encoder runs on the engine's worker, between other sessions' decode steps.
-    engine_->run_job([&](Compute& c) { enc_ = model_->encode(c, mel_.data(), n_frames_); }, &dumps_);
+    engine_->run_job([&](Compute& c) { enc_ = model_->encode(c, mel_.data(), n_frames_, n_samples); }, &dumps_);
     audio_t_.encode_ms = ms_since(t0);
     if (dumps_.on) dumps_.tensors["mel"] = HostTensor{{n_frames_, mel.n_mel}, mel_};
     has_audio_ = true;

@@ -150,11 +150,13 @@ def test_f32_values_exact_and_info(hf, gguf_f16):
     assert info["hparams"]["llm.n_layers"] == 2 and info["hparams"]["time_marker_every_seconds"] == 5
 
 
-def test_runtime_does_not_load_it_yet(gguf_f16):
+def test_runtime_loads_it(gguf_f16):
     import crispmoss
 
-    with pytest.raises(ModelError, match="not supported"):
-        crispmoss.Model(gguf_f16)
+    with crispmoss.Model(gguf_f16, n_threads=1) as m:
+        assert m.arch == "moss_transcribe_diarize"
+        assert m.spec["name"] == "MOSS-Transcribe-Diarize" and m.spec["timed_output"] == "diarized"
+        assert m.spec["hotwords"] is True
 
 
 def _variant(hf, tmp_path, edit_cfg=None, edit_proc=None, drop=None):

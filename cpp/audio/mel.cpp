@@ -243,7 +243,34 @@ MelSpectrogram log_mel(const float* pcm, size_t n, const MelSpec& spec, int n_th
                          std::to_string(spec.sample_rate) + " Hz / n_fft " + std::to_string(spec.n_fft) + " / hop " +
                          std::to_string(spec.hop));
     if (spec.n_mel < 1 || spec.n_mel > 4096) throw ModelError("mel bins out of range: " + std::to_string(spec.n_mel));
-    return log_mel(pcm, n, whisper_mel_filterbank(spec.n_mel), n_threads);
+    const MelFilterbank& fb = whisper_mel_filterbank(spec.n_mel);
+    const size_t W = spec.window_samples;
+    if (W == 0) return log_mel(pcm, n, fb, n_threads);
+    if (W % kMelHop != 0 || W / kMelHop > (1u << 20)) throw ModelError("mel window of " + std::to_string(W) + " samples");
+    if (n == 0 || pcm == nullptr) throw AudioError("audio is empty");
+    for (size_t i = 0; i < n; ++i) {
+        if (!std::isfinite(pcm[i]))
+            throw AudioError("audio contains a non-finite sample (NaN or inf) at index " + std::to_string(i));
+    }
+    const size_t n_windows = (n + W - 1) / W, per = W / kMelHop;
+    if (n_windows * per * size_t(spec.n_mel) > static_cast<size_t>(std::numeric_limits<int>::max()))
+        throw AudioError("audio too long: " + std::to_string(n) + " samples");
+    MelSpectrogram mel;
+    mel.n_mel = spec.n_mel;
+    mel.n_frames = static_cast<int>(n_windows * per);
+    mel.data.resize(size_t(mel.n_mel) * mel.n_frames);
+    std::vector<float> window(W);
+    for (size_t k = 0; k < n_windows; ++k) {
+        const size_t s0 = k * W, len = std::min(W, n - s0);
+        std::copy(pcm + s0, pcm + s0 + len, window.begin());
+        std::fill(window.begin() + len, window.end(), 0.0f);
+        const MelSpectrogram one = log_mel(window.data(), W, fb, n_threads);
+        for (int m = 0; m < mel.n_mel; ++m) {
+            std::copy(one.data.begin() + size_t(m) * per, one.data.begin() + size_t(m + 1) * per,
+                      mel.data.begin() + size_t(m) * mel.n_frames + k * per);
+        }
+    }
+    return mel;
 }
 
 MelSpectrogram log_mel(const float* pcm, size_t n, int n_threads) {

@@ -41,12 +41,16 @@ MelFilterbank slaney_mel_filterbank(int n_freq, int n_mel, double f_min, double 
 const MelFilterbank& whisper_mel_filterbank(int n_mel = kMelBins);
 
 // A model's mel front end (declared by the model, see models/audio_lm.h). This build computes the Whisper STFT
-// (16 kHz, n_fft 400, hop 160) over the whole clip, unpadded; n_mel is free.
+// (16 kHz, n_fft 400, hop 160); n_mel is free. window_samples = 0: over the whole clip, unpadded (T = n / hop).
+// window_samples > 0: the clip is cut into windows of that many samples, the last one zero-padded to it, and each
+// window is a log-mel of its own (its own STFT padding and its own max - 8 floor), as WhisperFeatureExtractor
+// gives for 30 s chunks; the windows' frames are concatenated (window_samples / hop frames each).
 struct MelSpec {
     int sample_rate = kMelSampleRate;
     int n_fft = kMelNFFT;
     int hop = kMelHop;
     int n_mel = kMelBins;
+    size_t window_samples = 0;
 };
 
 // A filterbank stored frequency-major, data[f * n_mel + m] (torch shape [n_freq, n_mel], i.e. the
@@ -66,7 +70,8 @@ std::string mel_window_mismatch(const float* data, int64_t n, const MelSpec& spe
 MelSpectrogram log_mel(const float* pcm, size_t n, int n_threads);
 // Same with a caller-supplied filterbank (n_freq must be 201); throws ModelError otherwise.
 MelSpectrogram log_mel(const float* pcm, size_t n, const MelFilterbank& filters, int n_threads);
-// Same with the Whisper filterbank of spec.n_mel bins; throws ModelError for an STFT this build does not compute.
+// Same with the Whisper filterbank of spec.n_mel bins, over the whole clip or per window (MelSpec::window_samples);
+// throws ModelError for an STFT this build does not compute.
 MelSpectrogram log_mel(const float* pcm, size_t n, const MelSpec& spec, int n_threads);
 
 }  // namespace cm

@@ -132,14 +132,26 @@ std::string utf8_arg(const py::handle& obj, const char* what) {
     return std::string(data, static_cast<size_t>(n));
 }
 
+// hotwords: None or a list/tuple of str (a bare str would be split into characters: refused).
+std::vector<std::string> hotwords_arg(const py::object& hotwords) {
+    std::vector<std::string> out;
+    if (hotwords.is_none()) return out;
+    if (!py::isinstance<py::list>(hotwords) && !py::isinstance<py::tuple>(hotwords)) {
+        throw InputError("hotwords must be a list of strings, got " + std::string(Py_TYPE(hotwords.ptr())->tp_name));
+    }
+    for (const py::handle& w : hotwords) out.push_back(utf8_arg(w, "a hotword"));
+    return out;
+}
+
 PromptRequest request(const py::object& instruction, bool timestamps, const py::object& language, bool time_markers,
-                      const py::object& system) {
+                      const py::object& system, const py::object& hotwords) {
     PromptRequest r;
     r.instruction = utf8_arg(instruction, "the prompt");
     r.timestamps = timestamps;
     r.language = utf8_arg(language, "language");
     r.time_markers = time_markers;
     r.system = utf8_arg(system, "the system prompt");
+    r.hotwords = hotwords_arg(hotwords);
     return r;
 }
 
@@ -149,6 +161,7 @@ py::dict mel_dict(const MelSpec& m) {
     d["n_fft"] = m.n_fft;
     d["hop"] = m.hop;
     d["n_mel"] = m.n_mel;
+    d["window_samples"] = m.window_samples;
     return d;
 }
 
@@ -165,6 +178,7 @@ py::dict spec_dict(const ModelSpec& s) {
     d["pass_seconds"] = s.pass_seconds;
     d["keep_prefixes"] = s.keep_prefixes;
     d["keep_names"] = s.keep_names;
+    d["hotwords"] = s.hotwords;
     return d;
 }
 
@@ -335,9 +349,9 @@ void bind_model(py::module_& m) {
         .def(
             "prompt_ids",
             [](const PyModel& s, size_t n_samples, const py::object& instruction, bool timestamps,
-               const py::object& language, bool time_markers, const py::object& system) {
+               const py::object& language, bool time_markers, const py::object& system, const py::object& hotwords) {
                 auto lm = s.model();
-                const PromptRequest r = request(instruction, timestamps, language, time_markers, system);
+                const PromptRequest r = request(instruction, timestamps, language, time_markers, system, hotwords);
                 if (n_samples < static_cast<size_t>(lm->mel_spec().hop)) {
                     throw AudioError("audio too short for a mel frame: " + std::to_string(n_samples) + " samples");
                 }
@@ -346,6 +360,7 @@ void bind_model(py::module_& m) {
             },
             py::arg("n_samples"), py::kw_only(), py::arg("instruction") = "", py::arg("timestamps") = false,
             py::arg("language") = "", py::arg("time_markers") = true, py::arg("system") = "",
+            py::arg("hotwords") = py::none(),
             "The prompt's ids for a clip of n_samples samples (audio rows as the placeholder id), without encoding.")
         .def(
             "kv_bytes_per_position",
@@ -424,17 +439,17 @@ void bind_model(py::module_& m) {
         .def("audio_timings", [](Session& s) { return timings_dict(s.audio_timings()); })
         .def("prompt_ids",
              [](Session& s, const py::object& instruction, bool timestamps, const py::object& language,
-                bool time_markers, const py::object& system) {
-                 return s.prompt(request(instruction, timestamps, language, time_markers, system)).ids;
+                bool time_markers, const py::object& system, const py::object& hotwords) {
+                 return s.prompt(request(instruction, timestamps, language, time_markers, system, hotwords)).ids;
              },
              py::kw_only(), py::arg("instruction") = "", py::arg("timestamps") = false, py::arg("language") = "",
-             py::arg("time_markers") = true, py::arg("system") = "")
+             py::arg("time_markers") = true, py::arg("system") = "", py::arg("hotwords") = py::none())
         .def("generate",
              [](Session& s, const py::object& instruction, bool timestamps, const py::object& language,
-                bool time_markers, const py::object& system, int max_new_tokens, float temperature, int top_k,
-                float top_p, float min_p, float repetition_penalty, uint64_t seed, double timeout,
-                py::object on_piece, py::object should_stop) {
-                 const PromptRequest req = request(instruction, timestamps, language, time_markers, system);
+                bool time_markers, const py::object& system, const py::object& hotwords, int max_new_tokens,
+                float temperature, int top_k, float top_p, float min_p, float repetition_penalty, uint64_t seed,
+                double timeout, py::object on_piece, py::object should_stop) {
+                 const PromptRequest req = request(instruction, timestamps, language, time_markers, system, hotwords);
                  GenerateParams gp;
                  gp.max_new_tokens = max_new_tokens;
                  gp.sampling = SamplingParams{temperature, top_k, top_p, min_p, repetition_penalty, seed};
@@ -483,12 +498,13 @@ void bind_model(py::module_& m) {
                  return d;
              },
              py::kw_only(), py::arg("instruction") = "", py::arg("timestamps") = false, py::arg("language") = "",
-             py::arg("time_markers") = true, py::arg("system") = "", py::arg("max_new_tokens") = 512,
+             py::arg("time_markers") = true, py::arg("system") = "", py::arg("hotwords") = py::none(),
+             py::arg("max_new_tokens") = 512,
              py::arg("temperature") = 0.0f, py::arg("top_k") = 0, py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f,
              py::arg("repetition_penalty") = 1.0f, py::arg("seed") = 0, py::arg("timeout") = 0.0,
              py::arg("on_piece") = py::none(), py::arg("should_stop") = py::none(),
              "Runs one request (keyword arguments only). instruction: \"\" transcribes (with timestamps / a language "
-             "hint where the model takes them); system: the system turn (\"\" = the model's default). Returns "
+             "hint / hotwords where the model takes them); system: the system turn (\"\" = the model's default). Returns "
              "tokens, text (UTF-8 bytes), stop_reason and timings.")
         .def("enable_dumps", [](Session& s, bool on) { s.dumps().on = on; })
         .def("dumps", [](Session& s) {

@@ -30,7 +30,21 @@ void AudioLM::check_audio_fits(size_t n_samples) const {
                      " tokens; use Model.transcribe (it splits long audio) or a shorter clip");
 }
 
+const Qwen3Names& ModelSpec::decoder_names() const {
+    static const Qwen3Names ours;
+    return lm_names ? *lm_names : ours;
+}
+
 std::string AudioLM::instruction(const PromptRequest& req) const {
+    if (!req.hotwords.empty()) {
+        if (!spec().hotwords) {
+            throw InputError(spec().name + " does not take hotwords; use a " +
+                             model_names([](const ModelSpec& s) { return s.hotwords; }) + " model for hotwords");
+        }
+        for (const std::string& w : req.hotwords) {
+            if (w.find_first_not_of(" \t\r\n") == std::string::npos) throw InputError("a hotword is empty");
+        }
+    }
     if (req.timestamps && !spec().timestamps) {
         throw InputError(spec().name + " writes no timestamps; use a " +
                          model_names([](const ModelSpec& s) { return s.timestamps; }) + " model for timestamps=True");
@@ -78,16 +92,16 @@ namespace {
 
 // Which tensors go to the device: LM layers [n_layer - n_gpu, n_layer) and, for a full offload, everything
 // (the token embedding only where it doubles as the output head; otherwise its lookups stay on the host).
-std::function<bool(const std::string&)> device_tensors(const ModelFile& f, const Placement& pl) {
-    const bool tied = f.find("llm.lm_head.weight") == nullptr;
-    return [pl, tied](const std::string& name) {
-        const std::string blk = "llm.blk.";
+std::function<bool(const std::string&)> device_tensors(const ModelFile& f, const Placement& pl, const Qwen3Names& n) {
+    const bool tied = f.find(n.head) == nullptr;
+    const std::string blk = n.blk, embed = n.embed;
+    return [pl, tied, blk, embed](const std::string& name) {
         if (name.compare(0, blk.size(), blk) == 0) {
             const int il = std::atoi(name.c_str() + blk.size());
             return il >= pl.n_layer - pl.n_gpu_layers;
         }
         if (!pl.full) return false;
-        if (name == "llm.embed.weight") return tied;
+        if (name == embed) return tied;
         return true;
     };
 }
@@ -95,11 +109,9 @@ std::function<bool(const std::string&)> device_tensors(const ModelFile& f, const
 }  // namespace
 
 void AudioLM::check_front_end() const {
-    auto floats = [this](const ggml_tensor* t) {  // the tensor's F32 values, wherever its buffer lives
+    auto floats = [this](const ggml_tensor* t) {
         if (t->type != GGML_TYPE_F32) file_->fail(std::string("tensor '") + t->name + "' must be f32");
-        std::vector<float> v(static_cast<size_t>(ggml_nelements(t)));
-        ggml_backend_tensor_get(t, v.data(), 0, ggml_nbytes(t));
-        return v;
+        return file_->floats(t);
     };
     if (const ggml_tensor* t = file_->find("audio.mel_filters")) {
         if (ggml_n_dims(t) != 2) file_->fail("tensor 'audio.mel_filters' must be 2-D (n_mel, n_freq)");
@@ -165,14 +177,16 @@ std::unique_ptr<AudioLM> AudioLM::load(const std::string& path, const LoadOption
     Placement pl;
     pl.notice = choice.notice;
     ggml_backend_buffer_type_t buft = choice.device ? ggml_backend_dev_buffer_type(choice.device) : opts.test_offload_buft;
-    if (buft && f->has_key(arch + ".llm.num_layers")) {
+    const Qwen3Names& names = spec->decoder_names();
+    const std::string layers_key = spec->prefix() + "." + names.num_layers;
+    if (buft && f->has_key(layers_key)) {
         // The layer count is validated again when the decoder loads; here it only sizes the split.
-        pl.n_layer = f->u32_in(arch + ".llm.num_layers", 0, 0, 256);
+        pl.n_layer = f->u32_in(layers_key, 0, 0, 256);
         pl.n_gpu_layers = opts.n_gpu_layers < 0 ? pl.n_layer : std::min(opts.n_gpu_layers, pl.n_layer);
         pl.full = pl.n_gpu_layers == pl.n_layer;
         pl.backend = choice.backend;
         pl.device = choice.device;
-        pl.device_bytes = f->offload(buft, device_tensors(*f, pl));
+        pl.device_bytes = f->offload(buft, device_tensors(*f, pl, names));
     }
     std::unique_ptr<AudioLM> m = spec->load(std::move(f));
     m->spec_ = spec;

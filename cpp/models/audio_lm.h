@@ -26,7 +26,8 @@ struct ModelSpec {
     // none); crispmoss.server continues a conversation from the former.
     std::string default_instruction, system_prompt;
     bool timestamps = false;            // writes timed lines on request (PromptRequest::timestamps)
-    // How the answer with timestamps is parsed in Python (crispmoss.results): "timed_lines", or "text".
+    // How the answer with timestamps is parsed in Python (crispmoss.results): "timed_lines", "diarized" (always
+    // timed: [start][Sxx]text[end] segments, whatever the request's timestamps flag), or "text".
     std::string timed_output = "text";
     int max_new_tokens = 512;   // default generation length of the official inference code
     double pass_seconds = 30;   // single-pass length: longer audio is split into passes (crispmoss.longform)
@@ -36,6 +37,13 @@ struct ModelSpec {
     // "" = none): "" for the model's official default. Throws InputError for a request the model cannot take.
     std::string (*transcription_instruction)(const std::string& language, bool timestamps) = nullptr;
     std::unique_ptr<AudioLM> (*load)(std::unique_ptr<ModelFile> f) = nullptr;
+    bool hotwords = false;  // takes PromptRequest::hotwords (names and terms to spell as given)
+    // The GGUF schema: hyper-parameter keys under "<key_prefix>." (nullptr: the arch name) and the decoder's names.
+    const char* key_prefix = nullptr;
+    const Qwen3Names* lm_names = nullptr;  // nullptr: Qwen3Names()
+
+    std::string prefix() const { return key_prefix ? key_prefix : arch; }
+    const Qwen3Names& decoder_names() const;
 };
 
 // ModelSpec::load for a model class constructed from its file.
@@ -69,6 +77,7 @@ struct PromptRequest {
     std::string language;     // transcription only: a language hint (see ModelSpec::transcription_instruction)
     bool time_markers = true;  // MOSS-Audio: digit markers every 2 s inside the audio span
     std::string system;        // MOSS-Audio: the system turn's text (empty: "You are a helpful assistant.")
+    std::vector<std::string> hotwords;  // ModelSpec::hotwords models only: names and terms, each non-empty
 };
 
 struct Prompt {
@@ -117,12 +126,14 @@ public:
     const MelSpec& mel_spec() const { return mel_; }
     // Number of audio rows the encoder yields for `n_frames` mel frames.
     virtual int n_audio_tokens(int n_frames) const = 0;
-    // ... and for a clip of n_samples samples, without running anything.
-    int n_audio_tokens_for(size_t n_samples) const;
+    // ... and for a clip of n_samples samples, without running anything (models whose count depends on the
+    // samples, not only the frames, override it).
+    virtual int n_audio_tokens_for(size_t n_samples) const;
     // The context check, once for every path (sessions, prompt_ids): throws InputError when a clip of n_samples
     // samples gives more audio rows than the decoder's context holds.
     void check_audio_fits(size_t n_samples) const;
-    virtual EncodedAudio encode(Compute& c, const float* mel, int n_frames) const = 0;
+    // The mel of a clip of n_samples samples (log_mel with mel_spec()): n_frames frames, [n_mel][n_frames].
+    virtual EncodedAudio encode(Compute& c, const float* mel, int n_frames, size_t n_samples) const = 0;
     // The prompt around n_audio audio rows; an empty instruction asks for a transcription (with the request's
     // language hint). Throws InputError for a request the model cannot take.
     virtual Prompt build_prompt(int n_audio, const PromptRequest& req) const = 0;

@@ -98,7 +98,7 @@ public:
         return static_cast<int>(nn::conv_out_len(nn::conv_out_len(nn::conv_out_len(n_frames))));
     }
 
-    EncodedAudio encode(Compute& c, const float* mel, int T) const override {
+    EncodedAudio encode(Compute& c, const float* mel, int T, size_t /*n_samples*/) const override {
         if (T <= 0) throw AudioError("audio too short: no mel frames");
         const int64_t n = n_audio_tokens(T);
         const std::vector<float> pos = nn::sinusoids(n, hp_.d);

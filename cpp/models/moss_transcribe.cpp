@@ -84,7 +84,7 @@ public:
         return n;
     }
 
-    EncodedAudio encode(Compute& c, const float* mel, int T) const override {
+    EncodedAudio encode(Compute& c, const float* mel, int T, size_t /*n_samples*/) const override {
         if (T <= 0) throw AudioError("audio too short: no mel frames");
         const int cf = chunk_frames();
         const int n_chunks = (T + cf - 1) / cf;

@@ -12,9 +12,11 @@ namespace cm {
 
 extern const ModelSpec kMossTranscribeSpec;  // moss_transcribe.cpp
 extern const ModelSpec kMossAudioSpec;       // moss_audio.cpp
+extern const ModelSpec kMossTranscribeDiarizeSpec;  // moss_transcribe_diarize.cpp
 
 const std::vector<const ModelSpec*>& model_specs() {
-    static const std::vector<const ModelSpec*> specs = {&kMossTranscribeSpec, &kMossAudioSpec};
+    static const std::vector<const ModelSpec*> specs = {&kMossTranscribeSpec, &kMossAudioSpec,
+                                                         &kMossTranscribeDiarizeSpec};
     return specs;
 }
 

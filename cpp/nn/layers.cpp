@@ -111,6 +111,39 @@ void conv_op(ggml_tensor* dst, int ith, int nth, void*) {
                   static_cast<float*>(dst->data), dst->nb[1] / sizeof(float));
 }
 
+// Conv1d (kernel 3, padding 1) im2col, transposed and in F32: x^T[kw + 3 c][j] = in[s (c0 + j) + kw - 1][c] (zero
+// outside), in = [T, C] with any strides (time nb[0], channel nb[1]), s = op_params' stride. An XSource.
+struct Conv1dSource {
+    const ggml_tensor* in;
+    int64_t stride;
+};
+
+void im2col1d_slice(const void* ctx, int64_t k0, int64_t kc, int64_t c0, int64_t nc, float* out) {
+    const auto* src = static_cast<const Conv1dSource*>(ctx);
+    const ggml_tensor* in = src->in;
+    const int64_t T = in->ne[0], s = src->stride;
+    const auto* base = static_cast<const char*>(in->data);
+    for (int64_t k = k0; k < k0 + kc; ++k, out += nc) {
+        const int64_t kw = k % 3, c = k / 3;
+        const char* row = base + c * in->nb[1];
+        for (int64_t j = 0; j < nc; ++j) {
+            const int64_t it = s * (c0 + j) + kw - 1;
+            out[j] = it >= 0 && it < T ? *reinterpret_cast<const float*>(row + it * in->nb[0]) : 0.0f;
+        }
+    }
+}
+
+// ggml custom op: dst [OC, T'] = the kernel-3 / padding-1 convolution of src[1] with src[0] (F16, viewed as
+// [3 C, OC]) at the stride in op_params (userdata), without bias; output channels split over threads.
+void conv1d_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
+    const ggml_tensor* w = dst->src[0];
+    const auto [r0, r1] = cpu::gemm_thread_rows(w->ne[1], ith, nth);
+    if (r0 >= r1) return;
+    const Conv1dSource src{dst->src[1], static_cast<int64_t>(reinterpret_cast<intptr_t>(userdata))};
+    cpu::gemm_f16(w->data, w->nb[1], w->ne[0], r0, r1, cpu::XSource{im2col1d_slice, &src}, dst->ne[1],
+                  static_cast<float*>(dst->data), dst->nb[1] / sizeof(float));
+}
+
 // ggml custom op: dst = GELU(src[0]) elementwise, in 16-value-aligned slices per thread.
 void gelu_op(ggml_tensor* dst, int ith, int nth, void*) {
     const int64_t n = ggml_nelements(dst);
@@ -157,10 +190,15 @@ ggml_tensor* rms_norm(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, float e
 }
 
 GatedMLP GatedMLP::load(const ModelFile& f, const std::string& p, int64_t n_in, int64_t n_hidden, int64_t n_out) {
+    return load(f, p + ".gate.weight", p + ".up.weight", p + ".down.weight", n_in, n_hidden, n_out);
+}
+
+GatedMLP GatedMLP::load(const ModelFile& f, const std::string& gate, const std::string& up, const std::string& down,
+                        int64_t n_in, int64_t n_hidden, int64_t n_out) {
     GatedMLP m;
-    m.gate = f.require(p + ".gate.weight", TensorKind::Matrix, {n_in, n_hidden});
-    m.up = f.require(p + ".up.weight", TensorKind::Matrix, {n_in, n_hidden});
-    m.down = f.require(p + ".down.weight", TensorKind::Matrix, {n_hidden, n_out});
+    m.gate = f.require(gate, TensorKind::Matrix, {n_in, n_hidden});
+    m.up = f.require(up, TensorKind::Matrix, {n_in, n_hidden});
+    m.down = f.require(down, TensorKind::Matrix, {n_hidden, n_out});
     return m;
 }
 
@@ -169,21 +207,22 @@ ggml_tensor* GatedMLP::operator()(ggml_context* ctx, ggml_tensor* x) const {
     return mul_mat(ctx, down, h);
 }
 
-EncoderLayer EncoderLayer::load(const ModelFile& f, const std::string& p, int64_t d, int64_t d_ff) {
+EncoderLayer EncoderLayer::load(const ModelFile& f, const std::string& p, int64_t d, int64_t d_ff,
+                                const EncoderLayerNames& n) {
     using K = TensorKind;
     // In file order, so the first missing tensor is the one reported.
-    auto vec = [&](const char* n, int64_t len) { return f.require(p + n, K::Vector, {len}); };
-    auto mat = [&](const char* n, int64_t in, int64_t out) { return f.require(p + n, K::Matrix, {in, out}); };
-    auto bias = [&](const char* n) { return f.optional(p + n, K::Vector, {d}); };  // attention biases may be absent
+    auto vec = [&](const std::string& s, int64_t len) { return f.require(p + s, K::Vector, {len}); };
+    auto mat = [&](const char* s, int64_t in, int64_t out) { return f.require(p + s + ".weight", K::Matrix, {in, out}); };
+    auto bias = [&](const char* s) { return f.optional(p + s + ".bias", K::Vector, {d}); };  // may be absent
     EncoderLayer l{};
     l.attn_norm_w = vec(".attn_norm.weight", d), l.attn_norm_b = vec(".attn_norm.bias", d);
-    l.q_w = mat(".attn.q.weight", d, d), l.q_b = bias(".attn.q.bias");
-    l.k_w = mat(".attn.k.weight", d, d), l.k_b = bias(".attn.k.bias");
-    l.v_w = mat(".attn.v.weight", d, d), l.v_b = bias(".attn.v.bias");
-    l.o_w = mat(".attn.o.weight", d, d), l.o_b = bias(".attn.o.bias");
+    l.q_w = mat(n.q, d, d), l.q_b = bias(n.q);
+    l.k_w = mat(n.k, d, d), l.k_b = bias(n.k);
+    l.v_w = mat(n.v, d, d), l.v_b = bias(n.v);
+    l.o_w = mat(n.o, d, d), l.o_b = bias(n.o);
     l.ffn_norm_w = vec(".ffn_norm.weight", d), l.ffn_norm_b = vec(".ffn_norm.bias", d);
-    l.fc1_w = mat(".ffn.fc1.weight", d, d_ff), l.fc1_b = vec(".ffn.fc1.bias", d_ff);
-    l.fc2_w = mat(".ffn.fc2.weight", d_ff, d), l.fc2_b = vec(".ffn.fc2.bias", d);
+    l.fc1_w = mat(n.fc1, d, d_ff), l.fc1_b = vec(std::string(n.fc1) + ".bias", d_ff);
+    l.fc2_w = mat(n.fc2, d_ff, d), l.fc2_b = vec(std::string(n.fc2) + ".bias", d);
     return l;
 }
 
@@ -205,6 +244,20 @@ ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor
     h = layer_norm(ctx, x, l.ffn_norm_w, l.ffn_norm_b, eps);
     h = gelu_erf(ctx, linear(ctx, h, l.fc1_w, l.fc1_b), l.fc1_w);
     return ggml_add(ctx, x, linear(ctx, h, l.fc2_w, l.fc2_b));
+}
+
+ggml_tensor* conv1d_k3_gelu(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, int stride) {
+    const int64_t T = x->ne[0], OC = w->ne[2], OT = (T - 1) / stride + 1;
+    if (w->type != GGML_TYPE_F16 || x->type != GGML_TYPE_F32 || !cpu_kernels_for(w)) {
+        ggml_tensor* y = ggml_conv_1d(ctx, w, ggml_cont(ctx, x), stride, 1, 1);  // [T', OC]
+        y = ggml_cont(ctx, ggml_transpose(ctx, ggml_reshape_2d(ctx, y, y->ne[0], y->ne[1])));
+        return gelu_erf(ctx, ggml_add(ctx, y, b), w);
+    }
+    ggml_tensor* args[2] = {ggml_reshape_2d(ctx, w, 3 * w->ne[1], OC), x};
+    ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, OC, OT, 1, 1, args, 2, conv1d_op, GGML_N_TASKS_MAX,
+                                    reinterpret_cast<void*>(static_cast<intptr_t>(stride)));
+    ggml_format_name(y, "conv1d %s", w->name);
+    return gelu_erf(ctx, ggml_add(ctx, y, b), w);
 }
 
 int64_t ConvStem::out_len(int64_t n) { return conv_out_len(conv_out_len(conv_out_len(n))); }

@@ -27,7 +27,16 @@ struct GatedMLP {
     ggml_tensor* up = nullptr;
     ggml_tensor* down = nullptr;
     static GatedMLP load(const ModelFile& f, const std::string& prefix, int64_t n_in, int64_t n_hidden, int64_t n_out);
+    // The same with each tensor's full name (schemas that do not name them <prefix>.gate/.up/.down.weight).
+    static GatedMLP load(const ModelFile& f, const std::string& gate, const std::string& up, const std::string& down,
+                         int64_t n_in, int64_t n_hidden, int64_t n_out);
     ggml_tensor* operator()(ggml_context* ctx, ggml_tensor* x) const;
+};
+
+// The tensor names of an encoder layer under its prefix (defaults: our converters' schema; the published
+// MOSS-Transcribe-Diarize files use llama.cpp-style names, see models/moss_transcribe_diarize.cpp).
+struct EncoderLayerNames {
+    const char *q = ".attn.q", *k = ".attn.k", *v = ".attn.v", *o = ".attn.o", *fc1 = ".ffn.fc1", *fc2 = ".ffn.fc2";
 };
 
 // A pre-LN Whisper-style encoder layer (LayerNorm with bias, biased projections except possibly k, GELU FFN).
@@ -36,7 +45,8 @@ struct EncoderLayer {
     ggml_tensor *q_w, *q_b, *k_w, *k_b, *v_w, *v_b, *o_w, *o_b;
     ggml_tensor *ffn_norm_w, *ffn_norm_b;
     ggml_tensor *fc1_w, *fc1_b, *fc2_w, *fc2_b;
-    static EncoderLayer load(const ModelFile& f, const std::string& prefix, int64_t d, int64_t d_ff);
+    static EncoderLayer load(const ModelFile& f, const std::string& prefix, int64_t d, int64_t d_ff,
+                             const EncoderLayerNames& names = EncoderLayerNames());
 };
 
 // Runs an encoder layer over `x` = [d, L]: L tokens with full attention among themselves.
@@ -50,6 +60,12 @@ struct ConvStem {
     static int64_t out_len(int64_t n);
     ggml_tensor* operator()(ggml_context* ctx, ggml_tensor* x) const;
 };
+
+// Conv1d with kernel 3, padding 1 and `stride` (1 or 2), bias, then GELU (erf): x = [T, C] (time fastest; a
+// transposed view is fine), w = [3, C, OC] (PyTorch's [OC, C, 3]) → [OC, T'] with T' = (T - 1) / stride + 1, channel
+// fastest (the layout encoder layers take). On the CPU with an F16 kernel: our matrix kernel over F32 columns made
+// slice by slice; else ggml_conv_1d.
+ggml_tensor* conv1d_k3_gelu(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, int stride);
 
 // Hyper-parameters both audio encoders share, read from `<arch>.enc.*` / `<arch>.adapter.*` with the published
 // values as defaults and bounds that keep sizes, products and graph node counts in range.

@@ -8,50 +8,68 @@
 
 namespace cm {
 
-Qwen3Config Qwen3Config::read(const ModelFile& f, const std::string& arch) {
-    const std::string p = arch + ".llm.";
-    for (const char* k : {"hidden_size", "num_layers", "num_heads", "intermediate_size"}) {
+// CrispASR's schema (the published MOSS-Transcribe-Diarize GGUFs): keys under "<prefix>.llm.", tensors as llama.cpp
+// names them.
+const Qwen3Names kLlamaStyleQwen3 = [] {
+    Qwen3Names n;
+    n.hidden_size = "llm.dim", n.num_layers = "llm.n_layers", n.num_heads = "llm.n_heads";
+    n.num_kv_heads = "llm.n_kv_heads", n.head_dim = "llm.head_dim", n.intermediate_size = "llm.ff_dim";
+    n.vocab_size = "llm.vocab_size", n.max_positions = "llm.max_position_embeddings";
+    n.rope_theta = "llm.rope_theta", n.rms_eps = "llm.rms_eps";
+    n.embed = "token_embd.weight", n.final_norm = "output_norm.weight", n.head = "output.weight";
+    n.blk = "blk.", n.attn_norm = "attn_norm.weight", n.wq = "attn_q.weight", n.wk = "attn_k.weight";
+    n.wv = "attn_v.weight", n.wo = "attn_o.weight", n.q_norm = "q_norm.weight", n.k_norm = "k_norm.weight";
+    n.ffn_norm = "ffn_norm.weight", n.gate = "ffn_gate.weight", n.up = "ffn_up.weight", n.down = "ffn_down.weight";
+    return n;
+}();
+
+Qwen3Config Qwen3Config::read(const ModelFile& f, const std::string& prefix, const Qwen3Names& n) {
+    const std::string p = prefix + ".";
+    for (const char* k : {n.hidden_size, n.num_layers, n.num_heads, n.intermediate_size}) {
         if (!f.has_key(p + k)) f.fail("missing key " + p + k);
     }
     // Upper bounds keep every size product in range and every graph under Compute::Graph's node budget
     // (about 40 nodes per layer).
     Qwen3Config c;
-    c.n_embd = f.u32_in(p + "hidden_size", 0, 1, 1 << 16);
-    c.n_layer = f.u32_in(p + "num_layers", 0, 1, 256);
-    c.n_head = f.u32_in(p + "num_heads", 0, 1, 1024);
-    c.n_head_kv = f.u32_in(p + "num_kv_heads", c.n_head, 1, c.n_head);
-    c.head_dim = f.u32_in(p + "head_dim", c.n_embd / c.n_head, 2, 1024);
-    c.n_ff = f.u32_in(p + "intermediate_size", 0, 1, 1 << 20);
-    c.n_vocab = f.u32_in(p + "vocab_size", 151936, 1, 1 << 22);
-    c.n_ctx_train = f.u32_in(p + "max_position_embeddings", 40960, 1, 1 << 24);
-    c.rope_theta = f.f32_in(p + "rope_theta", 1e6f, 1e-3f, 1e12f);
-    c.rms_eps = f.f32_in(p + "rms_norm_eps", 1e-6f, 0.0f, 1.0f);
-    if (c.n_head % c.n_head_kv != 0) f.fail(p + "num_heads must be a multiple of num_kv_heads");
-    if (c.head_dim % 2 != 0) f.fail(p + "head_dim must be even (RoPE)");
+    c.n_embd = f.u32_in(p + n.hidden_size, 0, 1, 1 << 16);
+    c.n_layer = f.u32_in(p + n.num_layers, 0, 1, 256);
+    c.n_head = f.u32_in(p + n.num_heads, 0, 1, 1024);
+    c.n_head_kv = f.u32_in(p + n.num_kv_heads, c.n_head, 1, c.n_head);
+    c.head_dim = f.u32_in(p + n.head_dim, c.n_embd / c.n_head, 2, 1024);
+    c.n_ff = f.u32_in(p + n.intermediate_size, 0, 1, 1 << 20);
+    c.n_vocab = f.u32_in(p + n.vocab_size, 151936, 1, 1 << 22);
+    c.n_ctx_train = f.u32_in(p + n.max_positions, n.default_max_positions, 1, 1 << 24);
+    c.rope_theta = f.f32_in(p + n.rope_theta, 1e6f, 1e-3f, 1e12f);
+    c.rms_eps = f.f32_in(p + n.rms_eps, 1e-6f, 0.0f, 1.0f);
+    if (c.n_head % c.n_head_kv != 0) {
+        const std::string kv = n.num_kv_heads;  // named without its "llm." group, as in "... of num_kv_heads"
+        f.fail(p + n.num_heads + " must be a multiple of " + kv.substr(kv.find('.') + 1));
+    }
+    if (c.head_dim % 2 != 0) f.fail(p + n.head_dim + " must be even (RoPE)");
     return c;
 }
 
-Qwen3Weights Qwen3Weights::load(const ModelFile& f, const Qwen3Config& c) {
+Qwen3Weights Qwen3Weights::load(const ModelFile& f, const Qwen3Config& c, const Qwen3Names& n) {
     using K = TensorKind;
     Qwen3Weights w;
     w.cfg = c;
     const int64_t d = c.n_embd, dq = int64_t(c.n_head) * c.head_dim, dkv = int64_t(c.n_head_kv) * c.head_dim;
-    w.embed = f.require("llm.embed.weight", K::Matrix, {d, c.n_vocab});
-    w.final_norm = f.require("llm.final_norm.weight", K::Vector, {d});
-    w.head = f.optional("llm.lm_head.weight", K::Matrix, {d, c.n_vocab});
+    w.embed = f.require(n.embed, K::Matrix, {d, c.n_vocab});
+    w.final_norm = f.require(n.final_norm, K::Vector, {d});
+    w.head = f.optional(n.head, K::Matrix, {d, c.n_vocab});
     if (!w.head) w.head = w.embed;
     for (int il = 0; il < c.n_layer; ++il) {
-        const std::string p = "llm.blk." + std::to_string(il) + ".";
+        const std::string p = n.blk + std::to_string(il) + ".";
         Qwen3Layer l{};
-        l.attn_norm = f.require(p + "attn_norm.weight", K::Vector, {d});
-        l.wq = f.require(p + "attn.q.weight", K::Matrix, {d, dq});
-        l.wk = f.require(p + "attn.k.weight", K::Matrix, {d, dkv});
-        l.wv = f.require(p + "attn.v.weight", K::Matrix, {d, dkv});
-        l.wo = f.require(p + "attn.o.weight", K::Matrix, {dq, d});
-        l.q_norm = f.require(p + "attn.q_norm.weight", K::Vector, {c.head_dim});
-        l.k_norm = f.require(p + "attn.k_norm.weight", K::Vector, {c.head_dim});
-        l.ffn_norm = f.require(p + "ffn_norm.weight", K::Vector, {d});
-        l.ffn = nn::GatedMLP::load(f, p + "ffn", d, c.n_ff, d);
+        l.attn_norm = f.require(p + n.attn_norm, K::Vector, {d});
+        l.wq = f.require(p + n.wq, K::Matrix, {d, dq});
+        l.wk = f.require(p + n.wk, K::Matrix, {d, dkv});
+        l.wv = f.require(p + n.wv, K::Matrix, {d, dkv});
+        l.wo = f.require(p + n.wo, K::Matrix, {dq, d});
+        l.q_norm = f.require(p + n.q_norm, K::Vector, {c.head_dim});
+        l.k_norm = f.require(p + n.k_norm, K::Vector, {c.head_dim});
+        l.ffn_norm = f.require(p + n.ffn_norm, K::Vector, {d});
+        l.ffn = nn::GatedMLP::load(f, p + n.gate, p + n.up, p + n.down, d, c.n_ff, d);
         w.layers.push_back(l);
     }
     return w;

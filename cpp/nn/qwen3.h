@@ -13,11 +13,29 @@
 
 namespace cm {
 
+// Where a GGUF schema keeps the decoder: its hyper-parameter keys (after "<prefix>.") and tensor names. The default
+// is our converters' schema (llm.*); the published MOSS-Transcribe-Diarize files use llama.cpp-style names
+// (kLlamaStyleQwen3).
+struct Qwen3Names {
+    const char *hidden_size = "llm.hidden_size", *num_layers = "llm.num_layers", *num_heads = "llm.num_heads",
+               *num_kv_heads = "llm.num_kv_heads", *head_dim = "llm.head_dim", *intermediate_size = "llm.intermediate_size",
+               *vocab_size = "llm.vocab_size", *max_positions = "llm.max_position_embeddings",
+               *rope_theta = "llm.rope_theta", *rms_eps = "llm.rms_norm_eps";
+    int default_max_positions = 40960;  // the context when the file has no max_positions key
+    const char *embed = "llm.embed.weight", *final_norm = "llm.final_norm.weight", *head = "llm.lm_head.weight";
+    // Layer tensors are blk + index + "." + the name.
+    const char *blk = "llm.blk.", *attn_norm = "attn_norm.weight", *wq = "attn.q.weight", *wk = "attn.k.weight",
+               *wv = "attn.v.weight", *wo = "attn.o.weight", *q_norm = "attn.q_norm.weight",
+               *k_norm = "attn.k_norm.weight", *ffn_norm = "ffn_norm.weight", *gate = "ffn.gate.weight",
+               *up = "ffn.up.weight", *down = "ffn.down.weight";
+};
+extern const Qwen3Names kLlamaStyleQwen3;
+
 struct Qwen3Config {
     int n_layer = 0, n_embd = 0, n_head = 0, n_head_kv = 0, head_dim = 0, n_ff = 0, n_vocab = 0, n_ctx_train = 0;
     float rope_theta = 1e6f, rms_eps = 1e-6f;
-    // Reads `<prefix>llm.*` keys (the published files' schema).
-    static Qwen3Config read(const ModelFile& f, const std::string& arch);
+    // Reads the `<prefix>.` keys `names` lists (default: `<prefix>.llm.*`, the published files' schema).
+    static Qwen3Config read(const ModelFile& f, const std::string& prefix, const Qwen3Names& names = Qwen3Names());
 };
 
 struct Qwen3Layer {
@@ -31,7 +49,7 @@ struct Qwen3Weights {
     ggml_tensor* final_norm = nullptr;
     ggml_tensor* head = nullptr;  // llm.lm_head.weight, or the tied embedding
     std::vector<Qwen3Layer> layers;
-    static Qwen3Weights load(const ModelFile& f, const Qwen3Config& cfg);
+    static Qwen3Weights load(const ModelFile& f, const Qwen3Config& cfg, const Qwen3Names& names = Qwen3Names());
 };
 
 class KvCache {

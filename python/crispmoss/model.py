@@ -15,7 +15,7 @@ import threading
 import time
 import unicodedata
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from . import _core
 from .audio import SAMPLE_RATE, AudioInput, load_audio
 from .loopfix import collapse_loops
 from .errors import InputError, ModelError
-from .results import Segment, StreamJoiner, Transcript, parse_timed_lines
+from .results import Segment, StreamJoiner, Transcript, diarized_segments, parse_timed_lines
 
 PieceCallback = Callable[[str], Optional[bool]]
 
@@ -187,6 +187,26 @@ def transcription_instruction(arch: str, language: Optional[str], timestamps: bo
     the languages it covers as a no-op hint and raises InputError for others, and for ``timestamps``.
     """
     return _core.transcription_instruction(arch, language, bool(timestamps))
+
+
+def _hotwords(model: "Model", hotwords: Optional[Sequence[str]]) -> Optional[Tuple[str, ...]]:
+    """``hotwords`` checked: None, or a list/tuple of non-empty strings for a model that takes them (``spec``
+    "hotwords": MOSS-Transcribe-Diarize); InputError otherwise (a bare string too: the CLI splits "a, b")."""
+    if hotwords is None:
+        return None
+    if isinstance(hotwords, str):
+        raise InputError("hotwords must be a list of strings, not one string (split \"a, b\" into [\"a\", \"b\"])")
+    if not isinstance(hotwords, (list, tuple)):
+        raise InputError(f"hotwords must be a list of strings, got {type(hotwords).__name__}")
+    for w in hotwords:
+        if not isinstance(w, str):
+            raise InputError(f"each hotword must be a str, got {type(w).__name__}")
+        if not w.strip():
+            raise InputError("a hotword is empty")
+    if hotwords and not model.spec.get("hotwords"):
+        takes = [m["name"] for m in _core.models() if m.get("hotwords")]
+        raise InputError(f"{model.spec['name']} does not take hotwords; use a {' or '.join(takes)} model for hotwords")
+    return tuple(_normalize(w) for w in hotwords) or None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -388,15 +408,18 @@ class Model:
         return Session(self, audio, sample_rate=sample_rate)
 
     def prompt_ids(self, audio: AudioInput, prompt: Optional[str] = None, *, sample_rate: Optional[float] = None,
-                   timestamps: bool = False) -> List[int]:
+                   timestamps: bool = False, hotwords: Optional[Sequence[str]] = None) -> List[int]:
         """The token ids of the prompt the model will see for ``audio`` (audio rows as placeholder ids); counts the
         audio rows from the clip's length, without running the encoder."""
         _check_prompt(self, prompt)
+        hw = _hotwords(self, hotwords)
         samples = load_audio(audio, sample_rate)
-        return list(self._core.prompt_ids(len(samples), instruction=_normalize(prompt), timestamps=timestamps))
+        return list(self._core.prompt_ids(len(samples), instruction=_normalize(prompt), timestamps=timestamps,
+                                          hotwords=hw))
 
     def transcribe(self, audio: AudioInput, *, sample_rate: Optional[float] = None, timestamps: bool = False,
-                   language: Optional[str] = None, max_pass_seconds: Optional[float] = None,
+                   language: Optional[str] = None, hotwords: Optional[Sequence[str]] = None,
+                   max_pass_seconds: Optional[float] = None,
                    batch_size: Optional[int] = None, max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
                    temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
                    min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
@@ -413,6 +436,12 @@ class Model:
         :func:`transcription_instruction`). A ``callback`` receives the joined text piece by piece, in order; the
         pieces concatenated equal ``text``.
 
+        MOSS-Transcribe-Diarize always writes timed, speaker-labelled segments (``timestamps`` changes nothing):
+        ``segments`` are those of :func:`crispmoss.results.diarized_segments` (``speaker`` "S01", ...; an unparsed
+        remainder is a last segment with ``speaker=None``) and ``text`` is the raw generated text. Its
+        ``hotwords`` (a list of names and terms, e.g. ``["张三", "CrispMoss"]``) are added to the official
+        instruction; other models raise InputError for them. Speaker labels restart with every pass.
+
         Generation options (the same keyword parameters on every request method; see :meth:`options` for what each
         means and its default): ``max_new_tokens``, ``sampling``, ``temperature``, ``top_k``, ``top_p``,
         ``min_p``, ``repetition_penalty``, ``seed``, ``timeout``, ``callback``, ``collapse_loops``; or
@@ -422,10 +451,11 @@ class Model:
         from .longform import merge
 
         return merge(list(self._passes(audio, sample_rate, batch_size, _resolve(self, locals()),
-                                       timestamps=timestamps, language=language, max_pass_seconds=max_pass_seconds)))
+                                       timestamps=timestamps, language=language, hotwords=hotwords,
+                                       max_pass_seconds=max_pass_seconds)))
 
     def segments(self, audio: AudioInput, *, timestamps: bool = False, language: Optional[str] = None,
-                 max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
+                 hotwords: Optional[Sequence[str]] = None, max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
                  temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
                  min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
                  timeout: Optional[float] = None, callback: Optional[PieceCallback] = None, collapse_loops: bool = False,
@@ -435,12 +465,13 @@ class Model:
         """Like :meth:`transcribe` (the same parameters), but yields the segments of each pass, in order, as soon as
         it is decoded."""
         for p in self._passes(audio, sample_rate, batch_size, _resolve(self, locals()), timestamps=timestamps,
-                              language=language, max_pass_seconds=max_pass_seconds):
+                              language=language, hotwords=hotwords, max_pass_seconds=max_pass_seconds):
             yield from p.transcript.segments
 
     def transcribe_many(self, inputs: Iterable[AudioInput], *, batch_size: Optional[int] = None,
                         progress: bool = False, on_error: str = "raise", sample_rate: Optional[float] = None,
                         timestamps: bool = False, language: Optional[str] = None,
+                        hotwords: Optional[Sequence[str]] = None,
                         max_pass_seconds: Optional[float] = None, max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
                         temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
                         min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
@@ -467,7 +498,7 @@ class Model:
         results: List[Any] = [None] * len(inputs)
         t0, audio_s, n_done = _now(), 0.0, 0
         events = self.transcribe_iter(inputs, batch_size=batch_size, sample_rate=sample_rate, timestamps=timestamps,
-                                      language=language, max_pass_seconds=max_pass_seconds,
+                                      language=language, hotwords=hotwords, max_pass_seconds=max_pass_seconds,
                                       options=_resolve(self, locals()))
         try:
             for i, result in events:
@@ -493,6 +524,7 @@ class Model:
                         timeout: Optional[float] = None, callback: Optional[PieceCallback] = None, collapse_loops: bool = False,
                         options: Optional[GenerateOptions] = None,
                         timestamps: bool = False, language: Optional[str] = None,
+                        hotwords: Optional[Sequence[str]] = None,
                         max_pass_seconds: Optional[float] = None) -> Iterator[Any]:
         """What :meth:`transcribe_many` runs on: yields ``(index, Transcript)`` for each input as soon as it is
         finished (in the order they finish), or ``(index, exception)`` for one that failed (the exception names the
@@ -506,7 +538,8 @@ class Model:
         inputs = list(inputs)
         bs = self.batch_size if batch_size is None else _batch_size(batch_size)
         runner = self._runner(bs, opts, sample_rate=sample_rate, timestamps=timestamps, language=language,
-                              max_pass_seconds=max_pass_seconds, check_memory=batch_size is not None)
+                              hotwords=hotwords, max_pass_seconds=max_pass_seconds,
+                              check_memory=batch_size is not None)
         passes: Dict[int, List[Any]] = {}
         events = runner.run(inputs)
         try:
@@ -525,13 +558,15 @@ class Model:
 
     # --- passes -----------------------------------------------------------------------------------------------
     def _runner(self, batch_size: int, opts: GenerateOptions, *, sample_rate: Optional[float], timestamps: bool,
-                language: Optional[str], max_pass_seconds: Optional[float], check_memory: bool = False) -> Any:
+                language: Optional[str], max_pass_seconds: Optional[float], hotwords: Optional[Sequence[str]] = None,
+                check_memory: bool = False) -> Any:
         """The pass runner of a request; ``opts`` (resolved once: one seed for every pass)."""
         from .batch import PassRunner
         from .longform import check_limit
 
         limit = check_limit(max_pass_seconds, self.max_pass_seconds)
         transcription_instruction(self.arch, language, timestamps)  # validated before reading any audio
+        hw = _hotwords(self, hotwords)
         if check_memory:
             need = batch_size * self.slot_bytes(min(limit, 3600.0), opts.max_new_tokens)
             have = available_memory()
@@ -541,7 +576,8 @@ class Model:
                                  f" but {have / 2**30:.1f} GiB is available; use a smaller batch_size")
 
         def run_pass(samples: np.ndarray, callback: Any, timeout: Optional[float], stop: Any) -> Transcript:
-            return Session(self, samples).transcribe(timestamps=timestamps, language=language, should_stop=stop,
+            return Session(self, samples).transcribe(timestamps=timestamps, language=language, hotwords=hw,
+                                                     should_stop=stop,
                                                      options=replace(opts, callback=callback, timeout=timeout))
 
         return PassRunner(run_pass, limit, batch_size=batch_size, timeout=opts.timeout, callback=opts.callback,
@@ -563,7 +599,8 @@ class Model:
         """Answers a free-form question about ``audio`` (MOSS-Audio only; the whole clip in one pass); ``system``
         replaces the default system prompt. Generation options: see :meth:`transcribe`."""
         if not self.accepts_instructions:
-            raise ModelError("MOSS-Transcribe takes no instruction: use transcribe(), or a MOSS-Audio model for ask()")
+            raise ModelError(f"{self.spec['name']} takes no instruction: use transcribe(), or a MOSS-Audio model for "
+                             "ask()")
         opts = _resolve(self, locals())
         return self.session(audio, sample_rate).ask(prompt, system=system, options=opts)
 
@@ -576,7 +613,8 @@ def _check_prompt(model: Model, prompt: Optional[str]) -> None:
     if prompt is not None and not isinstance(prompt, str):
         raise InputError(f"the prompt must be a string, got {type(prompt).__name__}")
     if prompt and not model.accepts_instructions:
-        raise ModelError("MOSS-Transcribe takes no instruction: use transcribe(), or a MOSS-Audio model for ask()")
+        raise ModelError(f"{model.spec['name']} takes no instruction: use transcribe(), or a MOSS-Audio model for "
+                         "ask()")
 
 
 def _now() -> float:
@@ -637,27 +675,29 @@ class Session:
         return self._core.n_audio
 
     def prompt_ids(self, prompt: Optional[str] = None, *, timestamps: bool = False,
-                   system: Optional[str] = None) -> List[int]:
+                   system: Optional[str] = None, hotwords: Optional[Sequence[str]] = None) -> List[int]:
         """The prompt's token ids (audio rows appear as the placeholder id)."""
         self._check_prompt(prompt)
         return list(self._core.prompt_ids(instruction=_normalize(prompt), timestamps=timestamps,
-                                          system=self._system(system)))
+                                          system=self._system(system), hotwords=_hotwords(self.model, hotwords)))
 
     def transcribe(self, *, timestamps: bool = False, language: Optional[str] = None,
-                   should_stop: Optional[Callable[[], bool]] = None, max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
+                   hotwords: Optional[Sequence[str]] = None, should_stop: Optional[Callable[[], bool]] = None, max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
                    temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
                    min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
                    timeout: Optional[float] = None, callback: Optional[PieceCallback] = None, collapse_loops: bool = False,
                    options: Optional[GenerateOptions] = None) -> Transcript:
         """Transcription of the whole clip with the official instruction (time-aware one with ``timestamps``,
-        MOSS-Audio only). ``language``: see :func:`transcription_instruction`.
+        MOSS-Audio only). ``language``: see :func:`transcription_instruction`; ``hotwords``: see
+        :meth:`Model.transcribe`.
 
         Generation options: see :meth:`Model.transcribe` (the keyword parameters, or ``options`` already resolved
         by :meth:`Model.options`). ``should_stop`` is asked at every decode step and while the request waits: True
         interrupts it (``stop_reason`` "interrupted")."""
         transcription_instruction(self.model.arch, language, timestamps)  # validated before the options
+        hw = _hotwords(self.model, hotwords)
         opts = _resolve(self.model, locals())
-        return self._run(None, timestamps, opts, stop=should_stop, language=language)
+        return self._run(None, timestamps, opts, stop=should_stop, language=language, hotwords=hw)
 
     def ask(self, prompt: str, *, system: Optional[str] = None, max_new_tokens: Optional[int] = None, sampling: Optional[str] = None,
             temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
@@ -700,7 +740,7 @@ class Session:
         if not isinstance(system, str):
             raise InputError(f"the system prompt must be a string, got {type(system).__name__}")
         if not self.model.accepts_instructions:
-            raise ModelError("MOSS-Transcribe takes no system prompt")
+            raise ModelError(f"{self.model.spec['name']} takes no system prompt")
         if not system.strip():
             raise InputError("the system prompt is empty (leave it out for the default)")
         return _normalize(system)
@@ -728,7 +768,8 @@ class Session:
         return Session._Busy(self)
 
     def _run(self, prompt: Optional[str], timestamps: bool, opts: GenerateOptions,
-             stop: Optional[Callable[[], bool]] = None, system: str = "", language: Optional[str] = None) -> Transcript:
+             stop: Optional[Callable[[], bool]] = None, system: str = "", language: Optional[str] = None,
+             hotwords: Optional[Tuple[str, ...]] = None) -> Transcript:
         """One request. The callback's pieces are those whose concatenation is the returned text (leading and
         trailing whitespace held back, as ``text`` is stripped). ``stop`` is asked at every decode step (and while
         waiting): True interrupts the request."""
@@ -736,15 +777,19 @@ class Session:
         callback = StreamJoiner(opts.callback) if opts.callback is not None else None
         with self._busy():
             r = self._core.generate(instruction=_normalize(prompt), timestamps=timestamps, language=language or "",
-                                    system=system, max_new_tokens=opts.max_new_tokens, temperature=s.temperature,
+                                    system=system, hotwords=hotwords, max_new_tokens=opts.max_new_tokens, temperature=s.temperature,
                                     top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
                                     repetition_penalty=s.repetition_penalty, seed=s.seed or 0,
                                     timeout=opts.timeout or 0.0, on_piece=callback, should_stop=stop)
         text = r["text"].decode("utf-8", errors="replace").strip()
         if opts.collapse_loops:
             text = collapse_loops(text)
-        parse = _TIMED_PARSERS.get(self.model.spec["timed_output"]) if timestamps else None
-        segments = parse(text) if parse is not None else []
+        timed = self.model.spec["timed_output"]
+        if timed == "diarized":  # always timed and speaker-labelled; the unparsed rest is a last speaker-less segment
+            segments = diarized_segments(text, self.duration)
+        else:
+            parse = _TIMED_PARSERS.get(timed) if timestamps else None
+            segments = parse(text) if parse is not None else []
         if not segments:
             segments = [Segment(0.0, self.duration, text)]
         return Transcript(text=text, tokens=list(r["tokens"]), segments=segments, duration=self.duration,
