@@ -211,6 +211,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             sys.stdout.write(f"{f}: {text}")
         sys.stdout.flush()
         progress.file_done(finished, f.name, result.duration, wall)  # [files finished so far / all]
+        if not args.quiet:
+            for note in result.notices:
+                sys.stderr.write(f"crispmoss transcribe: note: {f.name}: {note}\n")
         if args.verbose:
             sys.stderr.write(timing_report(f.name, result, wall) + "\n")
 
