@@ -169,8 +169,13 @@ class _Spec:
 
 def test_answer_bodies_with_speakers():
     pytest.importorskip("fastapi")
-    from crispmoss.server.engine import ServedModel
+    from crispmoss.server.engine import ServedModel, model_id
     from crispmoss.server.protocol import TranscriptionRequest, transcription_body
+
+    # the published name is the model's id on the server
+    assert model_id("moss-diarize:q8_0", "/x/moss-transcribe-diarize-0.9b-q8_0.gguf") == "moss-diarize:q8_0"
+    assert model_id("/x/moss-transcribe-diarize-0.9b-q4_k.gguf", "/x/moss-transcribe-diarize-0.9b-q4_k.gguf") \
+        == "moss-diarize"
 
     served = ServedModel("moss-diarize", _Spec({"name": "MOSS-Transcribe-Diarize", "timed_output": "diarized",
                                                 "hotwords": True}), "/x.gguf", 0)
