@@ -95,6 +95,10 @@ def test_model_api_hotwords_and_segments(model_files):
         assert t.segments == diarized_segments(t.text, t.duration) or t.segments[0].text == t.text
         assert all(s.speaker is None for s in t.segments)
         assert m.session(audio).transcribe(hotwords=("a",), max_new_tokens=2).tokens
+        # passes: each pass's segments, shifted to absolute time (labels are per pass)
+        long = m.transcribe(speech(35.0), max_pass_seconds=20, max_new_tokens=3)
+        assert len(long.segments) >= 2 and long.segments[-1].end == long.duration
+        assert all(a.end == b.start for a, b in zip(long.segments, long.segments[1:]))
 
 
 def test_bad_input(model_files):

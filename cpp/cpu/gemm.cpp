@@ -162,8 +162,10 @@ constexpr Kernels kAvx2 = make_kernels<Avx2Tile>(pack_avx2, std::make_integer_se
 // reused by every weight tile; partial sums wait in `acc` between slices. x^T comes from memory (xt) or, slice
 // by slice, from `gen` into `xbuf`.
 void gemm_block(const Kernels& kern, const uint8_t* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt,
-                          size_t ldx, const XSource* gen, int64_t c0, int64_t n, float* y, size_t ldy, float* wp,
+                          size_t ldx, const XSource* gen, int64_t c0, int64_t n, const GemmOut& out, float* wp,
                           float* acc, float* xbuf) {
+    float* y = out.y;
+    const size_t ldy = out.ldy;
     const int64_t n_row_tiles = (r1 - r0 + kRows - 1) / kRows, n_col_tiles = (n + kCols - 1) / kCols;
     for (int64_t k0 = 0; k0 < k; k0 += kSlice) {
         const int64_t kc = std::min(kSlice, k - k0);
@@ -183,8 +185,22 @@ void gemm_block(const Kernels& kern, const uint8_t* w, size_t w_row_bytes, int64
                 float* a = acc + (rt * n_col_tiles + ct) * kRows * kCols;
                 kern.tile[cols > 16][rows - 1](wp, kc, xs + j0, lds, int(cols), a, first);
                 if (!last) continue;
+                // (the branches keep an exact copy where there is no bias: adding 0 would turn -0 into +0)
                 for (int64_t i = 0; i < rows; ++i) {
-                    for (int64_t j = 0; j < cols; ++j) y[(c0 + j0 + j) * ldy + ra + i] = a[i * kCols + j];
+                    const float* ai = a + i * kCols;
+                    const int64_t r = ra + i;
+                    if (out.transposed) {
+                        float* yr = y + r * ldy + c0 + j0;
+                        if (out.bias) {
+                            for (int64_t j = 0; j < cols; ++j) yr[j] = ai[j] + out.bias[r];
+                        } else {
+                            for (int64_t j = 0; j < cols; ++j) yr[j] = ai[j];
+                        }
+                    } else if (out.bias) {
+                        for (int64_t j = 0; j < cols; ++j) y[(c0 + j0 + j) * ldy + r] = ai[j] + out.bias[r];
+                    } else {
+                        for (int64_t j = 0; j < cols; ++j) y[(c0 + j0 + j) * ldy + r] = ai[j];
+                    }
                 }
             }
         }
@@ -192,7 +208,7 @@ void gemm_block(const Kernels& kern, const uint8_t* w, size_t w_row_bytes, int64
 }
 
 void gemm_any(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt, size_t ldx,
-              const XSource* gen, int64_t n, float* y, size_t ldy, Level level) {
+              const XSource* gen, int64_t n, const GemmOut& out, Level level) {
     if (level != Level::avx2 && level != Level::avx512 && level != Level::amx) std::abort();  // see gemv_available()
     const Kernels& kern = level == Level::avx2 ? kAvx2 : kAvx512;
     // Columns in blocks, so the partial sums of one block (rows x kColBlock floats) stay within L2 for the row
@@ -203,32 +219,42 @@ void gemm_any(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t 
     std::vector<float> xbuf(gen ? size_t(std::min(k, kSlice) * cb) : 0);
     for (int64_t c0 = 0; c0 < n; c0 += kColBlock) {
         gemm_block(kern, static_cast<const uint8_t*>(w), w_row_bytes, k, r0, r1, xt, ldx, gen, c0,
-                   std::min(kColBlock, n - c0), y, ldy, wp.data(), acc.data(), xbuf.data());
+                   std::min(kColBlock, n - c0), out, wp.data(), acc.data(), xbuf.data());
     }
 }
 
 }  // namespace
 
 void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt, size_t ldx,
-              int64_t n, float* y, size_t ldy, Level level) {
-    gemm_any(w, w_row_bytes, k, r0, r1, xt, ldx, nullptr, n, y, ldy, level);
+              int64_t n, const GemmOut& out, Level level) {
+    gemm_any(w, w_row_bytes, k, r0, r1, xt, ldx, nullptr, n, out, level);
 }
 
 void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const XSource& x, int64_t n,
-              float* y, size_t ldy, Level level) {
-    gemm_any(w, w_row_bytes, k, r0, r1, nullptr, 0, &x, n, y, ldy, level);
+              const GemmOut& out, Level level) {
+    gemm_any(w, w_row_bytes, k, r0, r1, nullptr, 0, &x, n, out, level);
 }
 
 #else
 
-void gemm_f16(const void*, size_t, int64_t, int64_t, int64_t, const float*, size_t, int64_t, float*, size_t, Level) {
+void gemm_f16(const void*, size_t, int64_t, int64_t, int64_t, const float*, size_t, int64_t, const GemmOut&, Level) {
     std::abort();
 }
 
-void gemm_f16(const void*, size_t, int64_t, int64_t, int64_t, const XSource&, int64_t, float*, size_t, Level) {
+void gemm_f16(const void*, size_t, int64_t, int64_t, int64_t, const XSource&, int64_t, const GemmOut&, Level) {
     std::abort();
 }
 
 #endif
+
+void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt, size_t ldx,
+              int64_t n, float* y, size_t ldy, Level level) {
+    gemm_f16(w, w_row_bytes, k, r0, r1, xt, ldx, n, GemmOut{y, ldy}, level);
+}
+
+void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const XSource& x, int64_t n,
+              float* y, size_t ldy, Level level) {
+    gemm_f16(w, w_row_bytes, k, r0, r1, x, n, GemmOut{y, ldy}, level);
+}
 
 }  // namespace cm::cpu

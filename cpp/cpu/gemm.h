@@ -40,6 +40,20 @@ struct XSource {
 void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const XSource& x, int64_t n,
               float* y, size_t ldy, Level level = active_level());
 
+// Where a product's outputs go: y[j][r] (rows of ldy floats, the default) or, transposed, y[r][j] (the next
+// product's x^T, without a transpose node); bias[r], when given, is added to each output as it is written (one F32
+// addition, the same as adding it afterwards).
+struct GemmOut {
+    float* y;
+    size_t ldy;
+    const float* bias = nullptr;
+    bool transposed = false;
+};
+void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt, size_t ldx,
+              int64_t n, const GemmOut& out, Level level = active_level());
+void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const XSource& x, int64_t n,
+              const GemmOut& out, Level level = active_level());
+
 // Weight rows the kernel handles together (its register tile's height).
 constexpr int64_t kGemmTileRows = 12;
 

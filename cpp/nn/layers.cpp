@@ -52,25 +52,33 @@ bool use_gemm(const ggml_tensor* w, const ggml_tensor* x) {
            x->ne[3] == 1 && w->ne[2] == 1 && w->ne[3] == 1 && cpu_kernels_for(w);
 }
 
-// ggml custom op: dst = src[0] x src[1] with src[1] given transposed (k rows of n), weight rows split over
-// threads in whole tiles.
-void gemm_op(ggml_tensor* dst, int ith, int nth, void*) {
+// ggml custom op: dst = src[0] x src[1] (+ src[2], a bias) with src[1] given transposed (k rows of n), weight rows
+// split over threads in whole tiles; userdata non-null: dst transposed ([n, rows]).
+void gemm_op(ggml_tensor* dst, int ith, int nth, void* transposed) {
     const ggml_tensor* w = dst->src[0];
     const ggml_tensor* xt = dst->src[1];
     const auto [r0, r1] = cpu::gemm_thread_rows(w->ne[1], ith, nth);
     if (r0 >= r1) return;
+    const float* bias = dst->src[2] ? static_cast<const float*>(dst->src[2]->data) : nullptr;
     cpu::gemm_f16(w->data, w->nb[1], w->ne[0], r0, r1, static_cast<const float*>(xt->data), xt->nb[1] / sizeof(float),
-                  xt->ne[0], static_cast<float*>(dst->data), dst->nb[1] / sizeof(float));
+                  xt->ne[0], cpu::GemmOut{static_cast<float*>(dst->data), dst->nb[1] / sizeof(float), bias,
+                                          transposed != nullptr});
 }
 
-// dst = src[0] (F16 weight rows) x src[1] (activations transposed: k rows of n), [w rows, n]: our matrix kernel.
-ggml_tensor* gemm_t(ggml_context* ctx, ggml_tensor* w, ggml_tensor* xt) {
-    ggml_tensor* args[2] = {w, xt};
-    ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], xt->ne[0], 1, 1, args, 2, gemm_op,
-                                    GGML_N_TASKS_MAX, nullptr);
+// dst = src[0] (F16 weight rows) x src[1] (activations transposed: k rows of n) (+ b), [w rows, n] or, transposed,
+// [n, w rows] (what the next product takes as its x^T): our matrix kernel.
+ggml_tensor* gemm_t(ggml_context* ctx, ggml_tensor* w, ggml_tensor* xt, ggml_tensor* b = nullptr,
+                    bool transposed = false) {
+    ggml_tensor* args[3] = {w, xt, b};
+    ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, transposed ? xt->ne[0] : w->ne[1],
+                                    transposed ? w->ne[1] : xt->ne[0], 1, 1, args, b ? 3 : 2, gemm_op,
+                                    GGML_N_TASKS_MAX, transposed ? reinterpret_cast<void*>(1) : nullptr);
     ggml_format_name(y, "gemm %s", w->name);
     return y;
 }
+
+// x^T for our matrix kernel: a graph node of its own, so ggml's threads share it before the products start.
+ggml_tensor* transposed(ggml_context* ctx, ggml_tensor* x) { return ggml_cont(ctx, ggml_transpose(ctx, x)); }
 
 // The conv stem's im2col for a 3x3 kernel, stride 2, padding 1, transposed and in F32 (ggml's is F16):
 // x^T[kw + 3 kh + 9 c][p] = in[2 ow + kw - 1][2 oh + kh - 1][c][b] (zero outside), p = ow + OW (oh + OH b),
@@ -134,14 +142,15 @@ void im2col1d_slice(const void* ctx, int64_t k0, int64_t kc, int64_t c0, int64_t
 }
 
 // ggml custom op: dst [OC, T'] = the kernel-3 / padding-1 convolution of src[1] with src[0] (F16, viewed as
-// [3 C, OC]) at the stride in op_params (userdata), without bias; output channels split over threads.
+// [3 C, OC]) at the stride given as userdata, plus the bias src[2]; output channels split over threads.
 void conv1d_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
     const ggml_tensor* w = dst->src[0];
     const auto [r0, r1] = cpu::gemm_thread_rows(w->ne[1], ith, nth);
     if (r0 >= r1) return;
     const Conv1dSource src{dst->src[1], static_cast<int64_t>(reinterpret_cast<intptr_t>(userdata))};
     cpu::gemm_f16(w->data, w->nb[1], w->ne[0], r0, r1, cpu::XSource{im2col1d_slice, &src}, dst->ne[1],
-                  static_cast<float*>(dst->data), dst->nb[1] / sizeof(float));
+                  cpu::GemmOut{static_cast<float*>(dst->data), dst->nb[1] / sizeof(float),
+                               static_cast<const float*>(dst->src[2]->data)});
 }
 
 // ggml custom op: dst = GELU(src[0]) elementwise, in 16-value-aligned slices per thread.
@@ -167,7 +176,7 @@ ggml_tensor* gelu_erf(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* near
 
 ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x) {
     // The transpose is a graph node of its own, so ggml's threads share it before the product starts.
-    if (use_gemm(w, x)) return gemm_t(ctx, w, ggml_cont(ctx, ggml_transpose(ctx, x)));
+    if (use_gemm(w, x)) return gemm_t(ctx, w, transposed(ctx, x));
     if (!use_gemv(w, x)) return ggml_mul_mat(ctx, w, x);
     ggml_tensor* args[2] = {w, x};
     ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, gemv_op,
@@ -177,6 +186,9 @@ ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x) {
 }
 
 ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b) {
+    if (b && use_gemm(w, x) && b->type == GGML_TYPE_F32 && ggml_is_contiguous(b)) {
+        return gemm_t(ctx, w, transposed(ctx, x), b);  // the bias added as the outputs are written
+    }
     ggml_tensor* y = mul_mat(ctx, w, x);
     return b ? ggml_add(ctx, y, b) : y;
 }
@@ -234,14 +246,23 @@ ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor
     auto heads = [&](ggml_tensor* t) {
         return ggml_permute(ctx, ggml_reshape_3d(ctx, t, hd, n_head, L), 0, 2, 1, 3);
     };
-    ggml_tensor* q = heads(linear(ctx, h, l.q_w, l.q_b));
-    ggml_tensor* k = heads(linear(ctx, h, l.k_w, l.k_b));
-    ggml_tensor* v = heads(linear(ctx, h, l.v_w, l.v_b));
+    // q, k and v read one x^T where all three take our matrix kernel (the same sums as three linear() calls).
+    const bool shared = use_gemm(l.q_w, h) && use_gemm(l.k_w, h) && use_gemm(l.v_w, h);
+    ggml_tensor* ht = shared ? transposed(ctx, h) : nullptr;
+    auto proj = [&](ggml_tensor* w, ggml_tensor* b) { return shared ? gemm_t(ctx, w, ht, b) : linear(ctx, h, w, b); };
+    ggml_tensor* q = heads(proj(l.q_w, l.q_b));
+    ggml_tensor* k = heads(proj(l.k_w, l.k_b));
+    ggml_tensor* v = heads(proj(l.v_w, l.v_b));
     ggml_tensor* a = ggml_flash_attn_ext(ctx, q, k, v, nullptr, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, 0.0f);
     ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
     a = ggml_reshape_2d(ctx, a, d, L);
     x = ggml_add(ctx, x, linear(ctx, a, l.o_w, l.o_b));
     h = layer_norm(ctx, x, l.ffn_norm_w, l.ffn_norm_b, eps);
+    if (use_gemm(l.fc1_w, h) && use_gemm(l.fc2_w, h)) {
+        // fc1 writes its output transposed, which is fc2's x^T: no transpose of the wide hidden layer.
+        ggml_tensor* ft = gelu_erf(ctx, gemm_t(ctx, l.fc1_w, transposed(ctx, h), l.fc1_b, true), l.fc1_w);
+        return ggml_add(ctx, x, gemm_t(ctx, l.fc2_w, ft, l.fc2_b));
+    }
     h = gelu_erf(ctx, linear(ctx, h, l.fc1_w, l.fc1_b), l.fc1_w);
     return ggml_add(ctx, x, linear(ctx, h, l.fc2_w, l.fc2_b));
 }
@@ -253,11 +274,11 @@ ggml_tensor* conv1d_k3_gelu(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, g
         y = ggml_cont(ctx, ggml_transpose(ctx, ggml_reshape_2d(ctx, y, y->ne[0], y->ne[1])));
         return gelu_erf(ctx, ggml_add(ctx, y, b), w);
     }
-    ggml_tensor* args[2] = {ggml_reshape_2d(ctx, w, 3 * w->ne[1], OC), x};
-    ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, OC, OT, 1, 1, args, 2, conv1d_op, GGML_N_TASKS_MAX,
+    ggml_tensor* args[3] = {ggml_reshape_2d(ctx, w, 3 * w->ne[1], OC), x, b};
+    ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, OC, OT, 1, 1, args, 3, conv1d_op, GGML_N_TASKS_MAX,
                                     reinterpret_cast<void*>(static_cast<intptr_t>(stride)));
     ggml_format_name(y, "conv1d %s", w->name);
-    return gelu_erf(ctx, ggml_add(ctx, y, b), w);
+    return gelu_erf(ctx, y, w);
 }
 
 int64_t ConvStem::out_len(int64_t n) { return conv_out_len(conv_out_len(conv_out_len(n))); }

@@ -303,13 +303,14 @@ class Model:
 
     @property
     def default_max_new_tokens(self) -> int:
-        """The official inference code's default, as the model declares it (512 MOSS-Transcribe, 1024 MOSS-Audio)."""
+        """The official inference code's default, as the model declares it (512 MOSS-Transcribe, 1024 MOSS-Audio,
+        2048 MOSS-Transcribe-Diarize)."""
         return int(self.spec["max_new_tokens"])
 
     @property
     def max_pass_seconds(self) -> float:
         """Audio longer than this is transcribed in several passes (see crispmoss.longform); the model declares it
-        (30 s MOSS-Transcribe, 120 s MOSS-Audio)."""
+        (30 s MOSS-Transcribe, 120 s MOSS-Audio, 240 s MOSS-Transcribe-Diarize)."""
         return float(self.spec["pass_seconds"])
 
     def slot_bytes(self, pass_seconds: Optional[float] = None, max_new_tokens: Optional[int] = None) -> int:
@@ -322,6 +323,9 @@ class Model:
         mel = self._core.mel
         samples = int(seconds * mel["sample_rate"])
         frames = samples // mel["hop"]
+        window = int(mel.get("window_samples") or 0)
+        if window:  # windowed front end (MOSS-Transcribe-Diarize): every window is padded to its full length
+            frames = -(-samples // window) * (window // mel["hop"])
         n_audio = self._core.n_audio_tokens_for(samples)
         # the prompt around the audio: template, instruction, MOSS-Audio's time markers (one per 2 s, few tokens)
         positions = n_audio + 64 + int(seconds / 2) * 3 + new
