@@ -156,7 +156,9 @@ def worker_long(a: Dict[str, Any], measure: Measurer) -> Dict[str, Any]:
     passes = {}
     for sec in a["long_seconds"]:
         n_audio = int(model._core.n_audio_tokens_for(int(sec * sr)))
-        passes[str(sec)] = {"n_audio": n_audio, "slot_bytes": model.slot_bytes(float(sec)),
+        budget = model.pass_max_new_tokens(float(sec))  # the default max_new_tokens of such a pass
+        passes[str(sec)] = {"n_audio": n_audio, "max_new_tokens": budget,
+                            "slot_bytes": model.slot_bytes(float(sec), max_new_tokens=budget),
                             "slot_bytes_5tok_s": model.slot_bytes(float(sec), max_new_tokens=_tokens(sec, 5.0))}
     default_limit = model.max_pass_seconds
     model.close()
@@ -224,11 +226,11 @@ def table(report: Dict[str, Any]) -> str:
               "| context position | decode tok/s | step ms |", "|---|---|---|"]
         for pos, d in res["decode"].items():
             L.append(f"| {pos} | {_f(d.get('tok_per_s'), '{:.1f}')} | {_f(d.get('step_ms_median'), '{:.1f}')} |")
-        L += ["", "| pass length | audio tokens | memory of one pass (default budget) | with 5 tok/s of output |",
-              "|---|---|---|---|"]
+        L += ["", "| pass length | audio tokens | default max_new_tokens | memory of one pass (that budget) | "
+                  "with 5 tok/s of output |", "|---|---|---|---|---|"]
         for sec, p in res["passes"].items():
-            L.append(f"| {int(sec) // 60} min {int(sec) % 60} s | {p['n_audio']} | {p['slot_bytes'] / 2**20:.0f} MiB | "
-                     f"{p['slot_bytes_5tok_s'] / 2**20:.0f} MiB |")
+            L.append(f"| {int(sec) // 60} min {int(sec) % 60} s | {p['n_audio']} | {p.get('max_new_tokens', '—')} | "
+                     f"{p['slot_bytes'] / 2**20:.0f} MiB | {p['slot_bytes_5tok_s'] / 2**20:.0f} MiB |")
     return "\n".join(L)
 
 
