@@ -115,3 +115,14 @@ def test_bad_input(model_files):
             m.ask(speech(2.0), "who speaks?")
         with pytest.raises(InputError, match="language hint"):
             m.transcribe(speech(2.0), language="de")
+
+
+def test_other_models_take_no_hotwords(tiny_transcribe_gguf_f32):
+    with crispmoss.Model(str(tiny_transcribe_gguf_f32), n_threads=1) as m:
+        assert m.spec["hotwords"] is False
+        with pytest.raises(InputError, match="MOSS-Transcribe does not take hotwords"):
+            m.transcribe(speech(1.0), hotwords=["a"])
+        assert m.transcribe(speech(1.0), hotwords=[], max_new_tokens=1).tokens  # empty list: no hotwords
+    core = _core.Model(str(tiny_transcribe_gguf_f32))
+    with pytest.raises(InputError, match="does not take hotwords"):
+        core.prompt_ids(16000, hotwords=["a"])
