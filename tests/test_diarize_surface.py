@@ -72,7 +72,7 @@ def test_cli_diarized_json_with_hotwords_equals_the_library(dmodel, diarize_gguf
         dmodel.prompt_ids(JFK) != dmodel.prompt_ids(JFK, hotwords=HOT)
 
 
-def test_cli_batch_of_files_one_json_object_per_line(dmodel, diarize_gguf, capsys):
+def test_cli_batch_of_files_one_json_object_per_line(dmodel, diarize_gguf, tmp_path, capsys):
     rc = main(["transcribe", str(JFK), str(LIBRI_0880), "-m", diarize_gguf, *FAST, "--batch", "2", "-f",
                "diarized_json", "-q"])
     cap = capsys.readouterr()
@@ -82,6 +82,12 @@ def test_cli_batch_of_files_one_json_object_per_line(dmodel, diarize_gguf, capsy
     for row, f in zip(rows, (JFK, LIBRI_0880)):
         row.pop("file")
         assert row == diarized_dict(dmodel.transcribe(f, max_new_tokens=N))
+    # to a folder: one <name>.diarized.json per input, the same objects
+    rc = main(["transcribe", str(JFK), str(LIBRI_0880), "-m", diarize_gguf, *FAST, "-f", "diarized_json", "-o",
+               str(tmp_path), "-q"])
+    assert rc == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["jfk.diarized.json",
+                                                                       "librivox_ss_0880.diarized.json"]
+    assert json.loads((tmp_path / "jfk.diarized.json").read_text()) == rows[0]
 
 
 @pytest.mark.parametrize("argv, needles", [

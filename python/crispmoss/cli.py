@@ -150,8 +150,12 @@ def _check_model_options(model: Any, fmt: str, hotwords: Optional[List[str]]) ->
                          f"{', '.join(sorted(FORMATS))}")
 
 
+# File name endings where the format's name is not one (diarized_json is JSON).
+_SUFFIXES = {"diarized_json": ".diarized.json"}
+
+
 def _output_path(out_dir: Path, rel: Path, fmt: str, used: set) -> Path:
-    base = out_dir / rel.with_suffix("." + fmt)
+    base = out_dir / rel.with_suffix(_SUFFIXES.get(fmt, "." + fmt))
     path, k = base, 1
     while path in used:
         path = base.with_name(f"{base.stem}-{k}{base.suffix}")
