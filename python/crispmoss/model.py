@@ -435,8 +435,8 @@ class Model:
                    options: Optional[GenerateOptions] = None) -> Transcript:
         """Transcribes ``audio`` (a path or an array) of any length.
 
-        Up to :attr:`max_pass_seconds` (30 s MOSS-Transcribe, 120 s MOSS-Audio) the clip goes through the model in
-        one pass with the official prompt; longer audio is read in blocks and cut at the quietest 100 ms frame of
+        Up to :attr:`max_pass_seconds` (30 s MOSS-Transcribe, 120 s MOSS-Audio, 240 s MOSS-Transcribe-Diarize) the
+        clip goes through the model in one pass with the official prompt; longer audio is read in blocks and cut at the quietest 100 ms frame of
         the last seconds before the limit, and up to ``batch_size`` passes (default: :attr:`batch_size`) are
         decoded together; the texts are joined in order (the same text as passes run one after another) and
         memory is bounded by the batch, not the length. ``segments`` has one segment per pass (or the model's timed
