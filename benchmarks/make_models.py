@@ -1,18 +1,20 @@
 """Full-size random-weight models for the benchmarks, made with our own tools.
 
 For each architecture: a Hugging Face checkpoint with the exact published configuration
-(``crispmoss.testing.make_checkpoint(sizes="full")``, bf16, deterministic from the seed), converted to F16 GGUF
+(``crispmoss.testing.make_checkpoint(sizes="full")``; MOSS-Transcribe-Diarize:
+``make_diarize_checkpoint(sizes="full")``; bf16, deterministic from the seed), converted to F16 GGUF
 (``crispmoss.convert``), re-quantized to Q8_0 and Q4_K (``crispmoss.quantize``); the safetensors are deleted
 after conversion to save disk. Files that already exist are skipped, so a second run costs nothing.
 
-    python benchmarks/make_models.py                       # both models, f16 q8_0 q4_k
+    python benchmarks/make_models.py                       # every model, f16 q8_0 q4_k
     python benchmarks/make_models.py --arch moss_transcribe --types q4_k
+    python benchmarks/make_models.py --arch moss_transcribe_diarize --types f16 q4_k   # benchmarks/bench_diarize.py
     CRISPMOSS_BENCH_DIR=/big/disk python benchmarks/make_models.py
 
 Default folder: ~/.cache/crispmoss/bench (or $CRISPMOSS_BENCH_DIR, or --dir). Each file gets a ``.json``
 sidecar with the seed and how long it took to make. One-time cost on the 2-core development machine: see
-benchmarks/RESULTS.md (about 25 minutes for both models and all three types; ~27 GB of disk at the end,
-~10 GB more while MOSS-Audio's safetensors exist).
+benchmarks/RESULTS.md (about 25 minutes for MOSS-Transcribe and MOSS-Audio and all three types; ~27 GB of disk at
+the end, ~10 GB more while MOSS-Audio's safetensors exist; MOSS-Transcribe-Diarize adds ~4 GB for f16 + q4_k).
 """
 from __future__ import annotations
 
@@ -31,10 +33,22 @@ from _tree import use_tree  # noqa: E402
 
 use_tree()
 
-ARCHS = ("moss_transcribe", "moss_audio")
+ARCHS = ("moss_transcribe", "moss_audio", "moss_transcribe_diarize")
 TYPES = ("f16", "q8_0", "q4_k")
 # File names follow the published repositories' pattern.
-STEMS = {"moss_transcribe": "moss-transcribe-preview-2b", "moss_audio": "moss-audio-4b-instruct"}
+STEMS = {"moss_transcribe": "moss-transcribe-preview-2b", "moss_audio": "moss-audio-4b-instruct",
+         "moss_transcribe_diarize": "moss-transcribe-diarize-0.9b"}
+
+
+def _write_checkpoint(arch: str, out: Path, seed: int) -> None:
+    """The random full-size checkpoint of ``arch`` in its official layout (MOSS-Transcribe-Diarize: one shard, as
+    published)."""
+    from crispmoss.testing import make_checkpoint, make_diarize_checkpoint
+
+    if arch == "moss_transcribe_diarize":
+        make_diarize_checkpoint(out, seed=seed, sizes="full", shards=1)
+    else:
+        make_checkpoint(arch, out, seed=seed, sizes="full", shards=4)
 
 
 def bench_dir(override: Optional[str] = None) -> Path:
@@ -56,7 +70,6 @@ def make(arch: str, types: List[str], seed: int = 0, directory: Optional[str] = 
     """Makes the missing files of ``arch`` (F16 first: the quantized types are made from it)."""
     from crispmoss.convert import convert
     from crispmoss.quantize import quantize
-    from crispmoss.testing import make_checkpoint
 
     out: Dict[str, Path] = {}
     f16 = model_path(arch, "f16", seed, directory)
@@ -65,7 +78,7 @@ def make(arch: str, types: List[str], seed: int = 0, directory: Optional[str] = 
         hf = f16.parent / f"{STEMS[arch]}-random{seed}-hf"
         t0 = time.perf_counter()
         log(f"[make_models] {arch}: writing the random HF checkpoint (seed {seed}) to {hf}")
-        make_checkpoint(arch, hf, seed=seed, sizes="full", shards=4)
+        _write_checkpoint(arch, hf, seed)
         t_ckpt = time.perf_counter() - t0
         log(f"[make_models] {arch}: checkpoint {t_ckpt:.0f} s; converting to F16")
         t1 = time.perf_counter()
@@ -98,14 +111,12 @@ def make(arch: str, types: List[str], seed: int = 0, directory: Optional[str] = 
 def hf_checkpoint(arch: str, seed: int = 0, directory: Optional[str] = None, log=print) -> Path:
     """The random HF checkpoint itself (for the PyTorch peer), regenerated from the seed if it is not kept.
     It stays in the folder afterwards (MOSS-Transcribe 4.8 GB, MOSS-Audio 9.7 GB)."""
-    from crispmoss.testing import make_checkpoint
-
     hf = bench_dir(directory) / f"{STEMS[arch]}-random{seed}-hf"
     done = hf / ".complete"
     if not done.exists():
         t0 = time.perf_counter()
         log(f"[make_models] {arch}: writing the random HF checkpoint (seed {seed}) to {hf}")
-        make_checkpoint(arch, hf, seed=seed, sizes="full", shards=4)
+        _write_checkpoint(arch, hf, seed)
         done.write_text(f"{time.perf_counter() - t0:.1f} s\n")
     return hf
 
@@ -118,7 +129,7 @@ def ensure(archs=ARCHS, types=TYPES, seed: int = 0, directory: Optional[str] = N
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", choices=ARCHS, action="append", help="default: both")
+    ap.add_argument("--arch", choices=ARCHS, action="append", help="default: all")
     ap.add_argument("--types", nargs="+", choices=TYPES, default=list(TYPES))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", default=None, help="output folder (default $CRISPMOSS_BENCH_DIR or "

@@ -13,7 +13,7 @@ import pytest
 
 import crispmoss
 from crispmoss.convert import convert
-from crispmoss.testing import make_tiny_checkpoint
+from crispmoss.testing import make_diarize_checkpoint, make_tiny_checkpoint
 from shared_paths import AUDIO_DIR
 
 
@@ -32,7 +32,9 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory, arch: str, seed: int = 0
     root.mkdir(exist_ok=True)
     out = root / f"{arch}-seed{seed}-f16.gguf"
     if not out.exists():
-        hf = make_tiny_checkpoint(arch, root / f"{arch}-seed{seed}-hf", seed=seed)
+        hf_dir = root / f"{arch}-seed{seed}-hf"
+        hf = (make_diarize_checkpoint(hf_dir, seed=seed) if arch == "moss_transcribe_diarize"
+              else make_tiny_checkpoint(arch, hf_dir, seed=seed))
         tmp = root / f"{out.name}.part"
         convert(hf, tmp, "f16", progress=False)
         os.replace(tmp, out)
@@ -54,6 +56,12 @@ def transcribe_gguf(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def audio_gguf(request: pytest.FixtureRequest) -> str:
     return _conftest_or_own(request, "tiny_audio_gguf_f16", "moss_audio")
+
+
+@pytest.fixture(scope="session")
+def diarize_gguf(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random MOSS-Transcribe-Diarize (crispmoss.testing.make_diarize_checkpoint), converted to F16."""
+    return tiny_gguf(tmp_path_factory, "moss_transcribe_diarize")
 
 
 @pytest.fixture(scope="session")
@@ -89,4 +97,5 @@ def speechlike(seconds: float, seed: int = 0, gap_every: float = 0.0) -> np.ndar
 
 
 __all__ = ["AUDIO_DIR", "JFK", "JFK_FLAC", "LIBRI_0870", "LIBRI_0880", "SR", "THREADS", "audio_gguf", "audio_model",
+           "diarize_gguf",
            "jfk", "speechlike", "tiny_gguf", "transcribe_gguf", "transcribe_model"]

@@ -102,8 +102,16 @@ def test_names():
     assert hub.parse_name("whisper") is None
     with pytest.raises(ModelError, match="published as f16, q4_k"):
         hub.parse_name("moss-audio:q8_0")
-    assert "moss-audio:f16" in hub.available() and len(hub.available()) == 5
+    assert "moss-audio:f16" in hub.available() and len(hub.available()) == 8
     assert hub.MODELS["moss-audio"].filename("q4_k") == "moss-audio-4b-instruct-q4_k.gguf"
+    # MOSS-Transcribe-Diarize: the files CrispASR publishes (cstr/MOSS-Transcribe-Diarize-GGUF), q4_k by default
+    assert hub.parse_name("moss-diarize") == ("moss-diarize", "q4_k")
+    assert hub.parse_name("MOSS-Transcribe-Diarize:Q8_0") == ("moss-diarize", "q8_0")
+    assert hub.parse_name("moss_transcribe_diarize:f16") == ("moss-diarize", "f16")
+    d = hub.MODELS["moss-diarize"]
+    assert (d.repo_id, d.filename("q4_k")) == ("cstr/MOSS-Transcribe-Diarize-GGUF",
+                                               "moss-transcribe-diarize-0.9b-q4_k.gguf")
+    assert {"moss-diarize:f16", "moss-diarize:q8_0", "moss-diarize:q4_k"} <= set(hub.available())
 
 
 def test_download_by_name_then_offline(transcribe_gguf, hub_env, monkeypatch):

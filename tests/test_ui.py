@@ -491,6 +491,9 @@ def test_speaker_column_and_downloads_with_speakers(browser, server, downloads):
     cells = d.execute_script("return [...document.querySelectorAll('#segments tbody td.speaker')]"
                              ".map(c => c.textContent)")
     assert cells == ["S01", "S02", ""]
+    # the transcript shows one "[S01] text" line per segment, as the txt download
+    assert d.find_element(By.ID, "transcript").text == render(t, "txt").rstrip("\n")
+    assert not d.find_element(By.ID, "hotwords").is_displayed()  # the tiny models take no hotwords
     # the page's own subtitle and text writers give what crispmoss.formats gives for the same segments
     for fmt in ("srt", "vtt", "txt"):
         assert _download(d, downloads, fmt, "jfk") == render(t, fmt), fmt

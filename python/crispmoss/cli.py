@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
 from .errors import AudioError, CrispMossError, InputError
-from .formats import FORMATS, render
+from .formats import DIARIZED_FORMATS, FORMATS, diarized_dict, render
 from .backends import add_placement_args
 from .hub import example_names
 
@@ -52,7 +52,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="generation limit per pass (default: 512 MOSS-Transcribe, 1024 MOSS-Audio)")
+                   help="generation limit per pass (default: the model's: 512 MOSS-Transcribe, 1024 MOSS-Audio, "
+                        "MOSS-Transcribe-Diarize: see README)")
     p.add_argument("--sampling", choices=["greedy", "official"], default=None,
                    help="preset: greedy (default) or official (temperature 1.0, top-k 50, top-p 1.0 as in the "
                         "MOSS-Audio scripts); the options below override it")
@@ -126,8 +127,35 @@ class _Progress:
         self.stream.flush()
 
 
+def parse_hotwords(value: Optional[str]) -> Optional[List[str]]:
+    """``--hotwords "a, b"``: the comma-separated words, stripped, empty ones dropped (also full-width commas,
+    as Chinese text writes them); None when the option is not given. InputError when it holds no word."""
+    if value is None:
+        return None
+    words = [w.strip() for w in value.replace("\uff0c", ",").split(",")]
+    words = [w for w in words if w]
+    if not words:
+        raise InputError(f"--hotwords {value!r} holds no word (give them separated by commas: \"Alice, ACME\")")
+    return words
+
+
+def _check_model_options(model: Any, fmt: str, hotwords: Optional[List[str]]) -> None:
+    """What the loaded model cannot do, before any audio is read: hotwords and speaker formats need a model that
+    takes hotwords / writes speakers (MOSS-Transcribe-Diarize)."""
+    name = model.spec.get("name", model.arch)
+    if hotwords is not None and not model.spec.get("hotwords"):
+        raise InputError(f"--hotwords: {name} takes no hotwords (MOSS-Transcribe-Diarize does)")
+    if fmt in DIARIZED_FORMATS and model.spec.get("timed_output") != "diarized":
+        raise InputError(f"--format {fmt}: {name} writes no speakers (MOSS-Transcribe-Diarize does); use "
+                         f"{', '.join(sorted(FORMATS))}")
+
+
+# File name endings where the format's name is not one (diarized_json is JSON).
+_SUFFIXES = {"diarized_json": ".diarized.json"}
+
+
 def _output_path(out_dir: Path, rel: Path, fmt: str, used: set) -> Path:
-    base = out_dir / rel.with_suffix("." + fmt)
+    base = out_dir / rel.with_suffix(_SUFFIXES.get(fmt, "." + fmt))
     path, k = base, 1
     while path in used:
         path = base.with_name(f"{base.stem}-{k}{base.suffix}")
@@ -143,7 +171,10 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir is None and len(files) > 1 and args.format in ("srt", "vtt"):
         raise InputError(f"{len(files)} inputs in {args.format} format need --output-dir (one file per input)")
+    hotwords = parse_hotwords(args.hotwords)
     model = _load_model(args)
+    _check_model_options(model, args.format, hotwords)
+    kw_hot = {"hotwords": hotwords} if hotwords is not None else {}  # only the diarizing model takes them
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
     kw = _gen_kwargs(args)
@@ -176,14 +207,17 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             path.write_text(text, encoding="utf-8")
         elif len(files) == 1:
             sys.stdout.write(text)
-        elif args.format == "json":
-            d = result.to_dict()
+        elif args.format in ("json", "diarized_json"):  # several inputs: one JSON object per line
+            d = result.to_dict() if args.format == "json" else diarized_dict(result)
             d["file"] = str(f)
             sys.stdout.write(json.dumps(d, ensure_ascii=False) + "\n")
         else:
             sys.stdout.write(f"{f}: {text}")
         sys.stdout.flush()
         progress.file_done(finished, f.name, result.duration, wall)  # [files finished so far / all]
+        if not args.quiet:
+            for note in result.notices:
+                sys.stderr.write(f"crispmoss transcribe: note: {f.name}: {note}\n")
         if args.verbose:
             sys.stderr.write(timing_report(f.name, result, wall) + "\n")
 
@@ -191,7 +225,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         started[i] = time.perf_counter()
     events = model.transcribe_iter([str(f) for f, _ in files], batch_size=args.batch, on_pass=on_pass,
                                    timestamps=args.timestamps, language=args.language,
-                                   max_pass_seconds=args.max_pass_seconds, **kw)
+                                   max_pass_seconds=args.max_pass_seconds, **kw_hot, **kw)
     try:
         for i, result in events:
             if out_dir is not None:  # files are written as they finish
@@ -284,15 +318,21 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Transcribe audio files or folders; one output per input.")
     p.add_argument("audio", nargs="+", help="audio files or folders")
     _add_model_args(p)
-    p.add_argument("--format", "-f", choices=sorted(FORMATS), default="txt", help="output format (default txt)")
+    p.add_argument("--format", "-f", choices=sorted(FORMATS) + sorted(DIARIZED_FORMATS), default="txt",
+                   help="output format (default txt); diarized_json (OpenAI's speaker-attributed shape) needs "
+                        "MOSS-Transcribe-Diarize, whose speakers txt/srt/vtt/json show too")
     p.add_argument("--output-dir", "-o", default=None,
                    help="write one file per input here (default: stdout; several inputs: txt lines or JSON lines)")
     p.add_argument("--language", "-l", default=None,
                    help="language hint for MOSS-Audio (code or name: de, German); MOSS-Transcribe takes none "
                         "(en/zh accepted as a no-op)")
-    p.add_argument("--timestamps", action="store_true", help="timed segments written by the model (MOSS-Audio)")
+    p.add_argument("--timestamps", action="store_true", help="timed segments written by the model (MOSS-Audio; "
+                                                                 "MOSS-Transcribe-Diarize always writes them)")
+    p.add_argument("--hotwords", default=None, metavar="'A, B'",
+                   help="names and terms the audio contains, separated by commas (MOSS-Transcribe-Diarize)")
     p.add_argument("--max-pass-seconds", type=float, default=None,
-                   help="longest audio transcribed in one pass (default 30 MOSS-Transcribe, 120 MOSS-Audio)")
+                   help="longest audio transcribed in one pass (default: the model's, 30 MOSS-Transcribe, 120 "
+                        "MOSS-Audio, MOSS-Transcribe-Diarize: see README; inf = never split)")
     p.add_argument("--batch", type=int, default=None, metavar="N",
                    help="decode up to N passes (of several files, or of one long file) together (default: 16, "
                         "fewer when memory is short; see README 'Many sequences at once')")

@@ -94,7 +94,10 @@ def diarized_dict(t: Transcript) -> Dict[str, Any]:
                 for i, s in enumerate(seg for seg in t.segments if seg.text.strip())]
     # OpenAI's "text" is the plain transcript: the segment texts, not the model's timed markup
     text = join_texts(s["text"] for s in segments) if t.speakers else t.text
-    return {"task": "transcribe", "duration": round(float(t.duration), 3), "text": text, "segments": segments}
+    d = {"task": "transcribe", "duration": round(float(t.duration), 3), "text": text, "segments": segments}
+    if t.notices:  # crispmoss's own key, only when there is something to say (speaker labels per pass)
+        d["notices"] = list(t.notices)
+    return d
 
 
 def to_diarized_json(t: Transcript) -> str:

@@ -36,6 +36,11 @@ MODELS: Dict[str, PublishedModel] = {
                                       ("moss-transcribe-preview-2b", "moss-transcribe-preview")),
     "moss-audio": PublishedModel("cstr/MOSS-Audio-4B-Instruct-GGUF", "moss-audio-4b-instruct-{type}.gguf",
                                  ("f16", "q4_k"), "moss_audio", ("moss-audio-4b-instruct", "moss-audio-4b")),
+    # MOSS-Transcribe-Diarize 0.9B: q4_k (the default) quantizes only the decoder's matrices; the encoder, adaptor
+    # and tied embedding stay F16 (~1.2 GB), q8_0 the same with Q8_0, f16 everything (~1.8 GB)
+    "moss-diarize": PublishedModel("cstr/MOSS-Transcribe-Diarize-GGUF", "moss-transcribe-diarize-0.9b-{type}.gguf",
+                                   ("f16", "q8_0", "q4_k"), "moss_transcribe_diarize",
+                                   ("moss-transcribe-diarize", "moss-transcribe-diarize-0.9b")),
 }
 
 ALIASES = {alias: key for key, m in MODELS.items() for alias in (*m.aliases, m.arch)}

@@ -2,15 +2,21 @@
 
 Rule (documented in the README, "Long audio"):
 
-* Up to the model's single-pass limit (30 s MOSS-Transcribe, 120 s MOSS-Audio; ``max_pass_seconds`` overrides)
-  the whole clip goes through the model in one pass, exactly as the official code does.
+* Up to the model's single-pass limit (30 s MOSS-Transcribe, 120 s MOSS-Audio, 240 s MOSS-Transcribe-Diarize;
+  ``max_pass_seconds`` overrides, ``math.inf`` never splits) the whole clip goes through the model in one pass,
+  exactly as the official code does. A pass longer than the model's limit gets a proportionally larger default
+  ``max_new_tokens`` (``Model.pass_max_new_tokens``) and is refused before its encoder runs when its KV cache
+  would not fit in the available memory.
 * Longer audio is read from the file in blocks (never whole) and cut into passes of at most the limit. Each cut
   lies in the last ``SEARCH_SECONDS`` before the limit, at the centre of the 100 ms frame with the lowest RMS
   there (the latest of equally quiet frames), and leaves at least ``MIN_TAIL_SECONDS`` for the final pass.
   Passes do not overlap: every sample belongs to exactly one pass, so there is nothing to de-duplicate.
 * Merge: pass texts are joined with one space (none between two CJK characters); the transcript has one segment
-  per pass in absolute seconds (or, with timestamps, the model's timed lines shifted by the pass start). Passes
-  that are digital silence (peak below -80 dBFS) are not sent to the model and give an empty segment.
+  per pass in absolute seconds (or, with timestamps, the model's timed lines shifted by the pass start; for
+  MOSS-Transcribe-Diarize its speaker segments, shifted the same way). Passes that are digital silence (peak below
+  -80 dBFS) are not sent to the model and give an empty segment. ``Transcript.passes`` gives the passes' bounds;
+  a diarized transcript of several passes carries a notice in ``Transcript.notices``: speaker labels restart in
+  every pass (the model labels speakers within what it hears in one pass).
 
 The passes of a recording are decoded together by the model's engine, up to ``batch_size`` at once
 (:mod:`crispmoss.batch`); the cuts are the ones above whatever the batch size, so the text equals passes run one
@@ -157,8 +163,21 @@ def merge(passes: List[PassResult]) -> Transcript:
     reason = next((r for r in ("interrupted", "timeout", "length") if r in reasons), "stop")
     duration = passes[-1].end if passes else 0.0
     seed = passes[0].transcript.seed if passes else None
-    return Transcript(text=join_texts(p.transcript.text for p in passes), tokens=tokens, segments=segments,
-                      duration=duration, timings=timings, stop_reason=reason, seed=seed)
+    t = Transcript(text=join_texts(p.transcript.text for p in passes), tokens=tokens, segments=segments,
+                   duration=duration, timings=timings, stop_reason=reason, seed=seed)
+    if len(passes) > 1:
+        t.passes = [(round(p.start, 3), round(p.end, 3)) for p in passes]
+        if t.speakers:
+            t.notices.append(speaker_notice(t.passes))
+    return t
+
+
+def speaker_notice(passes: List[tuple]) -> str:
+    """What a diarized transcript of several passes says about its speaker labels."""
+    bounds = ", ".join(f"{a:.1f}-{b:.1f} s" for a, b in passes)
+    return (f"speaker labels are per pass: the audio was transcribed in {len(passes)} passes ({bounds}) and the "
+            f"labels restart in each, so the same label in two passes need not be the same speaker; "
+            f"max_pass_seconds=math.inf (CLI: --max-pass-seconds inf) keeps one pass and one set of labels")
 
 
 __all__ = ["PassResult", "Piece", "check_limit", "file_blocks",

@@ -152,6 +152,9 @@ class GenerateOptions:
     timeout: Optional[float] = None
     callback: Optional[PieceCallback] = None
     collapse_loops: bool = False  # CrispASR-style repetition clean-up of the text (tokens stay raw)
+    # max_new_tokens was left to the model's default: a pass longer than the model's single-pass limit
+    # (max_pass_seconds raised, e.g. math.inf) gets proportionally more (Model.pass_max_new_tokens)
+    scale_max_new_tokens: bool = False
 
 
 def _resolve(model: "Model", given: Dict[str, Any]) -> GenerateOptions:
@@ -377,6 +380,7 @@ class Model:
 
         ``collapse_loops`` cuts back-to-back repeats of a word n-gram beyond three copies out of the text
         (off by default: the official code returns the raw greedy output; see :mod:`crispmoss.loopfix`)."""
+        scale = max_new_tokens is None
         if max_new_tokens is None:
             max_new_tokens = self.default_max_new_tokens
         max_new_tokens = _integer("max_new_tokens", max_new_tokens)
@@ -391,7 +395,7 @@ class Model:
             raise InputError(f"callback must be callable, got {type(callback).__name__}")
         s = resolve_sampling(sampling, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                              repetition_penalty=repetition_penalty, seed=seed)
-        return GenerateOptions(max_new_tokens, s, timeout, callback, bool(collapse_loops))
+        return GenerateOptions(max_new_tokens, s, timeout, callback, bool(collapse_loops), scale_max_new_tokens=scale)
 
     # --- tokenizer ------------------------------------------------------------------------------------------
     def tokenize(self, text: Union[str, bytes], special: bool = True) -> List[int]:
@@ -431,8 +435,8 @@ class Model:
                    options: Optional[GenerateOptions] = None) -> Transcript:
         """Transcribes ``audio`` (a path or an array) of any length.
 
-        Up to :attr:`max_pass_seconds` (30 s MOSS-Transcribe, 120 s MOSS-Audio) the clip goes through the model in
-        one pass with the official prompt; longer audio is read in blocks and cut at the quietest 100 ms frame of
+        Up to :attr:`max_pass_seconds` (30 s MOSS-Transcribe, 120 s MOSS-Audio, 240 s MOSS-Transcribe-Diarize) the
+        clip goes through the model in one pass with the official prompt; longer audio is read in blocks and cut at the quietest 100 ms frame of
         the last seconds before the limit, and up to ``batch_size`` passes (default: :attr:`batch_size`) are
         decoded together; the texts are joined in order (the same text as passes run one after another) and
         memory is bounded by the batch, not the length. ``segments`` has one segment per pass (or the model's timed
@@ -588,12 +592,33 @@ class Model:
                                  f" but {have / 2**30:.1f} GiB is available; use a smaller batch_size")
 
         def run_pass(samples: np.ndarray, callback: Any, timeout: Optional[float], stop: Any) -> Transcript:
+            o = replace(opts, callback=callback, timeout=timeout)
+            if len(samples) > self.max_pass_seconds * SAMPLE_RATE:  # a pass beyond the model's limit
+                o = self._long_pass_options(len(samples) / SAMPLE_RATE, o)
             return Session(self, samples).transcribe(timestamps=timestamps, language=language, hotwords=hw,
-                                                     should_stop=stop,
-                                                     options=replace(opts, callback=callback, timeout=timeout))
+                                                     should_stop=stop, options=o)
 
         return PassRunner(run_pass, limit, batch_size=batch_size, timeout=opts.timeout, callback=opts.callback,
                           seed=opts.sampling.seed, sample_rate=sample_rate)
+
+    def pass_max_new_tokens(self, seconds: float) -> int:
+        """The default generation budget of a ``seconds`` pass: :attr:`default_max_new_tokens` up to the
+        single-pass limit, proportionally more beyond it (``max_pass_seconds=math.inf`` on long audio; the official
+        MOSS-Transcribe-Diarize code asks for a larger ``max_new_tokens`` for long audio by hand)."""
+        return max(self.default_max_new_tokens,
+                   int(math.ceil(self.default_max_new_tokens * float(seconds) / self.max_pass_seconds)))
+
+    def _long_pass_options(self, seconds: float, o: GenerateOptions) -> GenerateOptions:
+        """``o`` for a pass longer than the single-pass limit: the scaled default budget, and InputError before the
+        encoder runs when its KV cache would not fit in the available memory."""
+        if o.scale_max_new_tokens:
+            o = replace(o, max_new_tokens=self.pass_max_new_tokens(seconds))
+        need, have = self.slot_bytes(seconds, o.max_new_tokens), available_memory()
+        if need > have:
+            raise InputError(f"a single pass over {seconds / 60:.1f} min of audio needs about {need / 2**30:.1f} GiB "
+                             f"(KV cache for its prompt and {o.max_new_tokens} new tokens) but {have / 2**30:.1f} GiB "
+                             f"is available; use a smaller max_pass_seconds (default {self.max_pass_seconds:g})")
+        return o
 
     def _passes(self, audio: AudioInput, sample_rate: Optional[float], batch_size: Optional[int],
                 opts: GenerateOptions, **kwargs: Any) -> Iterator[Any]:

@@ -36,6 +36,10 @@ class Transcript:
     ``duration`` the audio length in seconds, ``timings`` milliseconds per stage and token counts (summed over
     passes), ``stop_reason`` one of "stop", "length", "interrupted", "timeout", and ``seed`` the sampler seed
     used (None for greedy decoding).
+
+    ``passes`` lists the ``(start, end)`` seconds of each pass when long audio was transcribed in several (empty
+    for one pass), and ``notices`` says, in words, what a reader of the result should know about it: e.g. that a
+    diarizing model's speaker labels restart in every pass (``S01`` of one pass need not be ``S01`` of the next).
     """
 
     text: str
@@ -45,6 +49,8 @@ class Transcript:
     timings: Dict[str, float] = field(default_factory=dict)
     stop_reason: str = "stop"
     seed: Optional[int] = None
+    passes: List[Tuple[float, float]] = field(default_factory=list)
+    notices: List[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return self.text
@@ -59,12 +65,18 @@ class Transcript:
         return list(seen)
 
     def to_dict(self) -> Dict[str, Any]:
-        """A JSON-ready dict of every field. A segment's ``speaker`` appears only where it is set, and a
-        ``speakers`` list (:attr:`speakers`) only for a diarized transcript, so other models' dicts are unchanged."""
+        """A JSON-ready dict of every field. A segment's ``speaker`` appears only where it is set, a ``speakers``
+        list (:attr:`speakers`) only for a diarized transcript, and ``passes`` / ``notices`` only when not empty,
+        so the dicts of one-pass transcripts without speakers are unchanged."""
         d = asdict(self)
         for seg in d["segments"]:
             if seg.get("speaker") is None:
                 seg.pop("speaker", None)
+        for key in ("passes", "notices"):  # only where there is something to say, as for speakers
+            if not d[key]:
+                d.pop(key)
+            elif key == "passes":
+                d[key] = [list(p) for p in d[key]]
         speakers = self.speakers
         if speakers:
             d["speakers"] = speakers

@@ -288,6 +288,8 @@ def transcription_work(state: ServerState, req: TranscriptionRequest, f: Any) ->
         if req.prompt is not None:
             t = m.ask(audio, req.prompt, **kw)
         else:
+            if req.hotwords is not None:
+                kw["hotwords"] = req.hotwords
             t = m.transcribe(audio, timestamps=req.timestamps, language=req.language, **kw)
         return job.check_result(t)
 
@@ -662,7 +664,9 @@ def _transcription_events(state: ServerState, rec: Record, waiter: Waiter,
             done.update(verbose_fields(req, value, timed))
         return [_sse(done)]
 
-    return _relay(state, rec, waiter, lambda value: answer_text(value, req.timestamps)[0],
+    # the deltas are the model's own text (MOSS-Transcribe-Diarize: with its [start][S01]…[end] markup); the done
+    # event's text is answer_text's (the segment texts joined, for timed or speaker segments)
+    return _relay(state, rec, waiter, lambda value: value.text,
                   lambda d: {"type": "transcript.text.delta", "delta": d, "logprobs": None}, done_events)
 
 

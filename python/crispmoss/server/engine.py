@@ -109,11 +109,13 @@ class ServedModel:
 
     def card(self) -> Dict[str, Any]:
         """The model's entry in ``GET /v1/models``: OpenAI's fields, plus crispmoss's own ``arch`` (the GGUF
-        architecture), ``name`` (the product name its registry entry declares, e.g. for display) and
-        ``accepts_instructions``."""
+        architecture), ``name`` (the product name its registry entry declares, e.g. for display),
+        ``accepts_instructions``, ``speakers`` (its transcripts carry speaker labels: ``response_format``
+        ``diarized_json``) and ``hotwords`` (it takes the ``hotwords`` form field)."""
+        spec = self.model.spec
         return {"id": self.id, "object": "model", "created": self.created, "owned_by": "crispmoss",
-                "arch": self.arch, "name": self.model.spec["name"],
-                "accepts_instructions": self.accepts_instructions}
+                "arch": self.arch, "name": spec["name"], "accepts_instructions": self.accepts_instructions,
+                "speakers": spec.get("timed_output") == "diarized", "hotwords": bool(spec.get("hotwords"))}
 
 
 def _published_id(key: str, type_: str) -> str:

@@ -18,7 +18,7 @@ from ..errors import InputError
 from ..results import Segment, Transcript, join_texts
 from .engine import ApiError, ServedModel
 
-RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
 # stream=true with verbose_json is crispmoss's own: the same deltas, and the done event also carries verbose_json's
 # task, language, duration and segments (the browser page shows them without transcribing twice)
 STREAM_FORMATS = ("json", "text", "verbose_json")
@@ -109,7 +109,32 @@ class TranscriptionRequest:
     temperature: Optional[float] = None
     stream: bool = False
     timestamps: bool = False  # MOSS-Audio's timed lines (verbose_json / srt / vtt without a prompt)
+    hotwords: Optional[List[str]] = None  # crispmoss's extension (MOSS-Transcribe-Diarize)
     gen: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def diarized(self) -> bool:
+        """Whether the model writes speaker-attributed segments (MOSS-Transcribe-Diarize)."""
+        return is_diarized(self.served)
+
+
+def is_diarized(served: ServedModel) -> bool:
+    return served.model.spec.get("timed_output") == "diarized"
+
+
+def parse_hotwords(fields: Dict[str, List[str]], served: ServedModel) -> Optional[List[str]]:
+    """The ``hotwords`` form field (crispmoss's extension): words separated by commas, or the field repeated (also
+    as ``hotwords[]``); None when absent or blank. 400 for a model that takes none."""
+    values = list(fields.get("hotwords", [])) + list(fields.get("hotwords[]", []))
+    words = [w.strip() for v in values for w in v.replace("\uff0c", ",").split(",")]
+    words = [w for w in words if w]
+    if not words:
+        return None
+    if not served.model.spec.get("hotwords"):
+        raise ApiError(400, f"{served.id} ({served.model.spec['name']}) takes no hotwords; leave hotwords out, or "
+                            f"use MOSS-Transcribe-Diarize", param="hotwords", code="invalid_value")
+    _check_text(served, ", ".join(words), "hotwords")
+    return words
 
 
 def _one(fields: Dict[str, List[str]], name: str) -> Optional[str]:
@@ -131,6 +156,10 @@ def parse_transcription(fields: Dict[str, List[str]], served: ServedModel,
         raise ApiError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {fmt!r}",
                        param="response_format", code="invalid_value")
     req = TranscriptionRequest(served, response_format=fmt)
+    if fmt == "diarized_json" and not req.diarized:
+        raise ApiError(400, f"response_format diarized_json needs a model that writes speakers "
+                            f"(MOSS-Transcribe-Diarize); {served.id} ({served.model.spec['name']}) does not",
+                       param="response_format", code="invalid_value")
     req.stream = _bool("stream", _one(fields, "stream") or "false")
     if req.stream and fmt not in STREAM_FORMATS:
         raise ApiError(400, f"stream=true gives response_format json, text or verbose_json, not {fmt}",
@@ -153,11 +182,13 @@ def parse_transcription(fields: Dict[str, List[str]], served: ServedModel,
     prompt = _one(fields, "prompt")
     if prompt is not None and prompt.strip():
         if not served.accepts_instructions:
-            raise ApiError(400, f"{served.id} is a MOSS-Transcribe model, which takes no prompt (instruction); "
-                                f"leave prompt out, or use a MOSS-Audio model", param="prompt",
+            extra = " (for names and terms, send hotwords)" if served.model.spec.get("hotwords") else ""
+            raise ApiError(400, f"{served.id} is a {served.model.spec['name']} model, which takes no prompt "
+                                f"(instruction); leave prompt out{extra}, or use a MOSS-Audio model", param="prompt",
                            code="invalid_value")
         _check_text(served, prompt, "prompt")
         req.prompt = prompt
+    req.hotwords = parse_hotwords(fields, served)
     language = _one(fields, "language")
     if language is not None and language.strip():
         req.language = language.strip()
@@ -195,10 +226,10 @@ def language_label(language: Optional[str]) -> str:
 
 
 def answer_text(t: Transcript, timestamps: bool) -> Tuple[str, List[Segment]]:
-    """The text and segments of an answer: with MOSS-Audio's timed lines the text is their texts joined
-    (without the times), otherwise the transcript's text."""
+    """The text and segments of an answer: with MOSS-Audio's timed lines or MOSS-Transcribe-Diarize's speaker
+    segments the text is their texts joined (without the times and labels), otherwise the transcript's text."""
     segs = list(t.segments)
-    if timestamps and segs and not (len(segs) == 1 and segs[0].text == t.text):
+    if (timestamps or t.speakers) and segs and not (len(segs) == 1 and segs[0].text == t.text):
         return _join(s.text for s in segs), segs
     return t.text, segs
 
@@ -221,7 +252,7 @@ def token_usage(t: Transcript) -> Dict[str, Any]:
 
 def transcription_body(req: TranscriptionRequest, t: Transcript) -> Tuple[Any, str]:
     """The answer of a finished transcription: (body, media type); JSON bodies are dicts."""
-    from ..formats import render
+    from ..formats import diarized_dict, render
 
     text, segs = answer_text(t, req.timestamps)
     fmt = req.response_format
@@ -231,6 +262,8 @@ def transcription_body(req: TranscriptionRequest, t: Transcript) -> Tuple[Any, s
         return text + "\n", "text/plain; charset=utf-8"
     if fmt in ("srt", "vtt"):
         return render(t, fmt), ("text/vtt; charset=utf-8" if fmt == "vtt" else "text/plain; charset=utf-8")
+    if fmt == "diarized_json":
+        return dict(diarized_dict(t), usage=token_usage(t)), "application/json"
     body = dict(verbose_fields(req, t, segs), text=text,
                 usage={"type": "duration", "seconds": round(t.duration, 3)})
     return body, "application/json"
@@ -527,6 +560,6 @@ def now() -> int:
     return int(time.time())
 
 
-__all__ = ["ChatRequest", "DeltaText", "RESPONSE_FORMATS", "TranscriptionRequest", "answer_text", "chat_body", "chat_chunk", "chat_usage", "finish_reason",
+__all__ = ["ChatRequest", "DeltaText", "RESPONSE_FORMATS", "TranscriptionRequest", "answer_text", "is_diarized", "chat_body", "chat_chunk", "chat_usage", "finish_reason",
            "generation_kwargs", "language_label", "now", "parse_chat", "parse_transcription", "token_usage",
            "transcription_body", "verbose_fields"]

@@ -9,6 +9,7 @@
     model: $("model"), modelHint: $("model-hint"), key: $("api-key"), keySave: $("key-save"),
     form: $("audio-form"), drop: $("drop"), file: $("file"), record: $("record"), recordStatus: $("record-status"),
     chosen: $("chosen"), player: $("player"), language: $("language"), transcribe: $("transcribe"), stop: $("stop"),
+    hotwords: $("hotwords"), hotwordsField: $("hotwords-field"),
     error: $("error"), status: $("status"), result: $("result"), transcript: $("transcript"), stats: $("stats"),
     segWrap: $("segments-wrap"), segTable: $("segments"), segBody: document.querySelector("#segments tbody"),
     ask: $("ask"), chat: $("chat"), askForm: $("ask-form"), question: $("question"), askSend: $("ask-send"),
@@ -258,7 +259,9 @@
     const m = selectedModel();
     el.modelHint.textContent = !m ? "" : m.accepts_instructions
       ? "Takes instructions: transcribe, or ask questions about the audio below."
+      : m.speakers ? "Transcription with speaker labels and timestamps; hotwords help with names and terms."
       : "Transcription only.";
+    el.hotwordsField.hidden = !(m && m.hotwords);
     resetChat();
     updateControls();
   }
@@ -419,6 +422,8 @@
     form.append("stream", "true");
     const lang = el.language.value.trim();
     if (lang) form.append("language", lang);
+    const hot = el.hotwordsField.hidden ? "" : el.hotwords.value.trim();
+    if (hot) form.append("hotwords", hot);  // crispmoss's extension: "a, b"
     const name = audio.name;
     const t0 = performance.now();
     let phase = "Sending " + name + " to " + m.id;
@@ -469,7 +474,8 @@
 
   function showResult(seconds) {
     const r = result;
-    el.transcript.textContent = r.text;
+    // with speakers: one "[S01] text" line per segment, as the txt download (white-space: pre-wrap keeps them)
+    el.transcript.textContent = r.segments.some(hasSpeaker) ? toTxt(r).replace(/\n$/, "") : r.text;
     const parts = [];
     if (typeof r.duration === "number") parts.push(r.duration.toFixed(1) + " s of audio");
     if (r.usage && typeof r.usage.output_tokens === "number") parts.push(r.usage.output_tokens + " tokens");
