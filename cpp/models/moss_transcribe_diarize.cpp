@@ -32,8 +32,9 @@ constexpr const char* kHotwordsPrefix = "热词提示：";
 // The model recognises the language itself; English and Chinese are accepted as a no-op hint, others refused.
 std::string transcription_instruction(const std::string& language, bool /*timestamps: always written*/) {
     if (language.empty() || language == "English" || language == "Chinese") return "";
-    throw InputError("MOSS-Transcribe-Diarize takes no language hint and is made for Chinese and English; use a " +
-                     model_names([](const ModelSpec& s) { return s.accepts_instructions; }) + " model for " + language);
+    throw InputError("MOSS-Transcribe-Diarize takes no language hint (it recognises the language itself); use a " +
+                     model_names([](const ModelSpec& s) { return s.accepts_instructions; }) + " model to ask for " +
+                     language);
 }
 
 struct Hparams {
