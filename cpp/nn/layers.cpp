@@ -10,6 +10,7 @@
 #include "cpu/amx.h"
 #include "cpu/gemm.h"
 #include "cpu/gemv.h"
+#include "errors.h"
 #include "ggml-backend.h"
 
 namespace cm::nn {
@@ -355,6 +356,8 @@ ggml_tensor* linear(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tens
     if (e && amx_takes(x) && (!b || (b->type == GGML_TYPE_F32 && ggml_nelements(b) == w->ne[1] && ggml_is_contiguous(b)))) {
         return amx_linear(ctx, w, *e, x, b, false, amx_x);
     }
+    // amx_x stands for a transform of x (amx_norm_operand: its LayerNorm) that only the tiles apply.
+    if (amx_x) throw Error("internal: an AMX operand for a product the tiles cannot take");
     if (b && use_gemm(w, x) && b->type == GGML_TYPE_F32 && ggml_is_contiguous(b)) {
         return gemm_t(ctx, w, transposed(ctx, x), b);  // the bias added as the outputs are written
     }
@@ -367,7 +370,7 @@ ggml_tensor* linear_gelu(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml
     if (e && amx_takes(x) && b && b->type == GGML_TYPE_F32 && ggml_nelements(b) == w->ne[1] && ggml_is_contiguous(b)) {
         return amx_linear(ctx, w, *e, x, b, true, amx_x);
     }
-    return gelu_erf(ctx, linear(ctx, x, w, b), w);
+    return gelu_erf(ctx, linear(ctx, x, w, b, amx_x), w);
 }
 
 ggml_tensor* linear_add(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml_tensor* b, ggml_tensor* res) {
