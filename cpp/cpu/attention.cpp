@@ -16,12 +16,12 @@ bool attention_supports(ggml_type type, int64_t d, Level level) {
 #endif
 }
 
-size_t attention_work_floats(int64_t d) { return size_t(kAttnMaxRows + 2 * kAttnBlock) * size_t(d); }
+size_t attention_work_floats(int64_t d) { return size_t(kAttnMaxRows) * size_t(d); }
 
 void attend(ggml_type type, const AttnHeads& h, Level level, float* work) {
 #if defined(__GNUC__) && defined(__x86_64__)
-    // 40 KB for the models' head size 128; a thread's stack has room for 80 KB
-    alignas(64) float stack[(kAttnMaxRows + 2 * kAttnBlock) * 256];
+    // 16 KB for head sizes up to 256
+    alignas(64) float stack[kAttnMaxRows * 256];
     std::vector<float> heap;
     if (!work) {
         if (attention_work_floats(h.d) <= sizeof(stack) / sizeof(float)) {
