@@ -22,6 +22,10 @@ Per level, in a fresh process with CRISPMOSS_CPU set (the level is fixed per pro
   ggml built for AVX2 + FMA + F16C only, the reference #18 sets for our AVX2 level;
 - ``<level>/ggml-attn`` (``--attn-ab``): that level with ggml's per-sequence flash attention instead of our
   decode-attention op (CRISPMOSS_ATTN=ggml), the op's A/B in the same run.
+Per level of ours also our decode-attention kernel alone at position 1000 (``_core.attention_bench``: the model's
+heads, an F16 cache per layer, caches for 4 steps visited in turn so they come from memory, KV heads split over
+``--threads`` threads as the graph op splits them): ms per decode step (all layers) of the slowest thread's CPU
+time and the GB/s of cache that gives — robust on a shared machine, where the wall-clock steps are not.
 Levels the CPU lacks are skipped. Measured: single-token decode (DecoderBench.decode, as run.py) at context
 positions 50 / 160 / 1000, median step → tok/s; and our matrix-vector kernel alone (_core.gemv_bench, one
 activation row, a weight matrix larger than the caches) on 1 and on `--threads` threads → GB/s of weights
@@ -72,6 +76,15 @@ def worker(a: Dict[str, Any]) -> Dict[str, Any]:
         med = st[len(st) // 2]
         res["decode"][str(pos)] = {"step_ms_median": round(med, 3), "tok_per_s": round(1000 / med, 2),
                                    "other_cores": round(m.other_cores, 2)}
+    if res["level"] != "none" and a.get("attn_shape"):
+        n_layer, n_head, n_kv_head, d = a["attn_shape"]
+        reps = 4  # steps' worth of caches visited in turn (more than the last-level cache holds)
+        with CpuMeter() as m:
+            cpu_ms, wall_ms, nbytes = _core.attention_bench("f16", 1000, n_head, n_kv_head, d, n_layer * reps, 3,
+                                                            res["level"], min(a["threads"], n_kv_head))
+        res["attention_1000"] = {"cpu_ms_per_step": round(cpu_ms / reps, 3), "wall_ms_per_step": round(wall_ms / reps, 3),
+                                 "mb_per_step": round(nbytes / reps / 1e6, 1), "gb_per_s": round(nbytes / cpu_ms / 1e6, 2),
+                                 "other_cores": round(m.other_cores, 2)}
     if res["level"] != "none":
         for qtype in a["gemv_types"]:
             rows, cols = a["gemv_shapes"][qtype]
@@ -111,6 +124,16 @@ def package_with_core(build_dir: str, tmp: Path) -> str:
             (pkg / p.name).symlink_to(p.resolve())
     (pkg / cores[0].name).symlink_to(cores[0].resolve())
     return str(pkg.parent)
+
+
+def attention_shape(path: str) -> List[int]:
+    """(layers, query heads, KV heads, head size) of a model file's decoder."""
+    import gguf
+
+    r = gguf.GGUFReader(path)
+    arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
+    get = lambda k: int(r.fields[f"{arch}.llm.{k}"].parts[-1][0])  # noqa: E731
+    return [get("num_layers"), get("num_heads"), get("num_kv_heads"), get("head_dim")]
 
 
 def smoke_model(tmp: Path) -> str:
@@ -184,7 +207,7 @@ def main() -> int:
             # the kernel-alone numbers once per level (they do not depend on the model)
             a = {"path": path, "threads": args.threads, "positions": list(positions), "steps": steps,
                  "gemv_types": list(shapes) if t == next(iter(models)) and not attn else [], "gemv_shapes": shapes,
-                 "gemv_reps": reps}
+                 "gemv_reps": reps, "attn_shape": attention_shape(path) if not attn and lv != "ggml" else None}
             t0 = time.time()
             entry["levels"][name] = run_worker(lv, a, attn=attn, package=package)
             entry["levels"][name]["wall_s"] = round(time.time() - t0, 1)
@@ -214,6 +237,11 @@ def print_table(report: Dict[str, Any]) -> None:
             tps = [d["tok_per_s"] for d in e["decode"].values()]
             cells = [f"{x:>12}" for x in tps] + ([f"{tps[-1] / tps[0]:>12.3f}"] if len(tps) > 1 else [])
             print("  " + f"{lv:>18}  " + "  ".join(cells))
+        for lv, e in m["levels"].items():
+            at = e.get("attention_1000")
+            if at:
+                print(f"  {lv:>8} decode attention alone @1000, F16 cache ({at['mb_per_step']} MB a step): "
+                      f"{at['cpu_ms_per_step']} ms a step (slowest thread's CPU time), {at['gb_per_s']} GB/s")
         gem: List[str] = []
         for lv, e in m["levels"].items():
             for k, g in (e.get("gemv") or {}).items():

@@ -2,8 +2,9 @@
 instruction-set level this CPU has: one query row per head against a KV cache of F16 or F32 values, against
 float64 attention over the same cached values, on every tail shape (context lengths around the 8-position score
 groups and the 32-position softmax blocks, head sizes, grouped-query ratios, more query rows than one pass takes),
-and the same bits whichever heads share a call (the split ggml's threads give the op). That a sequence's tokens do
-not depend on the other sequences of its decode steps: test_batch.py; every level's greedy tokens: test_cpu_levels.py."""
+and the same bits whichever heads share a call (the split ggml's threads give the op) and whichever of a head's query
+rows share a key load. That a sequence's tokens do not depend on the other sequences of its decode steps:
+test_batch.py; every level's greedy tokens: test_cpu_levels.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -107,6 +108,20 @@ def test_same_bits_whichever_heads_share_a_call(kv_type, level):
         runs = [_core.attention_test(q, k, v, kv_type, 0.1, level, heads_per_call=h) for h in (1, 3, n_kv_head)]
         for r in runs[1:]:
             assert np.array_equal(runs[0], r)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("kv_type", ["f16", "f32"])
+def test_same_bits_whichever_rows_share_a_key_load(kv_type, level):
+    """A KV head's query rows are computed in groups of 4, 2 or 1 (each cached key and value loaded once per
+    group): a row's result is the same bits in every group size (7 rows on one KV head: groups 4 + 2 + 1, against
+    each row alone)."""
+    rng = np.random.default_rng(13)
+    for d, n_kv in [(128, 70), (32, 33), (8, 9)]:
+        q, k, v = inputs(rng, n_kv, 7, 1, d)
+        together = _core.attention_test(q, k, v, kv_type, 0.1, level)
+        for j in range(7):
+            assert np.array_equal(_core.attention_test(q[j:j + 1], k, v, kv_type, 0.1, level)[0], together[j]), (d, j)
 
 
 def test_levels_agree_closely():
