@@ -42,10 +42,11 @@ struct V {
         m = _mm_max_ps(m, _mm_movehl_ps(m, m));
         return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
     }
-    // out[j] = c * (the sum of aj's lanes), for 8 vectors at once (pairwise horizontal adds, then the halves).
-    CM_T static inline void reduce8_scaled(F a0, F a1, F a2, F a3, F a4, F a5, F a6, F a7, float c, float* out) {
-        const F h0 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-        const F h1 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+    // out[j] = c * (the sum of a[j]'s lanes) for 8 vectors (pairwise horizontal adds, then the halves), the same
+    // order for every j.
+    CM_T static inline void reduce_scaled(const F* a, float c, float* out) {
+        const F h0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+        const F h1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
         const F s = _mm256_add_ps(_mm256_permute2f128_ps(h0, h1, 0x20), _mm256_permute2f128_ps(h0, h1, 0x31));
         _mm256_storeu_ps(out, _mm256_mul_ps(s, _mm256_set1_ps(c)));
     }

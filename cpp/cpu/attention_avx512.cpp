@@ -36,15 +36,22 @@ struct V {
     CM_T static F zero_below(F x, float c, F y) {
         return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(c), _CMP_GE_OQ), y);
     }
-    CM_T static __m256 fold(F v) { return _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)); }
     CM_T static float hsum(F v) { return _mm512_reduce_add_ps(v); }
     CM_T static float hmax(F v) { return _mm512_reduce_max_ps(v); }
-    // out[j] = c * (the sum of aj's lanes): each folded to 8 lanes, then pairwise horizontal adds.
-    CM_T static inline void reduce8_scaled(F a0, F a1, F a2, F a3, F a4, F a5, F a6, F a7, float c, float* out) {
-        const __m256 h0 = _mm256_hadd_ps(_mm256_hadd_ps(fold(a0), fold(a1)), _mm256_hadd_ps(fold(a2), fold(a3)));
-        const __m256 h1 = _mm256_hadd_ps(_mm256_hadd_ps(fold(a4), fold(a5)), _mm256_hadd_ps(fold(a6), fold(a7)));
-        const __m256 s = _mm256_add_ps(_mm256_permute2f128_ps(h0, h1, 0x20), _mm256_permute2f128_ps(h0, h1, 0x31));
-        _mm256_storeu_ps(out, _mm256_mul_ps(s, _mm256_set1_ps(c)));
+    // out[j] = c * (the sum of a[j]'s lanes) for 16 vectors: a transpose-and-add tree (lanes i and i + 2 of each
+    // 128-bit piece, then the pairs, then the pieces), the same order for every j.
+    CM_T static inline void reduce_scaled(const F* a, float c, float* out) {
+        F b[8], d[4];
+        for (int i = 0; i < 8; ++i) b[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]),
+                                                         _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+        for (int i = 0; i < 4; ++i) {
+            const __m512d x = _mm512_castps_pd(b[2 * i]), y = _mm512_castps_pd(b[2 * i + 1]);
+            d[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+        }
+        const F e0 = _mm512_add_ps(_mm512_shuffle_f32x4(d[0], d[1], 0x88), _mm512_shuffle_f32x4(d[0], d[1], 0xdd));
+        const F e1 = _mm512_add_ps(_mm512_shuffle_f32x4(d[2], d[3], 0x88), _mm512_shuffle_f32x4(d[2], d[3], 0xdd));
+        const F s = _mm512_add_ps(_mm512_shuffle_f32x4(e0, e1, 0x88), _mm512_shuffle_f32x4(e0, e1, 0xdd));
+        _mm512_storeu_ps(out, _mm512_mul_ps(s, _mm512_set1_ps(c)));
     }
 };
 
