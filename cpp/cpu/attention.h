@@ -9,8 +9,8 @@
 // Streaming (at position 1000 the F16 cache of MOSS-Transcribe's decoder is 115 MB a step against 1.42 GB of Q4_K
 // weights, so the kernel must read it at memory speed): a KV head's query rows in groups of 4, 2 or 1; per group
 // and block each cached key and value is loaded once and converted from F16 in registers (no F32 copy), the scores
-// of the group's rows for 8 (AVX-512: 8 or 4) positions at a time in register accumulators, the value sums with the
-// group's output vectors in registers; while a block is read, the same head's next block is prefetched row by row.
+// of the group's rows for 8 / 4 / 2 positions at a time (1 / 2 / 4 rows; AVX-512: 16 / 8 / 4) in register
+// accumulators reduced by one tree, the value sums with the group's output vectors in registers; while a block is read, the same head's next block is prefetched row by row.
 // A thread's KV heads of a sequence are visited block by block, heads in turn (each cached row's piece of the
 // thread's heads read close together).
 //
