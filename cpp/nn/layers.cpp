@@ -435,7 +435,8 @@ EncoderLayer EncoderLayer::load(const ModelFile& f, const std::string& p, int64_
     return l;
 }
 
-ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor* x, int n_head, float eps) {
+ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor* x, int n_head, float eps,
+                           const std::vector<int64_t>& windows) {
     const int64_t d = x->ne[0], L = x->ne[1];
     const int64_t hd = d / n_head;
     // On the tiles: the norm made in the conversion of its rows, once for q, k and v (then `h` stands for x).
@@ -453,9 +454,26 @@ ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor
     ggml_tensor* q = heads(proj(l.q_w, l.q_b));
     ggml_tensor* k = heads(proj(l.k_w, l.k_b));
     ggml_tensor* v = heads(proj(l.v_w, l.v_b));
-    ggml_tensor* a = ggml_flash_attn_ext(ctx, q, k, v, nullptr, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, 0.0f);
-    ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
-    a = ggml_reshape_2d(ctx, a, d, L);
+    auto attend = [&](ggml_tensor* qw, ggml_tensor* kw, ggml_tensor* vw) {  // [hd, n, H] each → [d, n]
+        ggml_tensor* a = ggml_flash_attn_ext(ctx, qw, kw, vw, nullptr, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, 0.0f);
+        ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
+        return ggml_reshape_2d(ctx, a, d, qw->ne[1]);
+    };
+    ggml_tensor* a = nullptr;
+    if (windows.size() > 1) {
+        int64_t r0 = 0;
+        for (const int64_t n : windows) {
+            auto rows = [&](ggml_tensor* t) {
+                return ggml_view_3d(ctx, t, hd, n, n_head, t->nb[1], t->nb[2], size_t(r0) * t->nb[1]);
+            };
+            ggml_tensor* aw = attend(rows(q), rows(k), rows(v));
+            a = a ? ggml_concat(ctx, a, aw, 1) : aw;
+            r0 += n;
+        }
+        if (r0 != L) throw Error("internal: encoder_layer's windows do not add up to its rows");
+    } else {
+        a = attend(q, k, v);
+    }
     x = linear_add(ctx, a, l.o_w, l.o_b, x);
     hx = amx_norm_operand(ctx, x, l.ffn_norm_w, l.ffn_norm_b, eps, {l.fc1_w});
     if (hx) return linear_add(ctx, linear_gelu(ctx, x, l.fc1_w, l.fc1_b, hx), l.fc2_w, l.fc2_b, x);
