@@ -178,7 +178,7 @@ double run_threads_ms(int nth, Fn&& fn) {
 struct AmxRows {
     std::vector<uint16_t> mem;
     uint16_t* p;
-    explicit AmxRows(size_t n) : mem(n + 32), p(reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(mem.data()) + 63) & ~uintptr_t(63))) {}
+    explicit AmxRows(size_t n) : mem(n + 32), p(cpu::amx_align64(mem.data())) {}
     uint16_t* data() { return p; }
 };
 

@@ -329,7 +329,7 @@ CM_AMX_FN void conv_entry(const AmxMatrix& w, const ConvInput& in, int64_t p0, i
     const int64_t C = in.C, OW = (in.W - 1) / 2 + 1, OH = (in.H - 1) / 2 + 1, kp = w.k_pad;
     const size_t plane = size_t(kConvBlock * kp);  // 64-byte multiple
     std::vector<uint16_t> mem(plane * (w.split ? 2 : 1) + 32);
-    uint16_t* const hi = reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(mem.data()) + 63) & ~uintptr_t(63));
+    uint16_t* const hi = amx_align64(mem.data());
     uint16_t* const lo = w.split ? hi + plane : nullptr;  // tile rows on cache lines
     configure();
     for (int64_t pb = p0; pb < p1; pb += kConvBlock) {
