@@ -170,9 +170,7 @@ const AmxEntry* amx_of(const ggml_tensor* w) {
 // rows that straddle two cache lines cost the large products about a fifth of their speed).
 int64_t amx_operand_rows(int64_t n) { return cpu::amx_rows_pad(n) + 1; }
 size_t amx_plane(const ggml_tensor* xb) { return size_t(xb->ne[0]) * size_t(xb->ne[1]); }
-uint16_t* amx_hi(const ggml_tensor* xb) {
-    return reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(xb->data) + 63) & ~uintptr_t(63));
-}
+uint16_t* amx_hi(const ggml_tensor* xb) { return cpu::amx_align64(xb->data); }
 
 // ggml custom op: src[0] (F32 rows) → BF16 rows of the tiles' A operand (hi, then lo for the exact split),
 // rows split over threads.
@@ -454,21 +452,26 @@ ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor
     ggml_tensor* q = heads(proj(l.q_w, l.q_b));
     ggml_tensor* k = heads(proj(l.k_w, l.k_b));
     ggml_tensor* v = heads(proj(l.v_w, l.v_b));
-    auto attend = [&](ggml_tensor* qw, ggml_tensor* kw, ggml_tensor* vw) {  // [hd, n, H] each → [d, n]
+    auto attend = [&](ggml_tensor* qw, ggml_tensor* kw, ggml_tensor* vw) {  // [hd, n, H, B] each → [d, n B]
         ggml_tensor* a = ggml_flash_attn_ext(ctx, qw, kw, vw, nullptr, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, 0.0f);
         ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
-        return ggml_reshape_2d(ctx, a, d, qw->ne[1]);
+        return ggml_reshape_2d(ctx, a, d, ggml_nelements(a) / d);
     };
     ggml_tensor* a = nullptr;
     if (windows.size() > 1) {
+        // The leading windows of one size as one batch (their rows as a 4th dimension), the rest (the clip's
+        // last, shorter window) one by one, appended: each query row meets the same keys in the same order.
+        size_t same = 1;
+        while (same < windows.size() && windows[same] == windows[0]) ++same;
         int64_t r0 = 0;
-        for (const int64_t n : windows) {
+        for (size_t i = 0; i < windows.size(); i = i == 0 ? same : i + 1) {
+            const int64_t n = windows[i], nb = i == 0 ? int64_t(same) : 1;
             auto rows = [&](ggml_tensor* t) {
-                return ggml_view_3d(ctx, t, hd, n, n_head, t->nb[1], t->nb[2], size_t(r0) * t->nb[1]);
+                return ggml_view_4d(ctx, t, hd, n, n_head, nb, t->nb[1], t->nb[2], size_t(n) * t->nb[1], size_t(r0) * t->nb[1]);
             };
             ggml_tensor* aw = attend(rows(q), rows(k), rows(v));
             a = a ? ggml_concat(ctx, a, aw, 1) : aw;
-            r0 += n;
+            r0 += n * nb;
         }
         if (r0 != L) throw Error("internal: encoder_layer's windows do not add up to its rows");
     } else {
