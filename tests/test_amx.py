@@ -107,7 +107,8 @@ def conv_ref(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     return y
 
 
-@pytest.mark.parametrize("oc,c,b,h,w_,nth", [(5, 1, 1, 9, 7, 1), (33, 20, 2, 11, 40, 2), (16, 64, 1, 6, 300, 3)])
+@pytest.mark.parametrize("oc,c,b,h,w_,nth", [(5, 1, 1, 9, 7, 1), (33, 20, 2, 11, 40, 2), (16, 64, 1, 6, 300, 3),
+                                             (8, 3, 2, 40, 59, 1)])  # 1200 positions: 9 blocks of 128 and a tail
 @pytest.mark.parametrize("use_split", [False, True])
 def test_conv3x3_stride2(oc, c, b, h, w_, nth, use_split):
     rng = np.random.default_rng(oc + c + h)
