@@ -14,7 +14,8 @@ CRISPMOSS_AMX=split, the exact 3-product split), ``ggml`` (our kernels off). Our
 transcription reports (``Transcript.timings["encode_ms"]``, here read from the session after set_audio), best of
 --reps. The PyTorch peer (benchmarks/peer_torch.py, transformers' modules, sdpa, torch.set_num_threads) runs the
 same weights in bfloat16 (oneDNN on the AMX tiles where the CPU has them). At the amx level also: one profiled
-encode (CRISPMOSS_PROFILE) for the matrix products' share and FLOP/s, and the kernels alone: the tile unit's
+encode of the longest clip (--profile-clip; a worker of its own with CRISPMOSS_PROFILE set before the model is made)
+for the matrix products' share and FLOP/s, and the kernels alone: the tile unit's
 peak (TDPBF16PS on resident tiles, ``_core.amx_peak``), our AMX product and our FMA F16 kernel against
 torch.matmul in bfloat16 on an encoder shape.
 
