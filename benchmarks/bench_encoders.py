@@ -14,7 +14,8 @@ CRISPMOSS_AMX=split, the exact 3-product split), ``ggml`` (our kernels off). Our
 transcription reports (``Transcript.timings["encode_ms"]``, here read from the session after set_audio), best of
 --reps. The PyTorch peer (benchmarks/peer_torch.py, transformers' modules, sdpa, torch.set_num_threads) runs the
 same weights in bfloat16 (oneDNN on the AMX tiles where the CPU has them). At the amx level also: one profiled
-encode (CRISPMOSS_PROFILE) for the matrix products' share and FLOP/s, and the kernels alone: the tile unit's
+encode of the longest clip (--profile-clip; a worker of its own with CRISPMOSS_PROFILE set before the model is made)
+for the matrix products' share and FLOP/s, and the kernels alone: the tile unit's
 peak (TDPBF16PS on resident tiles, ``_core.amx_peak``), our AMX product and our FMA F16 kernel against
 torch.matmul in bfloat16 on an encoder shape.
 
@@ -73,17 +74,19 @@ def worker_ours(a: Dict[str, Any]) -> Dict[str, Any]:
         res["clips"][f"{sec:g}s"] = {"encode_ms": round(best[0], 1), "other_cores": round(best[1], 2),
                                      "all_ms": [round(r[0], 1) for r in runs]}
     if a.get("profile") and res["level"] == "amx":
-        res["profile"] = profile_once(a, model)
         res["kernels"] = kernels(a["threads"])
     return res
 
 
-def profile_once(a: Dict[str, Any], model) -> Dict[str, Any]:
-    """One encode of the profile clip with CRISPMOSS_PROFILE: time and FLOP of the matrix products (our AMX and
+def worker_profile(a: Dict[str, Any]) -> Dict[str, Any]:
+    """One encode of the profile clip with CRISPMOSS_PROFILE (set in this worker's environment by the parent: it is
+    read when the model's Compute is made, before any session): time and FLOP of the matrix products (our AMX and
     FMA products, ggml's) against the rest."""
     from crispmoss import _core
 
-    os.environ["CRISPMOSS_PROFILE"] = "1"  # read when a Compute is made: the new session's
+    if not _core.profile_enabled():
+        raise RuntimeError("CRISPMOSS_PROFILE is not set in the profile worker")
+    model = _core.Model(a["path"])
     audio = _clip(a["profile_clip"])
     _core.Session(model, n_threads=a["threads"], kv_type="f16").set_audio(audio)  # warm-up
     _core.profile_reset()
@@ -172,6 +175,7 @@ def main() -> int:
     ap.add_argument("--levels", nargs="+", default=list(DEFAULT_LEVELS), choices=LEVELS)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3, help="encodes per clip (the best is taken)")
+    ap.add_argument("--profile-clip", type=float, help="the amx level's profiled clip, seconds (default: the longest)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     ap.add_argument("--smoke", action="store_true", help="tiny random model, no peer: checks the script")
     ap.add_argument("--out", help="JSON path (default benchmarks/results/encoders-<time>.json)")
@@ -179,7 +183,8 @@ def main() -> int:
     if args.worker:
         kind, path = args.worker
         a = json.loads(Path(path).read_text())
-        print(json.dumps(worker_ours(a) if kind == "ours" else worker_torch(a)))
+        workers = {"ours": worker_ours, "profile": worker_profile, "torch": worker_torch}
+        print(json.dumps(workers[kind](a)))
         return 0
 
     from crispmoss import _core
@@ -209,8 +214,11 @@ def main() -> int:
         entry: Dict[str, Any] = {"path": path, "levels": {}}
         for lv in levels:
             a = {"path": path, "threads": args.threads, "clips": clips, "reps": 1 if args.smoke else args.reps,
-                 "profile": lv == "amx" and not args.smoke, "profile_clip": 11.0}
-            entry["levels"][lv] = run_worker("ours", a, level_env(lv))
+                 "profile": lv == "amx" and not args.smoke, "profile_clip": args.profile_clip or max(clips)}
+            entry["levels"][lv] = e = run_worker("ours", a, level_env(lv))
+            if a["profile"] and e["ok"] and e["level"] == "amx":  # a process of its own: profiling slows every op
+                p = run_worker("profile", a, {**level_env(lv), "CRISPMOSS_PROFILE": "1"})
+                e["profile"] = {k: v for k, v in p.items() if k != "ok"} if p["ok"] else {"error": p["error"]}
         if not (args.no_torch or args.smoke):
             from make_models import hf_checkpoint
 
@@ -250,7 +258,9 @@ def print_table(report: Dict[str, Any]) -> None:
                     r = [t["clips"][c]["encode_ms"] / e["clips"][c]["encode_ms"] for c in clips]
                     print(f"  torch bf16 / ours {lv}: " + "  ".join(f"{c} {x:.2f}x" for c, x in zip(clips, r)))
         amx = m["levels"].get("amx", {})
-        if amx.get("ok") and "profile" in amx:
+        if amx.get("ok") and "error" in amx.get("profile", {}):
+            print(f"  amx profile failed: {amx['profile']['error'].strip().splitlines()[-1]}")
+        elif amx.get("ok") and "profile" in amx:
             p, k = amx["profile"], amx["kernels"]
             print(f"  amx, {p['clip_s']:g} s profiled: {p['total_ms']:.0f} ms, of which matrix products "
                   f"{p['products_ms']:.0f} ms ({p['products_gflop']} GFLOP at {p['products_gflops']} GFLOP/s; "

@@ -30,10 +30,11 @@ def split(a: np.ndarray) -> np.ndarray:
 
 
 # Shapes: a single row/column/value, tile tails in every dimension (16 rows, 32 values of k, 16 activation rows),
-# a k slice tail (slices of at most 1280 values), several 128-row activation blocks with a tail, an encoder shape.
+# a k slice tail (slices of at most 1280 values), several 64-row activation blocks with a tail, several 256-row
+# weight blocks with a tail of 17 rows (one thread: its rows span the blocks), an encoder shape.
 SHAPES = [
     (1, 1, 1, 1), (5, 7, 16, 1), (16, 32, 16, 1), (17, 33, 17, 2), (33, 100, 33, 2), (100, 513, 70, 3),
-    (37, 2600, 300, 2), (7, 9, 3, 1), (48, 64, 130, 4), (1280, 1280, 143, 2),
+    (37, 2600, 300, 2), (7, 9, 3, 1), (48, 64, 130, 4), (529, 1300, 97, 1), (1280, 1280, 143, 2),
 ]
 
 
@@ -80,6 +81,18 @@ def test_same_bits_for_any_thread_count(use_split):
         assert np.array_equal(_core.amx_test(w, x, nth, use_split), y1), nth
 
 
+@pytest.mark.parametrize("use_split", [False, True])
+def test_same_bits_for_any_activation_count(use_split):
+    """Each output sums over k in one fixed order whatever n is (blocks of activation rows, one or two tiles a
+    kernel call, tails): the first m rows of a product are the product of the first m rows, bit for bit."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((300, 1400)).astype(np.float32)
+    x = rng.standard_normal((200, 1400)).astype(np.float32)
+    y = _core.amx_test(w, x, 2, use_split)
+    for m in (1, 16, 17, 33, 64, 65, 143):
+        assert np.array_equal(_core.amx_test(w, x[:m], 2, use_split), y[:m]), m
+
+
 def conv_ref(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     """3x3 / stride 2 / padding 1, w [OC, C, 3, 3], x [B, H, W, C] -> [B, OH, OW, OC], float64."""
     B, H, W, C = x.shape
@@ -94,7 +107,8 @@ def conv_ref(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     return y
 
 
-@pytest.mark.parametrize("oc,c,b,h,w_,nth", [(5, 1, 1, 9, 7, 1), (33, 20, 2, 11, 40, 2), (16, 64, 1, 6, 300, 3)])
+@pytest.mark.parametrize("oc,c,b,h,w_,nth", [(5, 1, 1, 9, 7, 1), (33, 20, 2, 11, 40, 2), (16, 64, 1, 6, 300, 3),
+                                             (8, 3, 2, 40, 59, 1)])  # 1200 positions: 9 blocks of 128 and a tail
 @pytest.mark.parametrize("use_split", [False, True])
 def test_conv3x3_stride2(oc, c, b, h, w_, nth, use_split):
     rng = np.random.default_rng(oc + c + h)

@@ -174,6 +174,14 @@ double run_threads_ms(int nth, Fn&& fn) {
     return ms_since(t0);
 }
 
+// The tiles' activation operand, 64-byte aligned as nn::mul_mat places it (tile rows on whole cache lines).
+struct AmxRows {
+    std::vector<uint16_t> mem;
+    uint16_t* p;
+    explicit AmxRows(size_t n) : mem(n + 32), p(cpu::amx_align64(mem.data())) {}
+    uint16_t* data() { return p; }
+};
+
 // Best of `reps` wall times (ms) of run_threads_ms(nth, fn).
 template <class Fn>
 double best_ms(int nth, int reps, Fn&& fn) {
@@ -307,7 +315,7 @@ void bind_bench(py::module_& m) {
             ggml_fp32_to_fp16_row(w.data(), wh.data(), rows * k);
             const auto pw = cpu::amx_pack_f16(wh.data(), k * sizeof(ggml_fp16_t), rows, k, split);
             const size_t plane = size_t(cpu::amx_rows_pad(n) * cpu::amx_k_pad(k));
-            std::vector<uint16_t> xb(plane * (split ? 2 : 1));
+            AmxRows xb(plane * (split ? 2 : 1));
             py::array_t<float> y({n, rows});
             for (int t = 0; t < nth; ++t) {  // the splits of the ggml custom ops with nth threads
                 const int64_t n_pad = cpu::amx_rows_pad(n);
@@ -337,7 +345,7 @@ void bind_bench(py::module_& m) {
             const auto pw = cpu::amx_pack_f16(wh.data(), k * sizeof(ggml_fp16_t), rows, k, split);
             const int64_t n_pad = cpu::amx_rows_pad(n);
             const size_t plane = size_t(n_pad * cpu::amx_k_pad(k));
-            std::vector<uint16_t> xb(plane * 2);
+            AmxRows xb(plane * 2);
             double best = 1e30;
             for (int rep = 0; rep < reps; ++rep) {  // as the two ggml custom ops: rows converted, then the product
                 const double ms = run_threads_ms(nth, [&](int t) {

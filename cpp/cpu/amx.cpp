@@ -198,15 +198,19 @@ CM_AMX_FN void micro(const uint16_t* xh, const uint16_t*, int64_t xs, const uint
         if constexpr (TA == 2) _tile_loadd(2, c[2].p, c[2].stride);
         if constexpr (TA == 2 && TB == 2) _tile_loadd(3, c[3].p, c[3].stride);
     }
-    for (int64_t kb = 0; kb < nkb; ++kb) {
+    for (int64_t kb = 0; kb < nkb; ++kb) {  // each product as soon as its operands are in (loads overlap products)
         const int64_t xo = kb * 32, wo = kb * 512;
         _tile_loadd(4, xh + xo, xb);
-        if constexpr (TA == 2) _tile_loadd(5, xh + a1 + xo, xb);
         _tile_loadd(6, wh + wo, 64);
-        if constexpr (TB == 2) _tile_loadd(7, wh + pe + wo, 64);
         _tile_dpbf16ps(0, 4, 6);
-        if constexpr (TB == 2) _tile_dpbf16ps(1, 4, 7);
-        if constexpr (TA == 2) _tile_dpbf16ps(2, 5, 6);
+        if constexpr (TB == 2) {
+            _tile_loadd(7, wh + pe + wo, 64);
+            _tile_dpbf16ps(1, 4, 7);
+        }
+        if constexpr (TA == 2) {
+            _tile_loadd(5, xh + a1 + xo, xb);
+            _tile_dpbf16ps(2, 5, 6);
+        }
         if constexpr (TA == 2 && TB == 2) _tile_dpbf16ps(3, 5, 7);
     }
     _tile_stored(0, c[0].p, c[0].stride);
@@ -263,37 +267,47 @@ using MicroFn = void (*)(const uint16_t*, const uint16_t*, int64_t, const uint16
 constexpr MicroFn kMicro[2][2] = {{micro<1, 1>, micro<1, 2>}, {micro<2, 1>, micro<2, 2>}};
 constexpr MicroFn kMicroSplit[2] = {micro_split<1, 1>, micro_split<1, 2>};
 
-// Activation rows a block of the product keeps in L2 (with a k slice) while the thread's weight panels pass.
-constexpr int64_t kTokBlock = 128;
-// Steps of 32 values of k per slice (at most): the k slices of a product are equal, fixed by k alone.
+// Blocking, per thread (measured on Emerald Rapids, 2 MB L2 a core; benchmarks/RESULTS.md): k in slices of at most
+// kSliceSteps steps of 32 (C stays in the tiles over a slice); in a slice, blocks of kRowBlock weight rows that stay
+// in L2 while all activation rows pass, in blocks of kTokBlock rows (L2 too), each block then 32 x 32 outputs a
+// kernel call. The weights thus come from L3 / memory once per slice whatever n is, and an activation block once
+// per weight block. The sum of every output runs over k in order, one step of 32 after the other, whatever the
+// blocking (the F32 C tiles go to memory and back exactly between slices): the result depends neither on n nor on
+// the thread split.
 constexpr int64_t kSliceSteps = 40;
+constexpr int64_t kRowBlock = 256;
+constexpr int64_t kTokBlock = 64;
 
 // The caller configured the tiles. xh/xl: activation rows xs values apart, amx_rows_pad(n) of them.
 CM_AMX_FN void gemm(const AmxMatrix& w, int64_t r0, int64_t r1, const uint16_t* xh, const uint16_t* xl, int64_t xs,
                     int64_t n, float* y, size_t ldy) {
     const int64_t kb_n = w.k_pad / 32, pe = kb_n * 512;
     const int64_t n_slices = (kb_n + kSliceSteps - 1) / kSliceSteps;
+    const int64_t step = w.split ? 16 : 32;  // activation rows per kernel call
     alignas(64) float buf[4][256];
     for (int64_t s = 0; s < n_slices; ++s) {
         const int64_t kb0 = kb_n * s / n_slices, kb1 = kb_n * (s + 1) / n_slices;
-        for (int64_t jb = 0; jb < n; jb += kTokBlock) {
-            const int64_t je = std::min(n, jb + kTokBlock);
-            for (int64_t r = r0; r < r1; r += 32) {
-                const int tb = r + 16 < r1 ? 2 : 1;
-                const uint16_t* wh = w.hi + (r / 16) * pe + kb0 * 512;
-                const uint16_t* wl = w.lo ? w.lo + (r / 16) * pe + kb0 * 512 : nullptr;
-                const int64_t step = w.split ? 16 : 32;  // activation rows per kernel call
-                for (int64_t j = jb; j < je; j += step) {
-                    const int ta = j + 16 < je && !w.split ? 2 : 1;
-                    CTile c[4];
-                    for (int a = 0; a < ta; ++a) {
-                        for (int b = 0; b < tb; ++b) {
-                            c[2 * a + b] = c_tile(y + (j + 16 * a) * ldy + r + 16 * b, ldy, n - j - 16 * a,
-                                                  r1 - r - 16 * b, buf[2 * a + b]);
+        for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
+            const int64_t re = std::min(r1, rb + kRowBlock);
+            for (int64_t jb = 0; jb < n; jb += kTokBlock) {
+                const int64_t je = std::min(n, jb + kTokBlock);
+                for (int64_t r = rb; r < re; r += 32) {
+                    const int tb = r + 16 < re ? 2 : 1;
+                    const uint16_t* wh = w.hi + (r / 16) * pe + kb0 * 512;
+                    const uint16_t* wl = w.lo ? w.lo + (r / 16) * pe + kb0 * 512 : nullptr;
+                    for (int64_t j = jb; j < je; j += step) {
+                        const int ta = j + 16 < je && !w.split ? 2 : 1;
+                        CTile c[4];
+                        for (int a = 0; a < ta; ++a) {
+                            for (int b = 0; b < tb; ++b) {
+                                c[2 * a + b] = c_tile(y + (j + 16 * a) * ldy + r + 16 * b, ldy, n - j - 16 * a,
+                                                      r1 - r - 16 * b, buf[2 * a + b]);
+                            }
                         }
+                        (w.split ? kMicroSplit[tb - 1] : kMicro[ta - 1][tb - 1])(
+                            xh + j * xs + kb0 * 32, xl ? xl + j * xs + kb0 * 32 : nullptr, xs, wh, wl, pe, kb1 - kb0, c,
+                            s == 0);
                     }
-                    (w.split ? kMicroSplit[tb - 1] : kMicro[ta - 1][tb - 1])(xh + j * xs + kb0 * 32, xl ? xl + j * xs + kb0 * 32 : nullptr, xs, wh, wl, pe,
-                                        kb1 - kb0, c, s == 0);
                 }
             }
         }
@@ -307,16 +321,23 @@ CM_AMX_FN void gemm_entry(const AmxMatrix& w, int64_t r0, int64_t r1, const uint
     _tile_release();
 }
 
+// Output positions of the convolution per block of im2col rows (512 measured no faster: the im2col conversion, not
+// the weights' traffic, bounds the stems' 480 x 4320 kernels).
+constexpr int64_t kConvBlock = 128;
+
 // im2col rows in BF16 for positions [p0, p0 + np), (kh, kw, c) order, then the product with all weight rows.
 CM_AMX_FN void conv_entry(const AmxMatrix& w, const ConvInput& in, int64_t p0, int64_t p1, float* y, size_t ldy) {
     const int64_t C = in.C, OW = (in.W - 1) / 2 + 1, OH = (in.H - 1) / 2 + 1, kp = w.k_pad;
-    std::vector<uint16_t> hi(size_t(kTokBlock * kp)), lo(w.split ? hi.size() : 0);
+    const size_t plane = size_t(kConvBlock * kp);  // 64-byte multiple
+    const std::unique_ptr<uint16_t[]> mem(new uint16_t[plane * (w.split ? 2 : 1) + 32]);  // every row written below
+    uint16_t* const hi = amx_align64(mem.get());
+    uint16_t* const lo = w.split ? hi + plane : nullptr;  // tile rows on cache lines
     configure();
-    for (int64_t pb = p0; pb < p1; pb += kTokBlock) {
-        const int64_t np = std::min(kTokBlock, p1 - pb), npad = amx_rows_pad(np);
+    for (int64_t pb = p0; pb < p1; pb += kConvBlock) {
+        const int64_t np = std::min(kConvBlock, p1 - pb), npad = amx_rows_pad(np);
         for (int64_t q = 0; q < npad; ++q) {
-            uint16_t* h = hi.data() + q * kp;
-            uint16_t* l = w.split ? lo.data() + q * kp : nullptr;
+            uint16_t* h = hi + q * kp;
+            uint16_t* l = lo ? lo + q * kp : nullptr;
             std::memset(h, 0, size_t(kp) * 2);
             if (l) std::memset(l, 0, size_t(kp) * 2);
             if (q >= np) continue;
@@ -332,7 +353,7 @@ CM_AMX_FN void conv_entry(const AmxMatrix& w, const ConvInput& in, int64_t p0, i
                 }
             }
         }
-        gemm(w, 0, w.rows, hi.data(), w.split ? lo.data() : nullptr, kp, np, y + pb * ldy, ldy);
+        gemm(w, 0, w.rows, hi, lo, kp, np, y + pb * ldy, ldy);
     }
     _tile_release();
 }

@@ -37,6 +37,11 @@ struct AmxMatrix {
 };
 
 inline int64_t amx_k_pad(int64_t k) { return (k + 31) / 32 * 32; }
+// The first 64-byte boundary at or after p: activation operands (amx_convert_rows' rows) run fastest from there, the
+// tile rows then on whole cache lines (buffers get 32 bytes of slack for it).
+inline uint16_t* amx_align64(void* p) {
+    return reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
+}
 inline int64_t amx_rows_pad(int64_t n) { return (n + 15) / 16 * 16; }
 
 // F16 weight rows (row_bytes apart, k values each) packed. conv_c > 0: the rows are 3x3 convolution kernels

@@ -165,14 +165,19 @@ const AmxEntry* amx_of(const ggml_tensor* w) {
     return it == g_amx.end() ? nullptr : it->second.get();
 }
 
+// The tiles' operand tensor (amx_rows, amx_norm_operand): [k_pad, rows, planes] BF16 with one row of slack, its
+// planes starting at the first 64-byte boundary of the tensor's data (ggml aligns tensors to 32 bytes only; tile
+// rows that straddle two cache lines cost the large products about a fifth of their speed).
+int64_t amx_operand_rows(int64_t n) { return cpu::amx_rows_pad(n) + 1; }
 size_t amx_plane(const ggml_tensor* xb) { return size_t(xb->ne[0]) * size_t(xb->ne[1]); }
+uint16_t* amx_hi(const ggml_tensor* xb) { return cpu::amx_align64(xb->data); }
 
 // ggml custom op: src[0] (F32 rows) → BF16 rows of the tiles' A operand (hi, then lo for the exact split),
 // rows split over threads.
 void amx_rows_op(ggml_tensor* dst, int ith, int nth, void*) {
     const ggml_tensor* x = dst->src[0];
-    const int64_t n_pad = dst->ne[1];
-    auto* hi = static_cast<uint16_t*>(dst->data);
+    const int64_t n_pad = cpu::amx_rows_pad(x->ne[1]);
+    uint16_t* hi = amx_hi(dst);
     cpu::amx_convert_rows(static_cast<const float*>(x->data), x->nb[1] / sizeof(float), x->ne[1], x->ne[0],
                           n_pad * ith / nth, n_pad * (ith + 1) / nth, hi, dst->ne[2] == 2 ? hi + amx_plane(dst) : nullptr);
 }
@@ -215,7 +220,7 @@ void amx_op(ggml_tensor* dst, int ith, int nth, void* ud) {
     const ggml_tensor* xb = dst->src[1];
     int64_t r0, r1;
     cpu::amx_thread_rows(call.m->rows, ith, nth, &r0, &r1);
-    const auto* hi = static_cast<const uint16_t*>(xb->data);
+    const uint16_t* hi = amx_hi(xb);
     auto* y = static_cast<float*>(dst->data);
     const size_t ldy = dst->nb[1] / sizeof(float);
     cpu::amx_gemm(*call.m, r0, r1, hi, hi + amx_plane(xb), dst->ne[1], y, ldy);
@@ -252,8 +257,8 @@ const float* intern_eps(float eps) {
 // stored in F32 (cpu::amx_norm_rows).
 void amx_norm_rows_op(ggml_tensor* dst, int ith, int nth, void* ud) {
     const ggml_tensor* x = dst->src[0];
-    const int64_t n_pad = dst->ne[1];
-    auto* hi = static_cast<uint16_t*>(dst->data);
+    const int64_t n_pad = cpu::amx_rows_pad(x->ne[1]);
+    uint16_t* hi = amx_hi(dst);
     cpu::amx_norm_rows(static_cast<const float*>(x->data), x->nb[1] / sizeof(float), x->ne[1], x->ne[0],
                        static_cast<const float*>(dst->src[1]->data), static_cast<const float*>(dst->src[2]->data),
                        *static_cast<const float*>(ud), n_pad * ith / nth, n_pad * (ith + 1) / nth, hi,
@@ -263,7 +268,7 @@ void amx_norm_rows_op(ggml_tensor* dst, int ith, int nth, void* ud) {
 // x's rows as the tiles' operand for w's copy.
 ggml_tensor* amx_rows(ggml_context* ctx, const cpu::AmxMatrix& m, ggml_tensor* x) {
     ggml_tensor* xa[1] = {x};
-    ggml_tensor* xb = ggml_custom_4d(ctx, GGML_TYPE_BF16, m.k_pad, cpu::amx_rows_pad(x->ne[1]), m.split ? 2 : 1, 1, xa, 1,
+    ggml_tensor* xb = ggml_custom_4d(ctx, GGML_TYPE_BF16, m.k_pad, amx_operand_rows(x->ne[1]), m.split ? 2 : 1, 1, xa, 1,
                                      amx_rows_op, GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(xb, "amx rows");
     return xb;
@@ -322,7 +327,7 @@ ggml_tensor* amx_norm_operand(ggml_context* ctx, ggml_tensor* x, ggml_tensor* nw
         if (t->type != GGML_TYPE_F32 || ggml_nelements(t) != x->ne[0] || !ggml_is_contiguous(t)) return nullptr;
     }
     ggml_tensor* args[3] = {x, nw, nb};
-    ggml_tensor* xb = ggml_custom_4d(ctx, GGML_TYPE_BF16, m.k_pad, cpu::amx_rows_pad(x->ne[1]), m.split ? 2 : 1, 1, args, 3,
+    ggml_tensor* xb = ggml_custom_4d(ctx, GGML_TYPE_BF16, m.k_pad, amx_operand_rows(x->ne[1]), m.split ? 2 : 1, 1, args, 3,
                                      amx_norm_rows_op, GGML_N_TASKS_MAX, const_cast<float*>(intern_eps(eps)));
     ggml_set_name(xb, "amx norm rows");
     return xb;
@@ -428,7 +433,8 @@ EncoderLayer EncoderLayer::load(const ModelFile& f, const std::string& p, int64_
     return l;
 }
 
-ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor* x, int n_head, float eps) {
+ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor* x, int n_head, float eps,
+                           const std::vector<int64_t>& windows) {
     const int64_t d = x->ne[0], L = x->ne[1];
     const int64_t hd = d / n_head;
     // On the tiles: the norm made in the conversion of its rows, once for q, k and v (then `h` stands for x).
@@ -446,9 +452,31 @@ ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor
     ggml_tensor* q = heads(proj(l.q_w, l.q_b));
     ggml_tensor* k = heads(proj(l.k_w, l.k_b));
     ggml_tensor* v = heads(proj(l.v_w, l.v_b));
-    ggml_tensor* a = ggml_flash_attn_ext(ctx, q, k, v, nullptr, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, 0.0f);
-    ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
-    a = ggml_reshape_2d(ctx, a, d, L);
+    auto attend = [&](ggml_tensor* qw, ggml_tensor* kw, ggml_tensor* vw) {  // [hd, n, H, B] each → [d, n B]
+        ggml_tensor* a = ggml_flash_attn_ext(ctx, qw, kw, vw, nullptr, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, 0.0f);
+        ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
+        return ggml_reshape_2d(ctx, a, d, ggml_nelements(a) / d);
+    };
+    ggml_tensor* a = nullptr;
+    if (windows.size() > 1) {
+        // The leading windows of one size as one batch (their rows as a 4th dimension), the rest (the clip's
+        // last, shorter window) one by one, appended: each query row meets the same keys in the same order.
+        size_t same = 1;
+        while (same < windows.size() && windows[same] == windows[0]) ++same;
+        int64_t r0 = 0;
+        for (size_t i = 0; i < windows.size(); i = i == 0 ? same : i + 1) {
+            const int64_t n = windows[i], nb = i == 0 ? int64_t(same) : 1;
+            auto rows = [&](ggml_tensor* t) {
+                return ggml_view_4d(ctx, t, hd, n, n_head, nb, t->nb[1], t->nb[2], size_t(n) * t->nb[1], size_t(r0) * t->nb[1]);
+            };
+            ggml_tensor* aw = attend(rows(q), rows(k), rows(v));
+            a = a ? ggml_concat(ctx, a, aw, 1) : aw;
+            r0 += n * nb;
+        }
+        if (r0 != L) throw Error("internal: encoder_layer's windows do not add up to its rows");
+    } else {
+        a = attend(q, k, v);
+    }
     x = linear_add(ctx, a, l.o_w, l.o_b, x);
     hx = amx_norm_operand(ctx, x, l.ffn_norm_w, l.ffn_norm_b, eps, {l.fc1_w});
     if (hx) return linear_add(ctx, linear_gelu(ctx, x, l.fc1_w, l.fc1_b, hx), l.fc2_w, l.fc2_b, x);

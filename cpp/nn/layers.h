@@ -77,8 +77,11 @@ struct EncoderLayer {
                              const EncoderLayerNames& names = EncoderLayerNames());
 };
 
-// Runs an encoder layer over `x` = [d, L]: L tokens with full attention among themselves.
-ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor* x, int n_head, float eps);
+// Runs an encoder layer over `x` = [d, L]: L tokens with full attention among themselves, or, with `windows`
+// (row counts summing to L), attention only within each run of rows (every other op is row-wise: one product over
+// all L rows streams each weight once).
+ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor* x, int n_head, float eps,
+                           const std::vector<int64_t>& windows = {});
 
 // 3 x (Conv2d 3x3 stride 2 pad 1 + GELU) on x = [W=time, H=freq, 1, N] → [d_conv*F', T', N] with the
 // feature index c*F' + f that the reference's flatten produces (F' = out_len(freq), T' = out_len(time)).
