@@ -60,7 +60,8 @@ def main() -> int:
     print(f"load average before: {os.getloadavg()}", flush=True)
     out = {"load_before": os.getloadavg(), "models": {}}
     for path in a.models:
-        modes = {"off": _load(path, a.threads, "off"), "tiles": _load(path, a.threads, os.environ.get("CRISPMOSS_AMX", "bf16"))}
+        tiles = os.environ.get("CRISPMOSS_AMX", "bf16")
+        modes = {"off": _load(path, a.threads, "off"), "tiles": _load(path, a.threads, tiles)}
         res = {m: {"prefill_ms": [], "encode_ms": []} for m in modes}
         toks = {}
         for rep in range(a.reps + 1):  # the first round warms the page cache and is not counted

@@ -185,15 +185,17 @@ m = Model(sys.argv[1], n_threads=2)
 _core.profile_reset()
 t = m.transcribe(sys.argv[2], max_new_tokens=4)
 keys = [k for k in _core.profile_snapshot() if k.startswith("AMX") and ".llm." in "." + k.split(" ")[2]]
-print(json.dumps({"n_prompt": t.timings["n_prompt"], "lm_amx": sorted(keys), "tokens": list(t.tokens)}))
+routed = m.placement["amx_prefill_weights"]
+print(json.dumps({"n_prompt": t.timings["n_prompt"], "lm_amx": sorted(keys), "routed": routed}))
 """
 
 
-@pytest.mark.parametrize("mode", ["", "off", "split"])
-def test_lm_prefill_on_the_tiles_only_where_asked(tiny_transcribe_gguf_f16, tiny_transcribe_gguf_f32, mode):
+@pytest.mark.parametrize("mode,level", [("", "amx"), ("off", "amx"), ("split", "amx"), ("", "avx512")])
+def test_lm_prefill_on_the_tiles_only_where_asked(tiny_transcribe_gguf_f16, tiny_transcribe_gguf_f32, mode, level):
     """At the amx level an F16 (or quantized) file's decoder prefill runs on the tiles (profile keys 'AMX f16
-    llm...'); CRISPMOSS_AMX=off and =split keep today's path for the LM; an F32 file never goes through BF16."""
-    out = {p: run_py(_ROUTES, str(p), str(JFK), mode, level="amx")
+    llm...'); CRISPMOSS_AMX=off and =split and the other levels keep today's path for the LM; an F32 file never
+    goes through BF16."""
+    out = {p: run_py(_ROUTES, str(p), str(JFK), mode, level=level)
            for p in (tiny_transcribe_gguf_f16, tiny_transcribe_gguf_f32)}
     r = {}
     for p, o in out.items():
@@ -201,8 +203,8 @@ def test_lm_prefill_on_the_tiles_only_where_asked(tiny_transcribe_gguf_f16, tiny
         r[p] = json.loads(o.stdout.strip().splitlines()[-1])
     f16, f32 = r[tiny_transcribe_gguf_f16], r[tiny_transcribe_gguf_f32]
     assert f16["n_prompt"] > 16  # a prefill the tiles take
-    assert f32["lm_amx"] == []
-    if mode == "":
-        assert f16["lm_amx"] and all(k.startswith("AMX f16 llm.") for k in f16["lm_amx"]), f16
+    assert f32["lm_amx"] == [] and f32["routed"] == 0
+    if mode == "" and level == "amx":
+        assert f16["lm_amx"] and all(k.startswith("AMX f16 llm.") for k in f16["lm_amx"]) and f16["routed"] > 0, f16
     else:
-        assert f16["lm_amx"] == [], f16
+        assert f16["lm_amx"] == [] and f16["routed"] == 0, f16

@@ -201,7 +201,7 @@ void AudioLM::pack_for_amx() {
     // weights-after-dequant do not give that): the LM keeps the matrix-vector kernels and ggml's there.
     if (split) return;
     for (ggml_tensor* t : file_->tensors()) {
-        if (!audio_side(ggml_get_name(t))) nn::amx_attach_dequant(t);
+        if (!audio_side(ggml_get_name(t)) && nn::amx_attach_dequant(t)) ++placement_.amx_prefill_weights;
     }
 }
 
