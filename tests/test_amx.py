@@ -186,15 +186,16 @@ _core.profile_reset()
 t = m.transcribe(sys.argv[2], max_new_tokens=4)
 keys = [k for k in _core.profile_snapshot() if k.startswith("AMX") and ".llm." in "." + k.split(" ")[2]]
 routed = m.placement["amx_prefill_weights"]
-print(json.dumps({"n_prompt": t.timings["n_prompt"], "lm_amx": sorted(keys), "routed": routed}))
+print(json.dumps({"n_prompt": t.timings["n_prompt"], "lm_amx": sorted(keys), "routed": routed,
+                  "chunk": m.prefill_chunk}))
 """
 
 
 @pytest.mark.parametrize("mode,level", [("", "amx"), ("off", "amx"), ("split", "amx"), ("", "avx512")])
 def test_lm_prefill_on_the_tiles_only_where_asked(tiny_transcribe_gguf_f16, tiny_transcribe_gguf_f32, mode, level):
     """At the amx level an F16 (or quantized) file's decoder prefill runs on the tiles (profile keys 'AMX f16
-    llm...'); CRISPMOSS_AMX=off and =split and the other levels keep today's path for the LM; an F32 file never
-    goes through BF16."""
+    llm...'), in 256-position pieces; CRISPMOSS_AMX=off and =split and the other levels keep today's path for the
+    LM (128-position pieces); an F32 file never goes through BF16."""
     out = {p: run_py(_ROUTES, str(p), str(JFK), mode, level=level)
            for p in (tiny_transcribe_gguf_f16, tiny_transcribe_gguf_f32)}
     r = {}
@@ -203,8 +204,9 @@ def test_lm_prefill_on_the_tiles_only_where_asked(tiny_transcribe_gguf_f16, tiny
         r[p] = json.loads(o.stdout.strip().splitlines()[-1])
     f16, f32 = r[tiny_transcribe_gguf_f16], r[tiny_transcribe_gguf_f32]
     assert f16["n_prompt"] > 16  # a prefill the tiles take
-    assert f32["lm_amx"] == [] and f32["routed"] == 0
+    assert f32["lm_amx"] == [] and f32["routed"] == 0 and f32["chunk"] == 128
     if mode == "" and level == "amx":
         assert f16["lm_amx"] and all(k.startswith("AMX f16 llm.") for k in f16["lm_amx"]) and f16["routed"] > 0, f16
+        assert f16["chunk"] == 256  # prefill pieces on the tiles (model.PREFILL_CHUNK_AMX)
     else:
-        assert f16["lm_amx"] == [] and f16["routed"] == 0, f16
+        assert f16["lm_amx"] == [] and f16["routed"] == 0 and f16["chunk"] == 128, f16
