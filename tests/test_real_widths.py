@@ -138,17 +138,19 @@ def _greedy_runs(q, head, tmp_path, envs):
     return runs
 
 
-def _agreement(ours, ref):
-    """(logits cosine, greedy tokens equal before the first difference); a difference must be a near-tie of ref."""
+def _agreement(ours, ref, either=False):
+    """(logits cosine, greedy tokens equal before the first difference); a difference must be a near-tie of ref
+    (either=True: of ref or ours)."""
     import numpy as np
 
     from stagecheck import NEAR_TIE
 
     cos = float(ours["logits"] @ ref["logits"] / np.linalg.norm(ours["logits"]) / np.linalg.norm(ref["logits"]))
     same = 0
-    for a, b, m in zip(ours["tokens"], ref["tokens"], ref["margins"]):
+    for a, b, m, mo in zip(ours["tokens"], ref["tokens"], ref["margins"], ours["margins"]):
         if a != b:
-            assert m < NEAR_TIE, f"token {same}: ours {a}, reference {b}, its margin {m:.3f} is no near-tie"
+            m = min(m, mo) if either else m
+            assert m < NEAR_TIE, f"token {same}: ours {a}, reference {b}, margin {m:.3f} is no near-tie"
             break
         same += 1
     return cos, same
@@ -180,7 +182,10 @@ def test_prefill_on_the_tiles_agrees(real, qtype, tmp_path):
     """At the amx level the prompt's prefill runs on the BF16 tiles (weights dequantized to BF16, activations
     rounded to BF16: 8 significant bits each, F32 sums) where the path without them (CRISPMOSS_AMX=off: ggml's
     Q4_K kernels with 8-bit activations, our F16 matrix kernel) keeps more: the logits after the prompt agree to
-    BF16's accuracy, and greedy tokens until a near-tie."""
+    BF16's accuracy, and greedy tokens until a near-tie of either run. Either: the two prefills differ by more than
+    summation order (MOSS-Audio Q4_K at real widths: logits cosine 0.9994, largest logit difference 0.17 at a logit
+    spread of 1.0), so a tie of either run may resolve either way in the steps after (seen: a step with margin
+    0.007 in the tiles' run and 0.096 in the other)."""
     from crispmoss import _core
 
     if not _core.amx_usable():
@@ -188,6 +193,6 @@ def test_prefill_on_the_tiles_agrees(real, qtype, tmp_path):
     envs = {"tiles": {"CRISPMOSS_CPU": "amx", "CRISPMOSS_AMX": "bf16"},
             "off": {"CRISPMOSS_CPU": "amx", "CRISPMOSS_AMX": "off"}}
     runs = _greedy_runs(_file(real, qtype), "", tmp_path, envs)
-    cos, same = _agreement(runs["tiles"], runs["off"])
+    cos, same = _agreement(runs["tiles"], runs["off"], either=True)
     print(f"{real[0]} {qtype}: prefill on the tiles vs off: logits cosine {cos:.7f}, {same}/16 greedy tokens equal")
     assert cos > 0.998
