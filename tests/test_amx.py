@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from crispmoss import _core
+from shared_paths import JFK
 from test_cpu_levels import run_py
 
 pytestmark = pytest.mark.skipif(not _core.amx_usable(), reason="CPU or OS without AMX-BF16 tiles")
@@ -147,3 +148,79 @@ def test_which_models_get_amx_copies(tiny_transcribe_gguf_f16, tiny_transcribe_g
     out = run_py(_COPIES, *paths, level="avx512")
     assert out.returncode == 0, out.stderr[-2000:]
     assert set(json.loads(out.stdout.strip().splitlines()[-1])["bytes"].values()) == {0}
+
+
+# The decoder's prefill path (cpp/cpu/amx_dequant.h): Q4_K / Q8_0 / F16 / BF16 weights dequantized block by block
+# into the tile layout. k: whole blocks (Q4_K 256, Q8_0 32; F16/BF16 any, with 32-value tails); rows: tails of
+# the 16-row panels and 32-row blocks, thread ranges ending mid-block; n: 17..300 activation rows (16-row tails,
+# 128-row blocks).
+DQ_SHAPES = [
+    ("q4_k", 1, 256, 17, 1), ("q4_k", 33, 512, 40, 2), ("q4_k", 100, 1536, 300, 3), ("q4_k", 70, 256, 129, 2),
+    ("q8_0", 5, 32, 17, 1), ("q8_0", 47, 96, 33, 3), ("q8_0", 64, 1344, 200, 2),
+    ("f16", 7, 9, 17, 1), ("f16", 31, 70, 150, 2), ("f16", 100, 1000, 64, 3),
+    ("bf16", 17, 33, 18, 2), ("bf16", 96, 640, 300, 3),
+]
+
+
+@pytest.mark.parametrize("qtype,rows,k,n,nth", DQ_SHAPES)
+def test_dequantized_product_is_the_float_product_of_bf16_operands(qtype, rows, k, n, nth):
+    rng = np.random.default_rng(rows * 31 + k + n)
+    w = rng.standard_normal((rows, k)).astype(np.float32)
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    x[1] = 0
+    y, deq = _core.amx_dequant_test(qtype, w, x, nth)  # deq: ggml's own dequantization, F32
+    assert y.shape == (n, rows) and np.all(y[1] == 0)
+    # the weights as ggml dequantizes them, rounded to BF16; BF16 activations; only the F32 sums differ
+    ref = bf16(x) @ bf16(deq).T
+    mag = np.abs(bf16(x)) @ np.abs(bf16(deq)).T + 1e-30
+    assert (np.abs(y - ref) / mag).max() < 2e-6 * max(1.0, np.sqrt(k) / 4)
+    # against the float64 product of the dequantized weights: BF16's 8 significant bits on each side
+    exact = x.astype(np.float64) @ deq.astype(np.float64).T
+    assert (np.abs(y - exact) / (np.abs(x).astype(np.float64) @ np.abs(deq).T + 1e-30)).max() < 2 ** -7
+    for other in (1, 2, 3):  # the same bits for any thread split
+        assert np.array_equal(_core.amx_dequant_test(qtype, w, x, other)[0], y), other
+
+
+def test_dequantized_f16_equals_the_packed_copy():
+    """An F16 weight dequantized per block gives the bits of its packed tile copy (the encoder's path)."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((77, 1400)).astype(np.float32)
+    x = rng.standard_normal((150, 1400)).astype(np.float32)
+    assert np.array_equal(_core.amx_dequant_test("f16", w, x, 2)[0], _core.amx_test(w, x, 2, False))
+
+
+_ROUTES = """
+import json, os, sys
+from crispmoss import _core
+from crispmoss import Model
+os.environ["CRISPMOSS_AMX"] = sys.argv[3]  # read at load
+os.environ["CRISPMOSS_PROFILE"] = "1"
+m = Model(sys.argv[1], n_threads=2)
+_core.profile_reset()
+t = m.transcribe(sys.argv[2], max_new_tokens=4)
+keys = [k for k in _core.profile_snapshot() if k.startswith("AMX") and ".llm." in "." + k.split(" ")[2]]
+routed = m.placement["amx_prefill_weights"]
+print(json.dumps({"n_prompt": t.timings["n_prompt"], "lm_amx": sorted(keys), "routed": routed,
+                  "chunk": m.prefill_chunk}))
+"""
+
+
+@pytest.mark.parametrize("mode,level", [("", "amx"), ("off", "amx"), ("split", "amx"), ("", "avx512")])
+def test_lm_prefill_on_the_tiles_only_where_asked(tiny_transcribe_gguf_f16, tiny_transcribe_gguf_f32, mode, level):
+    """At the amx level an F16 (or quantized) file's decoder prefill runs on the tiles (profile keys 'AMX f16
+    llm...'), in 256-position pieces; CRISPMOSS_AMX=off and =split and the other levels keep today's path for the
+    LM (128-position pieces); an F32 file never goes through BF16."""
+    out = {p: run_py(_ROUTES, str(p), str(JFK), mode, level=level)
+           for p in (tiny_transcribe_gguf_f16, tiny_transcribe_gguf_f32)}
+    r = {}
+    for p, o in out.items():
+        assert o.returncode == 0, o.stderr[-2000:]
+        r[p] = json.loads(o.stdout.strip().splitlines()[-1])
+    f16, f32 = r[tiny_transcribe_gguf_f16], r[tiny_transcribe_gguf_f32]
+    assert f16["n_prompt"] > 16  # a prefill the tiles take
+    assert f32["lm_amx"] == [] and f32["routed"] == 0 and f32["chunk"] == 128
+    if mode == "" and level == "amx":
+        assert f16["lm_amx"] and all(k.startswith("AMX f16 llm.") for k in f16["lm_amx"]) and f16["routed"] > 0, f16
+        assert f16["chunk"] == 256  # prefill pieces on the tiles (model.PREFILL_CHUNK_AMX)
+    else:
+        assert f16["lm_amx"] == [] and f16["routed"] == 0 and f16["chunk"] == 128, f16

@@ -13,6 +13,7 @@
 #include <pybind11/stl.h>
 
 #include "cpu/amx.h"
+#include "cpu/amx_dequant.h"
 #include "cpu/gemm.h"
 #include "cpu/attention.h"
 #include "cpu/gemv.h"
@@ -362,6 +363,81 @@ void bind_bench(py::module_& m) {
         },
         py::arg("rows"), py::arg("k"), py::arg("n"), py::arg("nth") = 1, py::arg("reps") = 5, py::arg("split") = false,
         "Best ms of our AMX product (activation conversion included) for a rows x k weight and n activation rows.");
+    m.def(
+        "amx_dequant_test",
+        [](const std::string& type_name, py::array_t<float, py::array::c_style | py::array::forcecast> w,
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth) {
+            const ggml_type type = type_name == "bf16" ? GGML_TYPE_BF16 : parse_quant_type(type_name);
+            if (!cpu::amx_dequant_supports(type) || w.ndim() != 2 || x.ndim() != 2 || x.shape(1) != w.shape(1) || nth < 1)
+                throw InputError("amx_dequant_test: type q4_k|q8_0|f16|bf16, w [rows, k], x [n, k], nth >= 1");
+            if (!cpu::amx_usable()) throw InputError("amx_dequant_test: this CPU or OS cannot run the AMX tiles");
+            const int64_t rows = w.shape(0), k = w.shape(1), n = x.shape(0);
+            if (k % ggml_blck_size(type) != 0) throw InputError("amx_dequant_test: k must be whole blocks");
+            const size_t rb = ggml_row_size(type, k);
+            std::vector<uint8_t> q(rb * size_t(rows));
+            ggml_quantize_chunk(type, w.data(), q.data(), 0, rows, k, nullptr);
+            py::array_t<float> deq({rows, k});
+            const auto* tt = ggml_get_type_traits(type);
+            for (int64_t r = 0; r < rows; ++r) tt->to_float(q.data() + r * rb, deq.mutable_data() + r * k, k);
+            const int64_t n_pad = cpu::amx_rows_pad(n);
+            std::vector<uint16_t> xb(size_t(n_pad * cpu::amx_k_pad(k)));
+            // as the two ggml custom ops with nth threads: rows converted, then each thread's 32-row blocks
+            for (int t = 0; t < nth; ++t)
+                cpu::amx_convert_rows(x.data(), k, n, k, n_pad * t / nth, n_pad * (t + 1) / nth, xb.data(), nullptr);
+            py::array_t<float> y({n, rows});
+            std::vector<uint16_t> scratch(cpu::amx_dequant_scratch_bytes(k) / 2 + 32);
+            uint16_t* s64 = scratch.data() + (32 - reinterpret_cast<uintptr_t>(scratch.data()) % 64 / 2) % 32;
+            for (int t = 0; t < nth; ++t) {
+                int64_t r0, r1;
+                cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
+                if (r0 < r1) cpu::amx_gemm_dequant(type, q.data(), rb, k, r0, r1, xb.data(), n, y.mutable_data(), rows, s64);
+            }
+            return py::make_tuple(y, deq);
+        },
+        py::arg("type"), py::arg("w"), py::arg("x"), py::arg("nth") = 1,
+        "(y, dequantized w): y = x @ w.T on the AMX tiles with w quantized to `type` and dequantized block by block "
+        "(the decoder's prefill path; tests).");
+    m.def(
+        "amx_dequant_bench",
+        [](const std::string& type_name, int64_t rows, int64_t k, int64_t n, int nth, int reps) {
+            const ggml_type type = type_name == "bf16" ? GGML_TYPE_BF16 : parse_quant_type(type_name);
+            if (!cpu::amx_usable()) throw InputError("amx_dequant_bench: this CPU or OS cannot run the AMX tiles");
+            if (!cpu::amx_dequant_supports(type) || rows < 1 || k < 1 || k % ggml_blck_size(type) != 0 || n < 1 ||
+                nth < 1 || reps < 1)
+                throw InputError("amx_dequant_bench: type q4_k|q8_0|f16|bf16, sizes >= 1 (k whole blocks), nth, reps >= 1");
+            py::gil_scoped_release nogil;
+            std::vector<float> w(size_t(rows * k)), x(size_t(n * k), 0.5f), y(size_t(n * rows));
+            for (size_t i = 0; i < w.size(); ++i) w[i] = float(int(i * 2654435761u % 2001) - 1000) * 1e-3f;
+            const size_t rb = ggml_row_size(type, k);
+            std::vector<uint8_t> q(rb * size_t(rows));
+            ggml_quantize_chunk(type, w.data(), q.data(), 0, rows, k, nullptr);
+            const int64_t n_pad = cpu::amx_rows_pad(n);
+            std::vector<uint16_t> xb(size_t(n_pad * cpu::amx_k_pad(k)));
+            std::vector<std::vector<uint16_t>> scratch(size_t(nth), std::vector<uint16_t>(cpu::amx_dequant_scratch_bytes(k) / 2));
+            double best_all = 1e30, best_dq = 1e30;
+            for (int rep = 0; rep < reps; ++rep) {
+                const double ms = run_threads_ms(nth, [&](int t) {
+                    cpu::amx_convert_rows(x.data(), k, n, k, n_pad * t / nth, n_pad * (t + 1) / nth, xb.data(), nullptr);
+                });
+                best_all = std::min(best_all, ms + run_threads_ms(nth, [&](int t) {
+                    int64_t r0, r1;
+                    cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
+                    if (r0 < r1) cpu::amx_gemm_dequant(type, q.data(), rb, k, r0, r1, xb.data(), n, y.data(), rows,
+                                                       scratch[size_t(t)].data());
+                }));
+                best_dq = std::min(best_dq, run_threads_ms(nth, [&](int t) {  // the dequantizing alone
+                    int64_t r0, r1;
+                    cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
+                    for (int64_t r = r0; r < r1; r += cpu::kAmxDequantRows)
+                        cpu::amx_dequant_tiles(type, q.data(), rb, k, r, std::min(cpu::kAmxDequantRows, r1 - r),
+                                               scratch[size_t(t)].data());
+                }));
+            }
+            return std::make_pair(best_all, best_dq);  // converted after the GIL is back
+        },
+        py::arg("type"), py::arg("rows"), py::arg("k"), py::arg("n"), py::arg("nth") = 1, py::arg("reps") = 5,
+        "(best ms of the whole product, best ms of the dequantizing alone): the prefill path on the tiles for a "
+        "rows x k weight of `type` and n activation rows (benchmarks).");
     m.def(
         "amx_peak",
         [](int nth, int64_t iters) {

@@ -176,12 +176,15 @@ void AudioLM::pack_for_amx() {
     }
     if (m == "off" || m == "0" || cpu::active_level() != cpu::Level::amx || !cpu::amx_usable()) return;
     const bool split = m == "split";
-    for (ggml_tensor* t : file_->tensors()) {
-        const std::string name = ggml_get_name(t);
-        // The audio side: what the quantizer keeps at source precision (encoder, adapter/adaptor, mergers).
+    // The audio side: what the quantizer keeps at source precision (encoder, adapter/adaptor, mergers).
+    auto audio_side = [&](const std::string& name) {
         bool audio = false;
         for (const std::string& p : spec().keep_prefixes) audio = audio || name.rfind(p, 0) == 0;
-        if (!audio || t->type != GGML_TYPE_F16 || !t->buffer || !ggml_backend_buffer_is_host(t->buffer)) continue;
+        return audio;
+    };
+    for (ggml_tensor* t : file_->tensors()) {
+        const std::string name = ggml_get_name(t);
+        if (!audio_side(name) || t->type != GGML_TYPE_F16 || !t->buffer || !ggml_backend_buffer_is_host(t->buffer)) continue;
         const bool conv = ggml_n_dims(t) == 4 && t->ne[0] == 3 && t->ne[1] == 3;  // [3, 3, C, OC] kernels
         if (!conv && ggml_n_dims(t) != 2) continue;
         const int64_t rows = conv ? t->ne[3] : t->ne[1], k = conv ? 9 * t->ne[2] : t->ne[0];
@@ -192,6 +195,13 @@ void AudioLM::pack_for_amx() {
         amx_.push_back(std::move(pw));
         // Every product of t now reads the copy: its F16 pages (read once for it) need not stay resident.
         file_->release_pages(t->data, ggml_nbytes(t));
+    }
+    // The LM's matrices (Q4_K/Q8_0/F16/BF16, host memory): prefill products on the tiles, dequantized block by
+    // block per product (cpu/amx_dequant.h), no copy. Not with `split` (it promises about F16 accuracy; BF16
+    // weights-after-dequant do not give that): the LM keeps the matrix-vector kernels and ggml's there.
+    if (split) return;
+    for (ggml_tensor* t : file_->tensors()) {
+        if (!audio_side(ggml_get_name(t)) && nn::amx_attach_dequant(t)) ++placement_.amx_prefill_weights;
     }
 }
 

@@ -110,6 +110,7 @@ struct Placement {
     bool full = false;                    // every weight on the device
     size_t device_bytes = 0;              // weight bytes copied to the device
     size_t amx_bytes = 0;                 // host bytes of the weights' AMX copies (AudioLM::pack_for_amx)
+    int amx_prefill_weights = 0;          // LM matrices whose prefill products run on the tiles (no copy)
     std::string notice;                   // "auto" fell back to the CPU (see BackendChoice)
     // Memory for layer il's KV cache.
     ggml_backend_buffer_type_t kv_buft(int il) const;
@@ -163,7 +164,9 @@ private:
     void copy_head(const std::string& type);
     // At the amx CPU level (cpu/amx.h): the encoder's, adapters' and DeepStack mergers' F16 matrices and conv
     // kernels (host memory) copied to the tiles' BF16 layout, their products routed there (nn::amx_attach), and
-    // the F16 pages released (nothing else reads them). CRISPMOSS_AMX=split: the exact split, =off: none.
+    // the F16 pages released (nothing else reads them); the LM's Q4_K/Q8_0/F16/BF16 matrices routed to the tiles
+    // for prefill-sized products, dequantized per product (nn::amx_attach_dequant, no copy). CRISPMOSS_AMX=split:
+    // the exact split for the audio side and today's kernels for the LM, =off: none.
     void pack_for_amx();
     std::vector<std::unique_ptr<cpu::AmxMatrix>> amx_;
     // The file's optional audio.mel_filters / audio.mel_window (written by converters, published files carry them)

@@ -4,10 +4,13 @@
 #include <cmath>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "cpu/amx.h"
+#include "cpu/amx_dequant.h"
 #include "cpu/gemm.h"
 #include "cpu/gemv.h"
 #include "errors.h"
@@ -265,13 +268,18 @@ void amx_norm_rows_op(ggml_tensor* dst, int ith, int nth, void* ud) {
                        dst->ne[2] == 2 ? hi + amx_plane(dst) : nullptr);
 }
 
-// x's rows as the tiles' operand for w's copy.
-ggml_tensor* amx_rows(ggml_context* ctx, const cpu::AmxMatrix& m, ggml_tensor* x) {
+// x's rows as the tiles' operand for weights of k_pad values a row (split: hi and lo planes).
+ggml_tensor* amx_rows(ggml_context* ctx, int64_t k_pad, bool split, ggml_tensor* x) {
     ggml_tensor* xa[1] = {x};
-    ggml_tensor* xb = ggml_custom_4d(ctx, GGML_TYPE_BF16, m.k_pad, amx_operand_rows(x->ne[1]), m.split ? 2 : 1, 1, xa, 1,
+    ggml_tensor* xb = ggml_custom_4d(ctx, GGML_TYPE_BF16, k_pad, amx_operand_rows(x->ne[1]), split ? 2 : 1, 1, xa, 1,
                                      amx_rows_op, GGML_N_TASKS_MAX, nullptr);
     ggml_set_name(xb, "amx rows");
     return xb;
+}
+
+// x's rows as the tiles' operand for w's copy.
+ggml_tensor* amx_rows(ggml_context* ctx, const cpu::AmxMatrix& m, ggml_tensor* x) {
+    return amx_rows(ctx, m.k_pad, m.split, x);
 }
 
 bool amx_takes(const ggml_tensor* x) {
@@ -290,6 +298,49 @@ ggml_tensor* amx_linear(ggml_context* ctx, ggml_tensor* w, const AmxEntry& e, gg
     return y;
 }
 
+// Weights whose prefill products run on the tiles, dequantized block by block (AudioLM::pack_for_amx: the LM's
+// Q4_K/Q8_0/F16/BF16 matrices at the amx level; no copy of theirs is kept).
+std::unordered_set<const ggml_tensor*> g_amx_dequant;
+
+bool amx_dequant_of(const ggml_tensor* w) {
+    if (!w) return false;
+    std::lock_guard<std::mutex> lock(g_amx_mu);
+    return g_amx_dequant.count(w) != 0;
+}
+
+// A prefill-sized product of such a weight: more activation rows than the matrix-vector kernels take (decode
+// steps of up to kMaxGemvRows sequences keep those, bit for bit as alone), F32 rows, a plain 2-D weight.
+bool use_amx_dequant(const ggml_tensor* w, const ggml_tensor* x) {
+    return x->ne[1] > cpu::kMaxGemvRows && amx_takes(x) && x->nb[1] % sizeof(float) == 0 && w->ne[2] == 1 &&
+           w->ne[3] == 1 && cpu::amx_dequant_supports(w->type) && w->ne[0] % ggml_blck_size(w->type) == 0 &&
+           amx_dequant_of(w);
+}
+
+// ggml custom op: dst = src[0] x src[1] (amx_rows_op's operand) on the tiles, each thread dequantizing its
+// 32-row blocks of the weight into a scratch of its own (cpu::amx_gemm_dequant).
+void amx_dequant_op(ggml_tensor* dst, int ith, int nth, void*) {
+    const ggml_tensor* w = dst->src[0];
+    int64_t r0, r1;
+    cpu::amx_thread_rows(w->ne[1], ith, nth, &r0, &r1);
+    if (r0 >= r1) return;
+    const size_t bytes = cpu::amx_dequant_scratch_bytes(w->ne[0]);
+    auto* scratch = static_cast<uint16_t*>(::operator new(bytes, std::align_val_t(64)));
+    cpu::amx_gemm_dequant(w->type, w->data, w->nb[1], w->ne[0], r0, r1, amx_hi(dst->src[1]),
+                          dst->ne[1], static_cast<float*>(dst->data), dst->nb[1] / sizeof(float), scratch);
+    ::operator delete(scratch, std::align_val_t(64));
+}
+
+// W x on the tiles for a dequantized weight; xb: x already converted (amx_lm_operand) or nullptr.
+ggml_tensor* amx_dequant_product(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x, ggml_tensor* xb) {
+    const int64_t kp = cpu::amx_k_pad(w->ne[0]);
+    if (!xb || xb->ne[0] != kp || xb->ne[2] != 1 || xb->src[0] != x) xb = amx_rows(ctx, kp, false, x);
+    ggml_tensor* args[2] = {w, xb};
+    ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, amx_dequant_op,
+                                    GGML_N_TASKS_MAX, nullptr);
+    ggml_format_name(y, "amx %s", w->name);
+    return y;
+}
+
 // ggml custom op: dst = GELU(src[0]) elementwise, in 16-value-aligned slices per thread.
 void gelu_op(ggml_tensor* dst, int ith, int nth, void*) {
     const int64_t n = ggml_nelements(dst);
@@ -302,11 +353,29 @@ void gelu_op(ggml_tensor* dst, int ith, int nth, void*) {
 
 void amx_attach(const ggml_tensor* w, const cpu::AmxMatrix* m) {
     std::lock_guard<std::mutex> lock(g_amx_mu);
+    g_amx_dequant.erase(w);
     if (m) {
         g_amx[w] = std::make_unique<AmxEntry>(AmxEntry{{m, false}, {m, true}});
     } else {
         g_amx.erase(w);
     }
+}
+
+bool amx_attach_dequant(const ggml_tensor* w) {
+    if (!w || !cpu::amx_dequant_supports(w->type) || ggml_n_dims(w) != 2 || !w->buffer ||
+        !ggml_backend_buffer_is_host(w->buffer) || w->ne[0] % ggml_blck_size(w->type) != 0)
+        return false;
+    std::lock_guard<std::mutex> lock(g_amx_mu);
+    g_amx.erase(w);
+    g_amx_dequant.insert(w);
+    return true;
+}
+
+ggml_tensor* amx_lm_operand(ggml_context* ctx, ggml_tensor* x, std::initializer_list<const ggml_tensor*> ws) {
+    for (const ggml_tensor* w : ws) {
+        if (!use_amx_dequant(w, x) || w->ne[0] != x->ne[0]) return nullptr;
+    }
+    return amx_rows(ctx, cpu::amx_k_pad(x->ne[0]), false, x);
 }
 
 ggml_tensor* amx_operand(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* w) {
@@ -344,8 +413,9 @@ ggml_tensor* gelu_erf(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* near
     return y;
 }
 
-ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x) {
+ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x, ggml_tensor* amx_x) {
     if (const AmxEntry* e = amx_of(w); e && amx_takes(x)) return amx_linear(ctx, w, *e, x, nullptr, false, nullptr);
+    if (use_amx_dequant(w, x)) return amx_dequant_product(ctx, w, x, amx_x);
     // The transpose is a graph node of its own, so ggml's threads share it before the product starts.
     if (use_gemm(w, x)) return gemm_t(ctx, w, transposed(ctx, x));
     if (!use_gemv(w, x)) return ggml_mul_mat(ctx, w, x);
@@ -410,7 +480,8 @@ GatedMLP GatedMLP::load(const ModelFile& f, const std::string& gate, const std::
 }
 
 ggml_tensor* GatedMLP::operator()(ggml_context* ctx, ggml_tensor* x) const {
-    ggml_tensor* h = ggml_swiglu_split(ctx, mul_mat(ctx, gate, x), mul_mat(ctx, up, x));
+    ggml_tensor* xb = amx_lm_operand(ctx, x, {gate, up});  // one conversion for both on the tiles
+    ggml_tensor* h = ggml_swiglu_split(ctx, mul_mat(ctx, gate, x, xb), mul_mat(ctx, up, x, xb));
     return mul_mat(ctx, down, h);
 }
 

@@ -13,13 +13,24 @@ struct AmxMatrix;
 
 namespace cm::nn {
 
-// W x: ggml_mul_mat, or for one activation row against Q4_K/Q8_0/F16 weights in host memory our AVX-512
-// matrix-vector kernel (cpu/gemv.h) where the CPU has it.
-ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x);
+// W x: ggml_mul_mat, or for 1..kMaxGemvRows activation rows against Q4_K/Q8_0/F16 weights in host memory our
+// matrix-vector kernel (cpu/gemv.h) where the CPU has it; more rows of a weight given to amx_attach_dequant (the
+// decoder's prefill at the amx level) on the tiles (cpu/amx_dequant.h). amx_x: x already converted for the tiles
+// (amx_lm_operand, shared by products of the same x), or nullptr.
+ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x, ggml_tensor* amx_x = nullptr);
 
 // Gives weight w an AMX copy (cpu/amx.h; nullptr takes it away): from then on mul_mat and the conv stem run all
 // of w's products on the tiles. The caller keeps m alive while attached (AudioLM::pack_for_amx).
 void amx_attach(const ggml_tensor* w, const cpu::AmxMatrix* m);
+
+// Routes w's prefill-sized products (more than kMaxGemvRows F32 activation rows) to the tiles, each thread
+// dequantizing 32-row blocks as it goes (no copy kept): Q4_K/Q8_0/F16/BF16 2-D weights in host memory; false
+// (nothing changed) for others. amx_attach(w, nullptr) takes it away.
+bool amx_attach_dequant(const ggml_tensor* w);
+
+// x converted once for the tiles' products of every weight in ws (q/k/v, gate/up): nullptr unless each of them
+// takes x on the tiles as amx_attach_dequant routes it. Pass it to mul_mat.
+ggml_tensor* amx_lm_operand(ggml_context* ctx, ggml_tensor* x, std::initializer_list<const ggml_tensor*> ws);
 
 // GELU (erf form). On the CPU (judged by `near`, a weight of the same part of the graph: its buffer is host
 // memory) and with AVX-512, our vectorized kernel (cpu/gemv.h); else ggml_gelu_erf.

@@ -137,9 +137,10 @@ Qkv attention_inputs(ggml_context* ctx, const Qwen3Config& cfg, const Qwen3Layer
                      ggml_tensor* t_pos, int n) {
     const int64_t hd = cfg.head_dim;
     ggml_tensor* h = nn::rms_norm(ctx, x, l.attn_norm, cfg.rms_eps);
-    ggml_tensor* q = ggml_reshape_3d(ctx, nn::mul_mat(ctx, l.wq, h), hd, cfg.n_head, n);
-    ggml_tensor* k = ggml_reshape_3d(ctx, nn::mul_mat(ctx, l.wk, h), hd, cfg.n_head_kv, n);
-    ggml_tensor* v = nn::mul_mat(ctx, l.wv, h);
+    ggml_tensor* hb = nn::amx_lm_operand(ctx, h, {l.wq, l.wk, l.wv});  // prefill on the tiles: h converted once
+    ggml_tensor* q = ggml_reshape_3d(ctx, nn::mul_mat(ctx, l.wq, h, hb), hd, cfg.n_head, n);
+    ggml_tensor* k = ggml_reshape_3d(ctx, nn::mul_mat(ctx, l.wk, h, hb), hd, cfg.n_head_kv, n);
+    ggml_tensor* v = nn::mul_mat(ctx, l.wv, h, hb);
     q = nn::rms_norm(ctx, q, l.q_norm, cfg.rms_eps);
     k = nn::rms_norm(ctx, k, l.k_norm, cfg.rms_eps);
     q = ggml_rope_ext(ctx, q, t_pos, nullptr, hd, GGML_ROPE_TYPE_NEOX, 0, cfg.rope_theta, 1.0f, 0.0f, 1.0f, 0.0f, 0.0f);

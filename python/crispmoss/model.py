@@ -39,6 +39,11 @@ OFFICIAL_SAMPLING = {k: SAMPLING_PRESETS["official"][k] for k in ("temperature",
 # sequences already running, so it never stalls them for more than one piece. Part of a sequence's arithmetic
 # (results are bit-identical for any batch, but not across different piece sizes), so it is fixed.
 PREFILL_CHUNK = 128
+# Where the decoder's prefill runs on the AMX tiles (Model.placement["amx_prefill_weights"] > 0), each piece
+# dequantizes every LM weight once (cpu/amx_dequant.h): pieces of 256 halve that cost per prompt position (an 11 s
+# clip's ~153-position prompt is one piece), and one such piece still takes less time than a 128-position piece
+# on the avx512 kernels, so running sequences are stalled no longer than before (benchmarks/RESULTS.md).
+PREFILL_CHUNK_AMX = 256
 # Most sequences one decode graph takes through our matrix-vector kernels (cpu/gemv.h: kMaxGemvRows).
 MAX_BATCH_ROWS = 16
 
@@ -278,7 +283,8 @@ class Model:
         self.batch_size = self.default_batch_size() if batch_size is None else _batch_size(batch_size)
         # The engine: one worker thread that runs encoders, prefill chunks and batched decode steps for every
         # session of this Model.
-        self._core.engine(self.n_threads, max_batch=self.batch_size, prefill_chunk=PREFILL_CHUNK)
+        self.prefill_chunk = PREFILL_CHUNK_AMX if self.placement.get("amx_prefill_weights") else PREFILL_CHUNK
+        self._core.engine(self.n_threads, max_batch=self.batch_size, prefill_chunk=self.prefill_chunk)
 
     # --- properties -----------------------------------------------------------------------------------------
     @property
