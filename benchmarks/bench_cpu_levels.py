@@ -46,7 +46,7 @@ from typing import Any, Dict, List
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _harness  # noqa: E402
-from _tree import use_tree  # noqa: E402
+from _tree import other_build, package_with_core, use_tree  # noqa: E402
 
 use_tree()
 
@@ -71,6 +71,7 @@ def worker(a: Dict[str, Any]) -> Dict[str, Any]:
             st = sorted(b.decode(pos, a["steps"]))
         med = st[len(st) // 2]
         res["decode"][str(pos)] = {"step_ms_median": round(med, 3), "tok_per_s": round(1000 / med, 2),
+                                   "cpu_ms_per_step": round(1000 * m.own_cpu_s / len(st), 1),
                                    "other_cores": round(m.other_cores, 2)}
     if res["level"] != "none":
         for qtype in a["gemv_types"]:
@@ -90,27 +91,10 @@ def run_worker(level: str, args: Dict[str, Any], timeout: float = 1800, attn: st
     env.pop("CRISPMOSS_ATTN", None)
     if attn:
         env["CRISPMOSS_ATTN"] = attn
-    if package:  # another build's module: its package folder first, this tree's not put ahead of it
-        env["PYTHONPATH"] = package + os.pathsep + env.get("PYTHONPATH", "")
-        env["CRISPMOSS_TEST_INSTALLED"] = "1"
+    if package:  # another build's module
+        env = other_build(env, package)
     r = _harness.run_worker(__file__, [], args, timeout=timeout, env=env)
     return {"ok": True, **r["result"]} if r["ok"] else {"ok": False, "error": r["error"]}
-
-
-def package_with_core(build_dir: str, tmp: Path) -> str:
-    """A folder holding a crispmoss package that is this tree's Python files with the _core module built in
-    build_dir (symbolic links): PYTHONPATH for a worker that runs that build."""
-    cores = sorted(Path(build_dir).glob("_core*.so")) + sorted(Path(build_dir).glob("_core*.pyd"))
-    if not cores:
-        raise SystemExit(f"no _core module in {build_dir}: cmake --build {build_dir} --target _core")
-    src = HERE.parent / "python" / "crispmoss"
-    pkg = tmp / "other-build" / "crispmoss"
-    pkg.mkdir(parents=True)
-    for p in src.iterdir():
-        if not p.name.startswith(("_core", ".")) and p.name != "__pycache__":
-            (pkg / p.name).symlink_to(p.resolve())
-    (pkg / cores[0].name).symlink_to(cores[0].resolve())
-    return str(pkg.parent)
 
 
 def smoke_model(tmp: Path) -> str:

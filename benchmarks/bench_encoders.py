@@ -10,7 +10,9 @@ reference in bfloat16 and against the AMX unit's measured peak, on the full-size
 
 Per level, in a fresh process with CRISPMOSS_CPU set (the level is fixed per process): ``avx2``, ``avx512`` (the
 FMA kernels of cpp/cpu/gemm.cpp), ``amx`` (the BF16 tiles, cpp/cpu/amx.cpp; ``amx-split``: the same with
-CRISPMOSS_AMX=split, the exact 3-product split), ``ggml`` (our kernels off). Ours is the encode time a
+CRISPMOSS_AMX=split, the exact 3-product split), ``ggml`` (our kernels off); with ``--ggml-build DIR`` also
+``ggml-build``: ggml's kernels from the ``_core`` module built in DIR (bench_cpu_levels.py shows how to build it
+for AVX2 only, #18's reference for our ``avx2`` level). Ours is the encode time a
 transcription reports (``Transcript.timings["encode_ms"]``, here read from the session after set_audio), best of
 --reps. The PyTorch peer (benchmarks/peer_torch.py, transformers' modules, sdpa, torch.set_num_threads) runs the
 same weights in bfloat16 (oneDNN on the AMX tiles where the CPU has them). At the amx level also: one profiled
@@ -36,7 +38,7 @@ from typing import Any, Dict, List
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _harness  # noqa: E402
-from _tree import use_tree  # noqa: E402
+from _tree import other_build, package_with_core, use_tree  # noqa: E402
 
 use_tree()
 
@@ -59,7 +61,8 @@ def worker_ours(a: Dict[str, Any]) -> Dict[str, Any]:
     from machine import CpuMeter
 
     model = _core.Model(a["path"])
-    res: Dict[str, Any] = {"level": _core.cpu_level(), "amx_bytes": model.placement["amx_bytes"], "clips": {}}
+    res: Dict[str, Any] = {"level": _core.cpu_level(), "amx_bytes": model.placement["amx_bytes"], "clips": {},
+                           "core": os.path.realpath(_core.__file__)}  # which build ran
     s = _core.Session(model, n_threads=a["threads"], kv_type="f16")
     s.set_audio(_clip(2.0))  # warm-up: thread pool, first touch of the weights
     for sec in a["clips"]:
@@ -68,9 +71,10 @@ def worker_ours(a: Dict[str, Any]) -> Dict[str, Any]:
         for _ in range(a["reps"]):
             with CpuMeter() as m:
                 s.set_audio(audio)
-            runs.append((s.audio_timings()["encode_ms"], m.other_cores))
+            runs.append((s.audio_timings()["encode_ms"], m.other_cores, m.own_cpu_s))
         best = min(runs)
         res["clips"][f"{sec:g}s"] = {"encode_ms": round(best[0], 1), "other_cores": round(best[1], 2),
+                                     "cpu_ms": round(1000 * best[2]),  # the set_audio's (mel + encode) CPU time
                                      "all_ms": [round(r[0], 1) for r in runs]}
     if a.get("profile") and res["level"] == "amx":
         res["profile"] = profile_once(a, model)
@@ -172,6 +176,8 @@ def main() -> int:
     ap.add_argument("--levels", nargs="+", default=list(DEFAULT_LEVELS), choices=LEVELS)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3, help="encodes per clip (the best is taken)")
+    ap.add_argument("--ggml-build", metavar="DIR",
+                    help="also ggml's kernels from the _core module built in DIR (e.g. -DCRISPMOSS_NATIVE=OFF)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     ap.add_argument("--smoke", action="store_true", help="tiny random model, no peer: checks the script")
     ap.add_argument("--out", help="JSON path (default benchmarks/results/encoders-<time>.json)")
@@ -190,8 +196,12 @@ def main() -> int:
     if "amx" in levels and not _core.amx_usable():
         levels = [lv for lv in levels if not lv.startswith("amx")]
     tmp = tempfile.TemporaryDirectory()
+    if args.ggml_build:
+        levels.append("ggml-build")
+        other = package_with_core(args.ggml_build, Path(tmp.name))
     report: Dict[str, Any] = {"time": _dt.datetime.now().isoformat(timespec="seconds"), "best_level": best,
-                              "amx_usable": _core.amx_usable(), "threads": args.threads, "models": {}}
+                              "amx_usable": _core.amx_usable(), "threads": args.threads, "models": {},
+                              "ggml_build": args.ggml_build}
     clips: List[float] = [2.0] if args.smoke else args.clips
     for arch in (["moss_transcribe"] if args.smoke else args.arch):
         if args.smoke:
@@ -210,7 +220,10 @@ def main() -> int:
         for lv in levels:
             a = {"path": path, "threads": args.threads, "clips": clips, "reps": 1 if args.smoke else args.reps,
                  "profile": lv == "amx" and not args.smoke, "profile_clip": 11.0}
-            entry["levels"][lv] = run_worker("ours", a, level_env(lv))
+            env = level_env(lv)
+            if lv == "ggml-build":
+                env = other_build(dict(os.environ, CRISPMOSS_CPU="ggml"), other)
+            entry["levels"][lv] = run_worker("ours", a, env)
         if not (args.no_torch or args.smoke):
             from make_models import hf_checkpoint
 
@@ -243,12 +256,12 @@ def print_table(report: Dict[str, Any]) -> None:
                 continue
             print("  " + f"{name:>16}" + "".join(
                 f"{e['clips'][c]['encode_ms']:>14.0f} [{e['clips'][c]['other_cores']:4.1f}]" for c in clips))
-        t = m.get("torch")
-        if t and t.get("ok"):
-            for lv, e in m["levels"].items():
-                if e.get("ok"):
-                    r = [t["clips"][c]["encode_ms"] / e["clips"][c]["encode_ms"] for c in clips]
-                    print(f"  torch bf16 / ours {lv}: " + "  ".join(f"{c} {x:.2f}x" for c, x in zip(clips, r)))
+        for ref_name, ref in (("torch bf16", m.get("torch")), ("ggml-build", m["levels"].get("ggml-build"))):
+            if ref and ref.get("ok"):
+                for lv, e in m["levels"].items():
+                    if e.get("ok") and lv != "ggml-build":
+                        r = [ref["clips"][c]["encode_ms"] / e["clips"][c]["encode_ms"] for c in clips]
+                        print(f"  {ref_name} / ours {lv}: " + "  ".join(f"{c} {x:.2f}x" for c, x in zip(clips, r)))
         amx = m["levels"].get("amx", {})
         if amx.get("ok") and "profile" in amx:
             p, k = amx["profile"], amx["kernels"]
