@@ -19,7 +19,8 @@ Per level, in a fresh process with CRISPMOSS_CPU set (the level is fixed per pro
 - ``avx2``, ``avx512``, ``amx``: our kernels at that level (amx runs the avx512 matrix-vector kernels).
 - ``ggml-build``: with ``--ggml-build DIR``, ggml's own kernels (CRISPMOSS_CPU=ggml) from the ``_core`` module
   built in DIR, loaded in its worker process instead of this tree's: with ``-DCRISPMOSS_NATIVE=OFF`` that is
-  ggml built for AVX2 + FMA + F16C only, the reference #18 sets for our AVX2 level;
+  ggml built for AVX2 + FMA + F16C only, the reference #18 sets for our AVX2 level; ``avx2-build``: our avx2
+  level in that module (ggml's remaining ops compiled as that build did: what an AVX2-only machine runs);
 - ``<level>/ggml-attn`` (``--attn-ab``): that level with ggml's per-sequence flash attention instead of our
   decode-attention op (CRISPMOSS_ATTN=ggml), the op's A/B in the same run.
 Levels the CPU lacks are skipped. Measured: single-token decode (DecoderBench.decode, as run.py) at context
@@ -162,12 +163,15 @@ def main() -> int:
         runs = [(lv, lv, "", None) for lv in levels]
         if args.ggml_build:
             runs.insert(1 if "ggml" in levels else 0, ("ggml-build", "ggml", "", other))
+            if "avx2" in levels:
+                runs.append(("avx2-build", "avx2", "", other))
         if args.attn_ab:
             runs += [(f"{lv}/ggml-attn", lv, "ggml", None) for lv in levels if lv != "ggml"]
         for name, lv, attn, package in runs:
             # the kernel-alone numbers once per level (they do not depend on the model)
             a = {"path": path, "threads": args.threads, "positions": list(positions), "steps": steps,
-                 "gemv_types": list(shapes) if t == next(iter(models)) and not attn else [], "gemv_shapes": shapes,
+                 "gemv_types": list(shapes) if t == next(iter(models)) and not (attn or package) else [],
+                 "gemv_shapes": shapes,
                  "gemv_reps": reps}
             t0 = time.time()
             entry["levels"][name] = run_worker(lv, a, attn=attn, package=package)

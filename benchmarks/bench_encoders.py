@@ -12,9 +12,10 @@ Per level, in a fresh process with CRISPMOSS_CPU set (the level is fixed per pro
 FMA kernels of cpp/cpu/gemm.cpp), ``amx`` (the BF16 tiles, cpp/cpu/amx.cpp; ``amx-split``: the same with
 CRISPMOSS_AMX=split, the exact 3-product split), ``ggml`` (our kernels off); with ``--ggml-build DIR`` also
 ``ggml-build``: ggml's kernels from the ``_core`` module built in DIR (bench_cpu_levels.py shows how to build it
-for AVX2 only, #18's reference for our ``avx2`` level). Ours is the encode time a
-transcription reports (``Transcript.timings["encode_ms"]``, here read from the session after set_audio), best of
---reps. The PyTorch peer (benchmarks/peer_torch.py, transformers' modules, sdpa, torch.set_num_threads) runs the
+for AVX2 only, #18's reference for our ``avx2`` level), and ``avx2-build``: our avx2 level in that module (with
+ggml's remaining ops, attention and norms, compiled as that build did: what an AVX2-only machine runs). Ours is
+the encode time a transcription reports (``Transcript.timings["encode_ms"]``, here read from the session after
+set_audio), best of --reps. The PyTorch peer (benchmarks/peer_torch.py, transformers' modules, sdpa, torch.set_num_threads) runs the
 same weights in bfloat16 (oneDNN on the AMX tiles where the CPU has them). At the amx level also: one profiled
 encode (CRISPMOSS_PROFILE) for the matrix products' share and FLOP/s, and the kernels alone: the tile unit's
 peak (TDPBF16PS on resident tiles, ``_core.amx_peak``), our AMX product and our FMA F16 kernel against
@@ -197,7 +198,7 @@ def main() -> int:
         levels = [lv for lv in levels if not lv.startswith("amx")]
     tmp = tempfile.TemporaryDirectory()
     if args.ggml_build:
-        levels.append("ggml-build")
+        levels += ["ggml-build"] + (["avx2-build"] if "avx2" in levels else [])
         other = package_with_core(args.ggml_build, Path(tmp.name))
     report: Dict[str, Any] = {"time": _dt.datetime.now().isoformat(timespec="seconds"), "best_level": best,
                               "amx_usable": _core.amx_usable(), "threads": args.threads, "models": {},
@@ -221,8 +222,8 @@ def main() -> int:
             a = {"path": path, "threads": args.threads, "clips": clips, "reps": 1 if args.smoke else args.reps,
                  "profile": lv == "amx" and not args.smoke, "profile_clip": 11.0}
             env = level_env(lv)
-            if lv == "ggml-build":
-                env = other_build(dict(os.environ, CRISPMOSS_CPU="ggml"), other)
+            if lv.endswith("-build"):
+                env = other_build(dict(os.environ, CRISPMOSS_CPU=lv.split("-")[0]), other)
             entry["levels"][lv] = run_worker("ours", a, env)
         if not (args.no_torch or args.smoke):
             from make_models import hf_checkpoint
