@@ -19,7 +19,8 @@ Per level, in a fresh process with CRISPMOSS_CPU set (the level is fixed per pro
 - ``avx2``, ``avx512``, ``amx``: our kernels at that level (amx runs the avx512 matrix-vector kernels).
 - ``ggml-build``: with ``--ggml-build DIR``, ggml's own kernels (CRISPMOSS_CPU=ggml) from the ``_core`` module
   built in DIR, loaded in its worker process instead of this tree's: with ``-DCRISPMOSS_NATIVE=OFF`` that is
-  ggml built for AVX2 + FMA + F16C only, the reference #18 sets for our AVX2 level;
+  ggml built for AVX2 + FMA + F16C only, the reference #18 sets for our AVX2 level; ``avx2-build``: our avx2
+  level in that module (ggml's remaining ops compiled as that build did: what an AVX2-only machine runs);
 - ``<level>/ggml-attn`` (``--attn-ab``): that level with ggml's per-sequence flash attention instead of our
   decode-attention op (CRISPMOSS_ATTN=ggml), the op's A/B in the same run.
 Per level of ours also our decode-attention kernel alone at position 1000 (``_core.attention_bench``: the model's
@@ -50,7 +51,7 @@ from typing import Any, Dict, List
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _harness  # noqa: E402
-from _tree import use_tree  # noqa: E402
+from _tree import other_build, package_with_core, use_tree  # noqa: E402
 
 use_tree()
 
@@ -75,6 +76,7 @@ def worker(a: Dict[str, Any]) -> Dict[str, Any]:
             st = sorted(b.decode(pos, a["steps"]))
         med = st[len(st) // 2]
         res["decode"][str(pos)] = {"step_ms_median": round(med, 3), "tok_per_s": round(1000 / med, 2),
+                                   "cpu_ms_per_step": round(1000 * m.own_cpu_s / len(st), 1),
                                    "other_cores": round(m.other_cores, 2)}
     if res["level"] != "none" and a.get("attn_shape"):
         n_layer, n_head, n_kv_head, d = a["attn_shape"]
@@ -103,27 +105,10 @@ def run_worker(level: str, args: Dict[str, Any], timeout: float = 1800, attn: st
     env.pop("CRISPMOSS_ATTN", None)
     if attn:
         env["CRISPMOSS_ATTN"] = attn
-    if package:  # another build's module: its package folder first, this tree's not put ahead of it
-        env["PYTHONPATH"] = package + os.pathsep + env.get("PYTHONPATH", "")
-        env["CRISPMOSS_TEST_INSTALLED"] = "1"
+    if package:  # another build's module
+        env = other_build(env, package)
     r = _harness.run_worker(__file__, [], args, timeout=timeout, env=env)
     return {"ok": True, **r["result"]} if r["ok"] else {"ok": False, "error": r["error"]}
-
-
-def package_with_core(build_dir: str, tmp: Path) -> str:
-    """A folder holding a crispmoss package that is this tree's Python files with the _core module built in
-    build_dir (symbolic links): PYTHONPATH for a worker that runs that build."""
-    cores = sorted(Path(build_dir).glob("_core*.so")) + sorted(Path(build_dir).glob("_core*.pyd"))
-    if not cores:
-        raise SystemExit(f"no _core module in {build_dir}: cmake --build {build_dir} --target _core")
-    src = HERE.parent / "python" / "crispmoss"
-    pkg = tmp / "other-build" / "crispmoss"
-    pkg.mkdir(parents=True)
-    for p in src.iterdir():
-        if not p.name.startswith(("_core", ".")) and p.name != "__pycache__":
-            (pkg / p.name).symlink_to(p.resolve())
-    (pkg / cores[0].name).symlink_to(cores[0].resolve())
-    return str(pkg.parent)
 
 
 def attention_shape(path: str) -> List[int]:
@@ -201,13 +186,16 @@ def main() -> int:
         runs = [(lv, lv, "", None) for lv in levels]
         if args.ggml_build:
             runs.insert(1 if "ggml" in levels else 0, ("ggml-build", "ggml", "", other))
+            if "avx2" in levels:
+                runs.append(("avx2-build", "avx2", "", other))
         if args.attn_ab:
             runs += [(f"{lv}/ggml-attn", lv, "ggml", None) for lv in levels if lv != "ggml"]
         for name, lv, attn, package in runs:
             # the kernel-alone numbers once per level (they do not depend on the model)
             a = {"path": path, "threads": args.threads, "positions": list(positions), "steps": steps,
-                 "gemv_types": list(shapes) if t == next(iter(models)) and not attn else [], "gemv_shapes": shapes,
-                 "gemv_reps": reps, "attn_shape": attention_shape(path) if not attn and lv != "ggml" else None}
+                 "gemv_types": list(shapes) if t == next(iter(models)) and not (attn or package) else [],
+                 "gemv_shapes": shapes, "gemv_reps": reps,
+                 "attn_shape": attention_shape(path) if not attn and lv != "ggml" else None}
             t0 = time.time()
             entry["levels"][name] = run_worker(lv, a, attn=attn, package=package)
             entry["levels"][name]["wall_s"] = round(time.time() - t0, 1)

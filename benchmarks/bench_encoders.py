@@ -10,9 +10,12 @@ reference in bfloat16 and against the AMX unit's measured peak, on the full-size
 
 Per level, in a fresh process with CRISPMOSS_CPU set (the level is fixed per process): ``avx2``, ``avx512`` (the
 FMA kernels of cpp/cpu/gemm.cpp), ``amx`` (the BF16 tiles, cpp/cpu/amx.cpp; ``amx-split``: the same with
-CRISPMOSS_AMX=split, the exact 3-product split), ``ggml`` (our kernels off). Ours is the encode time a
-transcription reports (``Transcript.timings["encode_ms"]``, here read from the session after set_audio), best of
---reps. The PyTorch peer (benchmarks/peer_torch.py, transformers' modules, sdpa, torch.set_num_threads) runs the
+CRISPMOSS_AMX=split, the exact 3-product split), ``ggml`` (our kernels off); with ``--ggml-build DIR`` also
+``ggml-build``: ggml's kernels from the ``_core`` module built in DIR (bench_cpu_levels.py shows how to build it
+for AVX2 only, #18's reference for our ``avx2`` level), and ``avx2-build``: our avx2 level in that module (with
+ggml's remaining ops, attention and norms, compiled as that build did: what an AVX2-only machine runs). Ours is
+the encode time a transcription reports (``Transcript.timings["encode_ms"]``, here read from the session after
+set_audio), best of --reps. The PyTorch peer (benchmarks/peer_torch.py, transformers' modules, sdpa, torch.set_num_threads) runs the
 same weights in bfloat16 (oneDNN on the AMX tiles where the CPU has them). At the amx level also: one profiled
 encode of the longest clip (--profile-clip; a worker of its own with CRISPMOSS_PROFILE set before the model is made)
 for the matrix products' share and FLOP/s, and the kernels alone: the tile unit's
@@ -37,7 +40,7 @@ from typing import Any, Dict, List
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _harness  # noqa: E402
-from _tree import use_tree  # noqa: E402
+from _tree import other_build, package_with_core, use_tree  # noqa: E402
 
 use_tree()
 
@@ -60,7 +63,8 @@ def worker_ours(a: Dict[str, Any]) -> Dict[str, Any]:
     from machine import CpuMeter
 
     model = _core.Model(a["path"])
-    res: Dict[str, Any] = {"level": _core.cpu_level(), "amx_bytes": model.placement["amx_bytes"], "clips": {}}
+    res: Dict[str, Any] = {"level": _core.cpu_level(), "amx_bytes": model.placement["amx_bytes"], "clips": {},
+                           "core": os.path.realpath(_core.__file__)}  # which build ran
     s = _core.Session(model, n_threads=a["threads"], kv_type="f16")
     s.set_audio(_clip(2.0))  # warm-up: thread pool, first touch of the weights
     for sec in a["clips"]:
@@ -69,9 +73,10 @@ def worker_ours(a: Dict[str, Any]) -> Dict[str, Any]:
         for _ in range(a["reps"]):
             with CpuMeter() as m:
                 s.set_audio(audio)
-            runs.append((s.audio_timings()["encode_ms"], m.other_cores))
+            runs.append((s.audio_timings()["encode_ms"], m.other_cores, m.own_cpu_s))
         best = min(runs)
         res["clips"][f"{sec:g}s"] = {"encode_ms": round(best[0], 1), "other_cores": round(best[1], 2),
+                                     "cpu_ms": round(1000 * best[2]),  # the set_audio's (mel + encode) CPU time
                                      "all_ms": [round(r[0], 1) for r in runs]}
     if a.get("profile") and res["level"] == "amx":
         res["kernels"] = kernels(a["threads"])
@@ -176,6 +181,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3, help="encodes per clip (the best is taken)")
     ap.add_argument("--profile-clip", type=float, help="the amx level's profiled clip, seconds (default: the longest)")
+    ap.add_argument("--ggml-build", metavar="DIR",
+                    help="also ggml's kernels from the _core module built in DIR (e.g. -DCRISPMOSS_NATIVE=OFF)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     ap.add_argument("--smoke", action="store_true", help="tiny random model, no peer: checks the script")
     ap.add_argument("--out", help="JSON path (default benchmarks/results/encoders-<time>.json)")
@@ -195,8 +202,12 @@ def main() -> int:
     if "amx" in levels and not _core.amx_usable():
         levels = [lv for lv in levels if not lv.startswith("amx")]
     tmp = tempfile.TemporaryDirectory()
+    if args.ggml_build:
+        levels += ["ggml-build"] + (["avx2-build"] if "avx2" in levels else [])
+        other = package_with_core(args.ggml_build, Path(tmp.name))
     report: Dict[str, Any] = {"time": _dt.datetime.now().isoformat(timespec="seconds"), "best_level": best,
-                              "amx_usable": _core.amx_usable(), "threads": args.threads, "models": {}}
+                              "amx_usable": _core.amx_usable(), "threads": args.threads, "models": {},
+                              "ggml_build": args.ggml_build}
     clips: List[float] = [2.0] if args.smoke else args.clips
     for arch in (["moss_transcribe"] if args.smoke else args.arch):
         if args.smoke:
@@ -215,7 +226,10 @@ def main() -> int:
         for lv in levels:
             a = {"path": path, "threads": args.threads, "clips": clips, "reps": 1 if args.smoke else args.reps,
                  "profile": lv == "amx" and not args.smoke, "profile_clip": args.profile_clip or max(clips)}
-            entry["levels"][lv] = e = run_worker("ours", a, level_env(lv))
+            env = level_env(lv)
+            if lv.endswith("-build"):
+                env = other_build(dict(os.environ, CRISPMOSS_CPU=lv.split("-")[0]), other)
+            entry["levels"][lv] = e = run_worker("ours", a, env)
             if a["profile"] and e["ok"] and e["level"] == "amx":  # a process of its own: profiling slows every op
                 p = run_worker("profile", a, {**level_env(lv), "CRISPMOSS_PROFILE": "1"})
                 e["profile"] = {k: v for k, v in p.items() if k != "ok"} if p["ok"] else {"error": p["error"]}
@@ -251,12 +265,12 @@ def print_table(report: Dict[str, Any]) -> None:
                 continue
             print("  " + f"{name:>16}" + "".join(
                 f"{e['clips'][c]['encode_ms']:>14.0f} [{e['clips'][c]['other_cores']:4.1f}]" for c in clips))
-        t = m.get("torch")
-        if t and t.get("ok"):
-            for lv, e in m["levels"].items():
-                if e.get("ok"):
-                    r = [t["clips"][c]["encode_ms"] / e["clips"][c]["encode_ms"] for c in clips]
-                    print(f"  torch bf16 / ours {lv}: " + "  ".join(f"{c} {x:.2f}x" for c, x in zip(clips, r)))
+        for ref_name, ref in (("torch bf16", m.get("torch")), ("ggml-build", m["levels"].get("ggml-build"))):
+            if ref and ref.get("ok"):
+                for lv, e in m["levels"].items():
+                    if e.get("ok") and lv != "ggml-build":
+                        r = [ref["clips"][c]["encode_ms"] / e["clips"][c]["encode_ms"] for c in clips]
+                        print(f"  {ref_name} / ours {lv}: " + "  ".join(f"{c} {x:.2f}x" for c, x in zip(clips, r)))
         amx = m["levels"].get("amx", {})
         if amx.get("ok") and "error" in amx.get("profile", {}):
             print(f"  amx profile failed: {amx['profile']['error'].strip().splitlines()[-1]}")

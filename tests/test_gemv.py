@@ -228,11 +228,13 @@ def test_levels_agree():
     levels = [lv for lv in ("avx2", "avx512", "amx") if has(lv)]
     rng = np.random.default_rng(5)
     w = rng.standard_normal((29, 300)).astype(np.float32)
-    x = rng.standard_normal((41, 300)).astype(np.float32)
+    # activation rows: the last tile of 32 columns as 16 + a masked vector, 16 + 8, one masked vector
+    xa = [rng.standard_normal((n, 300)).astype(np.float32) for n in (41, 56, 39)]
     g = np.concatenate([np.linspace(-12, 12, 4001), rng.standard_normal(999) * 4]).astype(np.float32)
     first = levels[0]
     for lv in levels[1:]:
-        assert np.array_equal(_core.gemm_test(w, x, 2, lv), _core.gemm_test(w, x, 2, first)), lv
+        for x in xa:
+            assert np.array_equal(_core.gemm_test(w, x, 2, lv), _core.gemm_test(w, x, 2, first)), (lv, len(x))
         assert np.array_equal(_core.gelu_test(g, lv), _core.gelu_test(g, first)), lv
     if has("avx512"):  # Q4_K: each weight row's float operations are the same at both levels (8 or 16 lanes)
         xs = rng.standard_normal((11, 768)).astype(np.float32)
