@@ -309,11 +309,10 @@ bool amx_dequant_of(const ggml_tensor* w) {
 }
 
 // A prefill-sized product of such a weight: more activation rows than the matrix-vector kernels take (decode
-// steps of up to kMaxGemvRows sequences keep those, bit for bit as alone), F32 rows, a plain 2-D weight.
+// steps of up to kMaxGemvRows sequences keep those, bit for bit as alone), F32 rows. What the weight itself must
+// be (a 2-D host matrix of a type the dequantizer takes, whole blocks a row) amx_attach_dequant checked.
 bool use_amx_dequant(const ggml_tensor* w, const ggml_tensor* x) {
-    return x->ne[1] > cpu::kMaxGemvRows && amx_takes(x) && x->nb[1] % sizeof(float) == 0 && w->ne[2] == 1 &&
-           w->ne[3] == 1 && cpu::amx_dequant_supports(w->type) && w->ne[0] % ggml_blck_size(w->type) == 0 &&
-           amx_dequant_of(w);
+    return x->ne[1] > cpu::kMaxGemvRows && amx_takes(x) && x->nb[1] % sizeof(float) == 0 && amx_dequant_of(w);
 }
 
 // ggml custom op: dst = src[0] x src[1] (amx_rows_op's operand) on the tiles, each thread dequantizing its
