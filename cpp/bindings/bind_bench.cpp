@@ -14,6 +14,13 @@
 
 #include "cpu/amx.h"
 #include "cpu/amx_dequant.h"
+
+namespace cm::cpu::old {  // TEMPORARY (amx-swap): the dequant path before the operand swap, for comparison
+void amx_dequant_tiles_old(ggml_type type, const void* w, size_t row_bytes, int64_t k, int64_t r0, int64_t nr,
+                           uint16_t* out);
+void amx_gemm_dequant_old(ggml_type type, const void* w, size_t row_bytes, int64_t k, int64_t r0, int64_t r1,
+                          const uint16_t* xh, int64_t n, float* y, size_t ldy, uint16_t* scratch);
+}  // namespace cm::cpu::old
 #include "cpu/gemm.h"
 #include "cpu/attention.h"
 #include "cpu/gemv.h"
@@ -366,7 +373,7 @@ void bind_bench(py::module_& m) {
     m.def(
         "amx_dequant_test",
         [](const std::string& type_name, py::array_t<float, py::array::c_style | py::array::forcecast> w,
-           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth) {
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth, bool old_layout) {
             const ggml_type type = type_name == "bf16" ? GGML_TYPE_BF16 : parse_quant_type(type_name);
             if (!cpu::amx_dequant_supports(type) || w.ndim() != 2 || x.ndim() != 2 || x.shape(1) != w.shape(1) || nth < 1)
                 throw InputError("amx_dequant_test: type q4_k|q8_0|f16|bf16, w [rows, k], x [n, k], nth >= 1");
@@ -380,62 +387,105 @@ void bind_bench(py::module_& m) {
             const auto* tt = ggml_get_type_traits(type);
             for (int64_t r = 0; r < rows; ++r) tt->to_float(q.data() + r * rb, deq.mutable_data() + r * k, k);
             const int64_t n_pad = cpu::amx_rows_pad(n);
-            std::vector<uint16_t> xb(size_t(n_pad * cpu::amx_k_pad(k)));
+            AmxRows xb(size_t(n_pad * cpu::amx_k_pad(k)));
             // as the two ggml custom ops with nth threads: rows converted, then each thread's 32-row blocks
-            for (int t = 0; t < nth; ++t)
-                cpu::amx_convert_rows(x.data(), k, n, k, n_pad * t / nth, n_pad * (t + 1) / nth, xb.data(), nullptr);
+            for (int t = 0; t < nth; ++t) {
+                if (old_layout)
+                    cpu::amx_convert_rows(x.data(), k, n, k, n_pad * t / nth, n_pad * (t + 1) / nth, xb.data(), nullptr);
+                else
+                    cpu::amx_convert_rows_b(x.data(), k, n, k, n_pad / 16 * t / nth, n_pad / 16 * (t + 1) / nth, xb.data());
+            }
             py::array_t<float> y({n, rows});
-            std::vector<uint16_t> scratch(cpu::amx_dequant_scratch_bytes(k) / 2 + 32);
-            uint16_t* s64 = scratch.data() + (32 - reinterpret_cast<uintptr_t>(scratch.data()) % 64 / 2) % 32;
+            AmxRows scratch(std::max(cpu::amx_dequant_scratch_bytes(k), size_t(32 * cpu::amx_k_pad(k) * 2)) / 2);
             for (int t = 0; t < nth; ++t) {
                 int64_t r0, r1;
                 cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
-                if (r0 < r1) cpu::amx_gemm_dequant(type, q.data(), rb, k, r0, r1, xb.data(), n, y.mutable_data(), rows, s64);
+                if (r0 >= r1) continue;
+                if (old_layout)
+                    cpu::old::amx_gemm_dequant_old(type, q.data(), rb, k, r0, r1, xb.data(), n, y.mutable_data(), rows,
+                                                   scratch.data());
+                else
+                    cpu::amx_gemm_dequant(type, q.data(), rb, k, r0, r1, xb.data(), n, y.mutable_data(), rows, scratch.data());
             }
             return py::make_tuple(y, deq);
         },
-        py::arg("type"), py::arg("w"), py::arg("x"), py::arg("nth") = 1,
+        py::arg("type"), py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("old_layout") = false,
         "(y, dequantized w): y = x @ w.T on the AMX tiles with w quantized to `type` and dequantized block by block "
         "(the decoder's prefill path; tests).");
     m.def(
+        "amx_rows_b_test",
+        [](py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth) {
+            if (x.ndim() != 2 || nth < 1) throw InputError("amx_rows_b_test: x [n, k], nth >= 1");
+            if (!cpu::amx_usable()) throw InputError("amx_rows_b_test: this CPU or OS cannot run the AMX tiles");
+            const int64_t n = x.shape(0), k = x.shape(1), panels = cpu::amx_rows_pad(n) / 16, kp = cpu::amx_k_pad(k);
+            py::array_t<uint16_t> out({panels, kp / 32, int64_t(16), int64_t(32)});
+            std::fill(out.mutable_data(), out.mutable_data() + out.size(), uint16_t(0xFFFF));  // every value written
+            for (int t = 0; t < nth; ++t)
+                cpu::amx_convert_rows_b(x.data(), k, n, k, panels * t / nth, panels * (t + 1) / nth, out.mutable_data());
+            return out;
+        },
+        py::arg("x"), py::arg("nth") = 1,
+        "x's rows as the B operand of the dequantized products, BF16 bits [panel, k step, tile row, 32] (tests).");
+    m.def(
         "amx_dequant_bench",
-        [](const std::string& type_name, int64_t rows, int64_t k, int64_t n, int nth, int reps) {
+        [](const std::string& type_name, int64_t rows, int64_t k, int64_t n, int nth, int reps, bool old_layout) {
             const ggml_type type = type_name == "bf16" ? GGML_TYPE_BF16 : parse_quant_type(type_name);
             if (!cpu::amx_usable()) throw InputError("amx_dequant_bench: this CPU or OS cannot run the AMX tiles");
             if (!cpu::amx_dequant_supports(type) || rows < 1 || k < 1 || k % ggml_blck_size(type) != 0 || n < 1 ||
                 nth < 1 || reps < 1)
                 throw InputError("amx_dequant_bench: type q4_k|q8_0|f16|bf16, sizes >= 1 (k whole blocks), nth, reps >= 1");
             py::gil_scoped_release nogil;
-            std::vector<float> w(size_t(rows * k)), x(size_t(n * k), 0.5f), y(size_t(n * rows));
+            std::vector<float> w(size_t(rows * k)), x(size_t(n * k)), y(size_t(n * rows));
             for (size_t i = 0; i < w.size(); ++i) w[i] = float(int(i * 2654435761u % 2001) - 1000) * 1e-3f;
+            for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i * 40503u % 2001) - 1000) * 1e-3f;
             const size_t rb = ggml_row_size(type, k);
             std::vector<uint8_t> q(rb * size_t(rows));
             ggml_quantize_chunk(type, w.data(), q.data(), 0, rows, k, nullptr);
-            const int64_t n_pad = cpu::amx_rows_pad(n);
-            std::vector<uint16_t> xb(size_t(n_pad * cpu::amx_k_pad(k)));
-            std::vector<std::vector<uint16_t>> scratch(size_t(nth), std::vector<uint16_t>(cpu::amx_dequant_scratch_bytes(k) / 2));
+            const int64_t n_pad = cpu::amx_rows_pad(n), kp = cpu::amx_k_pad(k), kb_n = kp / 32;
+            AmxRows xb(size_t(n_pad * kp));
+            const size_t sb = std::max(cpu::amx_dequant_scratch_bytes(k), size_t(32 * kp * 2));
+            std::vector<AmxRows> scratch;
+            for (int t = 0; t < nth; ++t) scratch.emplace_back(sb / 2);
             double best_all = 1e30, best_dq = 1e30;
             for (int rep = 0; rep < reps; ++rep) {
                 const double ms = run_threads_ms(nth, [&](int t) {
-                    cpu::amx_convert_rows(x.data(), k, n, k, n_pad * t / nth, n_pad * (t + 1) / nth, xb.data(), nullptr);
+                    if (old_layout)
+                        cpu::amx_convert_rows(x.data(), k, n, k, n_pad * t / nth, n_pad * (t + 1) / nth, xb.data(), nullptr);
+                    else
+                        cpu::amx_convert_rows_b(x.data(), k, n, k, n_pad / 16 * t / nth, n_pad / 16 * (t + 1) / nth,
+                                                xb.data());
                 });
                 best_all = std::min(best_all, ms + run_threads_ms(nth, [&](int t) {
                     int64_t r0, r1;
                     cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
-                    if (r0 < r1) cpu::amx_gemm_dequant(type, q.data(), rb, k, r0, r1, xb.data(), n, y.data(), rows,
+                    if (r0 >= r1) return;
+                    if (old_layout)
+                        cpu::old::amx_gemm_dequant_old(type, q.data(), rb, k, r0, r1, xb.data(), n, y.data(), rows,
                                                        scratch[size_t(t)].data());
+                    else
+                        cpu::amx_gemm_dequant(type, q.data(), rb, k, r0, r1, xb.data(), n, y.data(), rows,
+                                              scratch[size_t(t)].data());
                 }));
                 best_dq = std::min(best_dq, run_threads_ms(nth, [&](int t) {  // the dequantizing alone
                     int64_t r0, r1;
                     cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
-                    for (int64_t r = r0; r < r1; r += cpu::kAmxDequantRows)
-                        cpu::amx_dequant_tiles(type, q.data(), rb, k, r, std::min(cpu::kAmxDequantRows, r1 - r),
-                                               scratch[size_t(t)].data());
+                    for (int64_t r = r0; r < r1; r += (old_layout ? 32 : cpu::kAmxDequantRows)) {
+                        const int64_t nr = std::min(old_layout ? 32 : cpu::kAmxDequantRows, r1 - r);
+                        if (old_layout) {
+                            cpu::old::amx_dequant_tiles_old(type, q.data(), rb, k, r, nr, scratch[size_t(t)].data());
+                            continue;
+                        }
+                        const int64_t steps = cpu::kAmxDequantSlice / 32;
+                        for (int64_t kb0 = 0; kb0 < kb_n; kb0 += steps)
+                            cpu::amx_dequant_a_tiles(type, q.data(), rb, k, r, nr, kb0, std::min(kb_n, kb0 + steps),
+                                                     scratch[size_t(t)].data());
+                    }
                 }));
             }
             return std::make_pair(best_all, best_dq);  // converted after the GIL is back
         },
         py::arg("type"), py::arg("rows"), py::arg("k"), py::arg("n"), py::arg("nth") = 1, py::arg("reps") = 5,
+        py::arg("old_layout") = false,
         "(best ms of the whole product, best ms of the dequantizing alone): the prefill path on the tiles for a "
         "rows x k weight of `type` and n activation rows (benchmarks).");
     m.def(

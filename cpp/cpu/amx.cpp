@@ -392,6 +392,9 @@ bool amx_usable() {
 
 double amx_peak_run(int64_t iters) { return peak_run(iters); }
 
+CM_AMX_FN void amx_tiles_configure() { configure(); }
+CM_AMX_FN void amx_tiles_release() { _tile_release(); }
+
 std::unique_ptr<AmxMatrix> amx_pack_f16(const void* w, size_t row_bytes, int64_t rows, int64_t k, bool split,
                                         int64_t conv_c) {
     auto m = std::make_unique<AmxMatrix>();
@@ -435,6 +438,8 @@ void amx_gemm(const AmxMatrix&, int64_t, int64_t, const uint16_t*, const uint16_
 }
 void amx_conv3x3(const AmxMatrix&, const ConvInput&, int64_t, int64_t, float*, size_t) { std::abort(); }
 double amx_peak_run(int64_t) { std::abort(); }
+void amx_tiles_configure() { std::abort(); }
+void amx_tiles_release() { std::abort(); }
 void amx_norm_rows(const float*, size_t, int64_t, int64_t, const float*, const float*, float, int64_t, int64_t,
                    uint16_t*, uint16_t*) {
     std::abort();

@@ -84,6 +84,12 @@ struct ConvInput {
 };
 void amx_conv3x3(const AmxMatrix& w, const ConvInput& in, int64_t p0, int64_t p1, float* y, size_t ldy);
 
+// The tile configuration every kernel here uses (all 8 tiles 16 rows x 64 bytes: a 16 x 16 F32 C tile, a 16 x 32
+// BF16 A tile, a 16-pair x 16 B tile), set on the calling thread; amx_tiles_release() frees the tile state. For
+// kernels in other files (amx_dequant.cpp) that run the tiles themselves.
+void amx_tiles_configure();
+void amx_tiles_release();
+
 // The tile unit's own limit on this thread: `iters` x 4 TDPBF16PS on resident tiles (no memory traffic). Returns
 // the FLOP done (2 x 16 x 16 x 32 a product); the caller times it (benchmarks).
 double amx_peak_run(int64_t iters);

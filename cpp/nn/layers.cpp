@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -315,8 +316,28 @@ bool use_amx_dequant(const ggml_tensor* w, const ggml_tensor* x) {
     return x->ne[1] > cpu::kMaxGemvRows && amx_takes(x) && x->nb[1] % sizeof(float) == 0 && amx_dequant_of(w);
 }
 
-// ggml custom op: dst = src[0] x src[1] (amx_rows_op's operand) on the tiles, each thread dequantizing its
-// 32-row blocks of the weight into a scratch of its own (cpu::amx_gemm_dequant).
+// ggml custom op: src[0] (F32 rows) → the B operand of the dequantized products (cpu::amx_convert_rows_b: 16-row
+// panels of VNNI tiles), panels split over threads.
+void amx_rows_b_op(ggml_tensor* dst, int ith, int nth, void*) {
+    const ggml_tensor* x = dst->src[0];
+    const int64_t panels = cpu::amx_rows_pad(x->ne[1]) / 16;
+    cpu::amx_convert_rows_b(static_cast<const float*>(x->data), x->nb[1] / sizeof(float), x->ne[1], x->ne[0],
+                            panels * ith / nth, panels * (ith + 1) / nth, amx_hi(dst));
+}
+
+constexpr const char* kAmxRowsB = "amx rows b";
+
+// x's rows as the B operand of dequantized products for weights of k_pad values a row.
+ggml_tensor* amx_rows_b(ggml_context* ctx, int64_t k_pad, ggml_tensor* x) {
+    ggml_tensor* xa[1] = {x};
+    ggml_tensor* xb = ggml_custom_4d(ctx, GGML_TYPE_BF16, k_pad, amx_operand_rows(x->ne[1]), 1, 1, xa, 1, amx_rows_b_op,
+                                     GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(xb, kAmxRowsB);
+    return xb;
+}
+
+// ggml custom op: dst = src[0] x src[1] (amx_rows_b_op's operand) on the tiles, each thread dequantizing its weight
+// rows (32-row blocks, amx_thread_rows) block by block into a scratch of its own (cpu::amx_gemm_dequant).
 void amx_dequant_op(ggml_tensor* dst, int ith, int nth, void*) {
     const ggml_tensor* w = dst->src[0];
     int64_t r0, r1;
@@ -332,7 +353,7 @@ void amx_dequant_op(ggml_tensor* dst, int ith, int nth, void*) {
 // W x on the tiles for a dequantized weight; xb: x already converted (amx_lm_operand) or nullptr.
 ggml_tensor* amx_dequant_product(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x, ggml_tensor* xb) {
     const int64_t kp = cpu::amx_k_pad(w->ne[0]);
-    if (!xb || xb->ne[0] != kp || xb->ne[2] != 1 || xb->src[0] != x) xb = amx_rows(ctx, kp, false, x);
+    if (!xb || xb->ne[0] != kp || xb->src[0] != x || std::strcmp(xb->name, kAmxRowsB) != 0) xb = amx_rows_b(ctx, kp, x);
     ggml_tensor* args[2] = {w, xb};
     ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, amx_dequant_op,
                                     GGML_N_TASKS_MAX, nullptr);
@@ -374,7 +395,7 @@ ggml_tensor* amx_lm_operand(ggml_context* ctx, ggml_tensor* x, std::initializer_
     for (const ggml_tensor* w : ws) {
         if (!use_amx_dequant(w, x) || w->ne[0] != x->ne[0]) return nullptr;
     }
-    return amx_rows(ctx, cpu::amx_k_pad(x->ne[0]), false, x);
+    return amx_rows_b(ctx, cpu::amx_k_pad(x->ne[0]), x);
 }
 
 ggml_tensor* amx_operand(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* w) {

@@ -24,12 +24,13 @@ ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x, ggml_ten
 void amx_attach(const ggml_tensor* w, const cpu::AmxMatrix* m);
 
 // Routes w's prefill-sized products (more than kMaxGemvRows F32 activation rows) to the tiles, each thread
-// dequantizing 32-row blocks as it goes (no copy kept): Q4_K/Q8_0/F16/BF16 2-D weights in host memory; false
+// dequantizing its rows block by block as it goes (cpu/amx_dequant.h; no copy kept): Q4_K/Q8_0/F16/BF16 2-D weights in host memory; false
 // (nothing changed) for others. amx_attach(w, nullptr) takes it away.
 bool amx_attach_dequant(const ggml_tensor* w);
 
-// x converted once for the tiles' products of every weight in ws (q/k/v, gate/up): nullptr unless each of them
-// takes x on the tiles as amx_attach_dequant routes it. Pass it to mul_mat.
+// x converted once for the tiles' products of every weight in ws (q/k/v, gate/up): the B operand of the dequantized
+// products (cpu::amx_convert_rows_b); nullptr unless each of them takes x on the tiles as amx_attach_dequant routes
+// it. Pass it to mul_mat.
 ggml_tensor* amx_lm_operand(ggml_context* ctx, ggml_tensor* x, std::initializer_list<const ggml_tensor*> ws);
 
 // GELU (erf form). On the CPU (judged by `near`, a weight of the same part of the graph: its buffer is host
