@@ -151,14 +151,16 @@ def test_which_models_get_amx_copies(tiny_transcribe_gguf_f16, tiny_transcribe_g
 
 
 # The decoder's prefill path (cpp/cpu/amx_dequant.h): Q4_K / Q8_0 / F16 / BF16 weights dequantized block by block
-# into the tile layout. k: whole blocks (Q4_K 256, Q8_0 32; F16/BF16 any, with 32-value tails); rows: tails of
-# the 16-row panels and 32-row blocks, thread ranges ending mid-block; n: 17..300 activation rows (16-row tails,
-# 128-row blocks).
+# into A tiles (weight rows as TDPBF16PS's A operand), the activations converted once into B tiles (VNNI pairs).
+# k: whole blocks (Q4_K 256, Q8_0 32; F16/BF16 any, with 32-value tails) and k slices of 1024 with a tail; rows:
+# tails of the 16-row panels, of the 128-row weight blocks and of thread ranges; n: 17..300 activation rows (16-row
+# tails, 32-row pairs, passes of 256 with a tail).
 DQ_SHAPES = [
     ("q4_k", 1, 256, 17, 1), ("q4_k", 33, 512, 40, 2), ("q4_k", 100, 1536, 300, 3), ("q4_k", 70, 256, 129, 2),
-    ("q8_0", 5, 32, 17, 1), ("q8_0", 47, 96, 33, 3), ("q8_0", 64, 1344, 200, 2),
-    ("f16", 7, 9, 17, 1), ("f16", 31, 70, 150, 2), ("f16", 100, 1000, 64, 3),
-    ("bf16", 17, 33, 18, 2), ("bf16", 96, 640, 300, 3),
+    ("q4_k", 161, 2304, 257, 1),
+    ("q8_0", 5, 32, 17, 1), ("q8_0", 47, 96, 33, 3), ("q8_0", 64, 1344, 200, 2), ("q8_0", 300, 1056, 48, 2),
+    ("f16", 7, 9, 17, 1), ("f16", 31, 70, 150, 2), ("f16", 100, 1000, 64, 3), ("f16", 140, 1100, 97, 1),
+    ("bf16", 17, 33, 18, 2), ("bf16", 96, 640, 300, 3), ("bf16", 129, 2049, 31, 2),
 ]
 
 
@@ -181,12 +183,61 @@ def test_dequantized_product_is_the_float_product_of_bf16_operands(qtype, rows, 
         assert np.array_equal(_core.amx_dequant_test(qtype, w, x, other)[0], y), other
 
 
+def test_dequantized_same_bits_for_any_activation_count():
+    """Row j of a product does not depend on how many rows share it (32-row pairs, 256-row passes, 16-row tails)."""
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((150, 1280)).astype(np.float32)
+    x = rng.standard_normal((300, 1280)).astype(np.float32)
+    y = _core.amx_dequant_test("q4_k", w, x, 2)[0]
+    for m in (17, 31, 32, 100, 256, 257):
+        assert np.array_equal(_core.amx_dequant_test("q4_k", w, x[:m], 2)[0], y[:m]), m
+
+
 def test_dequantized_f16_equals_the_packed_copy():
-    """An F16 weight dequantized per block gives the bits of its packed tile copy (the encoder's path)."""
+    """An F16 weight dequantized per block (weights as the A operand) gives the bits of its packed tile copy (the
+    encoder's path, weights as the B operand): TDPBF16PS sums each k pair's products in k order either way."""
     rng = np.random.default_rng(5)
     w = rng.standard_normal((77, 1400)).astype(np.float32)
     x = rng.standard_normal((150, 1400)).astype(np.float32)
+    x[3] *= 1e-39  # BF16 subnormals and zeros of either sign
+    x[4, ::3] = -0.0
     assert np.array_equal(_core.amx_dequant_test("f16", w, x, 2)[0], _core.amx_test(w, x, 2, False))
+
+
+def b_layout(x: np.ndarray) -> np.ndarray:
+    """The B operand by definition: [panel, k step, tile row i, 2 j + e] = bf16 bits of x[16 panel + j][32 step + 2 i
+    + e], zeros beyond n rows and k values."""
+    n, k = x.shape
+    npad, kpad = (n + 15) // 16 * 16, (k + 31) // 32 * 32
+    bits = np.zeros((npad, kpad), np.uint16)
+    bits[:n, :k] = (bf16(x).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    # [p, j, t, i, e] -> [p, t, i, j, e]
+    return bits.reshape(npad // 16, 16, kpad // 32, 16, 2).transpose(0, 2, 3, 1, 4).reshape(npad // 16, kpad // 32, 16, 32)
+
+
+@pytest.mark.parametrize("n,k,nth", [(1, 1, 1), (16, 32, 1), (17, 33, 2), (5, 70, 3), (33, 1000, 2), (300, 31, 3),
+                                     (48, 64, 4)])
+def test_activations_as_b_tiles(n, k, nth):
+    """amx_convert_rows_b: BF16 VNNI pairs of 16-row panels, rounded to nearest even, zero tails, any thread split."""
+    rng = np.random.default_rng(n * 7 + k)
+    x = rng.standard_normal((n, k)).astype(np.float32)
+    x[0, : min(k, 3)] = [np.float32(1 + 2**-8), np.float32(1 + 3 * 2**-8), np.float32(-(1 + 2**-8))][: min(k, 3)]  # ties
+    out = _core.amx_rows_b_test(x, nth)
+    assert np.array_equal(out, b_layout(x))
+
+
+def test_dequantized_product_equals_the_old_layout():
+    """TEMPORARY (amx-swap): the same bits as the product with the roles of amx_gemm (weights as B, VNNI transposed
+    per tile), on every DQ shape plus special values."""
+    for qtype, rows, k, n, nth in DQ_SHAPES:
+        rng = np.random.default_rng(rows + k * 3 + n)
+        w = rng.standard_normal((rows, k)).astype(np.float32)
+        x = rng.standard_normal((n, k)).astype(np.float32)
+        x[0] *= 1e-39
+        x[-1, ::2] = -0.0
+        a = _core.amx_dequant_test(qtype, w, x, nth)[0]
+        b = _core.amx_dequant_test(qtype, w, x, nth, True)[0]
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32)), (qtype, rows, k, n)
 
 
 _ROUTES = """
