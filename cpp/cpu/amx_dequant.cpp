@@ -60,15 +60,18 @@ CM_DQ_FN inline float half(const uint8_t* p) {
     return _cvtsh_ss(h);
 }
 
-// Sub-block j's 6-bit scale and min of a Q4_K block's 12 scale bytes (ggml's packing).
-inline void q4k_scale_min(const uint8_t* s, int j, int* sc, int* m) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
+// The 6-bit scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K block's 8 sub-blocks from its 12 scale bytes
+// s: sub-block j < 4: scale = s[j] & 63, min = s[j + 4] & 63; j >= 4: scale = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4,
+// min = (s[j + 4] >> 4) | (s[j] >> 6) << 4 (ggml's packing) — four bytes at a time in 32-bit words.
+inline void q4k_scales_mins(const uint8_t* s, uint8_t out[16]) {
+    uint32_t w[3], o[4];
+    std::memcpy(w, s, 12);
+    constexpr uint32_t low6 = 0x3F3F3F3Fu, low4 = 0x0F0F0F0Fu, top2 = 0x03030303u;
+    o[0] = w[0] & low6;                                   // scales 0..3
+    o[1] = (w[2] & low4) | (((w[0] >> 6) & top2) << 4);   // scales 4..7
+    o[2] = w[1] & low6;                                   // mins 0..3
+    o[3] = ((w[2] >> 4) & low4) | (((w[1] >> 6) & top2) << 4);  // mins 4..7
+    std::memcpy(out, o, 16);
 }
 
 // 32 F32 values (lo: the first 16) as 32 BF16 in k order, rounded to nearest, ties to even.
@@ -136,22 +139,24 @@ CM_DQ_FN void convert_b(const float* x, size_t ldx, int64_t n, int64_t k, int64_
 
 CM_DQ_FN void a_row_q4k(const uint8_t* row, int64_t kb0, int64_t kb1, uint16_t* out) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
+    alignas(64) float f[16];  // d * scale of sub-blocks 0..7, then -(dmin * min)
+    alignas(16) uint8_t sm[16];
     for (int64_t sb = kb0 / 8; sb < kb1 / 8; ++sb) {
         const uint8_t* b = row + sb * kQ4kBytes;
         _mm_prefetch(reinterpret_cast<const char*>(b + 4 * kQ4kBytes), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(b + 4 * kQ4kBytes + 64), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(b + 4 * kQ4kBytes + 128), _MM_HINT_T0);
-        const float d = half(b), dmin = half(b + 2);
+        q4k_scales_mins(b + 4, sm);
+        // d*sc and dmin*m exact (11 x 6 significant bits)
+        const __m512 dd = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(half(b)), _mm512_set1_ps(-half(b + 2)));
+        _mm512_store_ps(f, _mm512_mul_ps(dd, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sm))))));
         uint16_t* o = out + (sb * 8 - kb0) * 512;
         for (int c = 0; c < 4; ++c) {  // sub-blocks 2c (low nibbles) and 2c + 1 (high) share 32 bytes
             const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + kQ4kQs + 32 * c));
             for (int h = 0; h < 2; ++h) {
                 const int j = 2 * c + h;
-                int sc, m;
-                q4k_scale_min(b + 4, j, &sc, &m);
-                // d*sc exact (11 x 6 significant bits), d*sc*q too (+4 bits): the FMA rounds once, as ggml's
-                // d1 * q - m1 does.
-                const __m512 scale = _mm512_set1_ps(d * float(sc)), negmin = _mm512_set1_ps(-(dmin * float(m)));
+                // d*sc*q exact too (+4 bits): the FMA rounds once, as ggml's d1 * q - m1 does.
+                const __m512 scale = _mm512_set1_ps(f[j]), negmin = _mm512_set1_ps(f[8 + j]);
                 const __m256i v = _mm256_and_si256(h ? _mm256_srli_epi16(q, 4) : q, low4);
                 const __m512 a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(v))),
                                                  scale, negmin);

@@ -52,9 +52,9 @@ void amx_convert_rows_b(const float* x, size_t ldx, int64_t n, int64_t k, int64_
 void amx_dequant_a_tiles(ggml_type type, const void* w, size_t row_bytes, int64_t k, int64_t r0, int64_t nr,
                          int64_t kb0, int64_t kb1, uint16_t* out);
 
-// y[j * ldy + r] = sum over i of x[j][i] w[r][i] for weight rows [r0, r1) (r0 a multiple of 16) and the n
-// activation rows of xb (amx_convert_rows_b's layout, k_pad = amx_k_pad(k)). scratch: amx_dequant_scratch_bytes(k),
-// 64-byte aligned, one per thread.
+// y[j * ldy + r] = sum over i of x[j][i] w[r][i] for weight rows [r0, r1) and the n activation rows of xb
+// (amx_convert_rows_b's layout, k_pad = amx_k_pad(k)). scratch: amx_dequant_scratch_bytes(k), 64-byte aligned, one
+// per thread.
 void amx_gemm_dequant(ggml_type type, const void* w, size_t row_bytes, int64_t k, int64_t r0, int64_t r1,
                       const uint16_t* xb, int64_t n, float* y, size_t ldy, uint16_t* scratch);
 

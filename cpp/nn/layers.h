@@ -24,8 +24,8 @@ ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x, ggml_ten
 void amx_attach(const ggml_tensor* w, const cpu::AmxMatrix* m);
 
 // Routes w's prefill-sized products (more than kMaxGemvRows F32 activation rows) to the tiles, each thread
-// dequantizing its rows block by block as it goes (cpu/amx_dequant.h; no copy kept): Q4_K/Q8_0/F16/BF16 2-D weights in host memory; false
-// (nothing changed) for others. amx_attach(w, nullptr) takes it away.
+// dequantizing its rows block by block as it goes (cpu/amx_dequant.h; no copy kept): Q4_K/Q8_0/F16/BF16 2-D
+// weights in host memory; false (nothing changed) for others. amx_attach(w, nullptr) takes it away.
 bool amx_attach_dequant(const ggml_tensor* w);
 
 // x converted once for the tiles' products of every weight in ws (q/k/v, gate/up): the B operand of the dequantized
