@@ -15,12 +15,6 @@
 #include "cpu/amx.h"
 #include "cpu/amx_dequant.h"
 
-namespace cm::cpu::old {  // TEMPORARY (amx-swap): the dequant path before the operand swap, for comparison
-void amx_dequant_tiles_old(ggml_type type, const void* w, size_t row_bytes, int64_t k, int64_t r0, int64_t nr,
-                           uint16_t* out);
-void amx_gemm_dequant_old(ggml_type type, const void* w, size_t row_bytes, int64_t k, int64_t r0, int64_t r1,
-                          const uint16_t* xh, int64_t n, float* y, size_t ldy, uint16_t* scratch);
-}  // namespace cm::cpu::old
 #include "cpu/gemm.h"
 #include "cpu/attention.h"
 #include "cpu/gemv.h"
@@ -180,6 +174,21 @@ double run_threads_ms(int nth, Fn&& fn) {
     for (int t = 0; t < nth; ++t) pool.emplace_back([&fn, t] { fn(t); });
     for (auto& th : pool) th.join();
     return ms_since(t0);
+}
+
+// As run_threads_ms, but the largest CPU time of one of the threads (ms): less sensitive to other processes
+// sharing the cores than wall time (not to their use of caches and memory).
+template <class Fn>
+double run_threads_cpu_ms(int nth, Fn&& fn) {
+    std::vector<double> cpu(size_t(nth), 0.0);
+    run_threads_ms(nth, [&](int t) {
+        timespec a, b;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+        fn(t);
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+        cpu[size_t(t)] = double(b.tv_sec - a.tv_sec) * 1e3 + double(b.tv_nsec - a.tv_nsec) * 1e-6;
+    });
+    return *std::max_element(cpu.begin(), cpu.end());
 }
 
 // The tiles' activation operand, 64-byte aligned as nn::mul_mat places it (tile rows on whole cache lines).
@@ -373,7 +382,7 @@ void bind_bench(py::module_& m) {
     m.def(
         "amx_dequant_test",
         [](const std::string& type_name, py::array_t<float, py::array::c_style | py::array::forcecast> w,
-           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth, bool old_layout) {
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth) {
             const ggml_type type = type_name == "bf16" ? GGML_TYPE_BF16 : parse_quant_type(type_name);
             if (!cpu::amx_dequant_supports(type) || w.ndim() != 2 || x.ndim() != 2 || x.shape(1) != w.shape(1) || nth < 1)
                 throw InputError("amx_dequant_test: type q4_k|q8_0|f16|bf16, w [rows, k], x [n, k], nth >= 1");
@@ -388,28 +397,19 @@ void bind_bench(py::module_& m) {
             for (int64_t r = 0; r < rows; ++r) tt->to_float(q.data() + r * rb, deq.mutable_data() + r * k, k);
             const int64_t n_pad = cpu::amx_rows_pad(n);
             AmxRows xb(size_t(n_pad * cpu::amx_k_pad(k)));
-            // as the two ggml custom ops with nth threads: rows converted, then each thread's 32-row blocks
-            for (int t = 0; t < nth; ++t) {
-                if (old_layout)
-                    cpu::amx_convert_rows(x.data(), k, n, k, n_pad * t / nth, n_pad * (t + 1) / nth, xb.data(), nullptr);
-                else
-                    cpu::amx_convert_rows_b(x.data(), k, n, k, n_pad / 16 * t / nth, n_pad / 16 * (t + 1) / nth, xb.data());
-            }
+            // as the two ggml custom ops with nth threads: panels of rows converted, then each thread's 32-row blocks
+            for (int t = 0; t < nth; ++t)
+                cpu::amx_convert_rows_b(x.data(), k, n, k, n_pad / 16 * t / nth, n_pad / 16 * (t + 1) / nth, xb.data());
             py::array_t<float> y({n, rows});
-            AmxRows scratch(std::max(cpu::amx_dequant_scratch_bytes(k), size_t(32 * cpu::amx_k_pad(k) * 2)) / 2);
+            AmxRows scratch(cpu::amx_dequant_scratch_bytes(k) / 2);
             for (int t = 0; t < nth; ++t) {
                 int64_t r0, r1;
                 cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
-                if (r0 >= r1) continue;
-                if (old_layout)
-                    cpu::old::amx_gemm_dequant_old(type, q.data(), rb, k, r0, r1, xb.data(), n, y.mutable_data(), rows,
-                                                   scratch.data());
-                else
-                    cpu::amx_gemm_dequant(type, q.data(), rb, k, r0, r1, xb.data(), n, y.mutable_data(), rows, scratch.data());
+                cpu::amx_gemm_dequant(type, q.data(), rb, k, r0, r1, xb.data(), n, y.mutable_data(), rows, scratch.data());
             }
             return py::make_tuple(y, deq);
         },
-        py::arg("type"), py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("old_layout") = false,
+        py::arg("type"), py::arg("w"), py::arg("x"), py::arg("nth") = 1,
         "(y, dequantized w): y = x @ w.T on the AMX tiles with w quantized to `type` and dequantized block by block "
         "(the decoder's prefill path; tests).");
     m.def(
@@ -428,7 +428,7 @@ void bind_bench(py::module_& m) {
         "x's rows as the B operand of the dequantized products, BF16 bits [panel, k step, tile row, 32] (tests).");
     m.def(
         "amx_dequant_bench",
-        [](const std::string& type_name, int64_t rows, int64_t k, int64_t n, int nth, int reps, bool old_layout) {
+        [](const std::string& type_name, int64_t rows, int64_t k, int64_t n, int nth, int reps, bool cpu_time) {
             const ggml_type type = type_name == "bf16" ? GGML_TYPE_BF16 : parse_quant_type(type_name);
             if (!cpu::amx_usable()) throw InputError("amx_dequant_bench: this CPU or OS cannot run the AMX tiles");
             if (!cpu::amx_dequant_supports(type) || rows < 1 || k < 1 || k % ggml_blck_size(type) != 0 || n < 1 ||
@@ -443,38 +443,27 @@ void bind_bench(py::module_& m) {
             ggml_quantize_chunk(type, w.data(), q.data(), 0, rows, k, nullptr);
             const int64_t n_pad = cpu::amx_rows_pad(n), kp = cpu::amx_k_pad(k), kb_n = kp / 32;
             AmxRows xb(size_t(n_pad * kp));
-            const size_t sb = std::max(cpu::amx_dequant_scratch_bytes(k), size_t(32 * kp * 2));
             std::vector<AmxRows> scratch;
-            for (int t = 0; t < nth; ++t) scratch.emplace_back(sb / 2);
+            for (int t = 0; t < nth; ++t) scratch.emplace_back(cpu::amx_dequant_scratch_bytes(k) / 2);
+            const auto timed = [nth, cpu_time](auto&& fn) {
+                return cpu_time ? run_threads_cpu_ms(nth, fn) : run_threads_ms(nth, fn);
+            };
             double best_all = 1e30, best_dq = 1e30;
             for (int rep = 0; rep < reps; ++rep) {
-                const double ms = run_threads_ms(nth, [&](int t) {
-                    if (old_layout)
-                        cpu::amx_convert_rows(x.data(), k, n, k, n_pad * t / nth, n_pad * (t + 1) / nth, xb.data(), nullptr);
-                    else
-                        cpu::amx_convert_rows_b(x.data(), k, n, k, n_pad / 16 * t / nth, n_pad / 16 * (t + 1) / nth,
-                                                xb.data());
+                const double ms = timed([&](int t) {
+                    cpu::amx_convert_rows_b(x.data(), k, n, k, n_pad / 16 * t / nth, n_pad / 16 * (t + 1) / nth, xb.data());
                 });
-                best_all = std::min(best_all, ms + run_threads_ms(nth, [&](int t) {
+                best_all = std::min(best_all, ms + timed([&](int t) {
                     int64_t r0, r1;
                     cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
-                    if (r0 >= r1) return;
-                    if (old_layout)
-                        cpu::old::amx_gemm_dequant_old(type, q.data(), rb, k, r0, r1, xb.data(), n, y.data(), rows,
-                                                       scratch[size_t(t)].data());
-                    else
-                        cpu::amx_gemm_dequant(type, q.data(), rb, k, r0, r1, xb.data(), n, y.data(), rows,
-                                              scratch[size_t(t)].data());
+                    cpu::amx_gemm_dequant(type, q.data(), rb, k, r0, r1, xb.data(), n, y.data(), rows,
+                                          scratch[size_t(t)].data());
                 }));
-                best_dq = std::min(best_dq, run_threads_ms(nth, [&](int t) {  // the dequantizing alone
+                best_dq = std::min(best_dq, timed([&](int t) {  // the dequantizing alone
                     int64_t r0, r1;
                     cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
-                    for (int64_t r = r0; r < r1; r += (old_layout ? 32 : cpu::kAmxDequantRows)) {
-                        const int64_t nr = std::min(old_layout ? 32 : cpu::kAmxDequantRows, r1 - r);
-                        if (old_layout) {
-                            cpu::old::amx_dequant_tiles_old(type, q.data(), rb, k, r, nr, scratch[size_t(t)].data());
-                            continue;
-                        }
+                    for (int64_t r = r0; r < r1; r += cpu::kAmxDequantRows) {
+                        const int64_t nr = std::min(cpu::kAmxDequantRows, r1 - r);
                         const int64_t steps = cpu::kAmxDequantSlice / 32;
                         for (int64_t kb0 = 0; kb0 < kb_n; kb0 += steps)
                             cpu::amx_dequant_a_tiles(type, q.data(), rb, k, r, nr, kb0, std::min(kb_n, kb0 + steps),
@@ -485,9 +474,10 @@ void bind_bench(py::module_& m) {
             return std::make_pair(best_all, best_dq);  // converted after the GIL is back
         },
         py::arg("type"), py::arg("rows"), py::arg("k"), py::arg("n"), py::arg("nth") = 1, py::arg("reps") = 5,
-        py::arg("old_layout") = false,
+        py::arg("cpu_time") = false,
         "(best ms of the whole product, best ms of the dequantizing alone): the prefill path on the tiles for a "
-        "rows x k weight of `type` and n activation rows (benchmarks).");
+        "rows x k weight of `type` and n activation rows (benchmarks). cpu_time: the busiest thread's CPU time "
+        "instead of wall time (for a machine shared with other work).");
     m.def(
         "amx_peak",
         [](int nth, int64_t iters) {

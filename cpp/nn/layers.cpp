@@ -17,11 +17,6 @@
 #include "errors.h"
 #include "ggml-backend.h"
 
-namespace cm::cpu::old {  // TEMPORARY (amx-swap A/B)
-void amx_gemm_dequant_old(ggml_type type, const void* w, size_t row_bytes, int64_t k, int64_t r0, int64_t r1,
-                          const uint16_t* xh, int64_t n, float* y, size_t ldy, uint16_t* scratch);
-}  // namespace cm::cpu::old
-
 namespace cm::nn {
 
 namespace {
@@ -355,30 +350,9 @@ void amx_dequant_op(ggml_tensor* dst, int ith, int nth, void*) {
     ::operator delete(scratch, std::align_val_t(64));
 }
 
-// TEMPORARY (amx-swap A/B): the path before the operand swap when CM_DQ_OLD is set at graph build.
-void amx_dequant_op_old(ggml_tensor* dst, int ith, int nth, void*) {
-    const ggml_tensor* w = dst->src[0];
-    int64_t r0, r1;
-    cpu::amx_thread_rows(w->ne[1], ith, nth, &r0, &r1);
-    if (r0 >= r1) return;
-    const size_t bytes = size_t(32 * cpu::amx_k_pad(w->ne[0]) * 2);
-    auto* scratch = static_cast<uint16_t*>(::operator new(bytes, std::align_val_t(64)));
-    cpu::old::amx_gemm_dequant_old(w->type, w->data, w->nb[1], w->ne[0], r0, r1, amx_hi(dst->src[1]),
-                          dst->ne[1], static_cast<float*>(dst->data), dst->nb[1] / sizeof(float), scratch);
-    ::operator delete(scratch, std::align_val_t(64));
-}
-
 // W x on the tiles for a dequantized weight; xb: x already converted (amx_lm_operand) or nullptr.
 ggml_tensor* amx_dequant_product(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x, ggml_tensor* xb) {
     const int64_t kp = cpu::amx_k_pad(w->ne[0]);
-    if (getenv("CM_DQ_OLD")) {
-        if (!xb || xb->ne[0] != kp || xb->src[0] != x || std::strcmp(xb->name, "amx rows") != 0) xb = amx_rows(ctx, kp, false, x);
-        ggml_tensor* args[2] = {w, xb};
-        ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, amx_dequant_op_old,
-                                        GGML_N_TASKS_MAX, nullptr);
-        ggml_format_name(y, "amx %s", w->name);
-        return y;
-    }
     if (!xb || xb->ne[0] != kp || xb->src[0] != x || std::strcmp(xb->name, kAmxRowsB) != 0) xb = amx_rows_b(ctx, kp, x);
     ggml_tensor* args[2] = {w, xb};
     ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, amx_dequant_op,
@@ -421,7 +395,6 @@ ggml_tensor* amx_lm_operand(ggml_context* ctx, ggml_tensor* x, std::initializer_
     for (const ggml_tensor* w : ws) {
         if (!use_amx_dequant(w, x) || w->ne[0] != x->ne[0]) return nullptr;
     }
-    if (getenv("CM_DQ_OLD")) return amx_rows(ctx, cpu::amx_k_pad(x->ne[0]), false, x);
     return amx_rows_b(ctx, cpu::amx_k_pad(x->ne[0]), x);
 }
 
