@@ -169,9 +169,9 @@ const AmxEntry* amx_of(const ggml_tensor* w) {
     return it == g_amx.end() ? nullptr : it->second.get();
 }
 
-// The tiles' operand tensor (amx_rows, amx_norm_operand): [k_pad, rows, planes] BF16 with one row of slack, its
-// planes starting at the first 64-byte boundary of the tensor's data (ggml aligns tensors to 32 bytes only; tile
-// rows that straddle two cache lines cost the large products about a fifth of their speed).
+// The tiles' operand tensor (amx_rows, amx_norm_operand, amx_rows_b): [k_pad, rows, planes] BF16 with one row of
+// slack, its planes starting at the first 64-byte boundary of the tensor's data (ggml aligns tensors to 32 bytes
+// only; tile rows that straddle two cache lines cost the large products about a fifth of their speed).
 int64_t amx_operand_rows(int64_t n) { return cpu::amx_rows_pad(n) + 1; }
 size_t amx_plane(const ggml_tensor* xb) { return size_t(xb->ne[0]) * size_t(xb->ne[1]); }
 uint16_t* amx_hi(const ggml_tensor* xb) { return cpu::amx_align64(xb->data); }
