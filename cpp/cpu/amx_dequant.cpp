@@ -34,7 +34,9 @@ static_assert(kAmxDequantSlice % 256 == 0, "a slice holds whole Q4_K blocks");
 static_assert(kAmxDequantRows % 32 == 0 && kAmxDequantPass % 32 == 0, "whole tile pairs");
 
 // The A tiles of one block and slice (BF16), then the F32 accumulators of the block x one pass of activation rows.
-size_t a_tiles_values(int64_t k) { return size_t(kAmxDequantRows) * size_t(std::min(kSliceSteps, amx_k_pad(k) / 32)) * 32; }
+size_t a_tiles_values(int64_t k) {
+    return size_t(kAmxDequantRows) * size_t(std::min(kSliceSteps, amx_k_pad(k) / 32)) * 32;
+}
 
 }  // namespace
 
@@ -149,7 +151,8 @@ CM_DQ_FN void a_row_q4k(const uint8_t* row, int64_t kb0, int64_t kb1, uint16_t* 
         q4k_scales_mins(b + 4, sm);
         // d*sc and dmin*m exact (11 x 6 significant bits)
         const __m512 dd = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(half(b)), _mm512_set1_ps(-half(b + 2)));
-        _mm512_store_ps(f, _mm512_mul_ps(dd, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sm))))));
+        const __m128i sm8 = _mm_load_si128(reinterpret_cast<const __m128i*>(sm));
+        _mm512_store_ps(f, _mm512_mul_ps(dd, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm8))));
         uint16_t* o = out + (sb * 8 - kb0) * 512;
         for (int c = 0; c < 4; ++c) {  // sub-blocks 2c (low nibbles) and 2c + 1 (high) share 32 bytes
             const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + kQ4kQs + 32 * c));
@@ -158,10 +161,9 @@ CM_DQ_FN void a_row_q4k(const uint8_t* row, int64_t kb0, int64_t kb1, uint16_t* 
                 // d*sc*q exact too (+4 bits): the FMA rounds once, as ggml's d1 * q - m1 does.
                 const __m512 scale = _mm512_set1_ps(f[j]), negmin = _mm512_set1_ps(f[8 + j]);
                 const __m256i v = _mm256_and_si256(h ? _mm256_srli_epi16(q, 4) : q, low4);
-                const __m512 a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(v))),
-                                                 scale, negmin);
-                const __m512 e = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(v, 1))),
-                                                 scale, negmin);
+                const __m512 q0 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(v)));
+                const __m512 q1 = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(v, 1)));
+                const __m512 a = _mm512_fmadd_ps(q0, scale, negmin), e = _mm512_fmadd_ps(q1, scale, negmin);
                 _mm512_storeu_si512(o + j * 512, to_bf16_32(a, e));
             }
         }
@@ -190,7 +192,8 @@ CM_DQ_FN void a_row_16bit(const uint8_t* row, int64_t k, int64_t kb0, int64_t kb
         const __m512i v = _mm512_maskz_loadu_epi16(m, src + kb * 32);
         __m512i o = v;
         if (!bf16_in) {
-            o = to_bf16_32(_mm512_cvtph_ps(_mm512_castsi512_si256(v)), _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v, 1)));
+            o = to_bf16_32(_mm512_cvtph_ps(_mm512_castsi512_si256(v)),
+                           _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v, 1)));
         }
         _mm512_storeu_si512(out + (kb - kb0) * 512, o);
     }
