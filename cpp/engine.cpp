@@ -310,9 +310,9 @@ void Engine::decode_step() {
             finish(*s, "error", std::current_exception());
         }
     }
-    // At most kMaxGemvRows sequences per graph: each row then goes through the matrix-vector kernel, as alone.
-    for (size_t b = 0; b < rows.size(); b += cpu::kMaxGemvRows) {
-        const size_t e = std::min(rows.size(), b + cpu::kMaxGemvRows);
+    // At most kMaxDecodeRows sequences per graph: each row then goes through the matrix-vector kernels, as alone.
+    for (size_t b = 0; b < rows.size(); b += cpu::kMaxDecodeRows) {
+        const size_t e = std::min(rows.size(), b + cpu::kMaxDecodeRows);
         std::vector<KvCache*> caches;
         std::vector<int32_t> ids;
         for (size_t i = b; i < e; ++i) {
