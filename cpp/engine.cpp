@@ -78,6 +78,7 @@ Engine::Stats Engine::stats() const {
     s.jobs = static_cast<int>(jobs_.size());
     s.steps = steps_;
     s.step_rows = step_rows_;
+    s.max_step_rows = max_step_rows_;
     return s;
 }
 
@@ -335,6 +336,7 @@ void Engine::decode_step() {
         std::lock_guard<std::mutex> lk(mu_);
         steps_ += 1;
         step_rows_ += static_cast<long long>(e - b);
+        max_step_rows_ = std::max(max_step_rows_, static_cast<int>(e - b));
     }
 }
 

@@ -351,7 +351,8 @@ class Model:
 
     def engine_stats(self) -> Dict[str, int]:
         """The engine's state: ``active`` sequences (prefilling or decoding), ``waiting`` for a slot, encoder
-        ``jobs`` waiting, decode ``steps`` run and the tokens decoded in them (``step_rows``)."""
+        ``jobs`` waiting, decode ``steps`` run, the tokens decoded in them (``step_rows``) and the most sequences
+        one step held (``max_step_rows``; a step is one graph, at most 32 sequences)."""
         return dict(self._core.engine_stats(self.n_threads))
 
     def __repr__(self) -> str:
