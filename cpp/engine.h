@@ -34,7 +34,7 @@
 namespace cm {
 
 struct EngineOptions {
-    int max_batch = 16;      // sequences decoded together; more wait for a free slot
+    int max_batch = 32;      // sequences decoded together (Model's batch_size); more wait for a free slot
     int prefill_chunk = 128;  // prompt positions per prefill graph
 };
 

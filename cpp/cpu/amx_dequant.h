@@ -3,7 +3,7 @@
 // of 16 rows, one 1 KB VNNI tile per 32 values of k) and runs amx_gemm over all activation rows on them. For the
 // decoder's prefill (nn::mul_mat with more than kMaxGemvRows activation rows at the amx level): the dequantizing
 // is paid once per weight block and product, so it is amortized over the prefill chunk's rows; decode steps (at
-// most kMaxGemvRows rows) keep the matrix-vector kernels.
+// most kMaxDecodeRows rows, built inside nn::DecodeRows) keep the matrix-vector kernels.
 //
 // The weights after dequantizing, exactly as ggml's dequantizers give them in F32 (Q4_K: d*sc*q - dmin*m, each
 // factor product exact in F32, one rounding for the difference; Q8_0: d*q, exact; F16: exact), then rounded to
