@@ -78,6 +78,7 @@ Engine::Stats Engine::stats() const {
     s.jobs = static_cast<int>(jobs_.size());
     s.steps = steps_;
     s.step_rows = step_rows_;
+    s.max_step_rows = max_step_rows_;
     return s;
 }
 
@@ -310,9 +311,9 @@ void Engine::decode_step() {
             finish(*s, "error", std::current_exception());
         }
     }
-    // At most kMaxGemvRows sequences per graph: each row then goes through the matrix-vector kernel, as alone.
-    for (size_t b = 0; b < rows.size(); b += cpu::kMaxGemvRows) {
-        const size_t e = std::min(rows.size(), b + cpu::kMaxGemvRows);
+    // At most kMaxDecodeRows sequences per graph: each row then goes through the matrix-vector kernels, as alone.
+    for (size_t b = 0; b < rows.size(); b += cpu::kMaxDecodeRows) {
+        const size_t e = std::min(rows.size(), b + cpu::kMaxDecodeRows);
         std::vector<KvCache*> caches;
         std::vector<int32_t> ids;
         for (size_t i = b; i < e; ++i) {
@@ -335,6 +336,7 @@ void Engine::decode_step() {
         std::lock_guard<std::mutex> lk(mu_);
         steps_ += 1;
         step_rows_ += static_cast<long long>(e - b);
+        max_step_rows_ = std::max(max_step_rows_, static_cast<int>(e - b));
     }
 }
 

@@ -34,7 +34,7 @@
 namespace cm {
 
 struct EngineOptions {
-    int max_batch = 16;      // sequences decoded together; more wait for a free slot
+    int max_batch = 32;      // sequences decoded together (Model's batch_size); more wait for a free slot
     int prefill_chunk = 128;  // prompt positions per prefill graph
 };
 
@@ -85,6 +85,7 @@ public:
         int jobs = 0;     // encoder passes waiting
         long long steps = 0;          // decode steps run
         long long step_rows = 0;      // tokens decoded in them
+        int max_step_rows = 0;        // the most sequences one of them held
     };
     Stats stats() const;
     int n_threads() const { return compute_.n_threads(); }
@@ -111,6 +112,7 @@ private:
     std::deque<Seq*> waiting_;
     std::vector<Seq*> active_;  // written by the worker only, under mu_
     long long steps_ = 0, step_rows_ = 0;
+    int max_step_rows_ = 0;
     std::thread worker_;
 };
 

@@ -58,6 +58,21 @@ def test_transcribe_many_equals_alone(ggufs, arch, wtype, kv):
 
 
 @exact
+@pytest.mark.parametrize("kv", ["f16", "f32"])
+def test_more_than_16_sequences_in_one_step(ggufs, kv):
+    """Decode steps of up to 32 sequences are one graph (every weight read once, cpu::gemv_rows) and each sequence
+    still gets exactly its tokens alone."""
+    path = ggufs[("moss_transcribe", "f16")]
+    items = [speechlike(0.3 + 0.05 * k, seed=100 + k) for k in range(22)]
+    alone = _alone(path, kv, items, max_new_tokens=28)
+    m = crispmoss.Model(path, 1, kv_type=kv, batch_size=24)
+    got = m.transcribe_many(items, max_new_tokens=28)
+    st = m.engine_stats()
+    assert 16 < st["max_step_rows"] <= 22, st
+    assert [g.tokens for g in got] == [a.tokens for a in alone]
+
+
+@exact
 @pytest.mark.parametrize("arch", ["moss_transcribe", "moss_audio"])
 def test_join_and_leave_mid_run(ggufs, arch):
     """Threads start at different moments with different lengths, budgets and sampling; one is interrupted.
@@ -215,7 +230,7 @@ def test_feed_inputs_arrive_while_it_runs(ggufs, tmp_path):
 
 def test_slot_bytes_and_default_batch(ggufs):
     m = crispmoss.Model(ggufs[("moss_transcribe", "f16")], 1)
-    assert 1 <= m.batch_size <= 16
+    assert 1 <= m.batch_size <= crispmoss.model.MAX_BATCH_ROWS == 32
     per_pos = m._core.kv_bytes_per_position("f16")
     assert m.slot_bytes(30.0, 512) >= per_pos * (390 + 512)
     assert m.slot_bytes(30.0, 512) > m.slot_bytes(10.0, 512)

@@ -169,6 +169,26 @@ def test_rows_bit_identical_to_one_row(qtype, rows, cols, level):
     assert np.array_equal(y, alone[[7, 0, 12, 3, 3, 9]])
 
 
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("qtype,rows,cols", [
+    ("q4_k", 300, 512), ("q8_0", 77, 96), ("f16", 45, 100), ("f32", 21, 47),
+])
+def test_decode_rows_grouping_bit_identical(qtype, rows, cols, level):
+    """More activation rows than one kernel call takes (a decode step of 17-32 sequences: cpu::gemv_rows quantizes
+    them once, walks the weight rows in sub-blocks and passes each sub-block to the kernel for every group of 16
+    rows): every row gets the bits of its one-row call, for odd row counts, thread splits and sub-block sizes
+    (smaller than a 16-row group, a few groups, the whole matrix)."""
+    rng = np.random.default_rng(rows + cols)
+    w = rng.standard_normal((rows, cols)).astype(np.float32) * 0.02
+    xs = rng.standard_normal((33, cols)).astype(np.float32) * 3
+    xs[20, : BLOCK[qtype]] = 0
+    alone = np.stack([_core.gemv_test(qtype, w, xs[j], 1, level)[0] for j in range(33)])
+    for n_x in (17, 23, 33):
+        for nth, block_bytes in ((1, 1), (3, 5000), (2, 1 << 18)):
+            y, _ = _core.gemv_test(qtype, w, xs[:n_x], nth, level, block_bytes)
+            assert np.array_equal(y, alone[:n_x]), (qtype, n_x, nth, block_bytes)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Every tail shape at every level, against a float64 product with an error bound derived from the arithmetic
 

@@ -210,12 +210,12 @@ double best_ms(int nth, int reps, Fn&& fn) {
 // Best of `reps` wall times (ms) of cpu::gemv over all rows, split as the ggml custom op splits them over nth
 // threads (one std::thread each; their start, ~50 us, is inside the time).
 double best_gemv_ms(ggml_type type, const uint8_t* q, size_t rb, int64_t rows, int64_t cols, const float* x, int n_x,
-                    float* y, int nth, int reps, cpu::Level lv) {
+                    float* y, int nth, int reps, cpu::Level lv, size_t block_bytes) {
     const size_t per = cpu::gemv_scratch_bytes(type, cols) * size_t(n_x) + 1;
     std::vector<std::vector<uint8_t>> scratch(static_cast<size_t>(nth), std::vector<uint8_t>(per));
     return best_ms(nth, reps, [&](int t) {
-        cpu::gemv(type, q, rb, cols, rows * t / nth, rows * (t + 1) / nth, x, cols, n_x, y, rows,
-                  scratch[size_t(t)].data(), lv);
+        cpu::gemv_rows(type, q, rb, cols, rows * t / nth, rows * (t + 1) / nth, x, cols, n_x, y, rows,
+                       scratch[size_t(t)].data(), lv, block_bytes);
     });
 }
 
@@ -265,15 +265,17 @@ void bind_bench(py::module_& m) {
     m.def(
         "gemv_test",
         [](const std::string& type_name, py::array_t<float, py::array::c_style | py::array::forcecast> w,
-           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth, const std::string& level) {
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth, const std::string& level,
+           int64_t block_bytes) {
             const ggml_type type = type_name == "f32" ? GGML_TYPE_F32 : parse_quant_type(type_name);
-            // x: one activation row [cols] or several [n_x, cols] (1..kMaxGemvRows)
+            // x: one activation row [cols] or several [n_x, cols] (1..kMaxGemvRows: gemv; up to 64: gemv_rows)
             const bool one = x.ndim() == 1;
             const int64_t n_x = one ? 1 : (x.ndim() == 2 ? x.shape(0) : 0);
             const int64_t xc = x.ndim() >= 1 ? x.shape(x.ndim() - 1) : 0;
-            if (!cpu::gemv_supports(type) || w.ndim() != 2 || n_x < 1 || n_x > cpu::kMaxGemvRows || xc != w.shape(1) ||
-                nth < 1)
-                throw InputError("gemv_test: type q4_k|q8_0|f16|f32, w [rows, cols], x [cols] or [1..16, cols], nth >= 1");
+            if (!cpu::gemv_supports(type) || w.ndim() != 2 || n_x < 1 || n_x > 64 || xc != w.shape(1) || nth < 1 ||
+                block_bytes < 1)
+                throw InputError("gemv_test: type q4_k|q8_0|f16|f32, w [rows, cols], x [cols] or [1..64, cols], "
+                                 "nth >= 1, block_bytes >= 1");
             const cpu::Level lv = test_level("gemv_test", level);
             const int64_t rows = w.shape(0), cols = w.shape(1);
             if (cols % ggml_blck_size(type) != 0) throw InputError("gemv_test: cols must be whole blocks");
@@ -291,12 +293,14 @@ void bind_bench(py::module_& m) {
             py::array_t<float> y = one ? py::array_t<float>(rows) : py::array_t<float>({n_x, rows});
             std::vector<uint8_t> scratch(cpu::gemv_scratch_bytes(type, cols) * size_t(n_x) + 1);
             for (int t = 0; t < nth; ++t)  // the row split of a ggml custom op with nth threads
-                cpu::gemv(type, q.data(), rb, cols, rows * t / nth, rows * (t + 1) / nth, x.data(), cols, int(n_x),
-                          y.mutable_data(), rows, scratch.data(), lv);
+                cpu::gemv_rows(type, q.data(), rb, cols, rows * t / nth, rows * (t + 1) / nth, x.data(), cols,
+                               int(n_x), y.mutable_data(), rows, scratch.data(), lv, size_t(block_bytes));
             return py::make_tuple(y, deq);
         },
         py::arg("type"), py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("level") = "",
-        "(y, dequantized w): our kernel on w quantized to `type`, x one row or [n_x, cols] (tests).");
+        py::arg("block_bytes") = int64_t(cpu::kGemvRowsBlockBytes),
+        "(y, dequantized w): our kernel on w quantized to `type`, x one row or [n_x, cols] (more than 16 rows: "
+        "cpu::gemv_rows, weight sub-blocks of about block_bytes) (tests).");
     m.def(
         "gemm_test",
         [](py::array_t<float, py::array::c_style | py::array::forcecast> w,
@@ -629,12 +633,13 @@ void bind_bench(py::module_& m) {
         "(benchmarks).");
     m.def(
         "gemv_bench",
-        [](const std::string& type_name, int64_t rows, int64_t cols, int n_x, int nth, int reps, const std::string& level) {
+        [](const std::string& type_name, int64_t rows, int64_t cols, int n_x, int nth, int reps, const std::string& level,
+           int64_t block_bytes) {
             const ggml_type type = type_name == "f32" ? GGML_TYPE_F32 : parse_quant_type(type_name);
-            if (!cpu::gemv_supports(type) || rows < 1 || cols < 1 || n_x < 1 || n_x > cpu::kMaxGemvRows || nth < 1 ||
-                reps < 1 || cols % ggml_blck_size(type) != 0)
-                throw InputError("gemv_bench: type q4_k|q8_0|f16|f32, rows >= 1, cols whole blocks, n_x 1..16, "
-                                 "nth >= 1, reps >= 1");
+            if (!cpu::gemv_supports(type) || rows < 1 || cols < 1 || n_x < 1 || n_x > 64 || nth < 1 || reps < 1 ||
+                cols % ggml_blck_size(type) != 0 || block_bytes < 1)
+                throw InputError("gemv_bench: type q4_k|q8_0|f16|f32, rows >= 1, cols whole blocks, n_x 1..64, "
+                                 "nth >= 1, reps >= 1, block_bytes >= 1");
             const cpu::Level lv = test_level("gemv_bench", level);
             const size_t rb = ggml_row_size(type, cols);
             std::vector<uint8_t> q(rb * size_t(rows));
@@ -660,14 +665,16 @@ void bind_bench(py::module_& m) {
             double best;
             {
                 py::gil_scoped_release nogil;
-                best = best_gemv_ms(type, q.data(), rb, rows, cols, x.data(), n_x, y.data(), nth, reps, lv);
+                best = best_gemv_ms(type, q.data(), rb, rows, cols, x.data(), n_x, y.data(), nth, reps, lv,
+                                    size_t(block_bytes));
             }
             return py::make_tuple(best, double(q.size()));
         },
         py::arg("type"), py::arg("rows"), py::arg("cols"), py::arg("n_x") = 1, py::arg("nth") = 1,
-        py::arg("reps") = 5, py::arg("level") = "",
+        py::arg("reps") = 5, py::arg("level") = "", py::arg("block_bytes") = int64_t(cpu::kGemvRowsBlockBytes),
         "(best ms, weight bytes): our matrix-vector kernel over a rows x cols weight of `type` (random values) "
-        "for n_x activation rows, split over nth threads, at `level` (benchmarks).");
+        "for n_x activation rows (more than 16: cpu::gemv_rows, weight sub-blocks of about block_bytes), split "
+        "over nth threads, at `level` (benchmarks).");
     m.def("profile_enabled", &profile::enabled, "Whether CRISPMOSS_PROFILE was set (read when a Compute is made).");
     m.def("profile_reset", &profile::reset);
     m.def("profile_snapshot", [] {

@@ -241,6 +241,7 @@ py::dict stats_dict(const Engine::Stats& st) {
     d["jobs"] = st.jobs;
     d["steps"] = st.steps;
     d["step_rows"] = st.step_rows;
+    d["max_step_rows"] = st.max_step_rows;
     return d;
 }
 

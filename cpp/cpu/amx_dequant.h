@@ -1,6 +1,6 @@
 // Products of quantized (Q4_K, Q8_0) and F16/BF16 weights on the AMX tiles without a BF16 copy of the weights, for
 // the decoder's prefill (nn::mul_mat with more than kMaxGemvRows activation rows at the amx level); decode steps (at
-// most kMaxGemvRows rows) keep the matrix-vector kernels.
+// most kMaxDecodeRows rows, built inside nn::DecodeRows) keep the matrix-vector kernels.
 //
 // Roles of the operands (the reverse of amx_gemm's): the WEIGHTS are TDPBF16PS's A operand — a 16 x 32 BF16 A tile
 // is 16 weight rows' 32 consecutive values of k, so a weight block is dequantized straight to row-major BF16 (no

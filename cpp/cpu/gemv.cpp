@@ -3,6 +3,7 @@
 #include "cpu/gemv_avx2.h"
 #include "cpu/gemv_common.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -595,11 +596,10 @@ namespace {
 #endif
 constexpr int kQ4KGroup = CM_Q4K_GROUP;
 
-}  // namespace
-
-void gemv(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
-          int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, Level level) {
-    if (level == Level::avx2) return gemv_avx2(type, w, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch);
+// gemv (prepared false) and gemv_prepared (true) at a level.
+void gemv_at(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+             int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, Level level, bool prepared) {
+    if (level == Level::avx2) return gemv_avx2(type, w, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, prepared);
     if (level != Level::avx512 && level != Level::amx) std::abort();  // callers check gemv_available()
     const auto* rows = static_cast<const uint8_t*>(w);
     const bool kblocked = n_x >= kFloatKBlockRows;
@@ -612,15 +612,33 @@ void gemv(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0
                         : gemv_float<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
     }
     if (type == GGML_TYPE_Q4_K) {
-        return gemv_q4k_blocks<16>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, quantize_q4k,
+        return gemv_q4k_blocks<16>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, prepared, quantize_q4k,
                                    [n](const uint8_t* const* rp, const ActQ4K* a, int nx, float* out, size_t rb, size_t next) {
                                        q4k_rows16<kQ4KGroup>(rp, n / kQK, a, nx, out, rb, next);
                                    });
     }
-    gemv_quantized<4>(type, rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, act_q80, quantize_q80,
+    gemv_quantized<4>(type, rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, prepared, act_q80, quantize_q80,
                       [n](auto g, const uint8_t* row, const ActQ80* a, float* out) {
                           dot_q80<decltype(g)::value>(row, n / kQ8Block, a, out);
                       });
+}
+
+}  // namespace
+
+void gemv(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+          int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, Level level) {
+    gemv_at(type, w, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, level, false);
+}
+
+void gemv_prepare(ggml_type type, int64_t n, const float* x, int64_t ldx, int n_x, void* scratch, Level level) {
+    if (level == Level::avx2) return gemv_prepare_avx2(type, n, x, ldx, n_x, scratch);
+    if (level != Level::avx512 && level != Level::amx) std::abort();
+    prepare_rows(type, n, x, ldx, n_x, scratch, act_q4k, quantize_q4k, act_q80, quantize_q80);
+}
+
+void gemv_prepared(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+                   int64_t ldx, int n_x, float* y, int64_t ldy, void* prepared, Level level) {
+    gemv_at(type, w, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, prepared, level, true);
 }
 
 void gelu_erf(const float* x, float* y, int64_t n, Level level) {
@@ -638,9 +656,33 @@ void gemv(ggml_type, const void*, size_t, int64_t, int64_t, int64_t, const float
     std::abort();
 }
 
+void gemv_prepare(ggml_type, int64_t, const float*, int64_t, int, void*, Level) { std::abort(); }
+
+void gemv_prepared(ggml_type, const void*, size_t, int64_t, int64_t, int64_t, const float*, int64_t, int, float*,
+                   int64_t, void*, Level) {
+    std::abort();
+}
+
 void gelu_erf(const float*, float*, int64_t, Level) { std::abort(); }
 
 #endif
+
+void gemv_rows(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+               int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, Level level, size_t block_bytes) {
+    if (n_x <= kMaxGemvRows) return gemv(type, w, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, level);
+    gemv_prepare(type, n, x, ldx, n_x, scratch, level);
+    const size_t per_row = gemv_scratch_bytes(type, n);
+    // whole groups of 16 weight rows (the interleaved Q4_K kernels' block) per sub-block, at least one
+    const int64_t block = std::max<int64_t>(16, int64_t(block_bytes / row_bytes) / 16 * 16);
+    auto* prepared = static_cast<uint8_t*>(scratch);
+    for (int64_t s = r0; s < r1; s += block) {
+        const int64_t e = std::min(r1, s + block);
+        for (int j = 0; j < n_x; j += kMaxGemvRows) {
+            gemv_prepared(type, w, row_bytes, n, s, e, x + j * ldx, ldx, std::min(kMaxGemvRows, n_x - j), y + j * ldy,
+                          ldy, prepared + size_t(j) * per_row, level);
+        }
+    }
+}
 
 bool gemv_supports(ggml_type type) {
     return type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q8_0 || type == GGML_TYPE_F16 || type == GGML_TYPE_F32;

@@ -6,8 +6,8 @@
 // same arithmetic (Q4_K/Q8_0: 8-bit activations, integer sums with 512-bit VPDPBUSD; F16: F32 activations)
 // with software prefetches 4 KB ahead and reach 9-10 GB/s per core (measured: tests in test_gemv.py,
 // benchmarks/RESULTS.md).
-// Used through nn::mul_mat for 1..kMaxGemvRows activation rows (one decode step of up to 16 sequences, short
-// prefill chunks), Q4_K/Q8_0/F16/F32 weights in host memory and a CPU that has the instructions (checked at run
+// Used through nn::mul_mat for 1..kMaxGemvRows activation rows (short prefill chunks, decode steps) and, in a
+// decode step, up to kMaxDecodeRows rows (gemv_rows: one decode step of up to 32 sequences), Q4_K/Q8_0/F16/F32 weights in host memory and a CPU that has the instructions (checked at run
 // time, so one build runs everywhere); everything else stays with ggml.
 // Two instruction-set levels (cpu/level.h): AVX-512 (here, in gemv.cpp) and AVX2 + FMA + F16C (gemv_avx2.cpp,
 // the same arithmetic on 256-bit registers, VPMADDUBSW for VPDPBUSD). Every function takes the level it runs at,
@@ -42,6 +42,35 @@ size_t gemv_scratch_bytes(ggml_type type, int64_t n);
 // gets alone. `scratch`: n_x * gemv_scratch_bytes(type, n) bytes.
 void gemv(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
           int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, Level level = active_level());
+
+// gemv() in its two halves, for a caller that runs several products on the same activation rows (gemv_rows):
+// gemv_prepare quantizes n_x (any number of) rows x_j = x + j * ldx into `scratch` (n_x * gemv_scratch_bytes(type,
+// n) bytes; nothing for F16/F32 weights, which use x as it is); gemv_prepared is then gemv() for n_x
+// (1..kMaxGemvRows) of those rows, `prepared` pointing at the first one's part of the scratch. The same
+// quantization and arithmetic as gemv(): the same bits.
+void gemv_prepare(ggml_type type, int64_t n, const float* x, int64_t ldx, int n_x, void* scratch,
+                  Level level = active_level());
+void gemv_prepared(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+                   int64_t ldx, int n_x, float* y, int64_t ldy, void* prepared, Level level = active_level());
+
+// Most activation rows of a decode step's products (nn::mul_mat inside nn::DecodeRows: one row per sequence; the
+// engine's steps hold at most this many sequences). 32: a 10-minute recording's 23 passes, or a folder's 32
+// clips, share every step; beyond, the fixed weight read (~50 ms a step for MOSS-Transcribe Q4_K on 2 cores) is
+// already under a sixth of a step that costs ~8 ms a row, and every sequence's step latency grows with the rows.
+constexpr int kMaxDecodeRows = 32;
+
+// Weight bytes gemv_rows() walks at a time: small enough to stay in L2 (2 MB a core on the machines measured)
+// beside the activations while each group of kMaxGemvRows activation rows passes over them.
+constexpr size_t kGemvRowsBlockBytes = 256 * 1024;
+
+// gemv() for any number n_x >= 1 of activation rows with each weight row read from memory once: up to
+// kMaxGemvRows rows it is gemv(); beyond, the rows are quantized once (gemv_prepare) and rows [r0, r1) walked in
+// sub-blocks of about block_bytes (whole groups of 16 weight rows), each sub-block passed to gemv_prepared for
+// every group of kMaxGemvRows activation rows in turn (the later groups read it from cache). Each row's result is
+// the bits gemv() gives it alone. `scratch`: n_x * gemv_scratch_bytes(type, n) bytes.
+void gemv_rows(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+               int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, Level level = active_level(),
+               size_t block_bytes = kGemvRowsBlockBytes);
 
 // GELU with the exact erf form, y = x/2 (1 + erf(x/sqrt 2)), for n floats: ggml computes it with scalar erff
 // (7.5 ns a value, 6 % of the encoder); this is a 16-wide version (|error| < 2e-7 relative to max(1, |y|)), and

@@ -471,8 +471,12 @@ CM_AVX2 void gelu_erf_avx2(const float* x, float* y, int64_t n) {
     }
 }
 
+void gemv_prepare_avx2(ggml_type type, int64_t n, const float* x, int64_t ldx, int n_x, void* scratch) {
+    prepare_rows(type, n, x, ldx, n_x, scratch, act_q4k, quantize_q4k, act_q80, quantize_q80);
+}
+
 void gemv_avx2(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
-               int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch) {
+               int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, bool prepared) {
     const auto* rows = static_cast<const uint8_t*>(w);
     const bool kblocked = n_x >= kFloatKBlockRows;
     if (type == GGML_TYPE_F16) {
@@ -484,12 +488,12 @@ void gemv_avx2(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64
                         : gemv_float<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
     }
     if (type == GGML_TYPE_Q4_K) {
-        return gemv_q4k_blocks<8>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, quantize_q4k,
+        return gemv_q4k_blocks<8>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, prepared, quantize_q4k,
                                   [n](const uint8_t* const* rp, const ActQ4K* a, int nx, float* out, size_t rb, size_t next) {
                                       q4k_rows8<4>(rp, n / kQK, a, nx, out, rb, next);
                                   });
     }
-    gemv_quantized<4>(type, rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, act_q80, quantize_q80,
+    gemv_quantized<4>(type, rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, prepared, act_q80, quantize_q80,
                       [n](auto g, const uint8_t* row, const ActQ80* a, float* out) {
                           dot_q80<decltype(g)::value>(row, n / kQ8Block, a, out);
                       });

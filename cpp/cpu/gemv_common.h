@@ -64,15 +64,29 @@ void quantize_q4k_with(const float* x, int64_t n, ActQ4K a, AbsMax abs_max, Quan
 }
 
 // Each activation row j quantized into its part of the scratch: a[j] = make(part, n), quantize(x_j, n, a[j])
-// (parts gemv_scratch_bytes(type, n) apart).
+// (parts gemv_scratch_bytes(type, n) apart). `prepared`: the scratch already holds them (gemv_prepare), only a[j]
+// is laid out.
 template <typename MakeAct, typename Quantize, typename Act>
 void quantize_rows(ggml_type type, int64_t n, const float* x, int64_t ldx, int n_x, void* scratch, MakeAct make,
-                   Quantize quantize, Act* a) {
+                   Quantize quantize, Act* a, bool prepared = false) {
     const size_t per_row = gemv_scratch_bytes(type, n);
     auto* base = static_cast<uint8_t*>(scratch);
     for (int j = 0; j < n_x; ++j) {
         a[j] = make(base + j * per_row, n);
-        quantize(x + j * ldx, n, a[j]);
+        if (!prepared) quantize(x + j * ldx, n, a[j]);
+    }
+}
+
+// gemv_prepare at a level: each of the n_x activation rows quantized into its part of the scratch for a quantized
+// type (Q4_K: make_q4k / quantize_q4k, Q8_0: make_q80 / quantize_q80); nothing for F16/F32 (x is used as it is).
+template <typename MakeQ4K, typename QuantizeQ4K, typename MakeQ80, typename QuantizeQ80>
+void prepare_rows(ggml_type type, int64_t n, const float* x, int64_t ldx, int n_x, void* scratch, MakeQ4K make_q4k,
+                  QuantizeQ4K quantize_q4k, MakeQ80 make_q80, QuantizeQ80 quantize_q80) {
+    const size_t per_row = gemv_scratch_bytes(type, n);
+    auto* base = static_cast<uint8_t*>(scratch);
+    for (int j = 0; j < n_x; ++j) {
+        if (type == GGML_TYPE_Q4_K) quantize_q4k(x + j * ldx, n, make_q4k(base + j * per_row, n));
+        if (type == GGML_TYPE_Q8_0) quantize_q80(x + j * ldx, n, make_q80(base + j * per_row, n));
     }
 }
 
@@ -80,11 +94,13 @@ void quantize_rows(ggml_type type, int64_t n, const float* x, int64_t ldx, int n
 // row quantized into its scratch, then rows [r0, r1) in blocks of R (the last block padded with copies of row
 // r1 - 1, whose results are dropped): block(row pointers[R], acts, n_x, out) writes out[j * R + k] = dot(row k, x_j)
 // for all n_x activation rows (row_bytes, R * row_bytes: the rows' stride and the next block's distance).
+// `prepared`: the scratch already holds the quantized rows (gemv_prepared).
 template <int R, typename Quantize, typename Block>
 void gemv_q4k_blocks(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
-                     int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, Quantize quantize, Block block) {
+                     int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, bool prepared, Quantize quantize,
+                     Block block) {
     ActQ4K a[kMaxGemvRows];
-    quantize_rows(GGML_TYPE_Q4_K, n, x, ldx, n_x, scratch, act_q4k, quantize, a);
+    quantize_rows(GGML_TYPE_Q4_K, n, x, ldx, n_x, scratch, act_q4k, quantize, a, prepared);
     float out[kMaxGemvRows * R];
     const uint8_t* rp[R];
     for (int64_t r = r0; r < r1; r += R) {
@@ -195,12 +211,13 @@ void gemv_float_kblocked_with(const uint8_t* rows, size_t row_bytes, int64_t n_m
 // every weight row against the activation rows in groups of at most Max:
 // dot(std::integral_constant<int, G>, weight row, acts of the group, out[G]).
 // make(scratch, n) lays out one row's Act in its part of the scratch (per_row = gemv_scratch_bytes(type, n)).
+// `prepared`: the scratch already holds the quantized rows (gemv_prepared).
 template <int Max, typename MakeAct, typename Quantize, typename Dot>
 void gemv_quantized(ggml_type type, const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1,
-                    const float* x, int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, MakeAct make,
-                    Quantize quantize, Dot dot) {
+                    const float* x, int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, bool prepared,
+                    MakeAct make, Quantize quantize, Dot dot) {
     decltype(make(scratch, n)) a[kMaxGemvRows];
-    quantize_rows(type, n, x, ldx, n_x, scratch, make, quantize, a);
+    quantize_rows(type, n, x, ldx, n_x, scratch, make, quantize, a, prepared);
     float out[Max];
     for (int64_t r = r0; r < r1; ++r) {
         for_groups<Max>(n_x, [&](int j, auto g) {

@@ -21,8 +21,16 @@ namespace cm::nn {
 
 namespace {
 
-// ggml custom op: dst[j][r] = row r of src[0] . column j of src[1] (1..kMaxGemvRows columns), weight rows split
-// evenly over ggml's threads.
+// Set while a DecodeRows lives on this thread: nn::mul_mat builds a decode step's products.
+thread_local bool g_decode_rows = false;
+
+// Most activation rows the products built on this thread now give the matrix-vector kernels: kMaxDecodeRows in a
+// decode step, else kMaxGemvRows (prefill chunks with more rows keep the tiles, the F16 matrix kernel or ggml).
+int64_t gemv_rows_limit() { return g_decode_rows ? cpu::kMaxDecodeRows : cpu::kMaxGemvRows; }
+
+// ggml custom op: dst[j][r] = row r of src[0] . column j of src[1] (1..gemv_rows_limit() columns), weight rows
+// split evenly over ggml's threads; more than kMaxGemvRows columns in groups over cache-sized sub-blocks of each
+// thread's rows (cpu::gemv_rows: every weight block read from memory once, every row's bits as alone).
 void gemv_op(ggml_tensor* dst, int ith, int nth, void*) {
     const ggml_tensor* w = dst->src[0];
     const ggml_tensor* x = dst->src[1];
@@ -35,9 +43,9 @@ void gemv_op(ggml_tensor* dst, int ith, int nth, void*) {
     const int n_x = static_cast<int>(x->ne[1]);
     const size_t need = cpu::gemv_scratch_bytes(w->type, w->ne[0]) * size_t(n_x);
     std::vector<unsigned char> heap(need > sizeof(stack) ? need : 0);
-    cpu::gemv(w->type, w->data, w->nb[1], w->ne[0], r0, r1, static_cast<const float*>(x->data),
-              static_cast<int64_t>(x->nb[1] / sizeof(float)), n_x, static_cast<float*>(dst->data),
-              static_cast<int64_t>(dst->nb[1] / sizeof(float)), heap.empty() ? stack : heap.data());
+    cpu::gemv_rows(w->type, w->data, w->nb[1], w->ne[0], r0, r1, static_cast<const float*>(x->data),
+                   static_cast<int64_t>(x->nb[1] / sizeof(float)), n_x, static_cast<float*>(dst->data),
+                   static_cast<int64_t>(dst->nb[1] / sizeof(float)), heap.empty() ? stack : heap.data());
 }
 
 // Our kernels run where this weight's part of the graph runs on the CPU: the weight is in host memory.
@@ -45,19 +53,18 @@ bool cpu_kernels_for(const ggml_tensor* w) {
     return w && w->buffer && ggml_backend_buffer_is_host(w->buffer) && cpu::gemv_available();
 }
 
-// Up to kMaxGemvRows activation rows (a decode step of several sequences, a short prefill chunk) go through the
-// matrix-vector kernel, each row computed as it would be alone; more rows through the matrix kernel (F16) or ggml.
+// Up to gemv_rows_limit() activation rows (a decode step of several sequences, a short prefill chunk) go through
+// the matrix-vector kernel, each row computed as it would be alone; more rows through the tiles, the matrix kernel
+// (F16) or ggml.
 bool use_gemv(const ggml_tensor* w, const ggml_tensor* x) {
-    return x->type == GGML_TYPE_F32 && x->ne[1] >= 1 && x->ne[1] <= cpu::kMaxGemvRows && x->ne[2] == 1 &&
+    return x->type == GGML_TYPE_F32 && x->ne[1] >= 1 && x->ne[1] <= gemv_rows_limit() && x->ne[2] == 1 &&
            x->ne[3] == 1 && x->nb[0] == sizeof(float) && x->nb[1] % sizeof(float) == 0 && w->ne[2] == 1 &&
            w->ne[3] == 1 && cpu::gemv_supports(w->type) && cpu_kernels_for(w);
 }
 
-// Fewer activation rows than this go through gemv (above) or ggml: the matrix kernel's tile is 32 rows wide.
-constexpr int64_t kGemmMinRows = cpu::kMaxGemvRows + 1;
-
+// Products with more activation rows than gemv (above) takes: the matrix kernel's tile is 32 rows wide.
 bool use_gemm(const ggml_tensor* w, const ggml_tensor* x) {
-    return w->type == GGML_TYPE_F16 && x->type == GGML_TYPE_F32 && x->ne[1] >= kGemmMinRows && x->ne[2] == 1 &&
+    return w->type == GGML_TYPE_F16 && x->type == GGML_TYPE_F32 && x->ne[1] > gemv_rows_limit() && x->ne[2] == 1 &&
            x->ne[3] == 1 && w->ne[2] == 1 && w->ne[3] == 1 && cpu_kernels_for(w);
 }
 
@@ -310,10 +317,10 @@ bool amx_dequant_of(const ggml_tensor* w) {
 }
 
 // A prefill-sized product of such a weight: more activation rows than the matrix-vector kernels take (decode
-// steps of up to kMaxGemvRows sequences keep those, bit for bit as alone), F32 rows. What the weight itself must
-// be (a 2-D host matrix of a type the dequantizer takes, whole blocks a row) amx_attach_dequant checked.
+// steps of up to kMaxDecodeRows sequences keep those, bit for bit as alone), F32 rows. What the weight itself
+// must be (a 2-D host matrix of a type the dequantizer takes, whole blocks a row) amx_attach_dequant checked.
 bool use_amx_dequant(const ggml_tensor* w, const ggml_tensor* x) {
-    return x->ne[1] > cpu::kMaxGemvRows && amx_takes(x) && x->nb[1] % sizeof(float) == 0 && amx_dequant_of(w);
+    return x->ne[1] > gemv_rows_limit() && amx_takes(x) && x->nb[1] % sizeof(float) == 0 && amx_dequant_of(w);
 }
 
 // ggml custom op: src[0] (F32 rows) → the B operand of the dequantized products (cpu::amx_convert_rows_b: 16-row
@@ -432,6 +439,10 @@ ggml_tensor* gelu_erf(ggml_context* ctx, ggml_tensor* x, const ggml_tensor* near
     ggml_set_name(y, "gelu_erf");
     return y;
 }
+
+DecodeRows::DecodeRows() : outer_(g_decode_rows) { g_decode_rows = true; }
+
+DecodeRows::~DecodeRows() { g_decode_rows = outer_; }
 
 ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x, ggml_tensor* amx_x) {
     if (const AmxEntry* e = amx_of(w); e && amx_takes(x)) return amx_linear(ctx, w, *e, x, nullptr, false, nullptr);

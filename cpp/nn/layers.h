@@ -13,17 +13,34 @@ struct AmxMatrix;
 
 namespace cm::nn {
 
-// W x: ggml_mul_mat, or for 1..kMaxGemvRows activation rows against Q4_K/Q8_0/F16 weights in host memory our
-// matrix-vector kernel (cpu/gemv.h) where the CPU has it; more rows of a weight given to amx_attach_dequant (the
-// decoder's prefill at the amx level) on the tiles (cpu/amx_dequant.h). amx_x: x already converted for the tiles
+// W x: ggml_mul_mat, or for 1..kMaxGemvRows activation rows (1..kMaxDecodeRows inside a DecodeRows) against
+// Q4_K/Q8_0/F16/F32 weights in host memory our matrix-vector kernel (cpu/gemv.h) where the CPU has it; more rows
+// of a weight given to amx_attach_dequant (the decoder's prefill at the amx level) on the tiles
+// (cpu/amx_dequant.h), of an F16 weight our matrix kernel (cpu/gemm.h). amx_x: x already converted for the tiles
 // (amx_lm_operand, shared by products of the same x), or nullptr.
 ggml_tensor* mul_mat(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x, ggml_tensor* amx_x = nullptr);
+
+// While one lives, the products this thread builds (mul_mat, amx_lm_operand) are a decode step's: up to
+// cpu::kMaxDecodeRows activation rows (one per sequence) go through the matrix-vector kernels in one graph node
+// per product (cpu::gemv_rows: each weight block read once, each row the bits it gets alone), where outside
+// more than kMaxGemvRows rows (a prefill chunk) take the prefill paths. decoder_step holds one while it builds
+// its graph; nested scopes restore the outer state.
+class DecodeRows {
+public:
+    DecodeRows();
+    ~DecodeRows();
+    DecodeRows(const DecodeRows&) = delete;
+    DecodeRows& operator=(const DecodeRows&) = delete;
+
+private:
+    bool outer_;
+};
 
 // Gives weight w an AMX copy (cpu/amx.h; nullptr takes it away): from then on mul_mat and the conv stem run all
 // of w's products on the tiles. The caller keeps m alive while attached (AudioLM::pack_for_amx).
 void amx_attach(const ggml_tensor* w, const cpu::AmxMatrix* m);
 
-// Routes w's prefill-sized products (more than kMaxGemvRows F32 activation rows) to the tiles, each thread
+// Routes w's prefill-sized products (more than kMaxGemvRows F32 activation rows, outside a DecodeRows) to the tiles, each thread
 // dequantizing its rows block by block as it goes (cpu/amx_dequant.h; no copy kept): Q4_K/Q8_0/F16/BF16 2-D
 // weights in host memory; false (nothing changed) for others. amx_attach(w, nullptr) takes it away.
 bool amx_attach_dequant(const ggml_tensor* w);

@@ -301,6 +301,7 @@ std::vector<float> decoder_step(Compute& c, const Qwen3Weights& w, const std::ve
         if (kv->n_past + 1 > kv->n_ctx()) throw InputError("a sequence's context is full");
     }
     const int64_t hd = cfg.head_dim, dkv = int64_t(cfg.n_head_kv) * hd;
+    nn::DecodeRows decode_rows;  // up to kMaxDecodeRows sequences' rows through the matrix-vector kernels
     // Tensors: ~25 per layer plus ~16 per sequence and layer (its cache writes, views, attention, concatenation).
     Compute::Graph g(c, size_t(cfg.n_layer) * (40 + 20 * size_t(n)) + 128);
     ggml_context* ctx = g.ctx();

@@ -91,8 +91,9 @@ std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& c
 // One decode step of several sequences: token ids[i] at position caches[i]->n_past of sequence i's own cache.
 // Every weight matrix is read once for all rows; attention runs per sequence over its own cache. Row i's logits
 // (returned as [n][n_vocab]) are the bits decoder_forward would give that sequence alone wherever our CPU
-// kernels run the products (every op is per row; the matrix-vector kernel reduces each row in its one-row order).
-// Each cache's n_past advances by one.
+// kernels run the products (every op is per row; the matrix-vector kernel reduces each row in its one-row order)
+// and there are at most cpu::kMaxDecodeRows of them (nn::DecodeRows; more rows take the prefill paths, so the
+// engine groups its steps by that). Each cache's n_past advances by one.
 std::vector<float> decoder_step(Compute& c, const Qwen3Weights& w, const std::vector<KvCache*>& caches,
                                 const std::vector<int32_t>& ids);
 

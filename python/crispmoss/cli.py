@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest audio transcribed in one pass (default: the model's, 30 MOSS-Transcribe, 120 "
                         "MOSS-Audio, MOSS-Transcribe-Diarize: see README; inf = never split)")
     p.add_argument("--batch", type=int, default=None, metavar="N",
-                   help="decode up to N passes (of several files, or of one long file) together (default: 16, "
+                   help="decode up to N passes (of several files, or of one long file) together (default: 32, "
                         "fewer when memory is short; see README 'Many sequences at once')")
     _add_generation_args(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")

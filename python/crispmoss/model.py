@@ -44,8 +44,9 @@ PREFILL_CHUNK = 128
 # clip's ~153-position prompt is one piece), and one such piece still takes less time than a 128-position piece
 # on the avx512 kernels, so running sequences are stalled no longer than before (benchmarks/RESULTS.md).
 PREFILL_CHUNK_AMX = 256
-# Most sequences one decode graph takes through our matrix-vector kernels (cpu/gemv.h: kMaxGemvRows).
-MAX_BATCH_ROWS = 16
+# Most sequences one decode step takes through our matrix-vector kernels in one graph (cpu/gemv.h:
+# kMaxDecodeRows): a 10-minute MOSS-Transcribe recording's 23 passes share every step.
+MAX_BATCH_ROWS = 32
 
 _GEN_KEYS = ("max_new_tokens", "sampling", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed",
              "timeout", "callback", "collapse_loops")
@@ -236,9 +237,11 @@ class Model:
     A backend this build lacks raises ModelError naming it (see ``crispmoss.system_info()``).
 
     ``batch_size`` caps how many sequences the model's engine decodes together (requests of all threads using this
-    Model, the passes of long audio, :meth:`transcribe_many`); more wait for a free slot. Default: 16 (the rows one
-    decode graph takes through our kernels), lowered so that that many passes of the model's single-pass length
-    fit in half of the memory available now (see :meth:`slot_bytes`).
+    Model, the passes of long audio, :meth:`transcribe_many`); more wait for a free slot. Default: 32 (the rows one
+    decode step takes through our kernels in one graph, reading every weight once), lowered so that that many
+    passes of the model's single-pass length fit in half of the memory available now (see :meth:`slot_bytes`).
+    A larger ``batch_size`` works (steps of more than 32 sequences run as several graphs) but reads the weights
+    again for each further 32.
 
     ``head_type`` ("q8_0", ...; default: as stored) computes the output head from a copy of that type made at
     load. For MOSS-Transcribe, whose head is the tied F16 embedding, "q8_0" reads about half the head's bytes
@@ -342,13 +345,14 @@ class Model:
         return int(kv + audio + encoded)
 
     def default_batch_size(self) -> int:
-        """16, or fewer when 16 full-length passes (:meth:`slot_bytes`) would not fit in half the available
-        memory; at least 1."""
+        """32 (``MAX_BATCH_ROWS``), or fewer when 32 full-length passes (:meth:`slot_bytes`) would not fit in half
+        the available memory; at least 1."""
         return max(1, min(MAX_BATCH_ROWS, (available_memory() // 2) // max(1, self.slot_bytes())))
 
     def engine_stats(self) -> Dict[str, int]:
         """The engine's state: ``active`` sequences (prefilling or decoding), ``waiting`` for a slot, encoder
-        ``jobs`` waiting, decode ``steps`` run and the tokens decoded in them (``step_rows``)."""
+        ``jobs`` waiting, decode ``steps`` run, the tokens decoded in them (``step_rows``) and the most sequences
+        one step held (``max_step_rows``; a step is one graph, at most 32 sequences)."""
         return dict(self._core.engine_stats(self.n_threads))
 
     def __repr__(self) -> str:

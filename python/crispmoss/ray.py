@@ -34,9 +34,10 @@ import ray
 from .batch import Feed
 from .corpus import ROW_KEYS, TIMING_KEYS, result_row
 from .errors import InputError
+from .model import MAX_BATCH_ROWS
 
 # Rows handed to an actor at a time when neither batch_size nor engine_batch_size says (the engine's default batch).
-DEFAULT_ROWS = 16
+DEFAULT_ROWS = MAX_BATCH_ROWS
 # Batches one actor takes at the same time, all fed to its one engine run (see the module text): the one finishing,
 # the one filling the engine behind it, and the next one already there when the first returns.
 CALLS_PER_ACTOR = 3
@@ -287,7 +288,7 @@ def transcribe_dataset(ds: Any, model: str, *, concurrency: Union[int, Tuple[int
     ``concurrency``: actors (an int, or ``(min, max)`` for an autoscaling pool); ``num_cpus_per_actor``: the CPUs
     each reserves and its compute threads. Both default from the cluster (:func:`plan_actors`: one actor per node
     with all of its free CPUs). ``batch_size``: rows handed to an actor at a time (default: ``engine_batch_size``,
-    else 16); each actor takes up to three such batches at once, all in one run of its model's engine (see the
+    else 32); each actor takes up to three such batches at once, all in one run of its model's engine (see the
     module text). ``column``, ``engine_batch_size``, ``model_kwargs`` and ``options`` (max_new_tokens, language,
     ...): see :class:`Transcriber`.
     """

@@ -22,7 +22,7 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     api_key: Optional[str] = None  # every /v1/* route then needs "Authorization: Bearer KEY"
     max_batch: Optional[int] = None  # requests decoded at once (worker threads, sequences of the model's engine);
-    # None: the models' own batch size (16, fewer where memory is short)
+    # None: the models' own batch size (32, fewer where memory is short)
     max_queue: int = 64  # requests waiting beyond max_batch; more get 429
     max_upload_mb: float = 25.0  # encoded audio per request (OpenAI's limit); larger uploads get 413
     max_audio_seconds: float = 3600.0  # decoded audio length per request; longer gets 400
@@ -83,7 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "else no key)")
     p.add_argument("--max-batch", type=_positive_int, default=None, metavar="N",
                    help="requests decoded together, as sequences of the model's engine (default: the engine's "
-                        "batch size, 16 or fewer when memory is short)")
+                        "batch size, 32 or fewer when memory is short)")
     p.add_argument("--max-queue", type=_nonneg_int, default=d.max_queue, metavar="N",
                    help=f"requests waiting beyond --max-batch; more are refused with 429 (default {d.max_queue})")
     p.add_argument("--max-upload-mb", type=_positive_float, default=d.max_upload_mb, metavar="MB",
