@@ -221,19 +221,17 @@ CM_DQ_FN void dequant_a(ggml_type type, const void* w, size_t rb, int64_t k, int
 
 // ---- The product ----
 
-// C tile `c` from its accumulator (zero when `first`), and back.
-template <int c>
-CM_DQ_AMX_FN inline void acc_in(const float* p, bool first) {
-    if (first) {
-        _tile_zero(c);
-    } else {
-        _tile_loadd(c, p, 64);
-    }
-}
-template <int c>
-CM_DQ_AMX_FN inline void acc_out(float* p) {
-    _tile_stored(c, p, 64);
-}
+// C tile `c` (a literal: the tile intrinsics paste their register number into the instruction) from its
+// accumulator at p (zero when `first`), and back.
+#define CM_DQ_ACC_IN(c, p, first) \
+    do {                          \
+        if (first) {              \
+            _tile_zero(c);        \
+        } else {                  \
+            _tile_loadd(c, p, 64); \
+        }                         \
+    } while (0)
+#define CM_DQ_ACC_OUT(c, p) _tile_stored(c, p, 64)
 
 // C (tile 2w + x, at acc + w * acc_pe + 256 x; F32, 16 x 16) += A_w B_x over ns steps of 32 values of k, for TW
 // weight panels (A tiles 4, 5: pe_a values apart) and TX activation panels (B tiles 6, 7: pe_b apart). first: C
@@ -243,10 +241,10 @@ CM_DQ_AMX_FN void micro(const uint16_t* a, int64_t pe_a, const uint16_t* b, int6
                         int64_t acc_pe, bool first) {
     float* const c[4] = {acc, acc + 256, acc + acc_pe, acc + acc_pe + 256};
     CM_DQ_BARRIER();
-    acc_in<0>(c[0], first);
-    if constexpr (TX == 2) acc_in<1>(c[1], first);
-    if constexpr (TW == 2) acc_in<2>(c[2], first);
-    if constexpr (TW == 2 && TX == 2) acc_in<3>(c[3], first);
+    CM_DQ_ACC_IN(0, c[0], first);
+    if constexpr (TX == 2) CM_DQ_ACC_IN(1, c[1], first);
+    if constexpr (TW == 2) CM_DQ_ACC_IN(2, c[2], first);
+    if constexpr (TW == 2 && TX == 2) CM_DQ_ACC_IN(3, c[3], first);
     for (const uint16_t *at = a, *bt = b, *end = a + ns * 512; at < end; at += 512, bt += 512) {
         _tile_loadd(6, bt, 64);  // activations 0 with weights 0, then 1; activations 1 with both
         _tile_loadd(4, at, 64);
@@ -257,10 +255,10 @@ CM_DQ_AMX_FN void micro(const uint16_t* a, int64_t pe_a, const uint16_t* b, int6
         if constexpr (TX == 2) _tile_dpbf16ps(1, 4, 7);
         if constexpr (TW == 2 && TX == 2) _tile_dpbf16ps(3, 5, 7);
     }
-    acc_out<0>(c[0]);
-    if constexpr (TX == 2) acc_out<1>(c[1]);
-    if constexpr (TW == 2) acc_out<2>(c[2]);
-    if constexpr (TW == 2 && TX == 2) acc_out<3>(c[3]);
+    CM_DQ_ACC_OUT(0, c[0]);
+    if constexpr (TX == 2) CM_DQ_ACC_OUT(1, c[1]);
+    if constexpr (TW == 2) CM_DQ_ACC_OUT(2, c[2]);
+    if constexpr (TW == 2 && TX == 2) CM_DQ_ACC_OUT(3, c[3]);
     CM_DQ_BARRIER();
 }
 
