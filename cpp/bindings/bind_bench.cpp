@@ -310,6 +310,55 @@ void bind_bench(py::module_& m) {
         },
         py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("level") = "", "y = x @ f16(w).T through our F16 matrix kernel (tests).");
     m.def("amx_usable", &cpu::amx_usable, "Whether the AMX tile kernels can run here (CPU, OS permission).");
+    m.def("head_screen_available", &cpu::head_screen_available,
+          "Whether greedy decode steps can screen an F16 head on the AMX tiles here (nn/head.h).");
+    m.def("head_screened_rows", &nn::head_screened_rows,
+          "Decode-step rows given to the screened head so far in this process (CRISPMOSS_HEAD).");
+    m.def(
+        "head_screen_bench",
+        [](int64_t rows, int64_t k, int64_t n, int reps) {
+            if (!cpu::head_screen_available()) throw InputError("head_screen_bench: no AMX screening here");
+            if (rows < 32 || k < 32 || n < 1 || n > cpu::kMaxGemvRows || reps < 1)
+                throw InputError("head_screen_bench: rows >= 32, k >= 32, 1 <= n <= 16, reps >= 1");
+            const size_t rb = size_t(k) * 2;
+            std::vector<ggml_fp16_t> wh(size_t(rows * k));
+            uint32_t st = 12345;
+            for (auto& v : wh) {
+                st = st * 1664525u + 1013904223u;
+                v = ggml_fp32_to_fp16((float(st >> 8) / 16777216.0f - 0.5f) * 0.1f);
+            }
+            std::vector<float> x(size_t(n * k));
+            for (auto& v : x) {
+                st = st * 1664525u + 1013904223u;
+                v = float(st >> 8) / 16777216.0f - 0.5f;
+            }
+            auto norms = cpu::head_norms(wh.data(), rb, rows, k);
+            const int64_t rows_pad = cpu::head_screen_rows_pad(rows), groups = cpu::head_screen_groups(n);
+            std::vector<uint16_t> xmem(cpu::head_screen_x_bytes(n, k) / 2 + 32);
+            uint16_t* xp = cpu::amx_align64(xmem.data());
+            std::vector<cpu::ScreenRow> sr(static_cast<size_t>(n));
+            std::vector<float> yt(size_t(groups * rows_pad * 16 + 16)), out(size_t(n * rows)), lo(static_cast<size_t>(n));
+            float* ytp = reinterpret_cast<float*>(cpu::amx_align64(yt.data()));
+            std::vector<uint8_t> bad(static_cast<size_t>(n)), full(static_cast<size_t>(n));
+            double best_p = 1e30, best_s = 1e30, best_g = 1e30;
+            for (int r = 0; r < reps; ++r) {
+                auto t0 = Clock::now();
+                cpu::head_screen_pack(x.data(), k, n, k, *norms, xp, sr.data());
+                cpu::head_screen_product(wh.data(), rb, *norms, 0, rows, xp, n, sr.data(), nullptr, ytp, lo.data(), bad.data());
+                best_p = std::min(best_p, ms_since(t0));
+                t0 = Clock::now();
+                cpu::head_screen_select(wh.data(), rb, *norms, 0, rows, ytp, x.data(), k, n, sr.data(), nullptr, lo.data(),
+                                        full.data(), out.data(), rows);
+                best_s = std::min(best_s, ms_since(t0));
+                t0 = Clock::now();
+                cpu::gemv(GGML_TYPE_F16, wh.data(), rb, k, 0, rows, x.data(), k, int(n), out.data(), rows, nullptr);
+                best_g = std::min(best_g, ms_since(t0));
+            }
+            return py::make_tuple(best_p, best_s, best_g);
+        },
+        py::arg("rows"), py::arg("k"), py::arg("n"), py::arg("reps") = 5,
+        "(screening product ms, selection ms, exact product ms), best of reps, one thread, random F16 weights "
+        "rows x k and n activation rows (benchmarks).");
     m.def(
         "head_screen_test",
         [](py::array_t<float, py::array::c_style | py::array::forcecast> w,

@@ -233,6 +233,56 @@ CM_HS_FN void convert_block(const uint8_t* w, size_t rb, int64_t k, int64_t v0, 
     }
 }
 
+// One block of up to 32 weight rows against up to 2 activation groups, the conversion fused with the tile
+// products: per k block, the rows' 32 values converted into `a` (2 KB, L1: A tiles 4, 5) and multiplied at once;
+// each row's same 64 bytes of the next block prefetched to L2 meanwhile (one prefetch per line read, one block
+// ahead: the weight stream keeps loads in flight while the tiles work). C as micro's.
+template <int TP, int TG>
+CM_HS_AMX void fused(const uint8_t* w, size_t rb, int64_t k, int64_t v0, int64_t nr, const uint16_t* b, int64_t gs,
+                     float* yt, int64_t ys, uint16_t* a) {
+    const int64_t kbn = amx_k_pad(k) / 32;
+    const size_t ahead = 32 * rb;
+    for (int64_t r = nr; r < 16 * TP; ++r) _mm512_store_si512(a + r * 32, _mm512_setzero_si512());
+    CM_HS_BARRIER();
+    _tile_zero(0);
+    if constexpr (TG == 2) _tile_zero(1);
+    if constexpr (TP == 2) _tile_zero(2);
+    if constexpr (TP == 2 && TG == 2) _tile_zero(3);
+    for (int64_t kb = 0; kb < kbn; ++kb) {
+        const int64_t left = k - kb * 32;
+        const __mmask32 m = left >= 32 ? 0xFFFFFFFFu : static_cast<__mmask32>((1ull << left) - 1);
+        const uint8_t* col = w + size_t(v0) * rb + size_t(kb) * 64;
+        for (int64_t r = 0; r < nr; ++r) {
+            const uint8_t* src = col + size_t(r) * rb;
+            _mm_prefetch(reinterpret_cast<const char*>(src + ahead), _MM_HINT_T1);
+            __m512 lo, hi;
+            _mm512_store_si512(a + r * 32, f16x32_to_bf16(reinterpret_cast<const uint16_t*>(src), m, &lo, &hi));
+        }
+        CM_HS_BARRIER();
+        _tile_loadd(4, a, 64);
+        _tile_loadd(6, b + kb * 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        if constexpr (TP == 2) {
+            _tile_loadd(5, a + 512, 64);
+            _tile_dpbf16ps(2, 5, 6);
+        }
+        if constexpr (TG == 2) {
+            _tile_loadd(7, b + gs + kb * 512, 64);
+            _tile_dpbf16ps(1, 4, 7);
+            if constexpr (TP == 2) _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    _tile_stored(0, yt, 64);
+    if constexpr (TG == 2) _tile_stored(1, yt + ys, 64);
+    if constexpr (TP == 2) _tile_stored(2, yt + 256, 64);
+    if constexpr (TP == 2 && TG == 2) _tile_stored(3, yt + ys + 256, 64);
+    CM_HS_BARRIER();
+}
+
+using FusedFn = void (*)(const uint8_t*, size_t, int64_t, int64_t, int64_t, const uint16_t*, int64_t, float*, int64_t,
+                         uint16_t*);
+constexpr FusedFn kFused[2][2] = {{fused<1, 1>, fused<1, 2>}, {fused<2, 1>, fused<2, 2>}};
+
 // Bound vectors of a group: b = N A + D B + C per lane (rounded up).
 struct GroupBound {
     __m512 a, b, c;
@@ -263,11 +313,15 @@ CM_HS_AMX void product_impl(const uint8_t* w, size_t rb, const HeadNorms& norms,
     tile_config();
     for (int64_t v0 = r0; v0 < r1; v0 += 32) {
         const int64_t nr = std::min<int64_t>(32, r1 - v0);
-        convert_block(w, rb, k, v0, nr, scratch);
         const int tp = nr > 16 ? 2 : 1;
-        for (int64_t g = 0; g < groups; g += 2) {
-            const int tg = g + 1 < groups ? 2 : 1;
-            kMicro[tp - 1][tg - 1](scratch, xp + g * gs, gs, kbn, yt + g * ys + v0 * 16, ys);
+        if (groups <= 2) {
+            kFused[tp - 1][groups - 1](w, rb, k, v0, nr, xp, gs, yt + v0 * 16, ys, scratch);
+        } else {  // more activation rows than C tiles: the block converted whole, then the groups in pairs
+            convert_block(w, rb, k, v0, nr, scratch);
+            for (int64_t g = 0; g < groups; g += 2) {
+                const int tg = g + 1 < groups ? 2 : 1;
+                kMicro[tp - 1][tg - 1](scratch, xp + g * gs, gs, kbn, yt + g * ys + v0 * 16, ys);
+            }
         }
         for (int64_t g = 0; g < groups; ++g) {
             const float* yg = yt + g * ys;

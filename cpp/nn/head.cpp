@@ -17,6 +17,8 @@ namespace cm::nn {
 
 namespace {
 
+std::atomic<long long> g_screened_rows{0};
+
 // One screened product's state, shared by its three ops (pack, product, select).
 struct ScreenStep {
     const cpu::HeadNorms* norms = nullptr;
@@ -122,6 +124,8 @@ ggml_tensor* screened(Compute::Graph& g, ggml_tensor* w, const cpu::HeadNorms* n
 
 }  // namespace
 
+long long head_screened_rows() { return g_screened_rows.load(std::memory_order_relaxed); }
+
 bool head_screen_enabled() {
     const char* v = std::getenv("CRISPMOSS_HEAD");
     return !(v && std::string(v) == "exact");
@@ -146,6 +150,7 @@ ggml_tensor* head_logits(Compute::Graph& g, ggml_tensor* head, const cpu::HeadNo
     if (int(scr.size()) < kHeadScreenMinRows) return mul_mat(ctx, head, x);
     auto s = std::make_shared<ScreenStep>();
     keep.push_back(s);
+    g_screened_rows.fetch_add(static_cast<long long>(scr.size()), std::memory_order_relaxed);
     std::vector<const std::vector<int32_t>*> exact;
     for (const int32_t i : scr) exact.push_back((*rows)[size_t(i)].exact);
     constexpr int slots = 256;  // threads of the product with a slot of their own (more: the rows go exact)

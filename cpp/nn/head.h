@@ -30,6 +30,9 @@ constexpr int kHeadScreenMinRows = 2;
 // CRISPMOSS_HEAD: unset or "screen" (default) allows screening, "exact" turns it off (read when a model loads).
 bool head_screen_enabled();
 
+// Activation rows given to the screened head so far in this process (tests, benchmarks).
+long long head_screened_rows();
+
 // The norms screening needs for `head` (cpu::head_norms), or nullptr where it cannot run: screening off or
 // unavailable (cpu::head_screen_available), the head not a host F16 matrix, or a value not finite.
 std::unique_ptr<cpu::HeadNorms> head_screen_prepare(const ggml_tensor* head);
