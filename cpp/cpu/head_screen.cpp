@@ -330,7 +330,7 @@ CM_HS_AMX void product_impl(const uint8_t* w, size_t rb, const HeadNorms& norms,
             __m512 acc = _mm512_loadu_ps(lo.data() + 16 * g);
             __mmask16 nf = nonfinite[size_t(g)];
             for (int64_t v = v0; v < v0 + nr; ++v) {
-                const __m512 y = _mm512_load_ps(yg + v * 16);
+                const __m512 y = _mm512_loadu_ps(yg + v * 16);
                 nf |= _mm512_fpclass_ps_mask(y, 0x99);
                 const __m512 l = _mm512_sub_round_ps(y, bound_at(gb, norms.norm[size_t(v)],
                                                                  norms.dnorm[size_t(v)]), down);
@@ -376,7 +376,7 @@ CM_HS_FN void select_impl(const uint8_t* w, size_t rb, const HeadNorms& norms, i
         const float* yg = yt + g * ys;
         const uint16_t* hg = hist ? hist + g * rows_pad : nullptr;
         for (int64_t v = r0; v < r1; ++v) {
-            const __m512 hi = _mm512_add_round_ps(_mm512_load_ps(yg + v * 16),
+            const __m512 hi = _mm512_add_round_ps(_mm512_loadu_ps(yg + v * 16),
                                                   bound_at(gb, norms.norm[size_t(v)], norms.dnorm[size_t(v)]), up);
             __mmask16 c = _mm512_cmp_ps_mask(hi, M, _CMP_GE_OQ);
             if (hg) c |= hg[v];

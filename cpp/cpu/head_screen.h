@@ -81,7 +81,7 @@ void head_screen_pack(const float* x, int64_t ldx, int64_t n, int64_t k, const H
                       ScreenRow* rows);
 
 // The screening product for weight rows [r0, r1) (r0 a multiple of 32): yt[(g * rows_pad + v) * 16 + l] =
-// y~ of weight row v and activation row 16 g + l, rows_pad = (norms.rows + 31) / 32 * 32. hist (nullable): per group,
+// y~ of weight row v and activation row 16 g + l (yt: any 4-byte alignment), rows_pad = (norms.rows + 31) / 32 * 32. hist (nullable): per group,
 // rows_pad masks, bit l set where v is in activation row 16 g + l's exact set. lo_max[i] = the max over this
 // range's v not in row i's exact set of y~ - bound (rounded down; -inf when none), bad[i] = a y~ of row i
 // was not finite.
