@@ -312,6 +312,8 @@ void bind_bench(py::module_& m) {
     m.def("amx_usable", &cpu::amx_usable, "Whether the AMX tile kernels can run here (CPU, OS permission).");
     m.def("head_screen_available", &cpu::head_screen_available,
           "Whether greedy decode steps can screen an F16 head on the AMX tiles here (nn/head.h).");
+    m.def("head_screen_recomputed", &cpu::head_screen_recomputed,
+          "Logits the screened head computed exactly so far in this process (candidates and exact sets).");
     m.def("head_screened_rows", &nn::head_screened_rows,
           "Decode-step rows given to the screened head so far in this process (CRISPMOSS_HEAD).");
     m.def(

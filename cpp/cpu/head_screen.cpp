@@ -1,6 +1,7 @@
 #include "cpu/head_screen.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -178,35 +179,50 @@ CM_HS_AMX void tile_config() {
     _tile_loadconfig(cfg);
 }
 
-// C[p][g] (tiles 2p + g) = sum over k of A_p B_g: TP weight panels of 16 rows (A tiles 4, 5: scratch, 1 KB per
-// panel and k block, panels 512 values apart), TG activation groups (B tiles 6, 7: xp groups gs values apart).
-// Stored to yt (rows of 16 floats): panel p, group g at yt + g * ys + 16 * 16 p.
+// C[p][g] (tiles 2p + g) for TP weight panels of 16 rows (A tiles 4, 5) and TG activation groups (B tiles 6, 7).
 template <int TP, int TG>
-CM_HS_AMX void micro(const uint16_t* a, const uint16_t* b, int64_t gs, int64_t kbn, float* yt, int64_t ys) {
-    CM_HS_BARRIER();
+CM_HS_AMX inline void tiles_zero() {
     _tile_zero(0);
     if constexpr (TG == 2) _tile_zero(1);
     if constexpr (TP == 2) _tile_zero(2);
     if constexpr (TP == 2 && TG == 2) _tile_zero(3);
-    for (int64_t kb = 0; kb < kbn; ++kb) {
-        _tile_loadd(4, a + kb * 1024, 64);
-        _tile_loadd(6, b + kb * 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        if constexpr (TP == 2) {
-            _tile_loadd(5, a + kb * 1024 + 512, 64);
-            _tile_dpbf16ps(2, 5, 6);
-        }
-        if constexpr (TG == 2) {
-            _tile_loadd(7, b + gs + kb * 512, 64);
-            _tile_dpbf16ps(1, 4, 7);
-            if constexpr (TP == 2) _tile_dpbf16ps(3, 5, 7);
-        }
+}
+
+// One k block: C[p][g] += A_p B_g, A_p at a + 512 p (1 KB tiles), B_g at b + gs g; each product issued as soon as
+// its two tiles are in.
+template <int TP, int TG>
+CM_HS_AMX inline void tiles_step(const uint16_t* a, const uint16_t* b, int64_t gs) {
+    _tile_loadd(4, a, 64);
+    _tile_loadd(6, b, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    if constexpr (TP == 2) {
+        _tile_loadd(5, a + 512, 64);
+        _tile_dpbf16ps(2, 5, 6);
     }
+    if constexpr (TG == 2) {
+        _tile_loadd(7, b + gs, 64);
+        _tile_dpbf16ps(1, 4, 7);
+        if constexpr (TP == 2) _tile_dpbf16ps(3, 5, 7);
+    }
+}
+
+// C stored to yt (rows of 16 floats): panel p, group g at yt + g * ys + 16 * 16 p.
+template <int TP, int TG>
+CM_HS_AMX inline void tiles_store(float* yt, int64_t ys) {
     _tile_stored(0, yt, 64);
     if constexpr (TG == 2) _tile_stored(1, yt + ys, 64);
     if constexpr (TP == 2) _tile_stored(2, yt + 256, 64);
     if constexpr (TP == 2 && TG == 2) _tile_stored(3, yt + ys + 256, 64);
     CM_HS_BARRIER();
+}
+
+// The products of a converted block (a: per k block 1 KB per panel, kb * 1024 apart) with groups b (gs apart).
+template <int TP, int TG>
+CM_HS_AMX void micro(const uint16_t* a, const uint16_t* b, int64_t gs, int64_t kbn, float* yt, int64_t ys) {
+    CM_HS_BARRIER();
+    tiles_zero<TP, TG>();
+    for (int64_t kb = 0; kb < kbn; ++kb) tiles_step<TP, TG>(a + kb * 1024, b + kb * 512, gs);
+    tiles_store<TP, TG>(yt, ys);
 }
 
 using MicroFn = void (*)(const uint16_t*, const uint16_t*, int64_t, int64_t, float*, int64_t);
@@ -244,10 +260,7 @@ CM_HS_AMX void fused(const uint8_t* w, size_t rb, int64_t k, int64_t v0, int64_t
     const size_t ahead = 32 * rb;
     for (int64_t r = nr; r < 16 * TP; ++r) _mm512_store_si512(a + r * 32, _mm512_setzero_si512());
     CM_HS_BARRIER();
-    _tile_zero(0);
-    if constexpr (TG == 2) _tile_zero(1);
-    if constexpr (TP == 2) _tile_zero(2);
-    if constexpr (TP == 2 && TG == 2) _tile_zero(3);
+    tiles_zero<TP, TG>();
     for (int64_t kb = 0; kb < kbn; ++kb) {
         const int64_t left = k - kb * 32;
         const __mmask32 m = left >= 32 ? 0xFFFFFFFFu : static_cast<__mmask32>((1ull << left) - 1);
@@ -259,24 +272,9 @@ CM_HS_AMX void fused(const uint8_t* w, size_t rb, int64_t k, int64_t v0, int64_t
             _mm512_store_si512(a + r * 32, f16x32_to_bf16(reinterpret_cast<const uint16_t*>(src), m, &lo, &hi));
         }
         CM_HS_BARRIER();
-        _tile_loadd(4, a, 64);
-        _tile_loadd(6, b + kb * 512, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        if constexpr (TP == 2) {
-            _tile_loadd(5, a + 512, 64);
-            _tile_dpbf16ps(2, 5, 6);
-        }
-        if constexpr (TG == 2) {
-            _tile_loadd(7, b + gs + kb * 512, 64);
-            _tile_dpbf16ps(1, 4, 7);
-            if constexpr (TP == 2) _tile_dpbf16ps(3, 5, 7);
-        }
+        tiles_step<TP, TG>(a, b + kb * 512, gs);
     }
-    _tile_stored(0, yt, 64);
-    if constexpr (TG == 2) _tile_stored(1, yt + ys, 64);
-    if constexpr (TP == 2) _tile_stored(2, yt + 256, 64);
-    if constexpr (TP == 2 && TG == 2) _tile_stored(3, yt + ys + 256, 64);
-    CM_HS_BARRIER();
+    tiles_store<TP, TG>(yt, ys);
 }
 
 using FusedFn = void (*)(const uint8_t*, size_t, int64_t, int64_t, int64_t, const uint16_t*, int64_t, float*, int64_t,
@@ -351,6 +349,8 @@ CM_HS_AMX void product_impl(const uint8_t* w, size_t rb, const HeadNorms& norms,
     }
 }
 
+std::atomic<long long> g_recomputed{0};
+
 // Candidates above this many in one call's range: the row's range is computed whole (one matrix-vector pass is
 // cheaper than that many single rows; the logits are the same bits either way).
 constexpr size_t kMaxCandidates = 2048;
@@ -392,15 +392,19 @@ CM_HS_FN void select_impl(const uint8_t* w, size_t rb, const HeadNorms& norms, i
         float* o = out + i * ldo;
         const float* xi = x + i * ldx;
         if (full[i] || cand[size_t(i)].size() > kMaxCandidates) {
+            g_recomputed.fetch_add(r1 - r0, std::memory_order_relaxed);
             gemv(GGML_TYPE_F16, w, rb, k, r0, r1, xi, ldx, 1, o, ldo, nullptr);
             continue;
         }
         std::fill(o + r0, o + r1, -INFINITY);
+        g_recomputed.fetch_add(static_cast<long long>(cand[size_t(i)].size()), std::memory_order_relaxed);
         for (const int32_t v : cand[size_t(i)]) gemv(GGML_TYPE_F16, w, rb, k, v, v + 1, xi, ldx, 1, o, ldo, nullptr);
     }
 }
 
 }  // namespace
+
+long long head_screen_recomputed() { return g_recomputed.load(std::memory_order_relaxed); }
 
 std::unique_ptr<HeadNorms> head_norms(const void* w, size_t row_bytes, int64_t rows, int64_t k) {
     if (rows <= 0 || k <= 0) return nullptr;
@@ -430,6 +434,7 @@ void head_screen_select(const void* w, size_t row_bytes, const HeadNorms& norms,
 
 #else
 
+long long head_screen_recomputed() { return 0; }
 std::unique_ptr<HeadNorms> head_norms(const void*, size_t, int64_t, int64_t) { return nullptr; }
 void head_screen_pack(const float*, int64_t, int64_t, int64_t, const HeadNorms&, uint16_t*, ScreenRow*) { std::abort(); }
 void head_screen_product(const void*, size_t, const HeadNorms&, int64_t, int64_t, const uint16_t*, int64_t,

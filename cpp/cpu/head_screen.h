@@ -96,6 +96,9 @@ void head_screen_select(const void* w, size_t row_bytes, const HeadNorms& norms,
                         const float* yt, const float* x, int64_t ldx, int64_t n, const ScreenRow* rows,
                         const uint16_t* hist, const float* m, const uint8_t* full, float* out, int64_t ldo);
 
+// Logits head_screen_select computed exactly so far in this process (candidates, exact sets, rows computed whole).
+long long head_screen_recomputed();
+
 // Padding of head_screen_product's rows.
 inline int64_t head_screen_rows_pad(int64_t rows) { return (rows + 31) / 32 * 32; }
 
