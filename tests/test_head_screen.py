@@ -9,6 +9,8 @@ tokens with screening equal CRISPMOSS_HEAD=exact's and a sequence's alone, for b
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -147,8 +149,21 @@ def test_engine_tokens(f16_models, arch, monkeypatch):
     full_pen = e.transcribe_many(items, repetition_penalty=1.5, **kw)
     assert _core.head_screened_rows() == mark
     monkeypatch.delenv("CRISPMOSS_HEAD")
+    # mixed steps: greedy rows screened, a sampled row's full logits beside them
+    sampling = [{}, {"temperature": 0.9, "seed": 3}, {}, {}]
+    out = [None] * len(items)
+
+    def work(i):
+        out[i] = m.session(items[i]).transcribe(**sampling[i], **kw)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(items))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     alone = crispmoss.Model(path, 1, batch_size=1)
     for i, x in enumerate(items):
         a = alone.transcribe(x, **kw)
         assert screened[i].tokens == full[i].tokens == a.tokens
         assert pen[i].tokens == full_pen[i].tokens
+        assert out[i].tokens == alone.session(x).transcribe(**sampling[i], **kw).tokens

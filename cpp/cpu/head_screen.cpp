@@ -162,7 +162,9 @@ CM_HS_FN void pack_impl(const float* x, int64_t ldx, int64_t n, int64_t k, const
         const double X = std::sqrt(xx * (1.0 + 1e-9)) * (1.0 + 1e-12), dX = std::sqrt(dd * (1.0 + 1e-9)) * (1.0 + 1e-12);
         s.ok = finite && std::isfinite(X) && double(norms.max_norm) * X < 1.2676506002282294e30;  // 2^100
         if (!s.ok) continue;
-        s.a = round_up((dX + g * (2.0 * X + dX)) * (1.0 + 1e-9));
+        // + sqrt(k) tiny: were the exact kernel run with denormal inputs as zero (MXCSR DAZ), x's denormals would
+        // move its sum by at most ||w|| ||x - daz(x)|| <= N sqrt(k) tiny.
+        s.a = round_up((dX + g * (2.0 * X + dX) + std::sqrt(double(k)) * kTiny) * (1.0 + 1e-9));
         s.b = round_up((X + dX) * (1.0 + g) * (1.0 + 1e-9));
         s.c = round_up(2.0 * double(k + 64) * kTiny);
     }

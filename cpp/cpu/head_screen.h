@@ -22,7 +22,8 @@
 //   s~ - s = sum w (x~ - x) + sum (w~ - w) x~        (exact identity)
 // and by Cauchy-Schwarz, with N = ||w||, D = ||w~ - w||, X = ||x||, dX = ||x~ - x|| (2-norms):
 //   |y~ - y| <= N dX + D (X + dX) + g ((N + D)(X + dX) + N X) + 2 n tiny
-//            =  N A + D B + C,  A = dX + g (2 X + dX),  B = (X + dX)(1 + g),  C = 2 n tiny.
+//            =  N A + D B + C,  A = dX + g (2 X + dX),  B = (X + dX)(1 + g),  C = 2 n tiny
+// (A also gets sqrt(k) tiny: the exact kernel's change were it run with denormal inputs read as zero).
 // D = 0 for rows whose values are all BF16-exact. N and D are computed once per head (head_norms, F32 sums of
 // exact squares, inflated by their own gamma and rounded up); A, B, C per step in double from the packed bits and
 // rounded up to F32; the bound N A + D B + C and y~ -/+ it are evaluated with AVX-512 upward/downward rounding,
