@@ -24,7 +24,7 @@ struct HeadRow {
 };
 
 // Screening runs for a step only with at least this many greedy rows (one row: the exact matrix-vector product
-// reads the head once too, and costs less than the screening product plus its selection; benchmarks/RESULTS.md).
+// reads the head once too, as fast as the screening product, which adds its selection; benchmarks/RESULTS.md).
 constexpr int kHeadScreenMinRows = 2;
 
 // CRISPMOSS_HEAD: unset or "screen" (default) allows screening, "exact" turns it off (read when a model loads).
