@@ -5,9 +5,11 @@ sequential, on the full-size random models (benchmarks/make_models.py), 2 thread
     python benchmarks/bench_batch.py                       # both models: decode sweep, llama.cpp, workloads
     python benchmarks/bench_batch.py --quick               # MOSS-Transcribe only, no 10-minute recording
     python benchmarks/bench_batch.py --quick --skip-workloads --attn-ab   # + ggml's attention, same run
+    python benchmarks/bench_batch.py --quick --skip-workloads --head-ab   # + every row's exact head, same process
 
-1. Decode sweep: N = 1, 2, 4, 8, 16, 32 sequences (llama.cpp: up to 16) at context position ~160, each in its own KV cache, one decode
-   step (decoder_step, what the engine runs) for all of them; median step time → aggregate tokens/s. Against:
+1. Decode sweep: N = 1, 2, 4, 8, 16, 32 sequences (llama.cpp: up to 16) at context position ~160, each in its own
+   KV cache, one decode step (decoder_step, what the engine runs: greedy rows, so the head is screened where it
+   can be) for all of them; median step time → aggregate tokens/s. Against:
    - llama.cpp (llama-cpp-python, same ggml release) on the same decoder tensors (peer_llama.write_qwen3_gguf),
      one llama_batch of N tokens with N sequence ids per step (prompt prefilled once, copied to every sequence);
    - the roofline: a step can't be faster than reading its weights at the measured read bandwidth, nor than N
@@ -65,9 +67,14 @@ def w_ours_decode(a: Dict[str, Any]) -> Dict[str, Any]:
     one = b.decode(POS, STEPS, 100)[1:]
     out["single_stream"] = {"step_ms": statistics.median(one), "tok_per_s": 1000.0 / statistics.median(one)}
     for n in a["ns"]:
-        ms = b.decode_batch(n, POS, STEPS, 100)[1:]
+        # the rows as the engine runs greedy sequences: the head screened where it can be (nn/head.h)
+        ms = b.decode_batch(n, POS, STEPS, 100, "greedy")[1:]
         med = statistics.median(ms)
         out[str(n)] = {"step_ms": med, "tok_per_s": n * 1000.0 / med, "steps_ms": ms}
+        if a.get("head_ab"):  # every row's full logits, right after (same process, same warm caches)
+            ex = b.decode_batch(n, POS, STEPS, 100, "exact")[1:]
+            out[str(n)]["exact_head"] = {"step_ms": statistics.median(ex), "steps_ms": ex}
+    out["head_screened_rows"] = _core.head_screened_rows()
     return out
 
 
@@ -200,6 +207,9 @@ def main() -> int:
     ap.add_argument("--skip-sweep", action="store_true", help="workloads only")
     ap.add_argument("--max-new-tokens", type=int, default=128, help="tokens per pass in the workloads")
     ap.add_argument("--dir", default=None, help="folder of make_models.py's files")
+    ap.add_argument("--head-ab", action="store_true",
+                    help="also time each step with every row's full logits (the exact head) after the greedy rows' "
+                         "screened head, same process: the head screening's A/B (CRISPMOSS_HEAD=exact for a whole run)")
     ap.add_argument("--attn-ab", action="store_true",
                     help="also run our decode sweep with ggml's per-sequence flash attention (CRISPMOSS_ATTN=ggml): "
                          "the decode-attention op's A/B in one run")
@@ -224,7 +234,7 @@ def main() -> int:
         nbytes, params = decoder_bytes(path), decoder_params(path)
         entry["decoder_bytes"], entry["decoder_params"] = nbytes, params
         print(f"[{arch}] decode sweep (ours)", flush=True)
-        entry["ours"] = run_worker("ours_decode", {"path": path, "ns": list(NS)})
+        entry["ours"] = run_worker("ours_decode", {"path": path, "ns": list(NS), "head_ab": a.head_ab})
         if a.attn_ab:
             print(f"[{arch}] decode sweep (ours, ggml's attention)", flush=True)
             entry["ours_ggml_attn"] = run_worker("ours_decode", {"path": path, "ns": list(NS)},
@@ -306,6 +316,12 @@ def print_table(report: Dict[str, Any]) -> None:
         for n in NS:
             o, l, r = _tps(e["ours"], n), _tps(e["llama"], n), e["roofline"][str(n)]["tok_per_s"]
             print(f"{n:>3} {o:>11.1f} {o / base:>6.2f}x {l:>12.1f} {o / l:>9.2f}x {r:>9.1f} {o / r:>7.0%}")
+        if any("exact_head" in (e["ours"].get("result") or {}).get(str(n), {}) for n in NS):
+            print("step ms, greedy rows' screened head vs every row's exact head (same process):")
+            for n in NS:
+                r = e["ours"]["result"][str(n)]
+                print(f"{n:>3} {r['step_ms']:>8.1f} vs {r['exact_head']['step_ms']:>8.1f} ms "
+                      f"({r['exact_head']['step_ms'] / r['step_ms']:.2f}x)")
         if "ours_ggml_attn" in e:
             print("with ggml's per-sequence flash attention (CRISPMOSS_ATTN=ggml), same run:")
             for n in NS:

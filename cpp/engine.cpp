@@ -316,13 +316,16 @@ void Engine::decode_step() {
         const size_t e = std::min(rows.size(), b + cpu::kMaxDecodeRows);
         std::vector<KvCache*> caches;
         std::vector<int32_t> ids;
+        std::vector<nn::HeadRow> head;  // greedy rows need only the argmax (the head may be screened, nn/head.h)
         for (size_t i = b; i < e; ++i) {
             caches.push_back(rows[i]->req.cache);
             ids.push_back(rows[i]->next_id);
+            const SamplingParams& sp = rows[i]->req.sampling;
+            head.push_back({sp.temperature == 0.0f, sp.repetition_penalty != 1.0f ? &rows[i]->history : nullptr});
         }
         std::vector<float> logits;
         try {
-            logits = decoder_step(compute_, model_->lm(), caches, ids);
+            logits = decoder_step(compute_, model_->lm(), caches, ids, &head);
         } catch (...) {
             for (size_t i = b; i < e; ++i) finish(*rows[i], "error", std::current_exception());
             continue;

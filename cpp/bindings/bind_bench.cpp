@@ -18,6 +18,7 @@
 #include "cpu/gemm.h"
 #include "cpu/attention.h"
 #include "cpu/gemv.h"
+#include "cpu/head_screen.h"
 #include "cpu/level.h"
 
 #include "bindings/bind.h"
@@ -85,8 +86,9 @@ public:
 
     // Milliseconds of each of n_steps decode steps of n_seq sequences together (decoder_step, as the engine runs
     // them), every sequence at position n_past in a cache of its own.
-    std::vector<double> decode_batch(int n_seq, int n_past, int n_steps, int32_t token) {
+    std::vector<double> decode_batch(int n_seq, int n_past, int n_steps, int32_t token, const std::string& head) {
         if (n_seq < 1 || n_steps < 1 || n_past < 0) throw InputError("need n_seq >= 1, n_steps >= 1, n_past >= 0");
+        if (head != "greedy" && head != "exact") throw InputError("head must be 'greedy' or 'exact'");
         if (n_past + n_steps > lm_->lm().cfg.n_ctx_train) throw InputError("beyond the model's context");
         std::vector<std::unique_ptr<KvCache>> caches;
         std::vector<KvCache*> ptrs;
@@ -96,10 +98,12 @@ public:
             ptrs.push_back(caches.back().get());
         }
         std::vector<int32_t> ids(n_seq, token);
+        // As the engine runs greedy rows (the head screened where it can be, nn/head.h), or every row's full logits.
+        const std::vector<nn::HeadRow> rows(size_t(n_seq), nn::HeadRow{head == "greedy", nullptr});
         std::vector<double> ms;
         for (int i = 0; i < n_steps; ++i) {
             const auto t0 = Clock::now();
-            decoder_step(compute_, lm_->lm(), ptrs, ids);
+            decoder_step(compute_, lm_->lm(), ptrs, ids, &rows);
             ms.push_back(ms_since(t0));
         }
         return ms;
@@ -253,7 +257,9 @@ void bind_bench(py::module_& m) {
              },
              py::arg("ids"), py::arg("n_steps"), "(tokens, top-2 margins, logits after the prompt), greedy.")
         .def("decode_batch", &DecoderBench::decode_batch, py::arg("n_seq"), py::arg("n_past"), py::arg("n_steps"),
-             py::arg("token") = 0, "Milliseconds of each batched decode step of n_seq sequences.")
+             py::arg("token") = 0, py::arg("head") = "greedy",
+             "Milliseconds of each batched decode step of n_seq sequences; head 'greedy' (rows sampled greedily, as "
+             "the engine runs them: the head screened where it can be) or 'exact' (every row's full logits).")
         .def_property_readonly("n_vocab", &DecoderBench::n_vocab);
 
     m.def("gemv_available", &cpu::gemv_available,
@@ -324,6 +330,138 @@ void bind_bench(py::module_& m) {
         },
         py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("level") = "", "y = x @ f16(w).T through our F16 matrix kernel (tests).");
     m.def("amx_usable", &cpu::amx_usable, "Whether the AMX tile kernels can run here (CPU, OS permission).");
+    m.def("head_screen_available", &cpu::head_screen_available,
+          "Whether greedy decode steps can screen an F16 head on the AMX tiles here (nn/head.h).");
+    m.def("head_screen_recomputed", &cpu::head_screen_recomputed,
+          "Logits the screened head computed exactly so far in this process (candidates and exact sets).");
+    m.def("head_screened_rows", &nn::head_screened_rows,
+          "Decode-step rows given to the screened head so far in this process (CRISPMOSS_HEAD).");
+    m.def(
+        "head_screen_bench",
+        [](int64_t rows, int64_t k, int64_t n, int reps) {
+            if (!cpu::head_screen_available()) throw InputError("head_screen_bench: no AMX screening here");
+            if (rows < 32 || k < 32 || n < 1 || n > cpu::kMaxGemvRows || reps < 1)
+                throw InputError("head_screen_bench: rows >= 32, k >= 32, 1 <= n <= 16, reps >= 1");
+            const size_t rb = size_t(k) * 2;
+            std::vector<ggml_fp16_t> wh(size_t(rows * k));
+            uint32_t st = 12345;
+            for (auto& v : wh) {
+                st = st * 1664525u + 1013904223u;
+                v = ggml_fp32_to_fp16((float(st >> 8) / 16777216.0f - 0.5f) * 0.1f);
+            }
+            std::vector<float> x(size_t(n * k));
+            for (auto& v : x) {
+                st = st * 1664525u + 1013904223u;
+                v = float(st >> 8) / 16777216.0f - 0.5f;
+            }
+            auto norms = cpu::head_norms(wh.data(), rb, rows, k);
+            const int64_t rows_pad = cpu::head_screen_rows_pad(rows), groups = cpu::head_screen_groups(n);
+            std::vector<uint16_t> xmem(cpu::head_screen_x_bytes(n, k) / 2 + 32);
+            uint16_t* xp = cpu::amx_align64(xmem.data());
+            std::vector<cpu::ScreenRow> sr(static_cast<size_t>(n));
+            std::vector<float> yt(size_t(groups * rows_pad * 16 + 16)), out(size_t(n * rows)), lo(static_cast<size_t>(n));
+            float* ytp = reinterpret_cast<float*>(cpu::amx_align64(yt.data()));
+            std::vector<uint8_t> bad(static_cast<size_t>(n)), full(static_cast<size_t>(n));
+            double best_p = 1e30, best_s = 1e30, best_g = 1e30;
+            for (int r = 0; r < reps; ++r) {
+                auto t0 = Clock::now();
+                cpu::head_screen_pack(x.data(), k, n, k, *norms, xp, sr.data());
+                cpu::head_screen_product(wh.data(), rb, *norms, 0, rows, xp, n, sr.data(), nullptr, ytp, lo.data(), bad.data());
+                best_p = std::min(best_p, ms_since(t0));
+                t0 = Clock::now();
+                cpu::head_screen_select(wh.data(), rb, *norms, 0, rows, ytp, x.data(), k, n, sr.data(), nullptr, lo.data(),
+                                        full.data(), out.data(), rows);
+                best_s = std::min(best_s, ms_since(t0));
+                t0 = Clock::now();
+                cpu::gemv(GGML_TYPE_F16, wh.data(), rb, k, 0, rows, x.data(), k, int(n), out.data(), rows, nullptr);
+                best_g = std::min(best_g, ms_since(t0));
+            }
+            return py::make_tuple(best_p, best_s, best_g);
+        },
+        py::arg("rows"), py::arg("k"), py::arg("n"), py::arg("reps") = 5,
+        "(screening product ms, selection ms, exact product ms), best of reps, one thread, random F16 weights "
+        "rows x k and n activation rows (benchmarks).");
+    m.def(
+        "head_screen_test",
+        [](py::array_t<float, py::array::c_style | py::array::forcecast> w,
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, std::vector<std::vector<int32_t>> exact,
+           int nth) {
+            if (!cpu::head_screen_available()) throw InputError("head_screen_test: no AMX screening here");
+            if (w.ndim() != 2 || x.ndim() != 2 || x.shape(1) != w.shape(1) || x.shape(0) < 1 || nth < 1 ||
+                (!exact.empty() && int64_t(exact.size()) != x.shape(0)))
+                throw InputError("head_screen_test: w [rows, k], x [n, k], exact: [] or one id list per row, nth >= 1");
+            const int64_t rows = w.shape(0), k = w.shape(1), n = x.shape(0);
+            const size_t rb = size_t(k) * 2;
+            std::vector<ggml_fp16_t> wh(size_t(rows * k));
+            ggml_fp32_to_fp16_row(w.data(), wh.data(), rows * k);
+            auto norms = cpu::head_norms(wh.data(), rb, rows, k);
+            if (!norms) throw InputError("head_screen_test: the weights have a non-finite value");
+            const int64_t rows_pad = cpu::head_screen_rows_pad(rows), groups = cpu::head_screen_groups(n);
+            std::vector<uint16_t> hist;
+            for (int64_t i = 0; i < int64_t(exact.size()); ++i) {
+                if (exact[size_t(i)].empty()) continue;
+                if (hist.empty()) hist.assign(size_t(groups * rows_pad), 0);
+                for (int32_t id : exact[size_t(i)])
+                    if (id >= 0 && id < rows) hist[size_t((i / 16) * rows_pad + id)] |= uint16_t(1u << (i % 16));
+            }
+            std::vector<uint16_t> xmem(cpu::head_screen_x_bytes(n, k) / 2 + 32);
+            uint16_t* xp = cpu::amx_align64(xmem.data());
+            std::vector<cpu::ScreenRow> sr(static_cast<size_t>(n));
+            cpu::head_screen_pack(x.data(), k, n, k, *norms, xp, sr.data());
+            std::vector<float> yt(size_t(groups * rows_pad * 16 + 16));
+            float* ytp = reinterpret_cast<float*>(cpu::amx_align64(yt.data()));
+            std::vector<float> lo(size_t(nth * n));
+            std::vector<uint8_t> bad(size_t(nth * n));
+            for (int t = 0; t < nth; ++t) {  // the split of the graph op over nth threads
+                int64_t r0, r1;
+                cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
+                cpu::head_screen_product(wh.data(), rb, *norms, r0, r1, xp, n, sr.data(), hist.empty() ? nullptr : hist.data(),
+                                         ytp, lo.data() + t * n, bad.data() + t * n);
+            }
+            std::vector<float> mv(static_cast<size_t>(n), -INFINITY);
+            std::vector<uint8_t> full(static_cast<size_t>(n));
+            for (int64_t i = 0; i < n; ++i) {
+                full[size_t(i)] = !sr[size_t(i)].ok;
+                for (int t = 0; t < nth; ++t) {
+                    mv[size_t(i)] = std::max(mv[size_t(i)], lo[size_t(t * n + i)]);
+                    full[size_t(i)] |= bad[size_t(t * n + i)];
+                }
+            }
+            py::array_t<float> approx({n, rows}), bound({n, rows}), sel({n, rows}), ex({n, rows});
+            for (int64_t i = 0; i < n; ++i) {
+                for (int64_t v = 0; v < rows; ++v) {
+                    approx.mutable_at(i, v) = ytp[((i / 16) * rows_pad + v) * 16 + i % 16];
+                    const cpu::ScreenRow& r = sr[size_t(i)];
+                    bound.mutable_at(i, v) = float(double(norms->norm[size_t(v)]) * r.a +
+                                                   double(norms->dnorm[size_t(v)]) * r.b + r.c);
+                }
+            }
+            for (int t = 0; t < nth; ++t) {
+                int64_t r0, r1;
+                cpu::amx_thread_rows(rows, t, nth, &r0, &r1);
+                cpu::head_screen_select(wh.data(), rb, *norms, r0, r1, ytp, x.data(), k, n, sr.data(),
+                                        hist.empty() ? nullptr : hist.data(), mv.data(), full.data(), sel.mutable_data(), rows);
+                // the full exact product: all n rows in one call, as the decode step's matrix-vector op runs them
+                // (at most kMaxGemvRows rows a call)
+                for (int64_t j = 0; j < n; j += cpu::kMaxGemvRows)
+                    cpu::gemv(GGML_TYPE_F16, wh.data(), rb, k, rows * t / nth, rows * (t + 1) / nth, x.data() + j * k, k,
+                              int(std::min<int64_t>(cpu::kMaxGemvRows, n - j)), ex.mutable_data() + j * rows, rows, nullptr);
+            }
+            std::vector<float> wq(size_t(rows * k));
+            ggml_fp16_to_fp32_row(wh.data(), wq.data(), rows * k);
+            py::dict d;
+            d["approx"] = approx, d["bound"] = bound, d["logits"] = sel, d["exact"] = ex;
+            d["w"] = py::array_t<float>({rows, k}, wq.data());
+            std::vector<bool> ok;
+            for (int64_t i = 0; i < n; ++i) ok.push_back(sr[size_t(i)].ok && !full[size_t(i)]);
+            d["screened"] = ok;
+            d["m"] = mv;
+            d["bf16_exact"] = norms->bf16_exact;
+            return d;
+        },
+        py::arg("w"), py::arg("x"), py::arg("exact") = std::vector<std::vector<int32_t>>(), py::arg("nth") = 1,
+        "Screened head on w (rounded to F16) and x [n, k] (tests): approx y~, its bound, the selected logits, the "
+        "full exact product, which rows were screened.");
     m.def(
         "amx_test",
         [](py::array_t<float, py::array::c_style | py::array::forcecast> w,

@@ -332,6 +332,7 @@ void bind_model(py::module_& m) {
                                    d["full_offload"] = p.full;
                                    d["device_bytes"] = p.device_bytes;
                                    d["amx_bytes"] = p.amx_bytes;
+                                   d["head_screen_bytes"] = p.head_screen_bytes;
                                    d["amx_prefill_weights"] = p.amx_prefill_weights;
                                    d["notice"] = p.notice;
                                    return d;

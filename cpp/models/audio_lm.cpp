@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "backend.h"
+#include "cpu/head_screen.h"
 #include "cpu/level.h"
 #include "ggml-backend.h"
 #include "nn/layers.h"
@@ -237,6 +238,11 @@ std::unique_ptr<AudioLM> AudioLM::load(const std::string& path, const LoadOption
     m->placement_ = pl;
     if (!opts.head_type.empty()) m->copy_head(opts.head_type);
     m->pack_for_amx();
+    // Greedy decode steps may screen the head on the tiles (nn/head.h): its per-row norms, once.
+    if (auto hn = nn::head_screen_prepare(m->lm_.head)) {
+        m->placement_.head_screen_bytes = hn->bytes();
+        m->lm_.head_norms = std::move(hn);
+    }
     return m;
 }
 

@@ -110,6 +110,7 @@ struct Placement {
     bool full = false;                    // every weight on the device
     size_t device_bytes = 0;              // weight bytes copied to the device
     size_t amx_bytes = 0;                 // host bytes of the weights' AMX copies (AudioLM::pack_for_amx)
+    size_t head_screen_bytes = 0;         // host bytes of the head's norms for screened greedy steps (nn/head.h)
     int amx_prefill_weights = 0;          // LM matrices whose prefill products run on the tiles (no copy)
     std::string notice;                   // "auto" fell back to the CPU (see BackendChoice)
     // Memory for layer il's KV cache.

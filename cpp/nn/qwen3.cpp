@@ -293,7 +293,7 @@ std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& c
 }
 
 std::vector<float> decoder_step(Compute& c, const Qwen3Weights& w, const std::vector<KvCache*>& caches,
-                                const std::vector<int32_t>& ids) {
+                                const std::vector<int32_t>& ids, const std::vector<nn::HeadRow>* head) {
     const Qwen3Config& cfg = w.cfg;
     const int n = static_cast<int>(ids.size());
     if (n == 0 || caches.size() != ids.size()) throw Error("internal: decoder_step needs one cache per token");
@@ -351,7 +351,8 @@ std::vector<float> decoder_step(Compute& c, const Qwen3Weights& w, const std::ve
         x = layer_rest(ctx, cfg, l, x, outs[0]);
     }
     x = nn::rms_norm(ctx, x, w.final_norm, cfg.rms_eps);
-    ggml_tensor* out = nn::mul_mat(ctx, w.head, x);
+    std::vector<std::shared_ptr<void>> head_state;  // alive until the graph has run
+    ggml_tensor* out = nn::head_logits(g, w.head, w.head_norms.get(), x, head, head_state);
     g.run({out});
     for (KvCache* kv : caches) kv->n_past += 1;
     return Compute::read(out);

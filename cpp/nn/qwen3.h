@@ -9,7 +9,12 @@
 
 #include "compute.h"
 #include "model_file.h"
+#include "nn/head.h"
 #include "nn/layers.h"
+
+namespace cm::cpu {
+struct HeadNorms;
+}
 
 namespace cm {
 
@@ -48,6 +53,8 @@ struct Qwen3Weights {
     ggml_tensor* embed = nullptr;
     ggml_tensor* final_norm = nullptr;
     ggml_tensor* head = nullptr;  // llm.lm_head.weight, or the tied embedding
+    // The head's norms for screened greedy decode steps (nn/head.h), set at load where screening can run.
+    std::shared_ptr<const cpu::HeadNorms> head_norms;
     std::vector<Qwen3Layer> layers;
     static Qwen3Weights load(const ModelFile& f, const Qwen3Config& cfg, const Qwen3Names& names = Qwen3Names());
 };
@@ -93,8 +100,11 @@ std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& c
 // (returned as [n][n_vocab]) are the bits decoder_forward would give that sequence alone wherever our CPU
 // kernels run the products (every op is per row; the matrix-vector kernel reduces each row in its one-row order)
 // and there are at most cpu::kMaxDecodeRows of them (nn::DecodeRows; more rows take the prefill paths, so the
-// engine groups its steps by that). Each cache's n_past advances by one.
+// engine groups its steps by that). Each cache's n_past advances by one. head (nullptr: every row's full logits):
+// per row, whether only its greedy argmax matters (nn::head_logits may then screen the head: exact logits for the
+// tokens that can win and the given exact set, -inf elsewhere; the argmax, with or without the repetition penalty,
+// is the full logits' token).
 std::vector<float> decoder_step(Compute& c, const Qwen3Weights& w, const std::vector<KvCache*>& caches,
-                                const std::vector<int32_t>& ids);
+                                const std::vector<int32_t>& ids, const std::vector<nn::HeadRow>* head = nullptr);
 
 }  // namespace cm
