@@ -326,9 +326,9 @@ void bind_bench(py::module_& m) {
             ggml_fp32_to_fp16_row(w.data(), wh.data(), OC * C * 9);
             const cpu::ConvPlanes in{x.data(), W, H, C, B, size_t(W), size_t(W * H), size_t(W * H * C)};
             py::array_t<float> y({B, OC, OH, OW});
-            for (int t = 0; t < nth; ++t) {  // the output-channel split of the ggml custom op with nth threads
-                const auto [r0, r1] = cpu::gemm_thread_rows(OC, t, nth);
-                if (r0 < r1) cpu::conv3x3s2_f16(wh.data(), 9 * C * sizeof(ggml_fp16_t), r0, r1, in, b.data(), gelu,
+            for (int t = 0; t < nth; ++t) {  // the position split of the ggml custom op with nth threads
+                const auto [p0, p1] = cpu::conv_thread_positions(in, t, nth);
+                if (p0 < p1) cpu::conv3x3s2_f16(wh.data(), 9 * C * sizeof(ggml_fp16_t), OC, in, p0, p1, b.data(), gelu,
                                                 y.mutable_data(), size_t(OH * OW), size_t(OC * OH * OW), lv);
             }
             return y;

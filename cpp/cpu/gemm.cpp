@@ -252,7 +252,7 @@ void gemm_any(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t 
 // x[b][c][2 oh + kh - 1][2 ow + kw - 1] (zero outside), p = ow + OW oh.
 struct Im2col {
     const ConvPlanes* x;
-    int64_t b;
+    int64_t b, p0;  // the batch entry; the position of the product's column 0
 };
 
 void im2col_slice(const void* ctx, int64_t k0, int64_t kc, int64_t c0, int64_t nc, float* out) {
@@ -260,6 +260,7 @@ void im2col_slice(const void* ctx, int64_t k0, int64_t kc, int64_t c0, int64_t n
     const ConvPlanes& x = *src.x;
     const int64_t W = x.W, H = x.H, OW = (W - 1) / 2 + 1;
     const float* base = x.data + src.b * x.sb;
+    c0 += src.p0;
     for (int64_t k = k0; k < k0 + kc; ++k, out += nc) {
         const int64_t kw = k % 3, kh = (k / 3) % 3, c = k / 9;
         // the output columns whose input column 2 ow + kw - 1 lies inside the row: [lo, hi)
@@ -287,15 +288,21 @@ void im2col_slice(const void* ctx, int64_t k0, int64_t kc, int64_t c0, int64_t n
 
 }  // namespace
 
-void conv3x3s2_f16(const void* w, size_t w_row_bytes, int64_t r0, int64_t r1, const ConvPlanes& x, const float* bias,
-                   bool gelu, float* y, size_t ldc, size_t ldb, Level level) {
+void conv3x3s2_f16(const void* w, size_t w_row_bytes, int64_t oc, const ConvPlanes& x, int64_t p0, int64_t p1,
+                   const float* bias, bool gelu, float* y, size_t ldc, size_t ldb, Level level) {
     const int64_t P = ((x.W - 1) / 2 + 1) * ((x.H - 1) / 2 + 1);
-    for (int64_t b = 0; b < x.B; ++b) {
-        const Im2col src{&x, b};
+    for (int64_t b = p0 / P; b < x.B && b * P < p1; ++b) {  // the batch entries the range meets
+        const int64_t a = std::max(p0 - b * P, int64_t(0)), e = std::min(p1 - b * P, P);
+        const Im2col src{&x, b, a};
         const XSource gen{im2col_slice, &src};
-        gemm_any(w, w_row_bytes, 9 * x.C, r0, r1, nullptr, 0, &gen, P, GemmOut{y + b * ldb, ldc, bias, true, gelu},
-                 level);
+        gemm_any(w, w_row_bytes, 9 * x.C, 0, oc, nullptr, 0, &gen, e - a,
+                 GemmOut{y + b * ldb + a, ldc, bias, true, gelu}, level);
     }
+}
+
+std::pair<int64_t, int64_t> conv_thread_positions(const ConvPlanes& x, int ith, int nth) {
+    const int64_t n = x.B * ((x.W - 1) / 2 + 1) * ((x.H - 1) / 2 + 1), tiles = (n + kCols - 1) / kCols;
+    return {std::min(n, tiles * ith / nth * kCols), std::min(n, tiles * (ith + 1) / nth * kCols)};
 }
 
 void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt, size_t ldx,
@@ -318,10 +325,12 @@ void gemm_f16(const void*, size_t, int64_t, int64_t, int64_t, const XSource&, in
     std::abort();
 }
 
-void conv3x3s2_f16(const void*, size_t, int64_t, int64_t, const ConvPlanes&, const float*, bool, float*, size_t, size_t,
-                   Level) {
+void conv3x3s2_f16(const void*, size_t, int64_t, const ConvPlanes&, int64_t, int64_t, const float*, bool, float*, size_t,
+                   size_t, Level) {
     std::abort();
 }
+
+std::pair<int64_t, int64_t> conv_thread_positions(const ConvPlanes&, int, int) { std::abort(); }
 
 #endif
 

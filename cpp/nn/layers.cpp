@@ -125,16 +125,16 @@ ggml_tensor* transposed(ggml_context* ctx, ggml_tensor* x) {
 
 // ggml custom op: dst [OW, OH, OC, B] = GELU(the 3x3 / stride 2 / padding 1 convolution of src[1] [W, H, C, B]
 // with src[0] (F16, viewed as [9 C, OC]) + src[2]), channel-major as the next convolution and the flattening read
-// it (cpu::conv3x3s2_f16); output channels split over threads as in gemm_op.
+// it (cpu::conv3x3s2_f16); output positions split over threads.
 void conv_op(ggml_tensor* dst, int ith, int nth, void*) {
     const ggml_tensor* w = dst->src[0];
     const ggml_tensor* in = dst->src[1];
-    const auto [r0, r1] = cpu::gemm_thread_rows(w->ne[1], ith, nth);
-    if (r0 >= r1) return;
     const size_t f = sizeof(float);
     const cpu::ConvPlanes x{static_cast<const float*>(in->data), in->ne[0], in->ne[1], in->ne[2], in->ne[3],
                             in->nb[1] / f, in->nb[2] / f, in->nb[3] / f};
-    cpu::conv3x3s2_f16(w->data, w->nb[1], r0, r1, x, static_cast<const float*>(dst->src[2]->data), true,
+    const auto [p0, p1] = cpu::conv_thread_positions(x, ith, nth);
+    if (p0 >= p1) return;
+    cpu::conv3x3s2_f16(w->data, w->nb[1], w->ne[1], x, p0, p1, static_cast<const float*>(dst->src[2]->data), true,
                        static_cast<float*>(dst->data), dst->nb[2] / f, dst->nb[3] / f);
 }
 
