@@ -56,12 +56,13 @@ std::string weight_role(const ggml_tensor* w) {
 
 // nn::mul_mat's own kernels: the only custom ops with two sources (weight, activations). One activation row
 // is the matrix-vector kernel, several (given transposed) the matrix kernel.
-// (F32 out: the AMX operand conversions, BF16 out, take sources too; the decode-attention op, named
-// "decode_attention", takes three and is listed as CUSTOM decode_attention; the screened head's ops, nn/head.cpp,
-// are listed by their names: CUSTOM head screen <weight> / head select <weight>.)
+// (F32 out: the AMX operand conversions, BF16 out, take sources too; the attention ops, named "decode_attention"
+// and "encoder_attention", take three and are listed as CUSTOM decode_attention / encoder_attention; the screened
+// head's ops, nn/head.cpp, are listed by their names: CUSTOM head screen <weight> / head select <weight>.)
 bool is_own_product(const ggml_tensor* t) {
     return t->op == GGML_OP_CUSTOM && t->src[0] && t->src[1] && t->type == GGML_TYPE_F32 &&
-           std::strcmp(t->name, "decode_attention") != 0 && std::strncmp(t->name, "head ", 5) != 0;
+           std::strcmp(t->name, "decode_attention") != 0 && std::strcmp(t->name, "encoder_attention") != 0 &&
+           std::strncmp(t->name, "head ", 5) != 0;
 }
 
 std::string key_of(const ggml_tensor* t) {

@@ -55,8 +55,10 @@ def inputs(rng, n_kv, n_head, n_kv_head, d, q_scale=2.0):
 
 # (n_head, n_head_kv, head size): Qwen3-1.7B's 16/8/128 (MOSS-Transcribe), MOSS-Audio's 32/8/128 (4 per KV head),
 # the tiny test models' 4/2/16 and 4/2/8, no grouping, 8 and 20 query heads on one KV head (20: a head's rows in
-# two passes), head sizes 24 (no 16-multiple: the AVX2 kernel at every level), 64 and 256.
-SHAPES = [(16, 8, 128), (32, 8, 128), (4, 2, 16), (4, 2, 8), (3, 3, 24), (8, 1, 64), (20, 1, 32), (6, 2, 256)]
+# two passes), head sizes 24 (no 16-multiple: the AVX2 kernel at every level), 64 and 256; 63 query rows on one
+# KV head of 64: an encoder window (nn::encoder_layer: every row of a window against the window's keys).
+SHAPES = [(16, 8, 128), (32, 8, 128), (4, 2, 16), (4, 2, 8), (3, 3, 24), (8, 1, 64), (20, 1, 32), (6, 2, 256),
+          (63, 1, 64)]
 CONTEXTS = [1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 65, 1000, 1031]
 
 

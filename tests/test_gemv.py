@@ -102,6 +102,53 @@ def test_gemm_same_bits_for_any_thread_count(level):
         assert np.array_equal(_core.gemm_test(w, x, nth, level), y1), nth
 
 
+@pytest.mark.parametrize("level", LEVELS)
+def test_gemm_bias_and_gelu_as_written(level):
+    """Bias and GELU added as the kernel writes its outputs (the encoders' fc1, the conv stems): the same bits as the
+    product followed by a bias addition in F32 and the GELU pass."""
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((29, 300)).astype(np.float32)
+    x = rng.standard_normal((41, 300)).astype(np.float32) * 0.1
+    b = rng.standard_normal(29).astype(np.float32)
+    y = _core.gemm_test(w, x, 3, level)
+    assert np.array_equal(_core.gemm_test(w, x, 3, level, b), y + b)
+    assert np.array_equal(_core.gemm_test(w, x, 3, level, b, True), _core.gelu_test((y + b).ravel(), level).reshape(y.shape))
+
+
+def conv_reference(w: np.ndarray, x: np.ndarray):
+    """The 3x3 / stride 2 / padding 1 convolution in float64 (weights rounded to F16, as stored) and the bound's
+    scale: the same sum over |w| |x|."""
+    B, C, H, W = x.shape
+    OH, OW = (H - 1) // 2 + 1, (W - 1) // 2 + 1
+    wd = w.astype(np.float16).astype(np.float64)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    patches = np.stack([np.stack([xp[:, :, kh:kh + 2 * OH - 1:2, kw:kw + 2 * OW - 1:2] for kw in range(3)], 2)
+                        for kh in range(3)], 2)  # [B, C, 3, 3, OH, OW]
+    return (np.einsum("ocij,bcijhw->bohw", wd, patches),
+            np.einsum("ocij,bcijhw->bohw", np.abs(wd), np.abs(patches)))
+
+
+# Shapes (OC, C, B, H, W): one output, odd and even sizes (the last column / row's taps outside), k = 9 C across
+# k slices of 256 with a tail, outputs across column blocks of 256 with a tail, weight-row tails, batches.
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("oc,c,b,h,w,nth", [
+    (1, 1, 1, 1, 1, 1), (13, 1, 2, 9, 7, 2), (5, 3, 1, 8, 8, 1), (25, 7, 2, 33, 17, 3), (30, 40, 1, 12, 70, 2),
+    (12, 2, 1, 41, 30, 1), (7, 29, 3, 5, 6, 4),
+])
+def test_conv_stem_matches_float_conv(oc, c, b, h, w, nth, level):
+    rng = np.random.default_rng(oc * 1000 + c * 10 + h)
+    wt = rng.standard_normal((oc, c, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((b, c, h, w)).astype(np.float32)
+    bias = rng.standard_normal(oc).astype(np.float32)
+    y = _core.conv_stem_test(wt, x, bias, nth, False, level)
+    ref, scale = conv_reference(wt, x)
+    assert y.shape == ref.shape
+    err = np.abs(y - bias[None, :, None, None] - ref) / (scale + np.abs(bias)[None, :, None, None] + 1e-30)
+    assert err.max() < 1e-6 * max(1.0, np.sqrt(9 * c) / 4), float(err.max())
+    g = _core.conv_stem_test(wt, x, bias, 1, True, level)  # GELU as written: the same bits as a pass afterwards,
+    assert np.array_equal(g, _core.gelu_test(y.ravel(), level).reshape(y.shape))  # at any thread count
+
+
 def test_bad_arguments():
     with pytest.raises(Exception, match="whole blocks"):
         _core.gemv_test("q4_k", np.zeros((2, 100), np.float32), np.zeros(100, np.float32), 1)
@@ -109,6 +156,8 @@ def test_bad_arguments():
         _core.gemv_test("q5_k", np.zeros((2, 256), np.float32), np.zeros(256, np.float32), 1)
     with pytest.raises(Exception, match="gemm_test"):
         _core.gemm_test(np.zeros((2, 8), np.float32), np.zeros((3, 9), np.float32), 1)
+    with pytest.raises(Exception, match="conv_stem_test"):
+        _core.conv_stem_test(np.zeros((2, 3, 3, 3), np.float32), np.zeros((1, 2, 5, 5), np.float32), np.zeros(2, np.float32))
     with pytest.raises(Exception, match="level must be"):
         _core.gelu_test(np.zeros(3, np.float32), "sse2")
     with pytest.raises(Exception, match="cannot run"):
@@ -251,11 +300,13 @@ def test_levels_agree():
     # activation rows: the last tile of 32 columns as 16 + a masked vector, 16 + 8, one masked vector
     xa = [rng.standard_normal((n, 300)).astype(np.float32) for n in (41, 56, 39)]
     g = np.concatenate([np.linspace(-12, 12, 4001), rng.standard_normal(999) * 4]).astype(np.float32)
+    wc, xc, bc = (rng.standard_normal(s).astype(np.float32) for s in ((31, 30, 3, 3), (2, 30, 13, 22), (31,)))
     first = levels[0]
     for lv in levels[1:]:
         for x in xa:
             assert np.array_equal(_core.gemm_test(w, x, 2, lv), _core.gemm_test(w, x, 2, first)), (lv, len(x))
         assert np.array_equal(_core.gelu_test(g, lv), _core.gelu_test(g, first)), lv
+        assert np.array_equal(_core.conv_stem_test(wc, xc, bc, 2, True, lv), _core.conv_stem_test(wc, xc, bc, 2, True, first))
     if has("avx512"):  # Q4_K: each weight row's float operations are the same at both levels (8 or 16 lanes)
         xs = rng.standard_normal((11, 768)).astype(np.float32)
         wq = rng.standard_normal((37, 768)).astype(np.float32)

@@ -6,6 +6,7 @@
 #include <ctime>
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -310,9 +311,11 @@ void bind_bench(py::module_& m) {
     m.def(
         "gemm_test",
         [](py::array_t<float, py::array::c_style | py::array::forcecast> w,
-           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth, const std::string& level) {
-            if (w.ndim() != 2 || x.ndim() != 2 || x.shape(1) != w.shape(1) || nth < 1)
-                throw InputError("gemm_test: w [rows, k], x [n, k], nth >= 1");
+           py::array_t<float, py::array::c_style | py::array::forcecast> x, int nth, const std::string& level,
+           std::optional<py::array_t<float, py::array::c_style | py::array::forcecast>> bias, bool gelu) {
+            if (w.ndim() != 2 || x.ndim() != 2 || x.shape(1) != w.shape(1) || nth < 1 ||
+                (bias && (bias->ndim() != 1 || bias->shape(0) != w.shape(0))))
+                throw InputError("gemm_test: w [rows, k], x [n, k], bias [rows], nth >= 1");
             const cpu::Level lv = test_level("gemm_test", level);
             const int64_t rows = w.shape(0), k = w.shape(1), n = x.shape(0);
             std::vector<ggml_fp16_t> wh(size_t(rows * k));
@@ -324,11 +327,40 @@ void bind_bench(py::module_& m) {
             for (int t = 0; t < nth; ++t) {  // the row split of the ggml custom op with nth threads
                 const auto [r0, r1] = cpu::gemm_thread_rows(rows, t, nth);
                 if (r0 < r1) cpu::gemm_f16(wh.data(), k * sizeof(ggml_fp16_t), k, r0, r1, xt.data(), n, n,
-                                           y.mutable_data(), rows, lv);
+                                           cpu::GemmOut{y.mutable_data(), size_t(rows), bias ? bias->data() : nullptr,
+                                                        false, gelu}, lv);
             }
             return y;
         },
-        py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("level") = "", "y = x @ f16(w).T through our F16 matrix kernel (tests).");
+        py::arg("w"), py::arg("x"), py::arg("nth") = 1, py::arg("level") = "", py::arg("bias") = py::none(),
+        py::arg("gelu") = false,
+        "y = x @ f16(w).T (+ bias, then GELU) through our F16 matrix kernel (tests).");
+    m.def(
+        "conv_stem_test",
+        [](py::array_t<float, py::array::c_style | py::array::forcecast> w,
+           py::array_t<float, py::array::c_style | py::array::forcecast> x,
+           py::array_t<float, py::array::c_style | py::array::forcecast> b, int nth, bool gelu,
+           const std::string& level) {
+            // w [OC, C, 3, 3], x [B, C, H, W], b [OC] -> y [B, OC, OH, OW]
+            if (w.ndim() != 4 || w.shape(2) != 3 || w.shape(3) != 3 || x.ndim() != 4 || x.shape(1) != w.shape(1) ||
+                b.ndim() != 1 || b.shape(0) != w.shape(0) || nth < 1)
+                throw InputError("conv_stem_test: w [OC, C, 3, 3], x [B, C, H, W], b [OC], nth >= 1");
+            const cpu::Level lv = test_level("conv_stem_test", level);
+            const int64_t OC = w.shape(0), C = w.shape(1), B = x.shape(0), H = x.shape(2), W = x.shape(3);
+            const int64_t OH = (H - 1) / 2 + 1, OW = (W - 1) / 2 + 1;
+            std::vector<ggml_fp16_t> wh(size_t(OC * C * 9));
+            ggml_fp32_to_fp16_row(w.data(), wh.data(), OC * C * 9);
+            const cpu::ConvPlanes in{x.data(), W, H, C, B, size_t(W), size_t(W * H), size_t(W * H * C)};
+            py::array_t<float> y({B, OC, OH, OW});
+            for (int t = 0; t < nth; ++t) {  // the position split of the ggml custom op with nth threads
+                const auto [p0, p1] = cpu::conv_thread_positions(in, t, nth);
+                if (p0 < p1) cpu::conv3x3s2_f16(wh.data(), 9 * C * sizeof(ggml_fp16_t), OC, in, p0, p1, b.data(), gelu,
+                                                y.mutable_data(), size_t(OH * OW), size_t(OC * OH * OW), lv);
+            }
+            return y;
+        },
+        py::arg("w"), py::arg("x"), py::arg("b"), py::arg("nth") = 1, py::arg("gelu") = true, py::arg("level") = "",
+        "The conv stem's 3x3 / stride 2 / padding 1 convolution (+ bias, GELU) through our F16 matrix kernel (tests).");
     m.def("amx_usable", &cpu::amx_usable, "Whether the AMX tile kernels can run here (CPU, OS permission).");
     m.def("head_screen_available", &cpu::head_screen_available,
           "Whether greedy decode steps can screen an F16 head on the AMX tiles here (nn/head.h).");

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "cpu/gemv.h"
 #include "ggml.h"
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -180,7 +181,7 @@ constexpr Kernels kAvx2 = make_kernels<Avx2Tile>(pack_avx2, std::make_integer_se
 // by slice, from `gen` into `xbuf`.
 void gemm_block(const Kernels& kern, const uint8_t* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt,
                           size_t ldx, const XSource* gen, int64_t c0, int64_t n, const GemmOut& out, float* wp,
-                          float* acc, float* xbuf) {
+                          float* acc, float* xbuf, Level level) {
     float* y = out.y;
     const size_t ldy = out.ldy;
     const int64_t n_row_tiles = (r1 - r0 + kRows - 1) / kRows, n_col_tiles = (n + kCols - 1) / kCols;
@@ -213,10 +214,17 @@ void gemm_block(const Kernels& kern, const uint8_t* w, size_t w_row_bytes, int64
                         } else {
                             for (int64_t j = 0; j < cols; ++j) yr[j] = ai[j];
                         }
+                        if (out.gelu) gelu_erf(yr, yr, cols, level);
                     } else if (out.bias) {
                         for (int64_t j = 0; j < cols; ++j) y[(c0 + j0 + j) * ldy + r] = ai[j] + out.bias[r];
                     } else {
                         for (int64_t j = 0; j < cols; ++j) y[(c0 + j0 + j) * ldy + r] = ai[j];
+                    }
+                }
+                if (out.gelu && !out.transposed) {
+                    for (int64_t j = 0; j < cols; ++j) {
+                        float* yj = y + (c0 + j0 + j) * ldy + ra;
+                        gelu_erf(yj, yj, rows, level);
                     }
                 }
             }
@@ -236,11 +244,66 @@ void gemm_any(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t 
     std::vector<float> xbuf(gen ? size_t(std::min(k, kSlice) * cb) : 0);
     for (int64_t c0 = 0; c0 < n; c0 += kColBlock) {
         gemm_block(kern, static_cast<const uint8_t*>(w), w_row_bytes, k, r0, r1, xt, ldx, gen, c0,
-                   std::min(kColBlock, n - c0), out, wp.data(), acc.data(), xbuf.data());
+                   std::min(kColBlock, n - c0), out, wp.data(), acc.data(), xbuf.data(), level);
+    }
+}
+
+// conv3x3s2_f16's im2col for one input of the batch, an XSource: x^T[kw + 3 kh + 9 c][p] =
+// x[b][c][2 oh + kh - 1][2 ow + kw - 1] (zero outside), p = ow + OW oh.
+struct Im2col {
+    const ConvPlanes* x;
+    int64_t b, p0;  // the batch entry; the position of the product's column 0
+};
+
+void im2col_slice(const void* ctx, int64_t k0, int64_t kc, int64_t c0, int64_t nc, float* out) {
+    const auto& src = *static_cast<const Im2col*>(ctx);
+    const ConvPlanes& x = *src.x;
+    const int64_t W = x.W, H = x.H, OW = (W - 1) / 2 + 1;
+    const float* base = x.data + src.b * x.sb;
+    c0 += src.p0;
+    for (int64_t k = k0; k < k0 + kc; ++k, out += nc) {
+        const int64_t kw = k % 3, kh = (k / 3) % 3, c = k / 9;
+        // the output columns whose input column 2 ow + kw - 1 lies inside the row: [lo, hi)
+        const int64_t lo = kw == 0 ? 1 : 0, hi = W - kw >= 0 ? std::min(OW, (W - kw) / 2 + 1) : 0;
+        int64_t ow = c0 % OW, oh = c0 / OW;
+        for (int64_t j = 0; j < nc;) {
+            // one output row (fixed oh) at a time: a stride-2 read of one input row, or zeros
+            const int64_t run = std::min(nc - j, OW - ow), ih = 2 * oh + kh - 1;
+            float* o = out + j - ow;  // o[i] for output column i in [ow, ow + run)
+            if (ih < 0 || ih >= H) {
+                std::fill(o + ow, o + ow + run, 0.0f);
+            } else {
+                const float* row = base + ih * x.sh + c * x.sc;
+                const int64_t a = std::max(ow, lo), e = std::max(a, std::min(ow + run, hi));
+                for (int64_t i = ow; i < a; ++i) o[i] = 0.0f;
+                for (int64_t i = a; i < e; ++i) o[i] = row[2 * i + kw - 1];  // branch-free: vectorized
+                for (int64_t i = e; i < ow + run; ++i) o[i] = 0.0f;
+            }
+            j += run;
+            ow = 0;
+            ++oh;
+        }
     }
 }
 
 }  // namespace
+
+void conv3x3s2_f16(const void* w, size_t w_row_bytes, int64_t oc, const ConvPlanes& x, int64_t p0, int64_t p1,
+                   const float* bias, bool gelu, float* y, size_t ldc, size_t ldb, Level level) {
+    const int64_t P = ((x.W - 1) / 2 + 1) * ((x.H - 1) / 2 + 1);
+    for (int64_t b = p0 / P; b < x.B && b * P < p1; ++b) {  // the batch entries the range meets
+        const int64_t a = std::max(p0 - b * P, int64_t(0)), e = std::min(p1 - b * P, P);
+        const Im2col src{&x, b, a};
+        const XSource gen{im2col_slice, &src};
+        gemm_any(w, w_row_bytes, 9 * x.C, 0, oc, nullptr, 0, &gen, e - a,
+                 GemmOut{y + b * ldb + a, ldc, bias, true, gelu}, level);
+    }
+}
+
+std::pair<int64_t, int64_t> conv_thread_positions(const ConvPlanes& x, int ith, int nth) {
+    const int64_t n = x.B * ((x.W - 1) / 2 + 1) * ((x.H - 1) / 2 + 1), tiles = (n + kCols - 1) / kCols;
+    return {std::min(n, tiles * ith / nth * kCols), std::min(n, tiles * (ith + 1) / nth * kCols)};
+}
 
 void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt, size_t ldx,
               int64_t n, const GemmOut& out, Level level) {
@@ -261,6 +324,13 @@ void gemm_f16(const void*, size_t, int64_t, int64_t, int64_t, const float*, size
 void gemm_f16(const void*, size_t, int64_t, int64_t, int64_t, const XSource&, int64_t, const GemmOut&, Level) {
     std::abort();
 }
+
+void conv3x3s2_f16(const void*, size_t, int64_t, const ConvPlanes&, int64_t, int64_t, const float*, bool, float*, size_t,
+                   size_t, Level) {
+    std::abort();
+}
+
+std::pair<int64_t, int64_t> conv_thread_positions(const ConvPlanes&, int, int) { std::abort(); }
 
 #endif
 

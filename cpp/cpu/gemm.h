@@ -42,17 +42,36 @@ void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t 
 
 // Where a product's outputs go: y[j][r] (rows of ldy floats, the default) or, transposed, y[r][j] (the next
 // product's x^T, without a transpose node); bias[r], when given, is added to each output as it is written (one F32
-// addition, the same as adding it afterwards).
+// addition, the same as adding it afterwards); gelu: then cpu::gelu_erf on each output as it is written (an
+// elementwise function: the same bits as a GELU pass over the whole output afterwards).
 struct GemmOut {
     float* y;
     size_t ldy;
     const float* bias = nullptr;
     bool transposed = false;
+    bool gelu = false;
 };
 void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt, size_t ldx,
               int64_t n, const GemmOut& out, Level level = active_level());
 void gemm_f16(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const XSource& x, int64_t n,
               const GemmOut& out, Level level = active_level());
+
+// The conv stems' 3x3 / stride 2 / padding 1 convolution through this kernel, for the output positions [p0, p1) of
+// the batch's B OH OW (position p = ow + OW (oh + OH b)) and all OC channels: y[b][oc][oh][ow] (at
+// y + ow + OW oh + ldc oc + ldb b) = GELU(bias[oc] + sum over c, kh, kw of w[oc][c][kh][kw]
+// x[b][c][2 oh + kh - 1][2 ow + kw - 1]) (zero outside the input), OW = (W - 1) / 2 + 1, OH = (H - 1) / 2 + 1.
+// w: OC F16 rows of 9 C values in (c, kh, kw) order (ggml's [3, 3, C, OC] kernel), w_row_bytes apart. The im2col
+// columns are made in F32 a k slice at a time inside the product (never stored whole; threads split the positions,
+// so each makes only its own columns); the output is written channel-major, the layout the next convolution
+// reads, bias and GELU added as it is written. conv_thread_positions: thread ith's share, in whole column tiles.
+struct ConvPlanes {
+    const float* data;  // x[b][c][h][w] at data + w + h sh + c sc + b sb
+    int64_t W, H, C, B;
+    size_t sh, sc, sb;
+};
+void conv3x3s2_f16(const void* w, size_t w_row_bytes, int64_t oc, const ConvPlanes& x, int64_t p0, int64_t p1,
+                   const float* bias, bool gelu, float* y, size_t ldc, size_t ldb, Level level = active_level());
+std::pair<int64_t, int64_t> conv_thread_positions(const ConvPlanes& x, int ith, int nth);
 
 // Weight rows the kernel handles together (its register tile's height).
 constexpr int64_t kGemmTileRows = 12;

@@ -71,12 +71,16 @@ bool host(const ggml_tensor* t) { return t && t->buffer && ggml_backend_buffer_i
 
 }  // namespace
 
-bool decode_attention_ok(const DecodeAttnArgs& a, int64_t head_dim) {
+bool own_attention() {
     static const bool off = [] {
         const char* e = std::getenv("CRISPMOSS_ATTN");
         return e && std::strcmp(e, "ggml") == 0;
     }();
-    if (off) return false;
+    return !off;
+}
+
+bool decode_attention_ok(const DecodeAttnArgs& a, int64_t head_dim) {
+    if (!own_attention()) return false;
     if (a.k.empty() || a.k.size() != a.v.size() || a.k.size() != a.n_past.size()) return false;
     if (a.n_head_kv < 1 || a.n_head % a.n_head_kv != 0) return false;
     const ggml_type type = a.k[0]->type;

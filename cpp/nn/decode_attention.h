@@ -23,6 +23,10 @@ struct DecodeAttnArgs {
     float scale = 1.0f;
 };
 
+// Whether our attention kernels may run (decode, and the encoder layers': nn::encoder_layer): not turned off by
+// CRISPMOSS_ATTN=ggml (read once).
+bool own_attention();
+
 // Whether decode_attention() can serve these caches: not turned off by CRISPMOSS_ATTN=ggml, our kernels run, all of them in host memory, one cache type
 // the kernel takes (F16/F32) and a head size it takes.
 bool decode_attention_ok(const DecodeAttnArgs& a, int64_t head_dim);

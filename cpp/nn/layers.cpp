@@ -12,10 +12,12 @@
 
 #include "cpu/amx.h"
 #include "cpu/amx_dequant.h"
+#include "cpu/attention.h"
 #include "cpu/gemm.h"
 #include "cpu/gemv.h"
 #include "errors.h"
 #include "ggml-backend.h"
+#include "nn/decode_attention.h"
 
 namespace cm::nn {
 
@@ -68,9 +70,13 @@ bool use_gemm(const ggml_tensor* w, const ggml_tensor* x) {
            x->ne[3] == 1 && w->ne[2] == 1 && w->ne[3] == 1 && cpu_kernels_for(w);
 }
 
+// gemm_op's userdata: bit flags.
+constexpr intptr_t kGemmTransposed = 1, kGemmGelu = 2;
+
 // ggml custom op: dst = src[0] x src[1] (+ src[2], a bias) with src[1] given transposed (k rows of n), weight rows
-// split over threads in whole tiles; userdata non-null: dst transposed ([n, rows]).
-void gemm_op(ggml_tensor* dst, int ith, int nth, void* transposed) {
+// split over threads in whole tiles; userdata: kGemmTransposed: dst transposed ([n, rows]); kGemmGelu: GELU
+// applied to the outputs as they are written.
+void gemm_op(ggml_tensor* dst, int ith, int nth, void* flags) {
     const ggml_tensor* w = dst->src[0];
     const ggml_tensor* xt = dst->src[1];
     const auto [r0, r1] = cpu::gemm_thread_rows(w->ne[1], ith, nth);
@@ -78,61 +84,68 @@ void gemm_op(ggml_tensor* dst, int ith, int nth, void* transposed) {
     const float* bias = dst->src[2] ? static_cast<const float*>(dst->src[2]->data) : nullptr;
     cpu::gemm_f16(w->data, w->nb[1], w->ne[0], r0, r1, static_cast<const float*>(xt->data), xt->nb[1] / sizeof(float),
                   xt->ne[0], cpu::GemmOut{static_cast<float*>(dst->data), dst->nb[1] / sizeof(float), bias,
-                                          transposed != nullptr});
+                                          (reinterpret_cast<intptr_t>(flags) & kGemmTransposed) != 0,
+                                          (reinterpret_cast<intptr_t>(flags) & kGemmGelu) != 0});
 }
 
-// dst = src[0] (F16 weight rows) x src[1] (activations transposed: k rows of n) (+ b), [w rows, n] or, transposed,
-// [n, w rows] (what the next product takes as its x^T): our matrix kernel.
+// dst = src[0] (F16 weight rows) x src[1] (activations transposed: k rows of n) (+ b) (then GELU), [w rows, n] or,
+// transposed, [n, w rows] (what the next product takes as its x^T): our matrix kernel.
 ggml_tensor* gemm_t(ggml_context* ctx, ggml_tensor* w, ggml_tensor* xt, ggml_tensor* b = nullptr,
-                    bool transposed = false) {
+                    bool transposed = false, bool gelu = false) {
     ggml_tensor* args[3] = {w, xt, b};
+    const intptr_t flags = (transposed ? kGemmTransposed : 0) | (gelu ? kGemmGelu : 0);
     ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, transposed ? xt->ne[0] : w->ne[1],
                                     transposed ? w->ne[1] : xt->ne[0], 1, 1, args, b ? 3 : 2, gemm_op,
-                                    GGML_N_TASKS_MAX, transposed ? reinterpret_cast<void*>(1) : nullptr);
+                                    GGML_N_TASKS_MAX, reinterpret_cast<void*>(flags));
     ggml_format_name(y, "gemm %s", w->name);
     return y;
 }
 
-// x^T for our matrix kernel: a graph node of its own, so ggml's threads share it before the products start.
-ggml_tensor* transposed(ggml_context* ctx, ggml_tensor* x) { return ggml_cont(ctx, ggml_transpose(ctx, x)); }
-
-// The conv stem's im2col for a 3x3 kernel, stride 2, padding 1, transposed and in F32 (ggml's is F16):
-// x^T[kw + 3 kh + 9 c][p] = in[2 ow + kw - 1][2 oh + kh - 1][c][b] (zero outside), p = ow + OW (oh + OH b),
-// rows in the order of the kernel's [3, 3, C, OC] weights. An XSource: made slice by slice inside the product.
-void im2col_slice(const void* ctx, int64_t k0, int64_t kc, int64_t c0, int64_t nc, float* out) {
-    const auto* in = static_cast<const ggml_tensor*>(ctx);
-    const int64_t W = in->ne[0], H = in->ne[1], OW = (W - 1) / 2 + 1, OH = (H - 1) / 2 + 1;
-    const auto* base = static_cast<const char*>(in->data);
-    for (int64_t k = k0; k < k0 + kc; ++k, out += nc) {
-        const int64_t kw = k % 3, kh = (k / 3) % 3, c = k / 9;
-        int64_t ow = c0 % OW, oh = (c0 / OW) % OH, b = c0 / (OW * OH);
-        for (int64_t j = 0; j < nc;) {
-            // one output row (fixed oh, b) at a time: a strided read of one input row, or zeros
-            const int64_t run = std::min(nc - j, OW - ow), ih = 2 * oh + kh - 1;
-            if (ih < 0 || ih >= H) {
-                std::fill(out + j, out + j + run, 0.0f);
-            } else {
-                const auto* row = reinterpret_cast<const float*>(base + ih * in->nb[1] + c * in->nb[2] + b * in->nb[3]);
-                for (int64_t i = 0; i < run; ++i) {
-                    const int64_t iw = 2 * (ow + i) + kw - 1;
-                    out[j + i] = iw >= 0 && iw < W ? row[iw] : 0.0f;
-                }
+// ggml custom op: dst [n1, n0] = src[0] [n0, n1] transposed (F32, any strides), in 32 x 32 blocks (ggml's copy
+// of a transposed view goes element by element with index arithmetic: ~5 ns an element, 3.5 % of a 5 s encode at
+// the AVX2 level); dst rows split over threads.
+void transpose_op(ggml_tensor* dst, int ith, int nth, void*) {
+    const ggml_tensor* x = dst->src[0];
+    const int64_t n0 = x->ne[0], n1 = x->ne[1], r0 = n0 * ith / nth, r1 = n0 * (ith + 1) / nth;
+    constexpr int64_t kBlock = 32;
+    const auto* base = static_cast<const char*>(x->data);
+    auto* y = static_cast<float*>(dst->data);
+    const size_t ldy = dst->nb[1] / sizeof(float), s0 = x->nb[0], s1 = x->nb[1];
+    for (int64_t j0 = 0; j0 < n1; j0 += kBlock) {
+        const int64_t j1 = std::min(n1, j0 + kBlock);
+        for (int64_t i0 = r0; i0 < r1; i0 += kBlock) {
+            const int64_t i1 = std::min(r1, i0 + kBlock);
+            for (int64_t j = j0; j < j1; ++j) {
+                const char* row = base + j * s1;
+                for (int64_t i = i0; i < i1; ++i) y[i * ldy + j] = *reinterpret_cast<const float*>(row + i * s0);
             }
-            j += run;
-            ow = 0;
-            if (++oh == OH) oh = 0, ++b;
         }
     }
 }
 
-// ggml custom op: dst [OC, P] = the 3x3 / stride 2 / padding 1 convolution of src[1] with src[0] (F16, viewed as
-// [9 C, OC]), without bias; output channels split over threads as in gemm_op.
+// x^T (x: F32, 2-D) for our matrix kernel: a graph node of its own, so ggml's threads share it before the
+// products start.
+ggml_tensor* transposed(ggml_context* ctx, ggml_tensor* x) {
+    ggml_tensor* args[1] = {x};
+    ggml_tensor* t = ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[1], x->ne[0], 1, 1, args, 1, transpose_op,
+                                    GGML_N_TASKS_MAX, nullptr);
+    ggml_set_name(t, "transpose");
+    return t;
+}
+
+// ggml custom op: dst [OW, OH, OC, B] = GELU(the 3x3 / stride 2 / padding 1 convolution of src[1] [W, H, C, B]
+// with src[0] (F16, viewed as [9 C, OC]) + src[2]), channel-major as the next convolution and the flattening read
+// it (cpu::conv3x3s2_f16); output positions split over threads.
 void conv_op(ggml_tensor* dst, int ith, int nth, void*) {
     const ggml_tensor* w = dst->src[0];
-    const auto [r0, r1] = cpu::gemm_thread_rows(w->ne[1], ith, nth);
-    if (r0 >= r1) return;
-    cpu::gemm_f16(w->data, w->nb[1], w->ne[0], r0, r1, cpu::XSource{im2col_slice, dst->src[1]}, dst->ne[1],
-                  static_cast<float*>(dst->data), dst->nb[1] / sizeof(float));
+    const ggml_tensor* in = dst->src[1];
+    const size_t f = sizeof(float);
+    const cpu::ConvPlanes x{static_cast<const float*>(in->data), in->ne[0], in->ne[1], in->ne[2], in->ne[3],
+                            in->nb[1] / f, in->nb[2] / f, in->nb[3] / f};
+    const auto [p0, p1] = cpu::conv_thread_positions(x, ith, nth);
+    if (p0 >= p1) return;
+    cpu::conv3x3s2_f16(w->data, w->nb[1], w->ne[1], x, p0, p1, static_cast<const float*>(dst->src[2]->data), true,
+                       static_cast<float*>(dst->data), dst->nb[2] / f, dst->nb[3] / f);
 }
 
 // Conv1d (kernel 3, padding 1) im2col, transposed and in F32: x^T[kw + 3 c][j] = in[s (c0 + j) + kw - 1][c] (zero
@@ -250,6 +263,31 @@ void amx_conv_op(ggml_tensor* dst, int ith, int nth, void* ud) {
     auto* y = static_cast<float*>(dst->data);
     cpu::amx_conv3x3(*call.m, ci, p0, p1, y, ldy);
     amx_epilogue(y, ldy, p0, p1, 0, dst->ne[0], dst->src[2], call.gelu);
+}
+
+// ggml custom op: the encoder's attention on our kernel (cpu::attend, the decode kernel: every query row of a window
+// against the window's keys and values, one KV head shared by all of them). src[0..2]: q, k, v as the projections
+// give them ([d, L], rows d floats apart); userdata: w << 16 | the head size, w the window length (the windows are
+// [0, w), [w, 2w), ..., the last one shorter). dst [d, L]; units (window, head) split over threads. ggml's flash
+// attention took ~10 GFLOP/s on these short windows (3.6 % of a 5 s encode at the AVX2 level).
+void enc_attn_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
+    const ggml_tensor* q = dst->src[0];
+    const ggml_tensor* k = dst->src[1];
+    const ggml_tensor* v = dst->src[2];
+    const int64_t d = q->ne[0], L = q->ne[1], packed = static_cast<int64_t>(reinterpret_cast<intptr_t>(userdata));
+    const int64_t w = packed >> 16, hd = packed & 0xFFFF, n_head = d / hd, n_win = (L + w - 1) / w;
+    const int64_t units = n_win * n_head, u0 = units * ith / nth, u1 = units * (ith + 1) / nth;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const size_t f = sizeof(float);
+    for (int64_t u = u0; u < u1; ++u) {
+        const int64_t win = u / n_head, h = u % n_head, r0 = win * w, n = std::min(w, L - r0);
+        const auto at = [&](const ggml_tensor* t) { return static_cast<const char*>(t->data) + r0 * t->nb[1] + h * hd * f; };
+        cpu::AttnHeads a{reinterpret_cast<const float*>(at(q)), int64_t(q->nb[1] / f), int(n), int(n), at(k), at(v),
+                         k->nb[1], int(n), int(hd), scale,
+                         reinterpret_cast<float*>(static_cast<char*>(dst->data) + r0 * dst->nb[1]) + h * hd,
+                         int64_t(dst->nb[1] / f)};
+        cpu::attend(GGML_TYPE_F32, a);
+    }
 }
 
 // Layer-norm epsilons, interned: the fused op's userdata points at one.
@@ -476,6 +514,9 @@ ggml_tensor* linear_gelu(ggml_context* ctx, ggml_tensor* x, ggml_tensor* w, ggml
     if (e && amx_takes(x) && b && b->type == GGML_TYPE_F32 && ggml_nelements(b) == w->ne[1] && ggml_is_contiguous(b)) {
         return amx_linear(ctx, w, *e, x, b, true, amx_x);
     }
+    if (!amx_x && b && use_gemm(w, x) && b->type == GGML_TYPE_F32 && ggml_is_contiguous(b)) {
+        return gemm_t(ctx, w, transposed(ctx, x), b, false, true);  // bias and GELU as the outputs are written
+    }
     return gelu_erf(ctx, linear(ctx, x, w, b, amx_x), w);
 }
 
@@ -551,16 +592,35 @@ ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor
     const bool shared = !hx && use_gemm(l.q_w, h) && use_gemm(l.k_w, h) && use_gemm(l.v_w, h);
     ggml_tensor* ht = shared ? transposed(ctx, h) : nullptr;
     auto proj = [&](ggml_tensor* w, ggml_tensor* b) { return shared ? gemm_t(ctx, w, ht, b) : linear(ctx, h, w, b, hx); };
-    ggml_tensor* q = heads(proj(l.q_w, l.q_b));
-    ggml_tensor* k = heads(proj(l.k_w, l.k_b));
-    ggml_tensor* v = heads(proj(l.v_w, l.v_b));
+    ggml_tensor* q2 = proj(l.q_w, l.q_b);
+    ggml_tensor* k2 = proj(l.k_w, l.k_b);
+    ggml_tensor* v2 = proj(l.v_w, l.v_b);
+    ggml_tensor* a = nullptr;
+    // Our attention kernel where the projections ran on our matrix kernel (so q, k and v are F32 rows of d floats)
+    // and the windows are one length but the last (no longer): every window's rows against its own keys.
+    bool uniform = windows.empty() || windows.back() <= windows[0];
+    int64_t total = 0;
+    for (size_t i = 0; i < windows.size(); ++i) {
+        total += windows[i];
+        uniform = uniform && windows[i] > 0 && (i + 1 == windows.size() || windows[i] == windows[0]);
+    }
+    uniform = uniform && (windows.empty() || total == L);
+    if (shared && uniform && own_attention() && cpu::attention_supports(GGML_TYPE_F32, hd)) {
+        ggml_tensor* args[3] = {q2, k2, v2};
+        const int64_t w = windows.size() > 1 ? windows[0] : L;
+        a = ggml_custom_4d(ctx, GGML_TYPE_F32, d, L, 1, 1, args, 3, enc_attn_op, GGML_N_TASKS_MAX,
+                           reinterpret_cast<void*>(static_cast<intptr_t>(w << 16 | hd)));
+        ggml_set_name(a, "encoder_attention");
+    }
+    ggml_tensor* q = heads(q2);
+    ggml_tensor* k = heads(k2);
+    ggml_tensor* v = heads(v2);
     auto attend = [&](ggml_tensor* qw, ggml_tensor* kw, ggml_tensor* vw) {  // [hd, n, H, B] each → [d, n B]
         ggml_tensor* a = ggml_flash_attn_ext(ctx, qw, kw, vw, nullptr, 1.0f / std::sqrt(static_cast<float>(hd)), 0.0f, 0.0f);
         ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
         return ggml_reshape_2d(ctx, a, d, ggml_nelements(a) / d);
     };
-    ggml_tensor* a = nullptr;
-    if (windows.size() > 1) {
+    if (!a && windows.size() > 1) {
         // The leading windows of one size as one batch (their rows as a 4th dimension), the rest (the clip's
         // last, shorter window) one by one, appended: each query row meets the same keys in the same order.
         size_t same = 1;
@@ -576,7 +636,7 @@ ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor
             r0 += n * nb;
         }
         if (r0 != L) throw Error("internal: encoder_layer's windows do not add up to its rows");
-    } else {
+    } else if (!a) {
         a = attend(q, k, v);
     }
     x = linear_add(ctx, a, l.o_w, l.o_b, x);
@@ -584,8 +644,9 @@ ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor
     if (hx) return linear_add(ctx, linear_gelu(ctx, x, l.fc1_w, l.fc1_b, hx), l.fc2_w, l.fc2_b, x);
     h = layer_norm(ctx, x, l.ffn_norm_w, l.ffn_norm_b, eps);
     if (use_gemm(l.fc1_w, h) && use_gemm(l.fc2_w, h)) {
-        // fc1 writes its output transposed, which is fc2's x^T: no transpose of the wide hidden layer.
-        ggml_tensor* ft = gelu_erf(ctx, gemm_t(ctx, l.fc1_w, transposed(ctx, h), l.fc1_b, true), l.fc1_w);
+        // fc1 writes its output transposed, which is fc2's x^T: no transpose of the wide hidden layer; its bias
+        // and GELU added as it is written.
+        ggml_tensor* ft = gemm_t(ctx, l.fc1_w, transposed(ctx, h), l.fc1_b, true, true);
         return ggml_add(ctx, x, gemm_t(ctx, l.fc2_w, ft, l.fc2_b));
     }
     return linear_add(ctx, linear_gelu(ctx, h, l.fc1_w, l.fc1_b, nullptr), l.fc2_w, l.fc2_b, x);
@@ -622,20 +683,21 @@ ConvStem ConvStem::load(const ModelFile& f, const std::string& p, int64_t ch) {
 ggml_tensor* ConvStem::operator()(ggml_context* ctx, ggml_tensor* x) const {
     // [W, H, C, B] -> [OW, OH, OC, B]: 3x3 kernel, stride 2, padding 1, bias, GELU.
     auto conv = [&](ggml_tensor* in, ggml_tensor* w, ggml_tensor* b) {
-        if (w->type != GGML_TYPE_F16 || in->type != GGML_TYPE_F32 || !cpu_kernels_for(w)) {
+        if (w->type != GGML_TYPE_F16 || in->type != GGML_TYPE_F32 || in->nb[0] != sizeof(float) ||
+            in->nb[1] % sizeof(float) != 0 || in->nb[2] % sizeof(float) != 0 || in->nb[3] % sizeof(float) != 0 ||
+            b->type != GGML_TYPE_F32 || !ggml_is_contiguous(b) || !cpu_kernels_for(w)) {
             ggml_tensor* y = ggml_conv_2d(ctx, w, in, 2, 2, 1, 1, 1, 1);
             y = ggml_add(ctx, y, ggml_reshape_4d(ctx, b, 1, 1, b->ne[0], 1));
             return gelu_erf(ctx, y, w);
         }
-        // Our kernel on F32 columns (ggml rounds them to F16, and stores them whole): [OC, OW, OH, B] out, bias
-        // and GELU there, then back to the channel-major layout the next convolution and the flattening read.
+        // Our kernel on F32 columns (ggml rounds them to F16, and stores them whole), bias and GELU inside:
+        // [OW, OH, OC, B] out, no permute.
         const int64_t OW = (in->ne[0] - 1) / 2 + 1, OH = (in->ne[1] - 1) / 2 + 1, B = in->ne[3];
-        ggml_tensor* args[2] = {ggml_reshape_2d(ctx, w, 9 * w->ne[2], w->ne[3]), in};
-        ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[3], OW * OH * B, 1, 1, args, 2, conv_op,
+        ggml_tensor* args[3] = {ggml_reshape_2d(ctx, w, 9 * w->ne[2], w->ne[3]), in, b};
+        ggml_tensor* y = ggml_custom_4d(ctx, GGML_TYPE_F32, OW, OH, w->ne[3], B, args, 3, conv_op,
                                         GGML_N_TASKS_MAX, nullptr);
         ggml_format_name(y, "conv %s", w->name);
-        y = gelu_erf(ctx, ggml_add(ctx, y, b), w);
-        return ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, y, w->ne[3], OW, OH, B), 2, 0, 1, 3));
+        return y;
     };
     const AmxEntry* pw[3] = {amx_of(w1), amx_of(w2), amx_of(w3)};
     if (pw[0] && pw[1] && pw[2] && x->type == GGML_TYPE_F32 && x->ne[2] == 1) {
