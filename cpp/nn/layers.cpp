@@ -596,8 +596,9 @@ ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor
     ggml_tensor* k2 = proj(l.k_w, l.k_b);
     ggml_tensor* v2 = proj(l.v_w, l.v_b);
     ggml_tensor* a = nullptr;
-    // Our attention kernel where the projections ran on our matrix kernel (so q, k and v are F32 rows of d floats)
-    // and the windows are one length but the last (no longer): every window's rows against its own keys.
+    // Our attention kernel where q, k and v are F32 rows of d floats (the projections ran on our matrix kernel or
+    // on the tiles) and the windows are one length but the last (no longer): every window's rows against its own
+    // keys.
     bool uniform = windows.empty() || windows.back() <= windows[0];
     int64_t total = 0;
     for (size_t i = 0; i < windows.size(); ++i) {
@@ -605,7 +606,13 @@ ggml_tensor* encoder_layer(ggml_context* ctx, const EncoderLayer& l, ggml_tensor
         uniform = uniform && windows[i] > 0 && (i + 1 == windows.size() || windows[i] == windows[0]);
     }
     uniform = uniform && (windows.empty() || total == L);
-    if (shared && uniform && own_attention() && cpu::attention_supports(GGML_TYPE_F32, hd)) {
+    const auto f32_rows = [&](const ggml_tensor* t) {
+        return t->type == GGML_TYPE_F32 && t->ne[0] == d && t->ne[1] == L && t->ne[2] == 1 && t->ne[3] == 1 &&
+               t->nb[0] == sizeof(float) && t->nb[1] % sizeof(float) == 0;
+    };
+    const bool ours = shared || (hx && cpu_kernels_for(l.q_w));
+    if (ours && uniform && f32_rows(q2) && f32_rows(k2) && f32_rows(v2) && own_attention() &&
+        cpu::attention_supports(GGML_TYPE_F32, hd)) {
         ggml_tensor* args[3] = {q2, k2, v2};
         const int64_t w = windows.size() > 1 ? windows[0] : L;
         a = ggml_custom_4d(ctx, GGML_TYPE_F32, d, L, 1, 1, args, 3, enc_attn_op, GGML_N_TASKS_MAX,
