@@ -321,7 +321,7 @@ void Engine::decode_step() {
             caches.push_back(rows[i]->req.cache);
             ids.push_back(rows[i]->next_id);
             const SamplingParams& sp = rows[i]->req.sampling;
-            head.push_back({sp.temperature == 0.0f, sp.repetition_penalty != 1.0f ? &rows[i]->history : nullptr});
+            head.push_back({sp.greedy(), sp.penalized() ? &rows[i]->history : nullptr});
         }
         std::vector<float> logits;
         try {

@@ -41,7 +41,7 @@ int32_t argmax(const std::vector<float>& logits) {
 Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) { p_.validate(); }
 
 int32_t Sampler::sample(std::vector<float>& logits, const std::vector<int32_t>& history) {
-    if (p_.repetition_penalty != 1.0f) {
+    if (p_.penalized()) {
         std::unordered_set<int32_t> seen(history.begin(), history.end());
         for (int32_t id : seen) {
             if (id < 0 || id >= static_cast<int32_t>(logits.size())) continue;
@@ -49,7 +49,7 @@ int32_t Sampler::sample(std::vector<float>& logits, const std::vector<int32_t>& 
             v = v > 0 ? v / p_.repetition_penalty : v * p_.repetition_penalty;
         }
     }
-    if (p_.temperature == 0.0f) return argmax(logits);
+    if (p_.greedy()) return argmax(logits);
 
     // Candidates sorted by logit, then cut by top-k, min-p and top-p in the order HF applies them.
     std::vector<int32_t> idx;

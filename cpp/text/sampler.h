@@ -16,6 +16,10 @@ struct SamplingParams {
     float repetition_penalty = 1.0f;  // 1: off (HF semantics: divide positive logits, multiply negative)
     uint64_t seed = 0;
     void validate() const;  // throws InputError
+    // The Sampler's own tests: greedy (argmax) and whether the penalty touches the history's logits. The engine
+    // asks the same to decide which rows only need their argmax (nn/head.h).
+    bool greedy() const { return temperature == 0.0f; }
+    bool penalized() const { return repetition_penalty != 1.0f; }
 };
 
 class Sampler {
