@@ -238,6 +238,30 @@ def test_decode_rows_grouping_bit_identical(qtype, rows, cols, level):
             assert np.array_equal(y, alone[:n_x]), (qtype, n_x, nth, block_bytes)
 
 
+@pytest.mark.skipif(not _core.amx_int8_usable(), reason="no AMX-INT8 tiles on this CPU / OS")
+@pytest.mark.parametrize("rows,cols", [(37, 512), (300, 2048), (16, 256)])
+def test_q4k_tiles_bit_identical(rows, cols):
+    """Q4_K products of 16+ rows at the amx level run their integer sums on the AMX-INT8 tiles, with the sub-block
+    scales split into the weight bytes (cpu/gemv.cpp, q4k_rows16_amx): every row must get exactly the bits of the
+    AVX-512 kernel and of its one-row call, for 16-40 rows (one or two tile row groups, a tail past 32), thread
+    splits, tail weight rows, all-zero blocks and activations at the int8 extremes (every value +-127)."""
+    rng = np.random.default_rng(rows * 3 + cols)
+    w = rng.standard_normal((rows, cols)).astype(np.float32) * 0.02
+    w[1] = np.abs(w[1]) + 1.0  # one weight row all positive: nibbles and sub-block scales near their largest
+    w[2, :256] = 0
+    xs = rng.standard_normal((40, cols)).astype(np.float32) * 3
+    xs[4] = np.where(np.arange(cols) % 2 == 0, 1.0, -1.0)  # every int8 value +-127
+    xs[5] = 1.0
+    xs[20, :256] = 0
+    alone = np.stack([_core.gemv_test("q4_k", w, xs[j], 1, "amx")[0] for j in range(40)])
+    for n_x in (16, 17, 23, 32, 33, 40):
+        for nth in (1, 3):
+            y_amx, _ = _core.gemv_test("q4_k", w, xs[:n_x], nth, "amx")
+            y_512, _ = _core.gemv_test("q4_k", w, xs[:n_x], nth, "avx512")
+            assert np.array_equal(y_amx.view(np.uint32), y_512.view(np.uint32)), (n_x, nth)
+            assert np.array_equal(y_amx, alone[:n_x]), (n_x, nth)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Every tail shape at every level, against a float64 product with an error bound derived from the arithmetic
 

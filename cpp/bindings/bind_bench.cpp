@@ -362,6 +362,8 @@ void bind_bench(py::module_& m) {
         py::arg("w"), py::arg("x"), py::arg("b"), py::arg("nth") = 1, py::arg("gelu") = true, py::arg("level") = "",
         "The conv stem's 3x3 / stride 2 / padding 1 convolution (+ bias, GELU) through our F16 matrix kernel (tests).");
     m.def("amx_usable", &cpu::amx_usable, "Whether the AMX tile kernels can run here (CPU, OS permission).");
+    m.def("amx_int8_usable", &cpu::amx_int8_usable,
+          "Whether the AMX-INT8 tile products (the Q4_K kernel for many rows at the amx level) can run here.");
     m.def("head_screen_available", &cpu::head_screen_available,
           "Whether greedy decode steps can screen an F16 head on the AMX tiles here (nn/head.h).");
     m.def("head_screen_recomputed", &cpu::head_screen_recomputed,

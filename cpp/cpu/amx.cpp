@@ -390,6 +390,16 @@ bool amx_usable() {
     return ok;
 }
 
+bool amx_int8_usable() {
+    static const bool ok = [] {
+        if (!amx_usable()) return false;
+        unsigned a, b, c, d;
+        __cpuid_count(7, 0, a, b, c, d);
+        return (d & (1u << 25)) != 0;  // AMX-INT8
+    }();
+    return ok;
+}
+
 double amx_peak_run(int64_t iters) { return peak_run(iters); }
 
 CM_AMX_FN void amx_tiles_configure() { configure(); }
@@ -430,6 +440,7 @@ void amx_conv3x3(const AmxMatrix& w, const ConvInput& in, int64_t p0, int64_t p1
 #else
 
 bool amx_usable() { return false; }
+bool amx_int8_usable() { return false; }
 
 std::unique_ptr<AmxMatrix> amx_pack_f16(const void*, size_t, int64_t, int64_t, bool, int64_t) { std::abort(); }
 void amx_convert_rows(const float*, size_t, int64_t, int64_t, int64_t, int64_t, uint16_t*, uint16_t*) { std::abort(); }

@@ -27,6 +27,9 @@ namespace cm::cpu {
 // CPU and OS allow the tile kernels (requests the tile permission on first call; thread-safe, cached).
 bool amx_usable();
 
+// amx_usable() and the CPU has AMX-INT8 (the integer tile products: cpu/gemv.cpp's Q4_K kernel for many rows).
+bool amx_int8_usable();
+
 struct AmxMatrix {
     int64_t rows = 0, k = 0, rows_pad = 0, k_pad = 0;
     bool split = false;

@@ -1,5 +1,7 @@
 #include "cpu/gemv.h"
 
+#include "cpu/amx.h"
+
 #include "cpu/gemv_avx2.h"
 #include "cpu/gemv_common.h"
 
@@ -255,84 +257,223 @@ struct Q4KMins {
 };
 
 
+// The parts of a block that do not depend on the activation rows, for 16 weight rows (shared by q4k_rows16 and the
+// tile kernel q4k_rows16_amx): the transpositions' index vectors, the prefetches, the header decoded per lane
+// (row), and a 32-byte chunk transposed.
+struct Q4KIdx {
+    __m512i iq[3][2], ih[2][2];
+};
+CM_AVX512_INLINE void q4k_idx(Q4KIdx& ix) {
+    const Q4KPerm& perm = q4k_perm();
+    for (int k = 0; k < 2; ++k) {
+        for (int step = 0; step < 3; ++step) ix.iq[step][k] = _mm512_load_si512(perm.qs[step][k]);
+        for (int step = 0; step < 2; ++step) ix.ih[step][k] = _mm512_load_si512(perm.hdr[step][k]);
+    }
+}
+
+// each row kPrefetchRows ahead of block offset off; past its end, the same row of the next 16 (the next call's)
+CM_AVX512_INLINE void q4k_prefetch(const uint8_t* const* rp, size_t off, size_t row_bytes, size_t next) {
+    const size_t pf = off + kPrefetchRows + (off + kPrefetchRows >= row_bytes ? next - row_bytes : 0);
+    for (int k = 0; k < 16; ++k) {
+        const char* p = reinterpret_cast<const char*>(rp[k]) + pf;
+        _mm_prefetch(p, _MM_HINT_T0);
+        _mm_prefetch(p + 64, _MM_HINT_T0);
+        _mm_prefetch(p + 128, _MM_HINT_T0);
+    }
+}
+
+// sc[s]: the 6-bit scale of sub-block s as an int32 (high bits zero) in each row's lane; mp[p]: the mins of
+// sub-blocks 2p, 2p + 1 as an int16 pair; wd, wdmin: d and dmin.
+struct Q4KHead {
+    __m512i sc[8], mp[4];
+    __m512 wd, wdmin;
+};
+CM_AVX512_INLINE void q4k_head(const uint8_t* const* rp, size_t off, const Q4KIdx& ix, Q4KHead& hd) {
+    const __m512i m6 = _mm512_set1_epi8(0x3f), m4lo = _mm512_set1_epi8(0x0f), m2hi = _mm512_set1_epi8(0x30);
+    // header: H[0] = d | dmin << 16 (fp16), H[1..3] = the 12 bytes of scales and mins
+    __m512i h0[4], h1[4], H[4];
+    for (int q = 0; q < 4; ++q)
+        h0[q] = load4x128(rp[4 * q] + off, rp[4 * q + 1] + off, rp[4 * q + 2] + off, rp[4 * q + 3] + off);
+#pragma GCC unroll 4
+    for (int R = 0; R < 4; ++R)
+        h1[R] = _mm512_permutex2var_epi32(h0[hdr_src(1, R)], ix.ih[0][R & 1], h0[hdr_src2(1, R)]);
+#pragma GCC unroll 4
+    for (int R = 0; R < 4; ++R)
+        H[R] = _mm512_permutex2var_epi32(h1[hdr_src(2, R)], ix.ih[1][R & 1], h1[hdr_src2(2, R)]);
+    // 6-bit scales and mins as in the one-row layout: sc0-3 | mn0-3 low 6 bits of bytes 0-3 | 4-7; sc4-7, mn4-7
+    // low 4 bits from the nibbles of bytes 8-11, top 2 bits from the top bits of bytes 0-3 | 4-7.
+    const __m512i sc_lo = _mm512_and_si512(H[1], m6), mn_lo = _mm512_and_si512(H[2], m6);
+    const __m512i sc_hi = _mm512_or_si512(_mm512_and_si512(H[3], m4lo), _mm512_and_si512(_mm512_srli_epi32(H[1], 2), m2hi));
+    const __m512i mn_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(H[3], 4), m4lo),
+                                          _mm512_and_si512(_mm512_srli_epi32(H[2], 2), m2hi));
+    // (VPSHUFB selects within 128-bit lanes: byte 4d + s of dword d into the low byte, zeros above)
+    const __m512i dw = _mm512_set4_epi32(int32_t(0x8080800cu), int32_t(0x80808008u), int32_t(0x80808004u),
+                                         int32_t(0x80808000u));
+    for (int s = 0; s < 4; ++s) {
+        const __m512i sel = _mm512_or_si512(dw, _mm512_set1_epi32(s));
+        hd.sc[s] = _mm512_shuffle_epi8(sc_lo, sel);
+        hd.sc[s + 4] = _mm512_shuffle_epi8(sc_hi, sel);
+    }
+    const __m512i dwp = _mm512_set4_epi32(int32_t(0x800c800cu), int32_t(0x80088008u), int32_t(0x80048004u),
+                                          int32_t(0x80008000u));
+    for (int p = 0; p < 2; ++p) {
+        const __m512i sel = _mm512_add_epi32(dwp, _mm512_set1_epi32(2 * p + ((2 * p + 1) << 16)));
+        hd.mp[p] = _mm512_shuffle_epi8(mn_lo, sel);
+        hd.mp[p + 2] = _mm512_shuffle_epi8(mn_hi, sel);
+    }
+    hd.wd = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(H[0]));
+    hd.wdmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(H[0], 16)));
+}
+
+// The 32-byte chunk at offset o of the 16 rows: T8[t] lane r = dword t of row r's chunk.
+CM_AVX512_INLINE void q4k_chunk(const uint8_t* const* rp, size_t o, const Q4KIdx& ix, __m512i* T8) {
+    __m512i z[8], u[8], v[8];
+    for (int p = 0; p < 8; ++p) z[p] = load2x256(rp[2 * p] + o, rp[2 * p + 1] + o);
+#pragma GCC unroll 8
+    for (int R = 0; R < 8; ++R) u[R] = _mm512_permutex2var_epi32(z[qs_src(1, R)], ix.iq[0][R & 1], z[qs_src2(1, R)]);
+#pragma GCC unroll 8
+    for (int R = 0; R < 8; ++R) v[R] = _mm512_permutex2var_epi32(u[qs_src(2, R)], ix.iq[1][R & 1], u[qs_src2(2, R)]);
+#pragma GCC unroll 8
+    for (int R = 0; R < 8; ++R) T8[R] = _mm512_permutex2var_epi32(v[qs_src(3, R)], ix.iq[2][R & 1], v[qs_src2(3, R)]);
+}
+
 template <int Max>
 CM_AVX512 void q4k_rows16(const uint8_t* const* rp, int64_t nb, const ActQ4K* a, int n_x, float* out, size_t row_bytes,
           size_t next) {
-    const Q4KPerm& perm = q4k_perm();
-    const __m512i m6 = _mm512_set1_epi8(0x3f), m4lo = _mm512_set1_epi8(0x0f), m2hi = _mm512_set1_epi8(0x30);
+    Q4KIdx ix;
+    q4k_idx(ix);
     __m512 acc[kMaxGemvRows];
     for (int j = 0; j < n_x; ++j) acc[j] = _mm512_setzero_ps();
     __m512i is[kMaxGemvRows];
     for (int j = 0; j < n_x; ++j) is[j] = _mm512_setzero_si512();
-    __m512i iq[3][2], ih[2][2];
-    for (int k = 0; k < 2; ++k) {
-        for (int step = 0; step < 3; ++step) iq[step][k] = _mm512_load_si512(perm.qs[step][k]);
-        for (int step = 0; step < 2; ++step) ih[step][k] = _mm512_load_si512(perm.hdr[step][k]);
-    }
     for (int64_t i = 0; i < nb; ++i) {
         const size_t off = size_t(i) * kQ4KBytes;
-        // each row kPrefetchRows ahead; past its end, the same row of the next 16 (the next call's)
-        const size_t pf = off + kPrefetchRows + (off + kPrefetchRows >= row_bytes ? next - row_bytes : 0);
-        for (int k = 0; k < 16; ++k) {
-            const char* p = reinterpret_cast<const char*>(rp[k]) + pf;
-            _mm_prefetch(p, _MM_HINT_T0);
-            _mm_prefetch(p + 64, _MM_HINT_T0);
-            _mm_prefetch(p + 128, _MM_HINT_T0);
-        }
-        // header: H[0] = d | dmin << 16 (fp16), H[1..3] = the 12 bytes of scales and mins
-        __m512i h0[4], h1[4], H[4];
-        for (int q = 0; q < 4; ++q)
-            h0[q] = load4x128(rp[4 * q] + off, rp[4 * q + 1] + off, rp[4 * q + 2] + off, rp[4 * q + 3] + off);
-#pragma GCC unroll 4
-        for (int R = 0; R < 4; ++R)
-            h1[R] = _mm512_permutex2var_epi32(h0[hdr_src(1, R)], ih[0][R & 1], h0[hdr_src2(1, R)]);
-#pragma GCC unroll 4
-        for (int R = 0; R < 4; ++R)
-            H[R] = _mm512_permutex2var_epi32(h1[hdr_src(2, R)], ih[1][R & 1], h1[hdr_src2(2, R)]);
-        // 6-bit scales and mins as in the one-row layout: sc0-3 | mn0-3 low 6 bits of bytes 0-3 | 4-7; sc4-7, mn4-7
-        // low 4 bits from the nibbles of bytes 8-11, top 2 bits from the top bits of bytes 0-3 | 4-7.
-        const __m512i sc_lo = _mm512_and_si512(H[1], m6), mn_lo = _mm512_and_si512(H[2], m6);
-        const __m512i sc_hi = _mm512_or_si512(_mm512_and_si512(H[3], m4lo), _mm512_and_si512(_mm512_srli_epi32(H[1], 2), m2hi));
-        const __m512i mn_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(H[3], 4), m4lo),
-                                              _mm512_and_si512(_mm512_srli_epi32(H[2], 2), m2hi));
-        __m512i sc[8], mp[4];
-        // scale of sub-block s as an int32 (high half zero) in each row's lane; mins of sub-blocks 2p, 2p+1 as an
-        // int16 pair
-        // (VPSHUFB selects within 128-bit lanes: byte 4d + s of dword d into the low byte, zeros above)
-        const __m512i dw = _mm512_set4_epi32(int32_t(0x8080800cu), int32_t(0x80808008u), int32_t(0x80808004u),
-                                             int32_t(0x80808000u));
-        for (int s = 0; s < 4; ++s) {
-            const __m512i sel = _mm512_or_si512(dw, _mm512_set1_epi32(s));
-            sc[s] = _mm512_shuffle_epi8(sc_lo, sel);
-            sc[s + 4] = _mm512_shuffle_epi8(sc_hi, sel);
-        }
-        const __m512i dwp = _mm512_set4_epi32(int32_t(0x800c800cu), int32_t(0x80088008u), int32_t(0x80048004u),
-                                              int32_t(0x80008000u));
-        for (int p = 0; p < 2; ++p) {
-            const __m512i sel = _mm512_add_epi32(dwp, _mm512_set1_epi32(2 * p + ((2 * p + 1) << 16)));
-            mp[p] = _mm512_shuffle_epi8(mn_lo, sel);
-            mp[p + 2] = _mm512_shuffle_epi8(mn_hi, sel);
-        }
-        const __m512 wd = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(H[0]));
-        const __m512 wdmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(H[0], 16)));
+        q4k_prefetch(rp, off, row_bytes, next);
+        Q4KHead hd;
+        q4k_head(rp, off, ix, hd);
         for (int c = 0; c < 4; ++c) {
-            __m512i z[8], u[8], v[8], T8[8];
-            const size_t o = off + 16 + 32 * size_t(c);
-            for (int p = 0; p < 8; ++p) z[p] = load2x256(rp[2 * p] + o, rp[2 * p + 1] + o);
-#pragma GCC unroll 8
-            for (int R = 0; R < 8; ++R) u[R] = _mm512_permutex2var_epi32(z[qs_src(1, R)], iq[0][R & 1], z[qs_src2(1, R)]);
-#pragma GCC unroll 8
-            for (int R = 0; R < 8; ++R) v[R] = _mm512_permutex2var_epi32(u[qs_src(2, R)], iq[1][R & 1], u[qs_src2(2, R)]);
-#pragma GCC unroll 8
-            for (int R = 0; R < 8; ++R) T8[R] = _mm512_permutex2var_epi32(v[qs_src(3, R)], iq[2][R & 1], v[qs_src2(3, R)]);
-            q4k_each_group<Max, Q4KChunk>(n_x, static_cast<const __m512i*>(T8), sc[2 * c], sc[2 * c + 1], a,
+            __m512i T8[8];
+            q4k_chunk(rp, off + 16 + 32 * size_t(c), ix, T8);
+            q4k_each_group<Max, Q4KChunk>(n_x, static_cast<const __m512i*>(T8), hd.sc[2 * c], hd.sc[2 * c + 1], a,
                                           i * kQK + 64 * c, is);
-            if (c == 1 || c == 3) q4k_each_group<Max, Q4KFlush>(n_x, is, wd, a, i, acc);
+            if (c == 1 || c == 3) q4k_each_group<Max, Q4KFlush>(n_x, is, hd.wd, a, i, acc);
         }
-        q4k_each_group<Max, Q4KMins>(n_x, static_cast<const __m512i*>(mp), wdmin, a, i, acc);
+        q4k_each_group<Max, Q4KMins>(n_x, static_cast<const __m512i*>(hd.mp), hd.wdmin, a, i, acc);
     }
     for (int j = 0; j < n_x; ++j) _mm512_storeu_ps(out + 16 * j, acc[j]);
 }
+
+#if defined(__linux__)
+#define CM_Q4K_AMX 1
+#define CM_AMX_INT8 __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
+// GCC's tile loads take their address as a plain operand: stores to what they load must not be sunk past them.
+#define CM_TILE_BARRIER() __asm__ __volatile__("" ::: "memory")
+
+// Q4_K on the AMX-INT8 tiles, for many activation rows (a decode step of several sequences): the same result,
+// bit for bit, as q4k_rows16. The integer sums of a block run on the tiles, TDPBSUD (signed activation bytes, the
+// A operand, rows j loaded straight from the quantized scratch, by unsigned weight bytes, B), exact int32 sums.
+// The sub-block scales go into the weight bytes: with sc = 16 sh + sl (sl < 16, sh < 4), q sl <= 225 and
+// q sh <= 45 are bytes, so for the four sub-blocks of a half block
+//   s = sum over s of sc_s dot(x_s, q_s) = C_l + 16 C_h,  C_l = dot(x, q sl),  C_h = dot(x, q sh)
+// over 128 values each: two C tiles a half, with full 64-byte K. That is q4k_rows16's integer s03 / s47 exactly
+// (|C_l| <= 128 * 225 * 127, no overflow), so float(s) and every float operation after it are q4k_rows16's, in
+// its order. The B operand is q4k_chunk's transposition (lane r = 4 bytes of weight row r: the tiles' "VNNI"
+// layout), nibbles masked and multiplied by the scale parts with VPMULLW (per byte: b sl <= 225 never carries
+// into the next byte). Tiles: 0, 1 A (activation rows 0-15, 16-31), 2, 3 B (q sl, q sh of a chunk), 4, 5 C_l,
+// C_h of rows 0-15, 6, 7 those of rows 16-31.
+CM_AMX_INT8 void q4k_amx_configure(int n0, int n1) {
+    alignas(64) unsigned char cfg[64] = {};
+    cfg[0] = 1;  // palette 1; colsb[i] at 16 + 2i (16 bits), rows[i] at 48 + i
+    auto set = [&cfg](int t, int rows) {
+        cfg[16 + 2 * t] = 64;
+        cfg[48 + t] = static_cast<unsigned char>(rows);
+    };
+    set(0, n0), set(2, 16), set(3, 16), set(4, n0), set(5, n0);
+    if (n1 > 0) set(1, n1), set(6, n1), set(7, n1);
+    CM_TILE_BARRIER();
+    _tile_loadconfig(cfg);
+}
+
+struct alignas(64) Q4KAmxBuf {
+    uint8_t b[4][2][16][64];     // B of each chunk: q sl, q sh (rows 0-7 the low nibbles' sub-block, 8-15 the high)
+    int32_t c[2][2][2][16][16];  // C per half: [half][l/h][row group][row j][weight row]
+};
+
+constexpr int kQ4KMinsGroup = 8;  // q4k_each_group's Max for the mins (any Max gives each row the same operations)
+
+template <bool Two>
+CM_AMX_INT8 void q4k_rows16_amx(const uint8_t* const* rp, int64_t nb, const ActQ4K* a, size_t stride, int n_x,
+                                float* out, size_t row_bytes, size_t next, Q4KAmxBuf& buf) {
+    Q4KIdx ix;
+    q4k_idx(ix);
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    __m512 acc[kMaxDecodeRows];
+    for (int j = 0; j < n_x; ++j) acc[j] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; ++i) {
+        const size_t off = size_t(i) * kQ4KBytes;
+        q4k_prefetch(rp, off, row_bytes, next);
+        Q4KHead hd;
+        q4k_head(rp, off, ix, hd);
+        __m512i sl[8], sh[8];  // the scale parts of sub-block s in both 16-bit halves of each row's lane
+        for (int s = 0; s < 8; ++s) {
+            const __m512i l = _mm512_and_si512(hd.sc[s], _mm512_set1_epi32(15)), h = _mm512_srli_epi32(hd.sc[s], 4);
+            sl[s] = _mm512_or_si512(l, _mm512_slli_epi32(l, 16));
+            sh[s] = _mm512_or_si512(h, _mm512_slli_epi32(h, 16));
+        }
+        for (int c = 0; c < 4; ++c) {
+            __m512i T8[8];
+            q4k_chunk(rp, off + 16 + 32 * size_t(c), ix, T8);
+            for (int t = 0; t < 8; ++t) {
+                const __m512i lo = _mm512_and_si512(T8[t], m4), hi = _mm512_and_si512(_mm512_srli_epi16(T8[t], 4), m4);
+                _mm512_store_si512(buf.b[c][0][t], _mm512_mullo_epi16(lo, sl[2 * c]));
+                _mm512_store_si512(buf.b[c][0][8 + t], _mm512_mullo_epi16(hi, sl[2 * c + 1]));
+                _mm512_store_si512(buf.b[c][1][t], _mm512_mullo_epi16(lo, sh[2 * c]));
+                _mm512_store_si512(buf.b[c][1][8 + t], _mm512_mullo_epi16(hi, sh[2 * c + 1]));
+            }
+        }
+        CM_TILE_BARRIER();
+        for (int half = 0; half < 2; ++half) {
+            _tile_zero(4);
+            _tile_zero(5);
+            if constexpr (Two) {
+                _tile_zero(6);
+                _tile_zero(7);
+            }
+            for (int cc = 0; cc < 2; ++cc) {
+                const int c = 2 * half + cc;
+                const int8_t* x = a[0].q + i * kQK + 64 * c;
+                _tile_loadd(2, buf.b[c][0], 64);
+                _tile_loadd(3, buf.b[c][1], 64);
+                _tile_loadd(0, x, stride);
+                _tile_dpbsud(4, 0, 2);
+                _tile_dpbsud(5, 0, 3);
+                if constexpr (Two) {
+                    _tile_loadd(1, x + 16 * stride, stride);
+                    _tile_dpbsud(6, 1, 2);
+                    _tile_dpbsud(7, 1, 3);
+                }
+            }
+            _tile_stored(4, buf.c[half][0][0], 64);
+            _tile_stored(5, buf.c[half][1][0], 64);
+            if constexpr (Two) {
+                _tile_stored(6, buf.c[half][0][1], 64);
+                _tile_stored(7, buf.c[half][1][1], 64);
+            }
+        }
+        CM_TILE_BARRIER();
+        for (int half = 0; half < 2; ++half) {
+            for (int j = 0; j < n_x; ++j) {
+                const int g = j < 16 ? 0 : 1, jj = j - 16 * g;
+                const __m512i cl = _mm512_load_si512(buf.c[half][0][g][jj]), ch = _mm512_load_si512(buf.c[half][1][g][jj]);
+                const __m512 sum = _mm512_cvtepi32_ps(_mm512_add_epi32(cl, _mm512_slli_epi32(ch, 4)));
+                acc[j] = _mm512_fmadd_ps(sum, _mm512_mul_ps(hd.wd, _mm512_set1_ps(a[j].d[i])), acc[j]);
+            }
+        }
+        q4k_each_group<kQ4KMinsGroup, Q4KMins>(n_x, static_cast<const __m512i*>(hd.mp), hd.wdmin, a, i, acc);
+    }
+    for (int j = 0; j < n_x; ++j) _mm512_storeu_ps(out + 16 * j, acc[j]);
+}
+#endif
 
 void quantize_q80(const float* x, int64_t n, ActQ80 a) { quantize_q80_with(x, n, a, abs_max, quantize32); }
 
@@ -596,6 +737,54 @@ namespace {
 #endif
 constexpr int kQ4KGroup = CM_Q4K_GROUP;
 
+// From this many activation rows on, Q4_K products at the amx level run on the AMX-INT8 tiles (q4k_rows16_amx,
+// the same bits as q4k_rows16), up to kMaxDecodeRows rows a call. Measured on Sapphire Rapids, one thread, a
+// 2048-wide matrix in L2 (ns per 16 weight rows x 256 values, tiles / VNNI): 4 rows 260 / 218, 8 rows 354 / 332,
+// 16 rows 519 / 557, 23 rows 752 / 920, 32 rows 1066 / 1184; a whole MOSS-Transcribe Q4_K decode step of 23
+// sequences, one thread, 385-391 / 414-431 ms, of 8 sequences 207-218 / 183-195 ms.
+#ifndef CM_Q4K_AMX_ROWS
+#define CM_Q4K_AMX_ROWS 16
+#endif
+constexpr int kQ4KAmxRows = CM_Q4K_AMX_ROWS;
+
+// CRISPMOSS_Q4K=vnni keeps Q4_K on the AVX-512 kernel at the amx level too (A/B benchmarks; the same bits).
+bool q4k_tiles_allowed() {
+    static const bool ok = [] {
+        const char* v = std::getenv("CRISPMOSS_Q4K");
+        return !(v && std::string(v) == "vnni");
+    }();
+    return ok;
+}
+
+bool q4k_on_tiles(ggml_type type, Level level, int n_x) {
+#ifdef CM_Q4K_AMX
+    return type == GGML_TYPE_Q4_K && level == Level::amx && n_x >= kQ4KAmxRows && q4k_tiles_allowed() &&
+           amx_int8_usable();
+#else
+    (void)type, (void)level, (void)n_x;
+    return false;
+#endif
+}
+
+#ifdef CM_Q4K_AMX
+CM_AMX_INT8 void gemv_q4k_amx(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
+                              int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, bool prepared) {
+    Q4KAmxBuf buf;
+    const size_t stride = gemv_scratch_bytes(GGML_TYPE_Q4_K, n);  // a[j].q = a[0].q + j * stride (quantize_rows)
+    q4k_amx_configure(n_x < 16 ? n_x : 16, n_x > 16 ? n_x - 16 : 0);
+    gemv_q4k_blocks<16, kMaxDecodeRows>(
+        rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, prepared, quantize_q4k,
+        [n, stride, &buf](const uint8_t* const* rp, const ActQ4K* a, int nx, float* out, size_t rb, size_t next) {
+            if (nx > 16) {
+                q4k_rows16_amx<true>(rp, n / kQK, a, stride, nx, out, rb, next, buf);
+            } else {
+                q4k_rows16_amx<false>(rp, n / kQK, a, stride, nx, out, rb, next, buf);
+            }
+        });
+    _tile_release();
+}
+#endif
+
 // gemv (prepared false) and gemv_prepared (true) at a level.
 void gemv_at(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
              int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, Level level, bool prepared) {
@@ -612,6 +801,10 @@ void gemv_at(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t
                         : gemv_float<false>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy);
     }
     if (type == GGML_TYPE_Q4_K) {
+#ifdef CM_Q4K_AMX
+        if (q4k_on_tiles(type, level, n_x))
+            return gemv_q4k_amx(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, prepared);
+#endif
         return gemv_q4k_blocks<16>(rows, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, prepared, quantize_q4k,
                                    [n](const uint8_t* const* rp, const ActQ4K* a, int nx, float* out, size_t rb, size_t next) {
                                        q4k_rows16<kQ4KGroup>(rp, n / kQK, a, nx, out, rb, next);
@@ -649,6 +842,10 @@ void gelu_erf(const float* x, float* y, int64_t n, Level level) {
 
 #else  // not x86-64 with GCC/Clang: ggml's kernels serve every case
 
+namespace {
+bool q4k_on_tiles(ggml_type, Level, int) { return false; }
+}  // namespace
+
 bool gemv_available() { return false; }
 
 void gemv(ggml_type, const void*, size_t, int64_t, int64_t, int64_t, const float*, int64_t, int, float*, int64_t, void*,
@@ -670,8 +867,15 @@ void gelu_erf(const float*, float*, int64_t, Level) { std::abort(); }
 void gemv_rows(ggml_type type, const void* w, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
                int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, Level level, size_t block_bytes) {
     if (n_x <= kMaxGemvRows) return gemv(type, w, row_bytes, n, r0, r1, x, ldx, n_x, y, ldy, scratch, level);
-    gemv_prepare(type, n, x, ldx, n_x, scratch, level);
     const size_t per_row = gemv_scratch_bytes(type, n);
+    if (q4k_on_tiles(type, level, n_x)) {  // the tile kernel takes up to kMaxDecodeRows rows in one pass
+        for (int j = 0; j < n_x; j += kMaxDecodeRows) {
+            gemv(type, w, row_bytes, n, r0, r1, x + j * ldx, ldx, std::min(kMaxDecodeRows, n_x - j), y + j * ldy, ldy,
+                 static_cast<uint8_t*>(scratch) + size_t(j) * per_row, level);
+        }
+        return;
+    }
+    gemv_prepare(type, n, x, ldx, n_x, scratch, level);
     // whole groups of 16 weight rows (the interleaved Q4_K kernels' block) per sub-block, at least one
     const int64_t block = std::max<int64_t>(16, int64_t(block_bytes / row_bytes) / 16 * 16);
     auto* prepared = static_cast<uint8_t*>(scratch);

@@ -10,7 +10,10 @@
 // decode step, up to kMaxDecodeRows rows (gemv_rows: one decode step of up to 32 sequences), Q4_K/Q8_0/F16/F32 weights in host memory and a CPU that has the instructions (checked at run
 // time, so one build runs everywhere); everything else stays with ggml.
 // Two instruction-set levels (cpu/level.h): AVX-512 (here, in gemv.cpp) and AVX2 + FMA + F16C (gemv_avx2.cpp,
-// the same arithmetic on 256-bit registers, VPMADDUBSW for VPDPBUSD). Every function takes the level it runs at,
+// the same arithmetic on 256-bit registers, VPMADDUBSW for VPDPBUSD).
+// At the amx level (with AMX-INT8), Q4_K products of 16 or more activation rows (decode steps of many sequences)
+// run their integer sums on the tiles (gemv.cpp's q4k_rows16_amx): the same bits as the AVX-512 kernel, faster
+// where the VNNI instructions bound it. Every function takes the level it runs at,
 // by default cpu::active_level(); the exactness contract below holds within each level.
 #pragma once
 

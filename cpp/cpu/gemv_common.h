@@ -94,14 +94,14 @@ void prepare_rows(ggml_type type, int64_t n, const float* x, int64_t ldx, int n_
 // row quantized into its scratch, then rows [r0, r1) in blocks of R (the last block padded with copies of row
 // r1 - 1, whose results are dropped): block(row pointers[R], acts, n_x, out) writes out[j * R + k] = dot(row k, x_j)
 // for all n_x activation rows (row_bytes, R * row_bytes: the rows' stride and the next block's distance).
-// `prepared`: the scratch already holds the quantized rows (gemv_prepared).
-template <int R, typename Quantize, typename Block>
+// `prepared`: the scratch already holds the quantized rows (gemv_prepared). n_x <= MaxRows.
+template <int R, int MaxRows = kMaxGemvRows, typename Quantize, typename Block>
 void gemv_q4k_blocks(const uint8_t* rows, size_t row_bytes, int64_t n, int64_t r0, int64_t r1, const float* x,
                      int64_t ldx, int n_x, float* y, int64_t ldy, void* scratch, bool prepared, Quantize quantize,
                      Block block) {
-    ActQ4K a[kMaxGemvRows];
+    ActQ4K a[MaxRows];
     quantize_rows(GGML_TYPE_Q4_K, n, x, ldx, n_x, scratch, act_q4k, quantize, a, prepared);
-    float out[kMaxGemvRows * R];
+    float out[MaxRows * R];
     const uint8_t* rp[R];
     for (int64_t r = r0; r < r1; r += R) {
         for (int k = 0; k < R; ++k) rp[k] = rows + (r + k < r1 ? r + k : r1 - 1) * row_bytes;
