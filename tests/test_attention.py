@@ -146,3 +146,39 @@ def test_bad_shapes_are_errors():
     with pytest.raises(ValueError):
         _core.attention_test(np.zeros((4, 12), np.float32), np.zeros((3, 2, 12), np.float32),
                              np.zeros((3, 2, 12), np.float32), "f16", 0.1)
+
+
+_PREFILL = """
+import json, sys
+from crispmoss import Model
+m = Model(sys.argv[1], n_threads=2)
+t = m.transcribe(sys.argv[2], max_new_tokens=12)
+print(json.dumps({"tokens": [int(x) for x in t.tokens], "n_prompt": t.timings["n_prompt"], "chunk": m.prefill_chunk}))
+"""
+
+
+@pytest.mark.parametrize("model", ["tiny_transcribe_gguf_f32", "tiny_audio_gguf_f32"])
+def test_prefill_attention_matches_flash_attention(model, request):
+    """A prompt's prefill attention runs on our kernel (the decode-attention op with one row per position, each
+    attending over the cache up to itself), in pieces: the greedy tokens equal those of ggml's causal flash
+    attention (CRISPMOSS_ATTN=ggml), for a prompt longer than one piece. (Stage by stage against the PyTorch
+    reference: the e2e tests and test_real_widths.py.)"""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import crispmoss
+    from shared_paths import JFK
+
+    path = request.getfixturevalue(model)
+    out = {}
+    for attn in ("", "ggml"):
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(crispmoss.__file__)), CRISPMOSS_ATTN=attn)
+        env.pop("CRISPMOSS_CPU", None)
+        p = subprocess.run([sys.executable, "-c", _PREFILL, str(path), str(JFK)], capture_output=True, text=True,
+                           env=env, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+        out[attn] = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out[""]["n_prompt"] > out[""]["chunk"], out  # more than one piece
+    assert out[""]["tokens"] == out["ggml"]["tokens"], out

@@ -161,15 +161,17 @@ def test_decode_kernel_agrees_with_ggml(real, qtype, head, tmp_path):
     """Decode steps (one token) of quantized files run on our AVX-512 VNNI kernel where the CPU has it; with
     CRISPMOSS_GEMV=ggml on ggml's. Same logits up to float summation order; greedy tokens equal until ggml's
     run meets a near-tie (random weights give many). The 24-token prompt's prefill is kept off the AMX tiles
-    (CRISPMOSS_AMX=off) so that both runs start from the same prefill and only the decode kernels differ; the
-    prefill on the tiles has its own test below."""
+    (CRISPMOSS_AMX=off) and both runs use ggml's attention (CRISPMOSS_ATTN=ggml: ggml's flash attention rounds the
+    query to F16 against an F16 cache, ours keeps F32), so that only the matrix-vector kernels differ; the prefill
+    on the tiles has its own test below, our attention kernels theirs (test_attention.py) and the e2e tests."""
     from crispmoss import _core
 
     arch = real[0]
     if head and arch != "moss_transcribe":
         pytest.skip("only MOSS-Transcribe ties its head to the F16 embedding; MOSS-Audio's head is quantized in the file")
     runs = _greedy_runs(_file(real, qtype), head, tmp_path,
-                        {"ours": {"CRISPMOSS_AMX": "off"}, "ggml": {"CRISPMOSS_AMX": "off", "CRISPMOSS_GEMV": "ggml"}})
+                        {"ours": {"CRISPMOSS_AMX": "off", "CRISPMOSS_ATTN": "ggml"},
+                         "ggml": {"CRISPMOSS_AMX": "off", "CRISPMOSS_GEMV": "ggml"}})
     ours, ref = runs["ours"], runs["ggml"]
     assert not ref["gemv"] and ours["gemv"] == _core.gemv_available()
     cos, same = _agreement(ours, ref)

@@ -46,7 +46,7 @@ void decode_attention_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
         // the new key and value of these heads first (only this thread reads them)
         const auto* kn = reinterpret_cast<const float*>(static_cast<const char*>(k->data) + i * k->nb[2]);
         const auto* vn = reinterpret_cast<const float*>(static_cast<const char*>(v->data) + i * v->nb[1]);
-        for (int h = ha; h < hb; ++h) {
+        for (int h = ha; h < hb && !a.written; ++h) {
             cpu::store_kv(type, kn + h * (k->nb[1] / sizeof(float)), kc + size_t(a.n_past[i]) * row + h * head, hd);
             cpu::store_kv(type, vn + h * hd, vc + size_t(a.n_past[i]) * row + h * head, hd);
         }

@@ -2,6 +2,8 @@
 // sequence's own KV cache (cpu/attention.h's kernel), threaded over (sequence, KV head) pairs with ggml's threads.
 // It also writes each sequence's new key and value into its cache at its position (each pair writes its own piece
 // before reading it), so a step needs no copy ops, no per-sequence attention ops and no concatenation.
+// The same op serves a prefill chunk (DecodeAttnArgs::written): each position is a row against the cache up to
+// itself, so a position's result depends only on its query and the cached rows, never on the chunk it came in.
 // Used where our CPU kernels run and the caches are in host memory; elsewhere (CRISPMOSS_CPU=ggml, a GPU layer)
 // the per-sequence ggml flash attention stays, and CRISPMOSS_ATTN=ggml (read once) keeps it everywhere: for A/B
 // measurements of this op alone.
@@ -21,6 +23,11 @@ struct DecodeAttnArgs {
     std::vector<int> n_past;
     int n_head = 0, n_head_kv = 0;
     float scale = 1.0f;
+    // The caches already hold every row's key and value (graph copies ran before the op): the op only reads.
+    // A prefill chunk of one sequence is this op with one "sequence" per position, all on the same cache, row i at
+    // n_past + i (causal: it attends over positions 0..n_past + i); its rows read keys that other rows' threads
+    // wrote, so the chunk's rows are copied into the cache first, as for ggml's flash attention.
+    bool written = false;
 };
 
 // Whether our attention kernels may run (decode, and the encoder layers': nn::encoder_layer): not turned off by

@@ -174,6 +174,20 @@ std::unique_ptr<nn::DecodeAttnArgs> decode_attn_args(const Qwen3Config& cfg, con
     return a;
 }
 
+// Layer il's arguments for a prefill chunk of n positions on our kernel (row i at n_past + i, the chunk's keys and
+// values already copied into the cache), or null where the op cannot serve the cache.
+std::unique_ptr<nn::DecodeAttnArgs> prefill_attn_args(const Qwen3Config& cfg, KvCache& cache, int n, int il) {
+    auto a = decode_attn_args(cfg, {&cache}, il);
+    if (!a) return nullptr;
+    a->written = true;
+    a->k.assign(size_t(n), cache.k(il));
+    a->v.assign(size_t(n), cache.v(il));
+    a->n_past.resize(size_t(n));
+    for (int i = 0; i < n; ++i) a->n_past[size_t(i)] = cache.n_past + i;
+    if (!nn::decode_attention_ok(*a, cfg.head_dim)) return nullptr;
+    return a;
+}
+
 }  // namespace
 
 std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& cache, const DecoderInput& in,
@@ -230,10 +244,23 @@ std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& c
             if (!in.deepstack.empty()) t_apos = g.input(GGML_TYPE_I32, {n_a}, audio_pos.data(), "audio_pos");
             x = splice_rows(ctx, x, g.input(GGML_TYPE_F32, {d, n_a}, audio_rows.data(), "audio"), t_sel);
         }
-        // Causal mask over the cache; a single new token sees every cached position and needs none.
+        // Prefill attention on our kernel (decode_attention with one row per position, the chunk's keys and values
+        // copied into the cache first), where it serves this cache; otherwise ggml's flash attention with a causal
+        // mask over the cache (a single new token sees every cached position and needs none).
+        std::vector<std::unique_ptr<nn::DecodeAttnArgs>> chunk_args;
+        if (n > 1) {
+            for (int il = 0; il < cfg.n_layer; ++il) {
+                auto a = prefill_attn_args(cfg, cache, n, il);
+                if (!a) {
+                    chunk_args.clear();
+                    break;
+                }
+                chunk_args.push_back(std::move(a));
+            }
+        }
         std::vector<ggml_fp16_t> mask;
         ggml_tensor* t_mask = nullptr;
-        if (n > 1) {
+        if (n > 1 && chunk_args.empty()) {
             mask.resize(size_t(n_kv) * n);
             const ggml_fp16_t zero = ggml_fp32_to_fp16(0.0f), ninf = ggml_fp32_to_fp16(-INFINITY);
             for (int i = 0; i < n; ++i)
@@ -263,10 +290,14 @@ std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& c
                                           ggml_cpy(ctx, v, ggml_view_2d(ctx, vc, dkv, n, kv_row, kv_row * n_past)));
                 ggml_tensor* K = ggml_view_3d(ctx, kc, hd, cfg.n_head_kv, n_kv, ggml_row_size(kc->type, hd), kv_row, 0);
                 ggml_tensor* V = ggml_view_3d(ctx, vc, hd, cfg.n_head_kv, n_kv, ggml_row_size(vc->type, hd), kv_row, 0);
-                a = ggml_flash_attn_ext(ctx, ggml_permute(ctx, q, 0, 2, 1, 3), ggml_permute(ctx, K, 0, 2, 1, 3),
-                                        ggml_permute(ctx, V, 0, 2, 1, 3), t_mask, scale, 0.0f, 0.0f);
-                ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
-                a = ggml_reshape_2d(ctx, a, hd * cfg.n_head, n);
+                if (!chunk_args.empty()) {
+                    a = nn::decode_attention(ctx, q, k, v, chunk_args[size_t(il)].get());
+                } else {
+                    a = ggml_flash_attn_ext(ctx, ggml_permute(ctx, q, 0, 2, 1, 3), ggml_permute(ctx, K, 0, 2, 1, 3),
+                                            ggml_permute(ctx, V, 0, 2, 1, 3), t_mask, scale, 0.0f, 0.0f);
+                    ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
+                    a = ggml_reshape_2d(ctx, a, hd * cfg.n_head, n);
+                }
             }
             x = layer_rest(ctx, cfg, l, x, a);
             // DeepStack: layer il's output gains the merger features at the audio positions.
