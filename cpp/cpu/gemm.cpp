@@ -265,13 +265,23 @@ void gemm_any(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t 
     const Kernels& kern = level == Level::avx2 ? kAvx2 : kAvx512;
     // Columns in blocks, so the partial sums of one block (rows x kColBlock floats) stay within L2 for the row
     // ranges threads get, and x^T's slice (kSlice x kColBlock floats, 256 KB) too.
-    std::vector<float> wp(size_t(kRows) * kSlice);
     const int64_t cb = std::min(n, kColBlock);
-    std::vector<float> acc(size_t((r1 - r0 + kRows - 1) / kRows) * ((cb + kCols - 1) / kCols) * kRows * kCols);
-    std::vector<float> xbuf(gen ? size_t(std::min(k, kSlice) * cb) : 0);
+    const size_t n_wp = size_t(kRows) * kSlice, n_acc = size_t((r1 - r0 + kRows - 1) / kRows) * ((cb + kCols - 1) / kCols) * kRows * kCols;
+    const size_t n_xbuf = gen ? size_t(std::min(k, kSlice) * cb) : 0;
+    // The packed weights, partial sums and im2col slices: per thread, kept from one product to the next up to
+    // kKeepFloats (an encoder layer's products take a few ms each; allocating and zeroing ~1 MB of partial sums per
+    // call, on pages the allocator may have handed back, cost a few percent of them). Every value is written before
+    // it is read, so what a buffer held before does not matter.
+    constexpr size_t kKeepFloats = size_t(1) << 20;  // 4 MB: an encoder layer at 2 threads up to 30 s windows
+    thread_local std::vector<float> kept;
+    std::vector<float> once;
+    const size_t need = n_wp + n_acc + n_xbuf;
+    std::vector<float>& buf = need <= kKeepFloats ? kept : once;
+    if (buf.size() < need) buf.resize(need);
+    float *wp = buf.data(), *acc = wp + n_wp, *xbuf = acc + n_acc;
     for (int64_t c0 = 0; c0 < n; c0 += kColBlock) {
         gemm_block(kern, static_cast<const uint8_t*>(w), w_row_bytes, k, r0, r1, xt, ldx, gen, c0,
-                   std::min(kColBlock, n - c0), out, wp.data(), acc.data(), xbuf.data(), level);
+                   std::min(kColBlock, n - c0), out, wp, acc, xbuf, level);
     }
 }
 
