@@ -71,11 +71,14 @@ def test_kernel_matches_integer_arithmetic(qtype, rows, cols, nth, level):
 
 
 # Shapes cover: a single weight row, tile tails (rows not a multiple of 12, columns not of 16/32), k slices
-# (256) with a tail, column blocks (256) with a tail, the encoder's shapes.
+# (256) with a tail, column blocks (256) with a tail, the encoder's shapes; at the AVX2 level the R x 8 tile of a
+# last 1..8 columns under 7..12 rows (MOSS-Transcribe's 5 s window: 65 columns; 8 columns: no mask); k panels
+# (1 MB of x^T: 1024 k rows at 256 columns) with a tail.
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("rows,k,n,nth", [
     (1, 1, 16, 1), (5, 7, 16, 1), (12, 256, 32, 1), (13, 300, 33, 2), (25, 257, 17, 3), (100, 513, 70, 4),
     (37, 600, 300, 2), (30, 64, 529, 5), (1280, 1280, 104, 2), (7, 9, 3, 1), (19, 40, 9, 2),
+    (24, 600, 65, 1), (19, 300, 8, 2), (30, 2100, 300, 2),
 ])
 def test_gemm_matches_float_product(rows, k, n, nth, level):
     rng = np.random.default_rng(rows * k + n)
@@ -321,14 +324,16 @@ def test_levels_agree():
     levels = [lv for lv in ("avx2", "avx512", "amx") if has(lv)]
     rng = np.random.default_rng(5)
     w = rng.standard_normal((29, 300)).astype(np.float32)
-    # activation rows: the last tile of 32 columns as 16 + a masked vector, 16 + 8, one masked vector
-    xa = [rng.standard_normal((n, 300)).astype(np.float32) for n in (41, 56, 39)]
+    # activation rows: the last tile of 32 columns as 16 + a masked vector, 16 + 8, one masked vector, one column
+    xa = [rng.standard_normal((n, 300)).astype(np.float32) for n in (41, 56, 39, 65)]
+    wp, xp = rng.standard_normal((14, 1100)).astype(np.float32), rng.standard_normal((300, 1100)).astype(np.float32)
     g = np.concatenate([np.linspace(-12, 12, 4001), rng.standard_normal(999) * 4]).astype(np.float32)
     wc, xc, bc = (rng.standard_normal(s).astype(np.float32) for s in ((31, 30, 3, 3), (2, 30, 13, 22), (31,)))
     first = levels[0]
     for lv in levels[1:]:
         for x in xa:
             assert np.array_equal(_core.gemm_test(w, x, 2, lv), _core.gemm_test(w, x, 2, first)), (lv, len(x))
+        assert np.array_equal(_core.gemm_test(wp, xp, 2, lv), _core.gemm_test(wp, xp, 2, first)), lv  # k panels
         assert np.array_equal(_core.gelu_test(g, lv), _core.gelu_test(g, first)), lv
         assert np.array_equal(_core.conv_stem_test(wc, xc, bc, 2, True, lv), _core.conv_stem_test(wc, xc, bc, 2, True, first))
     if has("avx512"):  # Q4_K: each weight row's float operations are the same at both levels (8 or 16 lanes)

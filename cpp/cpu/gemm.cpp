@@ -28,10 +28,11 @@ namespace {
 // Tile: kRows weight rows x kCols activation rows, 2 x kRows accumulators of 16 activation rows each (24 of
 // the 32 vector registers). Per k: two loads of x^T, twelve broadcasts of the weight, 24 FMAs.
 constexpr int kRows = int(kGemmTileRows), kCols = 32;
-// K slice: its x^T rows (kSlice x n floats) stay in L2 while every weight tile of the thread passes over them;
-// the packed weight tile (kRows x kSlice floats, 12 KB) stays in L1.
+// K slice: the packed weight tile (kRows x kSlice floats, 12 KB) stays in L1 while the tile runs over its columns.
 constexpr int64_t kSlice = 256;
 constexpr int64_t kColBlock = 256;
+// x^T's rows a k panel of gemm_block holds at most (half a core's L2 on the machines measured).
+constexpr int64_t kPanelBytes = int64_t(1) << 20;
 
 // acc[i][v][l] += sum over k of w[i][k] * xt[k][16v + l], for V vectors of 16 columns (the first `cols` are
 // valid). V = 1 serves a last tile of at most 16 columns at half the waste.
@@ -79,7 +80,8 @@ CM_AVX512 void pack(const uint8_t* w, size_t w_row_bytes, int64_t rows, int64_t 
 }
 
 // The AVX2 level: 16 registers of 8 floats hold a tile of at most 6 weight rows x 16 columns (12 accumulators,
-// two activation vectors, one broadcast weight); a 12 x 32 tile of the driver is done as up to four of them.
+// two activation vectors, one broadcast weight), or of 12 rows x 8 columns; a 12 x 32 tile of the driver is done
+// as up to four of them.
 // Each output's sum is the same FMA chain over k as at the AVX-512 level (first slice from zero, later slices
 // from the stored partial sums): only the tiling differs, so the two levels agree to the last bit.
 // Tail: the last vector holds fewer than 8 valid columns (a masked load; the mask takes the 16th register). Every
@@ -89,7 +91,7 @@ template <int R, int V, bool Tail>
 CM_AVX2 void tile8(const float* wp, int64_t kc, const float* xt, size_t ldx, int cols, float* acc, bool first) {
     const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8 * (V - 1)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     __m256 a0[R], a1[R];
-#pragma GCC unroll 6
+#pragma GCC unroll 12
     for (int i = 0; i < R; ++i) {
         a0[i] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + i * 32);
         if (V == 2) a1[i] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + i * 32 + 8);
@@ -98,14 +100,14 @@ CM_AVX2 void tile8(const float* wp, int64_t kc, const float* xt, size_t ldx, int
         const float* xk = xt + k * ldx;
         const __m256 x0 = V == 1 && Tail ? _mm256_maskload_ps(xk, mask) : _mm256_loadu_ps(xk);
         const __m256 x1 = V == 1 ? x0 : Tail ? _mm256_maskload_ps(xk + 8, mask) : _mm256_loadu_ps(xk + 8);
-#pragma GCC unroll 6
+#pragma GCC unroll 12
         for (int i = 0; i < R; ++i) {
             const __m256 w = _mm256_broadcast_ss(wp + i * kc + k);
             a0[i] = _mm256_fmadd_ps(x0, w, a0[i]);
             if (V == 2) a1[i] = _mm256_fmadd_ps(x1, w, a1[i]);
         }
     }
-#pragma GCC unroll 6
+#pragma GCC unroll 12
     for (int i = 0; i < R; ++i) {
         _mm256_storeu_ps(acc + i * 32, a0[i]);
         if (V == 2) _mm256_storeu_ps(acc + i * 32 + 8, a1[i]);
@@ -126,12 +128,25 @@ void tile8_any(const float* wp, int64_t kc, const float* xt, size_t ldx, int col
     }
 }
 
-// R (1..12) weight rows by `cols` (1..32) columns in tiles of at most 6 x 16.
+// R (1..12) weight rows by `cols` (1..32) columns in tiles of at most 6 x 16, except a last group of at most 8
+// columns under more than 6 rows: one tile of R x 8. (As two tiles of 6 x 8 it ran 6 dependent FMA chains at a
+// time, bound by the FMA latency: MOSS-Transcribe's 5 s window, 65 = 2 x 32 + 1 columns, lost ~12 % of each
+// product to its last column; R chains keep both FMA ports busy.)
 template <int R, int V>
 void tile_avx2(const float* wp, int64_t kc, const float* xt, size_t ldx, int cols, float* acc, bool first) {
     constexpr int kTop = R < 6 ? R : 6;
     for (int c0 = 0; c0 < cols; c0 += 16) {
         const int cc = std::min(16, cols - c0);
+        if constexpr (R > 6) {
+            if (cc <= 8) {
+                if (cc == 8) {
+                    tile8<R, 1, false>(wp, kc, xt + c0, ldx, cc, acc + c0, first);
+                } else {
+                    tile8<R, 1, true>(wp, kc, xt + c0, ldx, cc, acc + c0, first);
+                }
+                continue;
+            }
+        }
         tile8_any<kTop>(wp, kc, xt + c0, ldx, cc, acc + c0, first);
         if constexpr (R > 6) tile8_any<R - 6>(wp + 6 * kc, kc, xt + c0, ldx, cc, acc + 6 * 32 + c0, first);
     }
@@ -176,58 +191,70 @@ struct Avx2Tile {
 constexpr Kernels kAvx512 = make_kernels<Avx512Tile>(pack, std::make_integer_sequence<int, kRows>{});
 constexpr Kernels kAvx2 = make_kernels<Avx2Tile>(pack_avx2, std::make_integer_sequence<int, kRows>{});
 
-// Columns [c0, c0 + n) of the product for weight rows [r0, r1): k slices outermost, so a slice of x^T is
-// reused by every weight tile; partial sums wait in `acc` between slices. x^T comes from memory (xt) or, slice
-// by slice, from `gen` into `xbuf`.
-void gemm_block(const Kernels& kern, const uint8_t* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt,
-                          size_t ldx, const XSource* gen, int64_t c0, int64_t n, const GemmOut& out, float* wp,
-                          float* acc, float* xbuf, Level level) {
+// A weight tile's finished sums (acc: rows x n, column tiles of kRows x kCols) to the outputs of weight rows
+// [ra, ra + rows), columns [c0, c0 + n).
+void write_outputs(const float* acc, int64_t ra, int64_t rows, int64_t c0, int64_t n, const GemmOut& out, Level level) {
     float* y = out.y;
     const size_t ldy = out.ldy;
-    const int64_t n_row_tiles = (r1 - r0 + kRows - 1) / kRows, n_col_tiles = (n + kCols - 1) / kCols;
-    for (int64_t k0 = 0; k0 < k; k0 += kSlice) {
-        const int64_t kc = std::min(kSlice, k - k0);
-        const bool first = k0 == 0, last = k0 + kc == k;
-        const float* xs = xt + k0 * ldx + c0;
-        size_t lds = ldx;
-        if (gen) {
-            gen->fill(gen->ctx, k0, kc, c0, n, xbuf);
-            xs = xbuf;
-            lds = size_t(n);
+    for (int64_t j0 = 0; j0 < n; j0 += kCols) {
+        const int64_t cols = std::min<int64_t>(kCols, n - j0);
+        const float* a = acc + j0 / kCols * kRows * kCols;
+        // (the branches keep an exact copy where there is no bias: adding 0 would turn -0 into +0)
+        for (int64_t i = 0; i < rows; ++i) {
+            const float* ai = a + i * kCols;
+            const int64_t r = ra + i;
+            if (out.transposed) {
+                float* yr = y + r * ldy + c0 + j0;
+                if (out.bias) {
+                    for (int64_t j = 0; j < cols; ++j) yr[j] = ai[j] + out.bias[r];
+                } else {
+                    for (int64_t j = 0; j < cols; ++j) yr[j] = ai[j];
+                }
+                if (out.gelu) gelu_erf(yr, yr, cols, level);
+            } else if (out.bias) {
+                for (int64_t j = 0; j < cols; ++j) y[(c0 + j0 + j) * ldy + r] = ai[j] + out.bias[r];
+            } else {
+                for (int64_t j = 0; j < cols; ++j) y[(c0 + j0 + j) * ldy + r] = ai[j];
+            }
         }
+        if (out.gelu && !out.transposed) {
+            for (int64_t j = 0; j < cols; ++j) {
+                float* yj = y + (c0 + j0 + j) * ldy + ra;
+                gelu_erf(yj, yj, rows, level);
+            }
+        }
+    }
+}
+
+// Columns [c0, c0 + n) of the product for weight rows [r0, r1). The k range is cut into panels whose x^T rows
+// (kp x n floats, at most kPanelBytes) stay in L2; within a panel each weight tile runs its k slices in turn, so a
+// tile's weights are read as 12 runs of up to kp contiguous values, which the hardware prefetchers follow from
+// memory. (With k slices outermost, every tile's pack read 12 pieces of 512 bytes far apart, each a wait on memory:
+// MOSS-Transcribe's encoder, whose weights do not fit in L3, ran 6-12 % slower at one thread.) Partial sums wait
+// in `acc` between slices. x^T comes from memory (xt) or, slice by slice, from `gen` into `xbuf` (then a panel is
+// one slice: k slices outermost, as the fill makes a slice for all tiles).
+void gemm_block(const Kernels& kern, const uint8_t* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t r1, const float* xt,
+                size_t ldx, const XSource* gen, int64_t c0, int64_t n, const GemmOut& out, float* wp, float* acc,
+                float* xbuf, Level level) {
+    const int64_t n_row_tiles = (r1 - r0 + kRows - 1) / kRows, n_col_tiles = (n + kCols - 1) / kCols;
+    const int64_t kp = gen ? kSlice : std::max(kSlice, kPanelBytes / int64_t(sizeof(float) * n) / kSlice * kSlice);
+    for (int64_t p0 = 0; p0 < k; p0 += kp) {
+        const int64_t p1 = std::min(k, p0 + kp);
+        if (gen) gen->fill(gen->ctx, p0, p1 - p0, c0, n, xbuf);
         for (int64_t rt = 0; rt < n_row_tiles; ++rt) {
             const int64_t ra = r0 + rt * kRows, rows = std::min<int64_t>(kRows, r1 - ra);
-            kern.pack(w + ra * w_row_bytes, w_row_bytes, rows, k0, kc, wp);
-            for (int64_t ct = 0; ct < n_col_tiles; ++ct) {
-                const int64_t j0 = ct * kCols, cols = std::min<int64_t>(kCols, n - j0);
-                float* a = acc + (rt * n_col_tiles + ct) * kRows * kCols;
-                kern.tile[cols > 16][rows - 1](wp, kc, xs + j0, lds, int(cols), a, first);
-                if (!last) continue;
-                // (the branches keep an exact copy where there is no bias: adding 0 would turn -0 into +0)
-                for (int64_t i = 0; i < rows; ++i) {
-                    const float* ai = a + i * kCols;
-                    const int64_t r = ra + i;
-                    if (out.transposed) {
-                        float* yr = y + r * ldy + c0 + j0;
-                        if (out.bias) {
-                            for (int64_t j = 0; j < cols; ++j) yr[j] = ai[j] + out.bias[r];
-                        } else {
-                            for (int64_t j = 0; j < cols; ++j) yr[j] = ai[j];
-                        }
-                        if (out.gelu) gelu_erf(yr, yr, cols, level);
-                    } else if (out.bias) {
-                        for (int64_t j = 0; j < cols; ++j) y[(c0 + j0 + j) * ldy + r] = ai[j] + out.bias[r];
-                    } else {
-                        for (int64_t j = 0; j < cols; ++j) y[(c0 + j0 + j) * ldy + r] = ai[j];
-                    }
-                }
-                if (out.gelu && !out.transposed) {
-                    for (int64_t j = 0; j < cols; ++j) {
-                        float* yj = y + (c0 + j0 + j) * ldy + ra;
-                        gelu_erf(yj, yj, rows, level);
-                    }
+            float* at = acc + rt * n_col_tiles * kRows * kCols;  // the tile's partial sums, column tile after column tile
+            for (int64_t k0 = p0; k0 < p1; k0 += kSlice) {
+                const int64_t kc = std::min(kSlice, p1 - k0);
+                const float* xs = gen ? xbuf : xt + k0 * ldx + c0;
+                const size_t lds = gen ? size_t(n) : ldx;
+                kern.pack(w + ra * w_row_bytes, w_row_bytes, rows, k0, kc, wp);
+                for (int64_t ct = 0; ct < n_col_tiles; ++ct) {
+                    const int64_t j0 = ct * kCols, cols = std::min<int64_t>(kCols, n - j0);
+                    kern.tile[cols > 16][rows - 1](wp, kc, xs + j0, lds, int(cols), at + ct * kRows * kCols, k0 == 0);
                 }
             }
+            if (p1 == k) write_outputs(at, ra, rows, c0, n, out, level);
         }
     }
 }
@@ -238,13 +265,23 @@ void gemm_any(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t 
     const Kernels& kern = level == Level::avx2 ? kAvx2 : kAvx512;
     // Columns in blocks, so the partial sums of one block (rows x kColBlock floats) stay within L2 for the row
     // ranges threads get, and x^T's slice (kSlice x kColBlock floats, 256 KB) too.
-    std::vector<float> wp(size_t(kRows) * kSlice);
     const int64_t cb = std::min(n, kColBlock);
-    std::vector<float> acc(size_t((r1 - r0 + kRows - 1) / kRows) * ((cb + kCols - 1) / kCols) * kRows * kCols);
-    std::vector<float> xbuf(gen ? size_t(std::min(k, kSlice) * cb) : 0);
+    const size_t n_wp = size_t(kRows) * kSlice, n_acc = size_t((r1 - r0 + kRows - 1) / kRows) * ((cb + kCols - 1) / kCols) * kRows * kCols;
+    const size_t n_xbuf = gen ? size_t(std::min(k, kSlice) * cb) : 0;
+    // The packed weights, partial sums and im2col slices: per thread, kept from one product to the next up to
+    // kKeepFloats (an encoder layer's products take a few ms each; allocating and zeroing ~1 MB of partial sums per
+    // call, on pages the allocator may have handed back, cost a few percent of them). Every value is written before
+    // it is read, so what a buffer held before does not matter.
+    constexpr size_t kKeepFloats = size_t(1) << 20;  // 4 MB: an encoder layer at 2 threads up to 30 s windows
+    thread_local std::vector<float> kept;
+    std::vector<float> once;
+    const size_t need = n_wp + n_acc + n_xbuf;
+    std::vector<float>& buf = need <= kKeepFloats ? kept : once;
+    if (buf.size() < need) buf.resize(need);
+    float *wp = buf.data(), *acc = wp + n_wp, *xbuf = acc + n_acc;
     for (int64_t c0 = 0; c0 < n; c0 += kColBlock) {
         gemm_block(kern, static_cast<const uint8_t*>(w), w_row_bytes, k, r0, r1, xt, ldx, gen, c0,
-                   std::min(kColBlock, n - c0), out, wp.data(), acc.data(), xbuf.data(), level);
+                   std::min(kColBlock, n - c0), out, wp, acc, xbuf, level);
     }
 }
 
