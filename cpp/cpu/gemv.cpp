@@ -325,6 +325,15 @@ CM_AVX512_INLINE void q4k_head(const uint8_t* const* rp, size_t off, const Q4KId
     hd.wdmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(H[0], 16)));
 }
 
+// Block i of the 16 rows: its byte offset, returned after the rows' prefetches and with its header decoded into hd.
+CM_AVX512_INLINE size_t q4k_block(const uint8_t* const* rp, int64_t i, size_t row_bytes, size_t next, const Q4KIdx& ix,
+                                  Q4KHead& hd) {
+    const size_t off = size_t(i) * kQ4KBytes;
+    q4k_prefetch(rp, off, row_bytes, next);
+    q4k_head(rp, off, ix, hd);
+    return off;
+}
+
 // The 32-byte chunk at offset o of the 16 rows: T8[t] lane r = dword t of row r's chunk.
 CM_AVX512_INLINE void q4k_chunk(const uint8_t* const* rp, size_t o, const Q4KIdx& ix, __m512i* T8) {
     __m512i z[8], u[8], v[8];
@@ -347,10 +356,8 @@ CM_AVX512 void q4k_rows16(const uint8_t* const* rp, int64_t nb, const ActQ4K* a,
     __m512i is[kMaxGemvRows];
     for (int j = 0; j < n_x; ++j) is[j] = _mm512_setzero_si512();
     for (int64_t i = 0; i < nb; ++i) {
-        const size_t off = size_t(i) * kQ4KBytes;
-        q4k_prefetch(rp, off, row_bytes, next);
         Q4KHead hd;
-        q4k_head(rp, off, ix, hd);
+        const size_t off = q4k_block(rp, i, row_bytes, next, ix, hd);
         for (int c = 0; c < 4; ++c) {
             __m512i T8[8];
             q4k_chunk(rp, off + 16 + 32 * size_t(c), ix, T8);
@@ -410,10 +417,8 @@ CM_AMX_INT8 void q4k_rows16_amx(const uint8_t* const* rp, int64_t nb, const ActQ
     __m512 acc[kMaxDecodeRows];
     for (int j = 0; j < n_x; ++j) acc[j] = _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; ++i) {
-        const size_t off = size_t(i) * kQ4KBytes;
-        q4k_prefetch(rp, off, row_bytes, next);
         Q4KHead hd;
-        q4k_head(rp, off, ix, hd);
+        const size_t off = q4k_block(rp, i, row_bytes, next, ix, hd);
         __m512i sl[8], sh[8];  // the scale parts of sub-block s in both 16-bit halves of each row's lane
         for (int s = 0; s < 8; ++s) {
             const __m512i l = _mm512_and_si512(hd.sc[s], _mm512_set1_epi32(15)), h = _mm512_srli_epi32(hd.sc[s], 4);
