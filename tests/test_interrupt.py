@@ -44,6 +44,19 @@ def _speech(seconds: float) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * (150 + 400 * t) * t)).astype(np.float32)
 
 
+@pytest.fixture(autouse=True)
+def _sigint_reaches_python():
+    """Ctrl-C must reach Python even where the suite itself was started with SIGINT ignored: a background job of a
+    non-interactive shell (`cmd &` in a script, `nohup ... &`) inherits SIG_IGN for SIGINT, Python then installs no
+    handler, and the child processes below inherit the same. The tests install Python's own handler (and their
+    children, started meanwhile, get the default action and install theirs)."""
+    old = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if old is not None:
+        signal.signal(signal.SIGINT, old)
+
+
 @pytest.fixture(scope="module")
 def model(tiny_transcribe_gguf_f16):
     return crispmoss.Model(tiny_transcribe_gguf_f16, 2)
