@@ -288,11 +288,13 @@ std::vector<float> decoder_forward(Compute& c, const Qwen3Weights& w, KvCache& c
                                                             ggml_view_2d(ctx, kc, dkv, n, kv_row, kv_row * n_past)));
                 ggml_build_forward_expand(g.gf(),
                                           ggml_cpy(ctx, v, ggml_view_2d(ctx, vc, dkv, n, kv_row, kv_row * n_past)));
-                ggml_tensor* K = ggml_view_3d(ctx, kc, hd, cfg.n_head_kv, n_kv, ggml_row_size(kc->type, hd), kv_row, 0);
-                ggml_tensor* V = ggml_view_3d(ctx, vc, hd, cfg.n_head_kv, n_kv, ggml_row_size(vc->type, hd), kv_row, 0);
                 if (!chunk_args.empty()) {
                     a = nn::decode_attention(ctx, q, k, v, chunk_args[size_t(il)].get());
                 } else {
+                    ggml_tensor* K =
+                        ggml_view_3d(ctx, kc, hd, cfg.n_head_kv, n_kv, ggml_row_size(kc->type, hd), kv_row, 0);
+                    ggml_tensor* V =
+                        ggml_view_3d(ctx, vc, hd, cfg.n_head_kv, n_kv, ggml_row_size(vc->type, hd), kv_row, 0);
                     a = ggml_flash_attn_ext(ctx, ggml_permute(ctx, q, 0, 2, 1, 3), ggml_permute(ctx, K, 0, 2, 1, 3),
                                             ggml_permute(ctx, V, 0, 2, 1, 3), t_mask, scale, 0.0f, 0.0f);
                     ggml_flash_attn_ext_set_prec(a, GGML_PREC_F32);
