@@ -71,14 +71,15 @@ def test_kernel_matches_integer_arithmetic(qtype, rows, cols, nth, level):
 
 
 # Shapes cover: a single weight row, tile tails (rows not a multiple of 12, columns not of 16/32), k slices
-# (256) with a tail, column blocks (256) with a tail, the encoder's shapes; at the AVX2 level the R x 8 tile of a
-# last 1..8 columns under 7..12 rows (MOSS-Transcribe's 5 s window: 65 columns; 8 columns: no mask); k panels
-# (1 MB of x^T: 1024 k rows at 256 columns) with a tail.
+# (128) with a tail, column blocks (at most 512, as even as whole tiles allow: 529 = 288 + 241, 1100 = 384 + 384 +
+# 332) with a tail, the encoder's shapes; at the AVX2 level the R x 8 tile of a last 1..8 columns under 7..12 rows
+# (MOSS-Transcribe's 5 s window: 65 columns; 8 columns: no mask); k panels (1 MB of x^T: 768 k rows at 300
+# columns) with a tail.
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("rows,k,n,nth", [
     (1, 1, 16, 1), (5, 7, 16, 1), (12, 256, 32, 1), (13, 300, 33, 2), (25, 257, 17, 3), (100, 513, 70, 4),
     (37, 600, 300, 2), (30, 64, 529, 5), (1280, 1280, 104, 2), (7, 9, 3, 1), (19, 40, 9, 2),
-    (24, 600, 65, 1), (19, 300, 8, 2), (30, 2100, 300, 2),
+    (24, 600, 65, 1), (19, 300, 8, 2), (30, 2100, 300, 2), (13, 130, 1100, 2),
 ])
 def test_gemm_matches_float_product(rows, k, n, nth, level):
     rng = np.random.default_rng(rows * k + n)

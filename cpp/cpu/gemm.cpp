@@ -28,9 +28,13 @@ namespace {
 // Tile: kRows weight rows x kCols activation rows, 2 x kRows accumulators of 16 activation rows each (24 of
 // the 32 vector registers). Per k: two loads of x^T, twelve broadcasts of the weight, 24 FMAs.
 constexpr int kRows = int(kGemmTileRows), kCols = 32;
-// K slice: the packed weight tile (kRows x kSlice floats, 12 KB) stays in L1 while the tile runs over its columns.
-constexpr int64_t kSlice = 256;
-constexpr int64_t kColBlock = 256;
+// K slice: the packed weight tile (kRows x kSlice floats, 6 KB) stays in L1 while the tile runs over its columns.
+// (128 rather than 256: 2-3 % faster at the AVX2 level for 65 and 375 activation rows, one thread.)
+constexpr int64_t kSlice = 128;
+// Columns per block at most: a product of n columns runs as ceil(n / kColBlock) equal blocks (whole tiles), each
+// packing every weight once. (Blocks of 256 cut MOSS-Audio's 30 s window, 375 columns, into 256 + 119 and packed the
+// weights twice: 5-7 % slower at the AVX2 level.)
+constexpr int64_t kColBlock = 512;
 // x^T's rows a k panel of gemm_block holds at most (half a core's L2 on the machines measured).
 constexpr int64_t kPanelBytes = int64_t(1) << 20;
 
@@ -63,9 +67,23 @@ CM_AVX512 void tile(const float* wp, int64_t kc, const float* xt, size_t ldx, in
     }
 }
 
+// The weights the next pack reads (rows of `w_row_bytes`, `bytes` from `at` in each): fetched into L1 while this
+// pack's tile runs, so that pack does not wait on memory (3-4 % of an F16 product at one thread).
+struct NextPack {
+    const uint8_t* at;
+    int64_t rows, bytes;
+};
+
+inline void prefetch_row(const NextPack& nx, size_t w_row_bytes, int64_t i) {
+    if (i >= nx.rows) return;
+    const char* p = reinterpret_cast<const char*>(nx.at + i * w_row_bytes);
+    for (int64_t q = 0; q < nx.bytes; q += 64) _mm_prefetch(p + q, _MM_HINT_T0);
+}
+
 // Rows [0, rows) of F16 weights, columns [k0, k0 + kc), into F32 rows kc apart.
-CM_AVX512 void pack(const uint8_t* w, size_t w_row_bytes, int64_t rows, int64_t k0, int64_t kc, float* out) {
+CM_AVX512 void pack(const uint8_t* w, size_t w_row_bytes, int64_t rows, int64_t k0, int64_t kc, float* out, const NextPack& nx) {
     for (int64_t i = 0; i < rows; ++i) {
+        prefetch_row(nx, w_row_bytes, i);
         const auto* src = reinterpret_cast<const ggml_fp16_t*>(w + i * w_row_bytes) + k0;
         float* dst = out + i * kc;
         int64_t k = 0;
@@ -152,8 +170,10 @@ void tile_avx2(const float* wp, int64_t kc, const float* xt, size_t ldx, int col
     }
 }
 
-CM_AVX2 void pack_avx2(const uint8_t* w, size_t w_row_bytes, int64_t rows, int64_t k0, int64_t kc, float* out) {
+CM_AVX2 void pack_avx2(const uint8_t* w, size_t w_row_bytes, int64_t rows, int64_t k0, int64_t kc, float* out,
+                       const NextPack& nx) {
     for (int64_t i = 0; i < rows; ++i) {
+        prefetch_row(nx, w_row_bytes, i);
         const auto* src = reinterpret_cast<const ggml_fp16_t*>(w + i * w_row_bytes) + k0;
         float* dst = out + i * kc;
         int64_t k = 0;
@@ -165,7 +185,7 @@ CM_AVX2 void pack_avx2(const uint8_t* w, size_t w_row_bytes, int64_t rows, int64
 }
 
 using TileFn = void (*)(const float*, int64_t, const float*, size_t, int, float*, bool);
-using PackFn = void (*)(const uint8_t*, size_t, int64_t, int64_t, int64_t, float*);
+using PackFn = void (*)(const uint8_t*, size_t, int64_t, int64_t, int64_t, float*, const NextPack&);
 
 // One level's kernels: the packing of weight rows and the tile for each row count 1..kRows, for at most 16
 // columns ([0]) and at most 32 ([1]).
@@ -200,10 +220,10 @@ void write_outputs(const float* acc, int64_t ra, int64_t rows, int64_t c0, int64
         const int64_t cols = std::min<int64_t>(kCols, n - j0);
         const float* a = acc + j0 / kCols * kRows * kCols;
         // (the branches keep an exact copy where there is no bias: adding 0 would turn -0 into +0)
-        for (int64_t i = 0; i < rows; ++i) {
-            const float* ai = a + i * kCols;
-            const int64_t r = ra + i;
-            if (out.transposed) {
+        if (out.transposed) {
+            for (int64_t i = 0; i < rows; ++i) {
+                const float* ai = a + i * kCols;
+                const int64_t r = ra + i;
                 float* yr = y + r * ldy + c0 + j0;
                 if (out.bias) {
                     for (int64_t j = 0; j < cols; ++j) yr[j] = ai[j] + out.bias[r];
@@ -211,17 +231,20 @@ void write_outputs(const float* acc, int64_t ra, int64_t rows, int64_t c0, int64
                     for (int64_t j = 0; j < cols; ++j) yr[j] = ai[j];
                 }
                 if (out.gelu) gelu_erf(yr, yr, cols, level);
-            } else if (out.bias) {
-                for (int64_t j = 0; j < cols; ++j) y[(c0 + j0 + j) * ldy + r] = ai[j] + out.bias[r];
-            } else {
-                for (int64_t j = 0; j < cols; ++j) y[(c0 + j0 + j) * ldy + r] = ai[j];
             }
+            continue;
         }
-        if (out.gelu && !out.transposed) {
-            for (int64_t j = 0; j < cols; ++j) {
-                float* yj = y + (c0 + j0 + j) * ldy + ra;
-                gelu_erf(yj, yj, rows, level);
+        // Output rows are positions: the tile's `rows` outputs of a position are contiguous, so they are written
+        // position by position (one run of cache lines each). Row by row, every store went to another line of an
+        // output that, for 5120 weight rows, does not stay in L2: 8-11 % of MOSS-Transcribe's fc1 at one thread.
+        for (int64_t j = 0; j < cols; ++j) {
+            float* yj = y + (c0 + j0 + j) * ldy + ra;
+            if (out.bias) {
+                for (int64_t i = 0; i < rows; ++i) yj[i] = a[i * kCols + j] + out.bias[ra + i];
+            } else {
+                for (int64_t i = 0; i < rows; ++i) yj[i] = a[i * kCols + j];
             }
+            if (out.gelu) gelu_erf(yj, yj, rows, level);
         }
     }
 }
@@ -248,7 +271,13 @@ void gemm_block(const Kernels& kern, const uint8_t* w, size_t w_row_bytes, int64
                 const int64_t kc = std::min(kSlice, p1 - k0);
                 const float* xs = gen ? xbuf : xt + k0 * ldx + c0;
                 const size_t lds = gen ? size_t(n) : ldx;
-                kern.pack(w + ra * w_row_bytes, w_row_bytes, rows, k0, kc, wp);
+                // the next pack: this tile's next slice, or the next tile's first slice of this panel
+                const bool last = k0 + kc >= p1;
+                const int64_t na = last ? ra + kRows : ra, nk = last ? p0 : k0 + kc;
+                const NextPack nx = na < r1 ? NextPack{w + na * w_row_bytes + nk * int64_t(sizeof(ggml_fp16_t)),
+                                                       std::min<int64_t>(kRows, r1 - na), std::min(kSlice, p1 - nk) * int64_t(sizeof(ggml_fp16_t))}
+                                            : NextPack{w, 0, 0};
+                kern.pack(w + ra * w_row_bytes, w_row_bytes, rows, k0, kc, wp, nx);
                 for (int64_t ct = 0; ct < n_col_tiles; ++ct) {
                     const int64_t j0 = ct * kCols, cols = std::min<int64_t>(kCols, n - j0);
                     kern.tile[cols > 16][rows - 1](wp, kc, xs + j0, lds, int(cols), at + ct * kRows * kCols, k0 == 0);
@@ -263,25 +292,26 @@ void gemm_any(const void* w, size_t w_row_bytes, int64_t k, int64_t r0, int64_t 
               const XSource* gen, int64_t n, const GemmOut& out, Level level) {
     if (level != Level::avx2 && level != Level::avx512 && level != Level::amx) std::abort();  // see gemv_available()
     const Kernels& kern = level == Level::avx2 ? kAvx2 : kAvx512;
-    // Columns in blocks, so the partial sums of one block (rows x kColBlock floats) stay within L2 for the row
-    // ranges threads get, and x^T's slice (kSlice x kColBlock floats, 256 KB) too.
-    const int64_t cb = std::min(n, kColBlock);
+    // Columns in blocks of whole tiles, as even as the tiles allow, so the partial sums of a weight tile
+    // (kRows x cb floats) and x^T's slice (kSlice x cb floats, at most 256 KB) stay in L2.
+    const int64_t n_blocks = (n + kColBlock - 1) / kColBlock;
+    const int64_t cb = std::min(n, ((n + n_blocks - 1) / n_blocks + kCols - 1) / kCols * kCols);
     const size_t n_wp = size_t(kRows) * kSlice, n_acc = size_t((r1 - r0 + kRows - 1) / kRows) * ((cb + kCols - 1) / kCols) * kRows * kCols;
     const size_t n_xbuf = gen ? size_t(std::min(k, kSlice) * cb) : 0;
     // The packed weights, partial sums and im2col slices: per thread, kept from one product to the next up to
     // kKeepFloats (an encoder layer's products take a few ms each; allocating and zeroing ~1 MB of partial sums per
     // call, on pages the allocator may have handed back, cost a few percent of them). Every value is written before
     // it is read, so what a buffer held before does not matter.
-    constexpr size_t kKeepFloats = size_t(1) << 20;  // 4 MB: an encoder layer at 2 threads up to 30 s windows
+    constexpr size_t kKeepFloats = size_t(2) << 20;  // 8 MB: an encoder layer at 2 threads up to 30 s windows
     thread_local std::vector<float> kept;
     std::vector<float> once;
     const size_t need = n_wp + n_acc + n_xbuf;
     std::vector<float>& buf = need <= kKeepFloats ? kept : once;
     if (buf.size() < need) buf.resize(need);
     float *wp = buf.data(), *acc = wp + n_wp, *xbuf = acc + n_acc;
-    for (int64_t c0 = 0; c0 < n; c0 += kColBlock) {
+    for (int64_t c0 = 0; c0 < n; c0 += cb) {
         gemm_block(kern, static_cast<const uint8_t*>(w), w_row_bytes, k, r0, r1, xt, ldx, gen, c0,
-                   std::min(kColBlock, n - c0), out, wp, acc, xbuf, level);
+                   std::min(cb, n - c0), out, wp, acc, xbuf, level);
     }
 }
 
