@@ -3,8 +3,10 @@
 //
 // Why our own kernel: ggml 0.25.3 rounds the activations to F16 and multiplies through tinyBLAS, which converts
 // both operands back to F32 inside its inner loop: ~155 GFLOP/s on two Sapphire Rapids cores, where an F32 GEMM
-// (OpenBLAS) reaches 240-325 on the same shapes. Here 12 weight rows are converted to F32 once per 256-wide
-// slice of k (12 KB, stays in L1), the activations are given transposed, and a 12 x 32 tile of FMAs runs with
+// (OpenBLAS) reaches 240-325 on the same shapes. Here 12 weight rows are converted to F32 once per 128-wide
+// slice of k (6 KB, stays in L1; the next slice's weights prefetched meanwhile), the activations are given
+// transposed (in column blocks of at most 512, so a window of up to 512 positions packs each weight once), and a
+// 12 x 32 tile of FMAs runs with
 // the weights broadcast from L1: 225-255 GFLOP/s on the encoder's shapes. The activations stay F32 (ggml's F16
 // rounding is gone, so results are closer to the reference), the sums are F32 in a fixed order: the result does
 // not depend on the thread count.
