@@ -3,8 +3,9 @@ instruction-set level this CPU has: one query row per head against a KV cache of
 float64 attention over the same cached values, on every tail shape (context lengths around the 8-position score
 groups and the 32-position softmax blocks, head sizes, grouped-query ratios, more query rows than one pass takes),
 and the same bits whichever heads share a call (the split ggml's threads give the op) and whichever of a head's query
-rows share a key load. That a sequence's tokens do not depend on the other sequences of its decode steps:
-test_batch.py; every level's greedy tokens: test_cpu_levels.py."""
+rows share a key load. The encoder kernel (cpu::attend_full, every row of a window against the window's F32 keys) the
+same way: against float64 on every window and head size, each row's bits alone. That a sequence's tokens do not
+depend on the other sequences of its decode steps: test_batch.py; every level's greedy tokens: test_cpu_levels.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -134,6 +135,64 @@ def test_levels_agree_closely():
     a = _core.attention_test(q, k, v, "f16", 0.088, "avx2")
     b = _core.attention_test(q, k, v, "f16", 0.088, "avx512")
     assert np.abs(a - b).max() < 1e-5 * np.abs(a).max()
+
+
+# The encoder kernel (cpu::attend_full: an encoder window's rows, all on one head, against the window's keys):
+# window lengths around the vector widths (8 / 16 lanes) and its key tiles (2 x 8 / 4 x 16), its row groups (5 / 6
+# rows), MOSS-Transcribe's 8 s window (104) and 5 s clip (65), MOSS-Audio's 11 s and 30 s windows (138, 375); head
+# sizes 64 (both encoders), 32, 128, 24 and 8 (no 16-multiple: the AVX2 kernel at every level).
+FULL_WINDOWS = [1, 2, 5, 6, 7, 8, 9, 15, 16, 17, 31, 33, 63, 65, 104, 138, 375]
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_encoder_kernel_matches_float64_attention(level):
+    rng = np.random.default_rng(17)
+    worst = 0.0
+    for d in (64, 32, 128, 24, 8):
+        for n in FULL_WINDOWS:
+            q, k, v = inputs(rng, n, n, 1, d)
+            out = _core.attention_test(q, k, v, "f32", 1 / np.sqrt(d), level, full=True)
+            ref = reference(q, k, v, 1 / np.sqrt(d), "f32")
+            err = np.abs(out - ref).max() / np.abs(ref).max()
+            worst = max(worst, err)
+            assert err < tolerance(q, k, 1 / np.sqrt(d), "f32"), (d, n, err)
+    assert worst > 0
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_encoder_kernel_wide_scores_and_a_peak(level):
+    """Queries 30x (scores over a wide range) and one key far above the rest: e^(s - max) underflows to 0 for most
+    positions, the row's sum stays >= 1."""
+    rng = np.random.default_rng(19)
+    n, d = 140, 64
+    q, k, v = inputs(rng, n, n, 1, d, q_scale=30.0)
+    k[77, 0] = q[5] / 3.0
+    out = _core.attention_test(q, k, v, "f32", 1 / np.sqrt(d), level, full=True)
+    ref = reference(q, k, v, 1 / np.sqrt(d), "f32")
+    assert np.abs(out - ref).max() / np.abs(ref).max() < tolerance(q, k, 1 / np.sqrt(d), "f32")
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_encoder_kernel_row_alone_same_bits(level):
+    """A row's result does not depend on which rows share the call (row groups of 5 / 6 and the last rows one by
+    one): every row of a window against the same row computed alone."""
+    rng = np.random.default_rng(23)
+    for d, n in [(64, 104), (32, 17), (24, 9)]:
+        q, k, v = inputs(rng, n, n, 1, d)
+        together = _core.attention_test(q, k, v, "f32", 0.125, level, full=True)
+        for j in range(n):
+            assert np.array_equal(_core.attention_test(q[j:j + 1], k, v, "f32", 0.125, level, full=True)[0],
+                                  together[j]), (d, n, j)
+
+
+def test_encoder_kernel_takes_f32_and_one_kv_head():
+    q = np.zeros((4, 16), np.float32)
+    with pytest.raises(ValueError, match="full"):
+        _core.attention_test(q, np.zeros((3, 1, 16), np.float32), np.zeros((3, 1, 16), np.float32), "f16", 0.1,
+                             full=True)
+    with pytest.raises(ValueError, match="full"):
+        _core.attention_test(q, np.zeros((3, 2, 16), np.float32), np.zeros((3, 2, 16), np.float32), "f32", 0.1,
+                             full=True)
 
 
 def test_bad_shapes_are_errors():

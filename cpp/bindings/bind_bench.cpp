@@ -716,8 +716,10 @@ void bind_bench(py::module_& m) {
         [](py::array_t<float, py::array::c_style | py::array::forcecast> q,
            py::array_t<float, py::array::c_style | py::array::forcecast> k,
            py::array_t<float, py::array::c_style | py::array::forcecast> v, const std::string& kv_type, float scale,
-           const std::string& level, int heads_per_call) {
+           const std::string& level, int heads_per_call, bool full) {
             const ggml_type type = kv_type == "f16" ? GGML_TYPE_F16 : kv_type == "f32" ? GGML_TYPE_F32 : GGML_TYPE_COUNT;
+            if (full && (type != GGML_TYPE_F32 || k.ndim() != 3 || k.shape(1) != 1))
+                throw InputError("attention_test: full (the encoder kernel) takes f32 and one KV head");
             if (type == GGML_TYPE_COUNT || q.ndim() != 2 || k.ndim() != 3 || v.ndim() != 3 || k.shape(0) < 1 ||
                 v.shape(0) != k.shape(0) || v.shape(1) != k.shape(1) || v.shape(2) != k.shape(2) ||
                 k.shape(2) != q.shape(1) || k.shape(1) < 1 || q.shape(0) % k.shape(1) != 0 || heads_per_call < 1)
@@ -739,14 +741,19 @@ void bind_bench(py::module_& m) {
                 const size_t off = size_t(h * d) * ggml_type_size(type);
                 cpu::AttnHeads u{q.data() + h * g * d, d, int(nh * g), int(g), kc.data() + off, vc.data() + off, row,
                                  int(n_kv), int(d), scale, out.mutable_data() + h * g * d, d};
-                cpu::attend(type, u, lv);
+                if (full) {
+                    cpu::attend_full(u, lv);
+                } else {
+                    cpu::attend(type, u, lv);
+                }
             }
             return out;
         },
         py::arg("q"), py::arg("k"), py::arg("v"), py::arg("kv_type"), py::arg("scale"), py::arg("level") = "",
-        py::arg("heads_per_call") = 1,
+        py::arg("heads_per_call") = 1, py::arg("full") = false,
         "softmax(scale q k^T) v per head through our decode-attention kernel (q head j uses KV head j // (n_head / "
-        "n_head_kv)), k and v stored as a KV cache of kv_type first (tests).");
+        "n_head_kv)), k and v stored as a KV cache of kv_type first; full: the encoder kernel (cpu::attend_full: "
+        "f32, one KV head, every row against the same keys) (tests).");
     m.def(
         "attention_bench",
         [](const std::string& kv_type, int n_kv, int n_head, int n_head_kv, int d, int copies, int reps,

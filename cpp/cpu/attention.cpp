@@ -41,6 +41,29 @@ void attend(ggml_type type, const AttnHeads& h, Level level, float* work) {
 #endif
 }
 
+size_t attention_full_work_floats(int64_t d, int64_t n_kv) {
+    // the keys transposed (d rows) and the score rows of one row group (at most 8 rows), n_kv rounded up to 16
+    return size_t(d + 8) * size_t((n_kv + 15) / 16 * 16);
+}
+
+void attend_full(const AttnHeads& h, Level level, float* work) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    thread_local std::vector<float> kept;
+    if (!work) {
+        const size_t need = attention_full_work_floats(h.d, h.n_kv) + 16;
+        if (kept.size() < need) kept.resize(need);
+        work = kept.data() + (16 - reinterpret_cast<uintptr_t>(kept.data()) / 4 % 16) % 16;
+    }
+    if (level >= Level::avx512 && h.d % 16 == 0) {
+        attend_avx512_full(h, work);
+    } else {
+        attend_avx2_full(h, work);
+    }
+#else
+    (void)h, (void)level, (void)work;
+#endif
+}
+
 void store_kv(ggml_type type, const float* x, void* dst, int64_t n, Level level) {
 #if defined(__GNUC__) && defined(__x86_64__)
     (void)level;  // F16C's conversion: the same bits at every level

@@ -69,6 +69,17 @@ size_t attention_work_floats(int64_t d);
 // floats, or null (then a buffer on the stack, or the heap for head sizes above 256).
 void attend(ggml_type type, const AttnHeads& h, Level level = active_level(), float* work = nullptr);
 
+// Encoder attention: all h.n_q query rows on one KV head (h.g == h.n_q) against the same h.n_kv keys and values,
+// F32 rows (an encoder window's q, k, v). Scores as a small matrix product with the keys transposed once per call
+// into the vector lanes (each score one FMA chain over the head, in order, then times scale), an exact softmax over
+// the whole row, the value sums in position order divided by the row's sum: no horizontal sums and no online
+// rescaling, which the one-row-at-a-time decode kernel (attend) needs and an encoder's hundreds of rows a head do
+// not. A row's result depends only on its query, the keys and the values (not on which rows share the call); the
+// levels differ in the last bits (8- or 16-lane softmax sums). Requires attention_supports(GGML_TYPE_F32, h.d,
+// level). work: attention_full_work_floats(h.d, h.n_kv) floats, 64-byte aligned, or null (a buffer per thread).
+size_t attention_full_work_floats(int64_t d, int64_t n_kv);
+void attend_full(const AttnHeads& h, Level level = active_level(), float* work = nullptr);
+
 // Writes n floats as one cache row piece of `type`: F16 rounded to nearest even (the same bits as ggml's copy),
 // F32 copied. Requires attention_supports(type, n, level).
 void store_kv(ggml_type type, const float* x, void* dst, int64_t n, Level level = active_level());

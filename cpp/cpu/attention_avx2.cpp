@@ -19,6 +19,7 @@ struct V {
     using F = __m256;
     static constexpr int W = 8;
     static constexpr int kAcc = 8;
+    static constexpr int kFullRows = 5, kFullKeys = 2, kFullCols = 2;  // 10 accumulators of 16 registers
     CM_ATTN_VECTOR_OPS(_mm256, F)
     CM_T static F load_h(const uint8_t* p) {
         return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));

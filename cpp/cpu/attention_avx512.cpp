@@ -23,6 +23,7 @@ struct V {
     using F = __m512;
     static constexpr int W = 16;
     static constexpr int kAcc = 16;
+    static constexpr int kFullRows = 6, kFullKeys = 4, kFullCols = 4;  // 24 accumulators of 32 registers
     CM_ATTN_VECTOR_OPS(_mm512, F)
     CM_T static F load_h(const uint8_t* p) {
         return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));

@@ -8,6 +8,9 @@ namespace cm::cpu {
 // work: attention_work_floats(h.d) floats, 64-byte aligned
 void attend_avx2(ggml_type type, const AttnHeads& h, float* work);    // d a multiple of 8
 void attend_avx512(ggml_type type, const AttnHeads& h, float* work);  // d a multiple of 16
+// work: attention_full_work_floats(h.d, h.n_kv) floats, 64-byte aligned
+void attend_avx2_full(const AttnHeads& h, float* work);
+void attend_avx512_full(const AttnHeads& h, float* work);  // d a multiple of 16
 void store_kv_avx2(ggml_type type, const float* x, void* dst, int64_t n);
 
 }  // namespace cm::cpu

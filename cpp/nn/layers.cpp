@@ -286,7 +286,7 @@ void enc_attn_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
                          k->nb[1], int(n), int(hd), scale,
                          reinterpret_cast<float*>(static_cast<char*>(dst->data) + r0 * dst->nb[1]) + h * hd,
                          int64_t(dst->nb[1] / f)};
-        cpu::attend(GGML_TYPE_F32, a);
+        cpu::attend_full(a);
     }
 }
 
