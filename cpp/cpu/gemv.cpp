@@ -271,17 +271,6 @@ CM_AVX512_INLINE void q4k_idx(Q4KIdx& ix) {
     }
 }
 
-// each row kPrefetchRows ahead of block offset off; past its end, the same row of the next 16 (the next call's)
-CM_AVX512_INLINE void q4k_prefetch(const uint8_t* const* rp, size_t off, size_t row_bytes, size_t next) {
-    const size_t pf = off + kPrefetchRows + (off + kPrefetchRows >= row_bytes ? next - row_bytes : 0);
-    for (int k = 0; k < 16; ++k) {
-        const char* p = reinterpret_cast<const char*>(rp[k]) + pf;
-        _mm_prefetch(p, _MM_HINT_T0);
-        _mm_prefetch(p + 64, _MM_HINT_T0);
-        _mm_prefetch(p + 128, _MM_HINT_T0);
-    }
-}
-
 // sc[s]: the 6-bit scale of sub-block s as an int32 (high bits zero) in each row's lane; mp[p]: the mins of
 // sub-blocks 2p, 2p + 1 as an int16 pair; wd, wdmin: d and dmin.
 struct Q4KHead {
@@ -329,7 +318,7 @@ CM_AVX512_INLINE void q4k_head(const uint8_t* const* rp, size_t off, const Q4KId
 CM_AVX512_INLINE size_t q4k_block(const uint8_t* const* rp, int64_t i, size_t row_bytes, size_t next, const Q4KIdx& ix,
                                   Q4KHead& hd) {
     const size_t off = size_t(i) * kQ4KBytes;
-    q4k_prefetch(rp, off, row_bytes, next);
+    q4k_prefetch<16>(rp, off, row_bytes, next);
     q4k_head(rp, off, ix, hd);
     return off;
 }

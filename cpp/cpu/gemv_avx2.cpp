@@ -156,14 +156,7 @@ CM_AVX2 void q4k_rows8(const uint8_t* const* rp, int64_t nb, const ActQ4K* a, in
     Q4KBlock256 b;
     for (int64_t i = 0; i < nb; ++i) {
         const size_t off = size_t(i) * kQ4KBytes;
-        // each row kPrefetchRows ahead; past its end, the same row of the next 8 (the next call's)
-        const size_t pf = off + kPrefetchRows + (off + kPrefetchRows >= row_bytes ? next - row_bytes : 0);
-        for (int k = 0; k < 8; ++k) {
-            const char* p = reinterpret_cast<const char*>(rp[k]) + pf;
-            _mm_prefetch(p, _MM_HINT_T0);
-            _mm_prefetch(p + 64, _MM_HINT_T0);
-            _mm_prefetch(p + 128, _MM_HINT_T0);
-        }
+        q4k_prefetch<8>(rp, off, row_bytes, next);
         // header (rows q and q + 4 in h[q]), transposed: H[k] lane r = dword k of row r's first 16 bytes
         __m256i h[4], H[4];
         for (int q = 0; q < 4; ++q) h[q] = load2x128(rp[q] + off, rp[q + 4] + off);

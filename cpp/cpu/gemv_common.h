@@ -7,6 +7,10 @@
 #include <cstdint>
 #include <type_traits>
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h>
+#endif
+
 #include "cpu/gemv.h"
 
 namespace cm::cpu::detail {
@@ -24,6 +28,24 @@ constexpr int kPrefetch = 4096;
 #define CM_Q4K_PREFETCH 1024
 #endif
 constexpr size_t kPrefetchRows = CM_Q4K_PREFETCH;
+
+#if defined(__x86_64__) || defined(_M_X64)
+// The R interleaved rows' prefetch at block offset off: each row kPrefetchRows ahead, past its end the same row of
+// the next R (the next call's, `next` bytes on). Plain SSE prefetches: the same code for every level.
+template <int R>
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+inline void q4k_prefetch(const uint8_t* const* rp, size_t off, size_t row_bytes, size_t next) {
+    const size_t pf = off + kPrefetchRows + (off + kPrefetchRows >= row_bytes ? next - row_bytes : 0);
+    for (int k = 0; k < R; ++k) {
+        const char* p = reinterpret_cast<const char*>(rp[k]) + pf;
+        _mm_prefetch(p, _MM_HINT_T0);
+        _mm_prefetch(p + 64, _MM_HINT_T0);
+        _mm_prefetch(p + 128, _MM_HINT_T0);
+    }
+}
+#endif
 // From this many activation rows on, F16/F32 weights go through a level's gemv_float_kblocked (weights converted
 // once per block of values for all activation rows; the same bits as its gemv_float).
 #ifndef CM_FLOAT_KBLOCK_ROWS
